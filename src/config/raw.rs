@@ -1,0 +1,112 @@
+//! The config file as written: plain strings and numbers, unknown keys refused.
+
+use serde::Deserialize;
+
+use super::{LogFormat, Notify, OnExpiry};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub homeserver: RawHomeserver,
+    pub appservice: RawAppservice,
+    #[serde(default = "default_database")]
+    pub database: String,
+    #[serde(default = "default_policies")]
+    pub policies: String,
+    pub control_room: String,
+    #[serde(default)]
+    pub moderators: RawModerators,
+    #[serde(default = "default_notify")]
+    pub notify: Notify,
+    #[serde(default)]
+    pub dry_run: bool,
+    #[serde(default = "default_log_format")]
+    pub log_format: LogFormat,
+    #[serde(default)]
+    pub review: RawReview,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHomeserver {
+    pub url: String,
+    pub server_name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAppservice {
+    pub listen: String,
+    #[serde(default = "default_registration")]
+    pub registration: String,
+    #[serde(default)]
+    pub max_body_bytes: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModerators {
+    #[serde(default = "default_power_level")]
+    pub power_level: i64,
+    #[serde(default)]
+    pub users: Vec<String>,
+}
+
+impl Default for RawModerators {
+    fn default() -> Self {
+        Self {
+            power_level: default_power_level(),
+            users: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReview {
+    #[serde(default = "default_expire_after")]
+    pub expire_after: String,
+    #[serde(default = "default_on_expiry")]
+    pub on_expiry: OnExpiry,
+}
+
+impl Default for RawReview {
+    fn default() -> Self {
+        Self {
+            expire_after: default_expire_after(),
+            on_expiry: default_on_expiry(),
+        }
+    }
+}
+
+fn default_database() -> String {
+    "data/knockwarden".into()
+}
+fn default_policies() -> String {
+    "policies".into()
+}
+fn default_registration() -> String {
+    "registration.yaml".into()
+}
+fn default_power_level() -> i64 {
+    50
+}
+fn default_notify() -> Notify {
+    Notify::Review
+}
+fn default_log_format() -> LogFormat {
+    LogFormat::Pretty
+}
+fn default_expire_after() -> String {
+    "7d".into()
+}
+fn default_on_expiry() -> OnExpiry {
+    OnExpiry::Ignore
+}
+
+impl RawConfig {
+    /// Parses YAML text; the error message carries the key path, line and column.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        serde_yaml::from_str(text).map_err(|e| e.to_string())
+    }
+}

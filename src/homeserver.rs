@@ -1,0 +1,114 @@
+//! The homeserver, as knockwarden's bot sees it: a narrow trait over the client-server API.
+//!
+//! [`Homeserver`] lists exactly the calls knockwarden makes. [`MatrixHomeserver`] is the real
+//! implementation (matrix-sdk, acting as the appservice bot with the as_token); tests put a
+//! fake HTTP homeserver behind it, or a fake implementation of the trait.
+
+mod matrix;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ruma::{OwnedRoomId, RoomId, RoomOrAliasId};
+
+pub use matrix::MatrixHomeserver;
+
+/// A failed call to the homeserver.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HsError {
+    /// The homeserver answered with an error status.
+    #[error("homeserver answered {status} {errcode}: {message}")]
+    Api {
+        status: u16,
+        errcode: String,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// No usable answer: connection refused, timed out or cut.
+    #[error("homeserver unreachable: {0}")]
+    Transport(String),
+    /// An answer we could not use (malformed body, unexpected shape).
+    #[error("unexpected answer from the homeserver: {0}")]
+    Unexpected(String),
+}
+
+impl HsError {
+    /// Whether trying again later may succeed: rate limits, 5xx, and no answer at all.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            HsError::Api { status, .. } => *status == 429 || *status >= 500,
+            HsError::Transport(_) => true,
+            HsError::Unexpected(_) => false,
+        }
+    }
+
+    /// How long the homeserver asked us to wait (429), if it said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            HsError::Api { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    pub fn errcode(&self) -> Option<&str> {
+        match self {
+            HsError::Api { errcode, .. } => Some(errcode),
+            _ => None,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            HsError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// The calls knockwarden makes to its homeserver, as the bot.
+#[async_trait]
+pub trait Homeserver: Send + Sync + 'static {
+    /// `POST /_matrix/client/v3/join/{roomIdOrAlias}`; returns the room ID.
+    async fn join(&self, room: &RoomOrAliasId) -> Result<OwnedRoomId, HsError>;
+
+    /// `POST /_matrix/client/v3/rooms/{roomId}/leave` (also declines an invite).
+    async fn leave(&self, room: &RoomId) -> Result<(), HsError>;
+
+    /// `GET /_matrix/client/v3/rooms/{roomId}/members?membership=knock`: the knock events.
+    async fn knocking_members(&self, room: &RoomId) -> Result<Vec<serde_json::Value>, HsError>;
+
+    /// `GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}?format=event`, or
+    /// `None` when the room has no such state.
+    async fn state(
+        &self,
+        room: &RoomId,
+        event_type: &str,
+        state_key: &str,
+    ) -> Result<Option<StateEvent>, HsError>;
+}
+
+/// A state event as read back from the homeserver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateEvent {
+    /// Its sender, when the homeserver gave the whole event (`format=event`).
+    pub sender: Option<String>,
+    pub content: serde_json::Value,
+}
+
+impl StateEvent {
+    /// Reads a `format=event` answer; a homeserver that ignores `format` sends only the content.
+    pub fn from_answer(v: serde_json::Value) -> Self {
+        let whole = v.get("type").is_some_and(|t| t.is_string())
+            && v.get("content").is_some_and(|c| c.is_object());
+        if whole {
+            let sender = v.get("sender").and_then(|s| s.as_str()).map(str::to_owned);
+            let content = v.get("content").cloned().unwrap_or_default();
+            StateEvent { sender, content }
+        } else {
+            StateEvent {
+                sender: None,
+                content: v,
+            }
+        }
+    }
+}

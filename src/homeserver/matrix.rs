@@ -1,0 +1,168 @@
+//! [`Homeserver`] over matrix-sdk, acting as the appservice bot.
+//!
+//! The session is restored with the as_token as access token (no login: the spec lets an
+//! appservice act as its `sender_localpart` user with it). Server versions are set up front so
+//! building the client makes no request, and the SDK's own retries are off: the outbox retries,
+//! with back-off, across restarts.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use matrix_sdk::{
+    Client, HttpError, SessionMeta, SessionTokens,
+    authentication::matrix::MatrixSession,
+    config::RequestConfig,
+    ruma::api::{
+        MatrixVersion,
+        client::{
+            membership::{get_member_events, join_room_by_id_or_alias, leave_room},
+            state::get_state_event_for_key,
+        },
+        error::{ErrorBody, ErrorKind, RetryAfter},
+    },
+};
+use ruma::{
+    OwnedDeviceId, OwnedRoomId, RoomId, RoomOrAliasId, UserId, events::StateEventType,
+    events::room::member::MembershipState,
+};
+use url::Url;
+
+use super::{Homeserver, HsError, StateEvent};
+
+/// Timeout for one request to the homeserver.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The real homeserver client.
+#[derive(Clone, Debug)]
+pub struct MatrixHomeserver {
+    client: Client,
+}
+
+impl MatrixHomeserver {
+    /// Builds the client for `bot` with the appservice's `as_token`. Makes no request.
+    pub async fn new(url: &Url, bot: &UserId, as_token: &str) -> Result<Self, String> {
+        let client = Client::builder()
+            .homeserver_url(url.as_str())
+            .server_versions([MatrixVersion::V1_11])
+            .request_config(
+                RequestConfig::new()
+                    .disable_retry()
+                    .timeout(REQUEST_TIMEOUT),
+            )
+            .build()
+            .await
+            .map_err(|e| format!("cannot build the Matrix client: {e}"))?;
+        let session = MatrixSession {
+            meta: SessionMeta {
+                user_id: bot.to_owned(),
+                device_id: OwnedDeviceId::from("KNOCKWARDEN"),
+            },
+            tokens: SessionTokens {
+                access_token: as_token.to_owned(),
+                refresh_token: None,
+            },
+        };
+        client
+            .restore_session(session)
+            .await
+            .map_err(|e| format!("cannot set up the bot's session: {e}"))?;
+        Ok(Self { client })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// Turns the SDK's error into ours, keeping status, errcode and retry delay.
+pub(crate) fn hs_error(e: HttpError) -> HsError {
+    if let Some(api) = e.as_client_api_error() {
+        let status = api.status_code.as_u16();
+        let (errcode, message, retry_after) = match &api.body {
+            ErrorBody::Standard(body) => {
+                let retry_after = match &body.kind {
+                    ErrorKind::LimitExceeded(data) => data.retry_after.as_ref().map(|r| match r {
+                        RetryAfter::Delay(d) => *d,
+                        RetryAfter::DateTime(t) => t
+                            .duration_since(std::time::SystemTime::now())
+                            .unwrap_or_default(),
+                    }),
+                    _ => None,
+                };
+                (
+                    body.kind.errcode().to_string(),
+                    body.message.clone(),
+                    retry_after,
+                )
+            }
+            ErrorBody::Json(v) => ("M_UNKNOWN".to_owned(), v.to_string(), None),
+            ErrorBody::NotJson { bytes, .. } => (
+                "M_UNKNOWN".to_owned(),
+                String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
+                None,
+            ),
+        };
+        return HsError::Api {
+            status,
+            errcode,
+            message,
+            retry_after,
+        };
+    }
+    match e {
+        HttpError::Reqwest(e) => HsError::Transport(e.to_string()),
+        other => HsError::Unexpected(other.to_string()),
+    }
+}
+
+#[async_trait]
+impl Homeserver for MatrixHomeserver {
+    async fn join(&self, room: &RoomOrAliasId) -> Result<OwnedRoomId, HsError> {
+        let req = join_room_by_id_or_alias::v3::Request::new(room.to_owned());
+        Ok(self.client.send(req).await.map_err(hs_error)?.room_id)
+    }
+
+    async fn leave(&self, room: &RoomId) -> Result<(), HsError> {
+        self.client
+            .send(leave_room::v3::Request::new(room.to_owned()))
+            .await
+            .map_err(hs_error)?;
+        Ok(())
+    }
+
+    async fn knocking_members(&self, room: &RoomId) -> Result<Vec<serde_json::Value>, HsError> {
+        let mut req = get_member_events::v3::Request::new(room.to_owned());
+        req.membership = Some(MembershipState::Knock);
+        let res = self.client.send(req).await.map_err(hs_error)?;
+        res.chunk
+            .into_iter()
+            .map(|raw| {
+                serde_json::from_str(raw.json().get())
+                    .map_err(|e| HsError::Unexpected(e.to_string()))
+            })
+            .collect()
+    }
+
+    async fn state(
+        &self,
+        room: &RoomId,
+        event_type: &str,
+        state_key: &str,
+    ) -> Result<Option<StateEvent>, HsError> {
+        let mut req = get_state_event_for_key::v3::Request::new(
+            room.to_owned(),
+            StateEventType::from(event_type),
+            state_key.to_owned(),
+        );
+        req.format = get_state_event_for_key::v3::StateEventFormat::Event;
+        match self.client.send(req).await {
+            Ok(res) => serde_json::from_str(res.event_or_content.get())
+                .map(|v| Some(StateEvent::from_answer(v)))
+                .map_err(|e| HsError::Unexpected(e.to_string())),
+            Err(e) => match hs_error(e) {
+                HsError::Api { status: 404, .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! The HTTP surface the homeserver talks to (application service API), and `/health`.
+//!
+//! Thin: handlers check the hs_token, read the body within the limit, and hand it to
+//! [`crate::pipeline::intake`]. Every error is a Matrix error body built by [`ApiError`].
+//!
+//! | route | what |
+//! |---|---|
+//! | `PUT /_matrix/app/v1/transactions/{txnId}` (and legacy `/transactions/{txnId}`) | events in |
+//! | `POST /_matrix/app/v1/ping` | the homeserver checks we are up |
+//! | `GET /_matrix/app/v1/users/{userId}` (and legacy `/users/{userId}`) | user query |
+//! | `GET /_matrix/app/v1/rooms/{roomAlias}` (and legacy `/rooms/{roomAlias}`) | alias query |
+//! | `GET /health` | storage usable: 200, else 503 |
+
+mod appservice;
+mod auth;
+
+use actix_web::{HttpResponse, web};
+
+use crate::{error::ApiError, pipeline::Shared};
+
+pub use auth::HsAuth;
+
+/// State shared by the handlers.
+pub struct HttpState {
+    pub shared: Shared,
+    pub hs_token: String,
+    pub max_body_bytes: usize,
+}
+
+/// Registers every route on an actix app.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    for prefix in ["/_matrix/app/v1", ""] {
+        cfg.service(
+            web::resource(format!("{prefix}/transactions/{{txn_id}}"))
+                .route(web::put().to(appservice::transaction))
+                .default_service(web::to(wrong_method)),
+        )
+        .service(
+            web::resource(format!("{prefix}/users/{{user_id}}"))
+                .route(web::get().to(appservice::query_user))
+                .default_service(web::to(wrong_method)),
+        )
+        .service(
+            web::resource(format!("{prefix}/rooms/{{room_alias}}"))
+                .route(web::get().to(appservice::query_room))
+                .default_service(web::to(wrong_method)),
+        );
+    }
+    cfg.service(
+        web::resource("/_matrix/app/v1/ping")
+            .route(web::post().to(appservice::ping))
+            .default_service(web::to(wrong_method)),
+    )
+    .service(
+        web::resource("/health")
+            .route(web::get().to(health))
+            .default_service(web::to(wrong_method)),
+    );
+}
+
+/// For `App::default_service`: any other path.
+pub async fn unknown_route() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::unrecognized_route())
+}
+
+async fn wrong_method() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::wrong_method())
+}
+
+/// `GET /health`: 200 with counts when storage answers, 503 otherwise. Not authenticated, and
+/// says nothing secret.
+async fn health(state: web::Data<HttpState>) -> HttpResponse {
+    let store = &state.shared.store;
+    if store.is_healthy() {
+        HttpResponse::Ok().json(serde_json::json!({
+            "status": "ok",
+            "inbox": store.inbox_len(),
+            "outbox": store.outbox_len(),
+        }))
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({"status": "storage unavailable"}))
+    }
+}

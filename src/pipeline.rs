@@ -1,0 +1,63 @@
+//! The pipeline: from pushed events to actions on the homeserver.
+//!
+//! - [`intake`] takes events in: filters what knockwarden needs, writes it durably to the
+//!   inbox (each event ID once, ever) and records the bot's own membership.
+//! - [`worker`] drains the inbox in order: each event turns into state updates and outbox
+//!   actions, written in the same transaction that removes it from the inbox.
+//! - [`executor`] drains the outbox in order, calling the homeserver, retrying transient
+//!   failures with back-off (the outbox is in sled, so retries survive restarts).
+
+pub mod executor;
+pub mod intake;
+pub mod worker;
+
+use std::sync::Arc;
+
+use ruma::{OwnedRoomId, OwnedUserId};
+use tokio::sync::{Notify, watch};
+
+use crate::{config::Config, homeserver::Homeserver, storage::Store};
+
+/// What the pipeline's parts share.
+#[derive(Clone)]
+pub struct Shared {
+    pub store: Store,
+    pub homeserver: Arc<dyn Homeserver>,
+    pub config: Arc<Config>,
+    pub bot: OwnedUserId,
+    /// Wakes the worker when the inbox has something.
+    pub inbox_ready: Arc<Notify>,
+    /// Wakes the executor when the outbox has something.
+    pub outbox_ready: Arc<Notify>,
+    /// Becomes true when the service is stopping.
+    pub stopping: watch::Receiver<bool>,
+}
+
+impl Shared {
+    /// The control room's ID: from the config, or (for an alias) as resolved when joined.
+    pub fn control_room_id(&self) -> Option<OwnedRoomId> {
+        match ruma::RoomId::parse(self.config.control_room.as_str()) {
+            Ok(id) => Some(id),
+            Err(_) => self
+                .store
+                .get_meta(CONTROL_ROOM_KEY)
+                .ok()
+                .flatten()
+                .and_then(|s| OwnedRoomId::try_from(s).ok()),
+        }
+    }
+}
+
+/// Meta key under which the resolved control room ID is kept.
+pub const CONTROL_ROOM_KEY: &str = "control_room_id";
+
+/// Waits until `notify` fires or the service stops; returns false when stopping.
+pub(crate) async fn wait_for(notify: &Notify, stopping: &mut watch::Receiver<bool>) -> bool {
+    if *stopping.borrow() {
+        return false;
+    }
+    tokio::select! {
+        _ = notify.notified() => !*stopping.borrow(),
+        _ = stopping.changed() => false,
+    }
+}

@@ -1,0 +1,249 @@
+//! The executor: carries out the outbox, oldest first, on the homeserver.
+//!
+//! A transient failure (429, 5xx, no answer) keeps the action at the head of the outbox and
+//! retries it after the delay the homeserver asked for, or an exponential back-off with jitter
+//! capped at 5 minutes; later actions wait behind it, so actions happen in order. A permanent
+//! failure is logged and the action dropped.
+
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use ruma::{OwnedRoomId, RoomId};
+
+use super::{Shared, intake, wait_for, worker};
+use crate::{
+    homeserver::HsError,
+    power,
+    storage::{Action, Op, Origin, OutboxEntry, Store, now_ms},
+};
+
+/// Longest wait between two attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Delay before attempt number `attempts + 1`, after `attempts` failures.
+pub fn backoff(attempts: u32, retry_after: Option<Duration>) -> Duration {
+    if let Some(d) = retry_after {
+        return d.min(MAX_BACKOFF);
+    }
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(MAX_BACKOFF)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+        .nth(attempts.saturating_sub(1) as usize)
+        .unwrap_or(MAX_BACKOFF)
+        .min(MAX_BACKOFF)
+}
+
+/// Why an action failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error(transparent)]
+    Homeserver(#[from] HsError),
+    #[error(transparent)]
+    Store(#[from] crate::storage::StoreError),
+    /// Not retryable, and not the homeserver's fault.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl ActionError {
+    fn is_transient(&self) -> bool {
+        match self {
+            ActionError::Homeserver(e) => e.is_transient(),
+            ActionError::Store(_) => true,
+            ActionError::Permanent(_) => false,
+        }
+    }
+}
+
+/// Runs until the service stops, finishing the action in hand first.
+pub async fn run(shared: Shared) {
+    let mut stopping = shared.stopping.clone();
+    loop {
+        if *stopping.borrow() {
+            return;
+        }
+        let head = match shared.store.outbox_first() {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the outbox; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let Some((seq, entry)) = head else {
+            if !wait_for(&shared.outbox_ready, &mut stopping).await {
+                return;
+            }
+            continue;
+        };
+        let now = now_ms();
+        if entry.not_before_ms > now {
+            let wait = Duration::from_millis(entry.not_before_ms - now);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stopping.changed() => return,
+            }
+            continue;
+        }
+        step(&shared, seq, entry).await;
+    }
+}
+
+/// Tries one action and records the outcome.
+async fn step(shared: &Shared, seq: u64, mut entry: OutboxEntry) {
+    let result = execute(shared, &entry.action).await;
+    let store = &shared.store;
+    let outcome = match result {
+        Ok(follow_ups) => {
+            let mut ops: Vec<Op> = vec![Store::outbox_done(seq)];
+            for a in follow_ups {
+                match store.outbox_push(a) {
+                    Ok(op) => ops.push(op),
+                    Err(e) => tracing::error!(error = %e, "cannot queue a follow-up action"),
+                }
+            }
+            store.commit(&ops)
+        }
+        Err(e) if e.is_transient() => {
+            entry.attempts += 1;
+            let retry_after = match &e {
+                ActionError::Homeserver(h) => h.retry_after(),
+                _ => None,
+            };
+            let delay = backoff(entry.attempts, retry_after);
+            entry.not_before_ms = now_ms() + delay.as_millis() as u64;
+            entry.last_error = Some(e.to_string());
+            tracing::warn!(action = ?entry.action, attempts = entry.attempts, error = %e, retry_in_ms = delay.as_millis() as u64, "action failed; will retry");
+            store.outbox_retry_later(seq, &entry)
+        }
+        Err(e) => {
+            tracing::error!(action = ?entry.action, error = %e, "action failed for good; dropping it");
+            store.commit(&[
+                Store::outbox_done(seq),
+                Op::Add {
+                    counter: "actions_failed".into(),
+                    by: 1,
+                },
+            ])
+        }
+    };
+    if let Err(e) = outcome {
+        tracing::error!(error = %e, "cannot record the outcome of an action");
+    }
+}
+
+fn room_id(s: &str) -> Result<OwnedRoomId, ActionError> {
+    OwnedRoomId::try_from(s).map_err(|e| ActionError::Permanent(format!("bad room ID {s}: {e}")))
+}
+
+/// Carries out one action; returns follow-up actions.
+async fn execute(shared: &Shared, action: &Action) -> Result<Vec<Action>, ActionError> {
+    let hs = &shared.homeserver;
+    match action {
+        Action::JoinControlRoom => {
+            let id = hs.join(&shared.config.control_room).await?;
+            worker::remember_control_room(&shared.store, id.as_str())?;
+            tracing::info!(room = %id, "in the control room");
+            Ok(vec![Action::FetchRoomState {
+                room_id: id.to_string(),
+            }])
+        }
+        Action::AnswerInvite {
+            room_id: room,
+            inviter,
+        } => {
+            let room = room_id(room)?;
+            if is_moderator(shared, inviter).await? {
+                hs.join(<&ruma::RoomOrAliasId>::from(&*room)).await?;
+                tracing::info!(%room, %inviter, "joined at a moderator's invitation");
+            } else {
+                hs.leave(&room).await?;
+                tracing::warn!(%room, %inviter, "declined an invitation from a non-moderator");
+            }
+            Ok(vec![])
+        }
+        Action::CatchUp { room_id: room } => {
+            let room = room_id(room)?;
+            let knocks = hs.knocking_members(&room).await?;
+            let n = knocks.len();
+            let origin = Origin::CatchUp {
+                room_id: room.to_string(),
+            };
+            let (outcome, _, _) = intake::take_events(shared, &origin, None, knocks)?;
+            shared.store.flush().await?;
+            if outcome.stored > 0 {
+                shared.inbox_ready.notify_one();
+            }
+            tracing::info!(%room, knocking = n, new = outcome.stored, "caught up on knocks");
+            Ok(vec![])
+        }
+        Action::FetchRoomState { room_id: room } => {
+            let room = room_id(room)?;
+            fetch_room_state(shared, &room).await?;
+            Ok(vec![])
+        }
+    }
+}
+
+/// Reads a room's create event, join rule and power levels into the store.
+async fn fetch_room_state(shared: &Shared, room: &RoomId) -> Result<(), ActionError> {
+    for kind in ["m.room.create", "m.room.join_rules", "m.room.power_levels"] {
+        if let Some(ev) = shared.homeserver.state(room, kind, "").await? {
+            // The create event's sender is the creator; old versions also name it in content.
+            let sender = ev
+                .sender
+                .or_else(|| {
+                    ev.content
+                        .get("creator")
+                        .and_then(|c| c.as_str())
+                        .map(str::to_owned)
+                })
+                .unwrap_or_default();
+            shared.store.update_room(room.as_str(), |rec| {
+                worker::apply_state(rec, kind, ev.content, &sender)
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether `user` may steer knockwarden: listed in `moderators.users`, or with at least
+/// `moderators.power_level` in the control room.
+pub async fn is_moderator(shared: &Shared, user: &str) -> Result<bool, ActionError> {
+    let cfg = &shared.config.moderators;
+    if cfg.users.iter().any(|u| u.as_str() == user) {
+        return Ok(true);
+    }
+    let Some(control) = shared.control_room_id() else {
+        return Err(ActionError::Homeserver(HsError::Transport(
+            "the control room is not joined yet".into(),
+        )));
+    };
+    let mut rec = shared.store.room(control.as_str())?.unwrap_or_default();
+    if rec.power_levels.is_none() {
+        fetch_room_state(shared, &control).await?;
+        rec = shared.store.room(control.as_str())?.unwrap_or_default();
+    }
+    Ok(power::user_level(rec.power_levels.as_ref(), &rec.creators, user) >= cfg.power_level)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_honours_retry_after() {
+        assert!(backoff(1, None) <= Duration::from_secs(1));
+        assert!(backoff(4, None) >= Duration::from_secs(4));
+        assert!(backoff(30, None) <= MAX_BACKOFF);
+        assert_eq!(
+            backoff(3, Some(Duration::from_millis(1200))),
+            Duration::from_millis(1200)
+        );
+        assert_eq!(backoff(3, Some(Duration::from_secs(9999))), MAX_BACKOFF);
+    }
+}

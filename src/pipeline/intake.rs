@@ -1,0 +1,171 @@
+//! Intake: events in, durably, once.
+//!
+//! A transaction is parsed, each event's routing fields read ([`EventHead`]), the events
+//! knockwarden needs kept ([`is_wanted`]) and written to the inbox in one sled transaction,
+//! then flushed. Only then does the HTTP layer answer 200. The bot's own membership changes
+//! are recorded in the same transaction, so the next events of a room it just joined are kept.
+
+use std::collections::HashMap;
+
+use ruma::{RoomId, UserId};
+use sha2::{Digest, Sha256};
+
+use super::Shared;
+use crate::{
+    events::{EventHead, Interests, is_wanted},
+    storage::{BotMembership, IngestOutcome, Origin, Store, StoreError},
+};
+
+/// Why a transaction body was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error("{0}")]
+    NotJson(String),
+    #[error("{0}")]
+    BadJson(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What happened to a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnOutcome {
+    /// Same txnId, same body as one already taken in: nothing to do.
+    Replay,
+    Taken {
+        outcome: IngestOutcome,
+        dropped: u64,
+        malformed: u64,
+    },
+}
+
+struct View<'a> {
+    shared: &'a Shared,
+    control: Option<ruma::OwnedRoomId>,
+    /// The bot's membership changes seen earlier in this same batch.
+    overlay: HashMap<ruma::OwnedRoomId, BotMembership>,
+}
+
+impl Interests for View<'_> {
+    fn bot(&self) -> &UserId {
+        &self.shared.bot
+    }
+    fn control_room(&self) -> Option<&RoomId> {
+        self.control.as_deref()
+    }
+    fn is_managed(&self, room: &RoomId) -> bool {
+        let m = match self.overlay.get(room) {
+            Some(m) => Some(*m),
+            None => self
+                .shared
+                .store
+                .bot_membership(room.as_str())
+                .ok()
+                .flatten(),
+        };
+        matches!(m, Some(BotMembership::Joined | BotMembership::Invited))
+    }
+    fn is_knocker(&self, user: &str) -> bool {
+        self.shared.store.is_knocker(user).unwrap_or(true)
+    }
+}
+
+/// The bot's membership that an event of its own membership sets.
+fn bot_membership(membership: &str) -> Option<BotMembership> {
+    match membership {
+        "invite" => Some(BotMembership::Invited),
+        "join" => Some(BotMembership::Joined),
+        "leave" | "ban" => Some(BotMembership::Left),
+        _ => None,
+    }
+}
+
+/// Takes in a pushed transaction body. Replays (same txnId, same body) are no-ops; a reused
+/// txnId with a different body is taken in (deduplicated per event).
+pub async fn take_transaction(
+    shared: &Shared,
+    txn_id: &str,
+    body: &[u8],
+) -> Result<TxnOutcome, IntakeError> {
+    let hash: [u8; 32] = Sha256::digest(body).into();
+    if shared.store.is_replay(txn_id, &hash)? {
+        return Ok(TxnOutcome::Replay);
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| IntakeError::NotJson(e.to_string()))?;
+    let events = match value.get("events") {
+        Some(serde_json::Value::Array(events)) => events.clone(),
+        Some(_) => return Err(IntakeError::BadJson("`events` must be an array".into())),
+        None => return Err(IntakeError::BadJson("missing `events` array".into())),
+    };
+    let origin = Origin::Push {
+        txn_id: txn_id.to_owned(),
+    };
+    let (outcome, dropped, malformed) =
+        take_events(shared, &origin, Some((txn_id, &hash)), events)?;
+    shared.store.flush().await?;
+    if outcome.stored > 0 {
+        shared.inbox_ready.notify_one();
+    }
+    Ok(TxnOutcome::Taken {
+        outcome,
+        dropped,
+        malformed,
+    })
+}
+
+/// Filters and stores events (not flushed; the caller flushes). Returns what was stored, how
+/// many were not needed, and how many were malformed.
+pub fn take_events(
+    shared: &Shared,
+    origin: &Origin,
+    txn: Option<(&str, &[u8; 32])>,
+    events: Vec<serde_json::Value>,
+) -> Result<(IngestOutcome, u64, u64), StoreError> {
+    let mut view = View {
+        shared,
+        control: shared.control_room_id(),
+        overlay: HashMap::new(),
+    };
+    let mut kept = Vec::new();
+    let mut extra = Vec::new();
+    let (mut dropped, mut malformed) = (0u64, 0u64);
+    for event in events {
+        let head = match EventHead::parse(&event) {
+            Ok(h) => h,
+            Err(e) => {
+                let id = event
+                    .get("event_id")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("<no event_id>");
+                tracing::warn!(event_id = id, error = %e, "dropping a malformed event");
+                malformed += 1;
+                continue;
+            }
+        };
+        if head.is_membership_of(&shared.bot)
+            && let Some(m) = head.membership.as_deref().and_then(bot_membership)
+        {
+            view.overlay.insert(head.room_id.clone(), m);
+            extra.push(Store::put_bot_membership(head.room_id.as_str(), m));
+        }
+        if is_wanted(&head, &view) {
+            kept.push((head.event_id.to_string(), event));
+        } else {
+            tracing::trace!(event_id = %head.event_id, kind = %head.kind, "not needed");
+            dropped += 1;
+        }
+    }
+    let outcome = shared
+        .store
+        .ingest(origin, txn, kept, dropped + malformed, extra)?;
+    tracing::debug!(
+        ?origin,
+        stored = outcome.stored,
+        duplicates = outcome.duplicates,
+        dropped,
+        malformed,
+        "took in events"
+    );
+    Ok((outcome, dropped, malformed))
+}

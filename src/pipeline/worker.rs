@@ -1,0 +1,201 @@
+//! The worker: drains the inbox, oldest first.
+//!
+//! Each event becomes a list of writes (state, outbox actions) committed in the same sled
+//! transaction that removes it from the inbox, so a crash either leaves the event in the inbox
+//! (it is handled again after restart) or has fully handled it: nothing is handled twice.
+
+use serde_json::Value;
+
+use super::{CONTROL_ROOM_KEY, Shared, wait_for};
+use crate::{
+    events::EventHead,
+    storage::{Action, InboxEntry, KnockRecord, KnockState, Op, Store, StoreError},
+};
+
+/// Runs until the service stops, finishing the event in hand first.
+pub async fn run(shared: Shared) {
+    let mut stopping = shared.stopping.clone();
+    loop {
+        if *stopping.borrow() {
+            return;
+        }
+        match drain_one(&shared) {
+            Ok(true) => continue,
+            Ok(false) => {
+                if !wait_for(&shared.inbox_ready, &mut stopping).await {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "storage failed while handling the inbox; retrying in 1 s");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Handles the oldest inbox entry; false when the inbox is empty.
+pub fn drain_one(shared: &Shared) -> Result<bool, StoreError> {
+    let Some(entry) = shared.store.inbox_first()? else {
+        return Ok(false);
+    };
+    let mut ops = handle(shared, &entry)?;
+    let queued = ops.iter().any(|op| {
+        matches!(
+            op,
+            Op::Put {
+                tree: crate::storage::T::Outbox,
+                ..
+            }
+        )
+    });
+    ops.push(Store::inbox_done(entry.seq));
+    shared.store.commit(&ops)?;
+    if queued {
+        shared.outbox_ready.notify_one();
+    }
+    Ok(true)
+}
+
+fn handle(shared: &Shared, entry: &InboxEntry) -> Result<Vec<Op>, StoreError> {
+    let event = &entry.item.event;
+    let head = match EventHead::parse(event) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(error = %e, "inbox entry is not an event; dropping it");
+            return Ok(vec![]);
+        }
+    };
+    let room = head.room_id.as_str();
+    let control = shared.control_room_id();
+    let in_control = control.as_deref().map(|c| c.as_str()) == Some(room);
+    let store = &shared.store;
+    let mut ops = Vec::new();
+    match head.kind.as_str() {
+        "m.room.member" if head.is_membership_of(&shared.bot) => match head.membership.as_deref() {
+            Some("invite") => {
+                let action = if in_control || is_configured_control_alias_target(shared, event) {
+                    Action::JoinControlRoom
+                } else {
+                    Action::AnswerInvite {
+                        room_id: room.to_owned(),
+                        inviter: head.sender.to_string(),
+                    }
+                };
+                tracing::info!(room, inviter = %head.sender, "invited");
+                ops.push(store.outbox_push(action)?);
+            }
+            Some("join") => {
+                tracing::info!(room, "joined");
+                ops.push(store.outbox_push(Action::FetchRoomState {
+                    room_id: room.to_owned(),
+                })?);
+                ops.push(store.outbox_push(Action::CatchUp {
+                    room_id: room.to_owned(),
+                })?);
+            }
+            Some(m) => {
+                tracing::info!(room, membership = m, by = %head.sender, "the bot's membership changed")
+            }
+            None => {}
+        },
+        "m.room.member" => {
+            let Some(user) = head.state_key.as_deref() else {
+                return Ok(ops);
+            };
+            match head.membership.as_deref() {
+                Some("knock") => {
+                    let content = event.get("content");
+                    let text = |k: &str| {
+                        content
+                            .and_then(|c| c.get(k))
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                    };
+                    let rec = KnockRecord {
+                        room_id: room.to_owned(),
+                        user_id: user.to_owned(),
+                        event_id: head.event_id.to_string(),
+                        reason: text("reason"),
+                        displayname: text("displayname"),
+                        origin_server_ts: event
+                            .get("origin_server_ts")
+                            .and_then(Value::as_u64)
+                            .unwrap_or(0),
+                        state: KnockState::Pending,
+                    };
+                    tracing::info!(room, user, event_id = %head.event_id, "knock");
+                    ops.extend(Store::put_knock(&rec));
+                }
+                Some(m) => {
+                    if store.knock(room, user)?.is_some() {
+                        tracing::info!(room, user, membership = m, by = %head.sender, "knock resolved");
+                        ops.extend(Store::del_knock(room, user));
+                    }
+                }
+                None => {}
+            }
+        }
+        "m.room.power_levels" | "m.room.join_rules" | "m.room.create" => {
+            let content = event.get("content").cloned().unwrap_or(Value::Null);
+            let sender = head.sender.to_string();
+            store.update_room(room, |rec| apply_state(rec, &head.kind, content, &sender))?;
+        }
+        "m.room.message" | "m.reaction" if in_control => {
+            tracing::debug!(room, sender = %head.sender, "control-room event");
+        }
+        _ => tracing::debug!(room, kind = %head.kind, "nothing to do"),
+    }
+    Ok(ops)
+}
+
+/// Whether an invite is to the control room given as an alias that is not resolved yet: the
+/// invite's stripped state names the room's canonical alias.
+fn is_configured_control_alias_target(shared: &Shared, invite: &Value) -> bool {
+    let Ok(alias) = ruma::RoomAliasId::parse(shared.config.control_room.as_str()) else {
+        return false;
+    };
+    let state = invite
+        .get("invite_room_state")
+        .or_else(|| invite.pointer("/unsigned/invite_room_state"));
+    state.and_then(Value::as_array).is_some_and(|evs| {
+        evs.iter().any(|e| {
+            e.get("type").and_then(Value::as_str) == Some("m.room.canonical_alias")
+                && e.pointer("/content/alias").and_then(Value::as_str) == Some(alias.as_str())
+        })
+    })
+}
+
+/// Applies a state event's content to what we know of the room.
+pub fn apply_state(rec: &mut crate::storage::RoomRecord, kind: &str, content: Value, sender: &str) {
+    match kind {
+        "m.room.power_levels" => rec.power_levels = Some(content),
+        "m.room.join_rules" => {
+            rec.join_rule = content
+                .get("join_rule")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+        }
+        "m.room.create" => {
+            let version = content
+                .get("room_version")
+                .and_then(Value::as_str)
+                .unwrap_or("1")
+                .to_owned();
+            if crate::rooms::creators_have_infinite_power(&version) {
+                let mut creators = vec![sender.to_owned()];
+                if let Some(extra) = content.get("additional_creators").and_then(Value::as_array) {
+                    creators.extend(extra.iter().filter_map(Value::as_str).map(str::to_owned));
+                }
+                rec.creators = creators;
+            }
+            rec.room_version = Some(version);
+        }
+        _ => {}
+    }
+}
+
+/// Keeps the resolved control room ID.
+pub fn remember_control_room(store: &Store, room_id: &str) -> Result<(), StoreError> {
+    store.set_meta(CONTROL_ROOM_KEY, room_id)
+}

@@ -1,0 +1,225 @@
+//! Building and running the service: [`Application`].
+//!
+//! `build` checks everything that can fail before anything starts (storage, homeserver client,
+//! listener), so a bad start leaves nothing half-running. `run_until_stopped` serves until
+//! stopped, then lets the worker and executor finish the item in hand, and flushes storage.
+
+use std::{net::TcpListener, sync::Arc};
+
+use actix_web::{App, HttpServer, dev::Server, web};
+use tokio::sync::{Notify, watch};
+
+use crate::{
+    config::Settings,
+    homeserver::{Homeserver, MatrixHomeserver},
+    http::{self, HttpState},
+    pipeline::{self, Shared},
+    storage::{Action, Store, StoreError},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{path}: cannot open the database: {source}")]
+    Store {
+        path: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("appservice.listen: cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("homeserver.url: {0}")]
+    Homeserver(String),
+    #[error("the HTTP server failed: {0}")]
+    Server(std::io::Error),
+    #[error("cannot flush the database on shutdown: {0}")]
+    Flush(StoreError),
+}
+
+/// A built, not yet running, knockwarden.
+pub struct Application {
+    port: u16,
+    server: Server,
+    shared: Shared,
+    stop_tx: watch::Sender<bool>,
+}
+
+/// Stops a running [`Application`] gracefully.
+#[derive(Clone)]
+pub struct Stopper {
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl Stopper {
+    /// Stops accepting requests, finishes those in flight; `run_until_stopped` then returns.
+    pub async fn stop(&self) {
+        self.handle.stop(true).await;
+    }
+}
+
+impl Application {
+    /// Builds the service with the real homeserver client.
+    pub async fn build(settings: Settings) -> Result<Self, StartError> {
+        let hs = MatrixHomeserver::new(
+            &settings.config.homeserver.url,
+            &settings.registration.bot_user_id,
+            &settings.registration.as_token,
+        )
+        .await
+        .map_err(StartError::Homeserver)?;
+        Self::build_with(settings, Arc::new(hs)).await
+    }
+
+    /// Builds the service with a given homeserver (tests put a fake here).
+    pub async fn build_with(
+        settings: Settings,
+        homeserver: Arc<dyn Homeserver>,
+    ) -> Result<Self, StartError> {
+        let Settings {
+            config,
+            registration,
+        } = settings;
+        let db_path = config.database.display().to_string();
+        if let Some(parent) = config.database.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| StartError::Store {
+                path: db_path.clone(),
+                source: StoreError::Sled(e.into()),
+            })?;
+        }
+        let store = Store::open(&config.database).map_err(|source| StartError::Store {
+            path: db_path,
+            source,
+        })?;
+        let listener =
+            TcpListener::bind(config.appservice.listen).map_err(|source| StartError::Listen {
+                addr: config.appservice.listen.to_string(),
+                source,
+            })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| StartError::Listen {
+                addr: "?".into(),
+                source,
+            })?
+            .port();
+
+        let (stop_tx, stopping) = watch::channel(false);
+        let max_body_bytes = config.appservice.max_body_bytes;
+        let shared = Shared {
+            store,
+            homeserver,
+            config: Arc::new(config),
+            bot: registration.bot_user_id.clone(),
+            inbox_ready: Arc::new(Notify::new()),
+            outbox_ready: Arc::new(Notify::new()),
+            stopping,
+        };
+        let state = web::Data::new(HttpState {
+            shared: shared.clone(),
+            hs_token: registration.hs_token,
+            max_body_bytes,
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap(actix_web::middleware::from_fn(log_request))
+                .configure(http::configure)
+                .default_service(web::to(http::unknown_route))
+        })
+        .workers(2)
+        .disable_signals()
+        .shutdown_timeout(30)
+        .listen(listener)
+        .map_err(|source| StartError::Listen {
+            addr: format!("port {port}"),
+            source,
+        })?
+        .run();
+
+        Ok(Self {
+            port,
+            server,
+            shared,
+            stop_tx,
+        })
+    }
+
+    /// The port the service listens on (useful when configured with port 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            handle: self.server.handle(),
+        }
+    }
+
+    /// Serves until stopped; then finishes in-flight work and flushes storage.
+    pub async fn run_until_stopped(self) -> Result<(), StartError> {
+        let Application {
+            server,
+            shared,
+            stop_tx,
+            ..
+        } = self;
+        queue_startup_actions(&shared);
+        let worker = tokio::spawn(pipeline::worker::run(shared.clone()));
+        let executor = tokio::spawn(pipeline::executor::run(shared.clone()));
+        // Whatever was left in the inbox by a previous run is handled now.
+        shared.inbox_ready.notify_one();
+        shared.outbox_ready.notify_one();
+        tracing::info!(bot = %shared.bot, "knockwarden is running");
+
+        let served = server.await;
+        tracing::info!("stopping: finishing in-flight work");
+        let _ = stop_tx.send(true);
+        let _ = worker.await;
+        let _ = executor.await;
+        shared.store.flush().await.map_err(StartError::Flush)?;
+        tracing::info!("stopped");
+        served.map_err(StartError::Server)
+    }
+}
+
+/// On every start: join the control room, and catch up on knocks in every joined room.
+fn queue_startup_actions(shared: &Shared) {
+    let store = &shared.store;
+    let pending: Vec<Action> = store
+        .outbox_all()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(_, e)| e.action)
+        .collect();
+    let mut actions = vec![Action::JoinControlRoom];
+    for room in store.joined_rooms().unwrap_or_default() {
+        actions.push(Action::FetchRoomState {
+            room_id: room.clone(),
+        });
+        actions.push(Action::CatchUp { room_id: room });
+    }
+    actions.retain(|a| !pending.contains(a));
+    if let Err(e) = store.enqueue(actions) {
+        tracing::error!(error = %e, "cannot queue the start-up actions");
+    }
+}
+
+/// Logs each request's method, path (never the query: it may hold a token) and status.
+async fn log_request(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let method = req.method().clone();
+    let path = req.path().to_owned();
+    let started = std::time::Instant::now();
+    let res = next.call(req).await?;
+    tracing::debug!(%method, %path, status = res.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    Ok(res)
+}

@@ -1,0 +1,347 @@
+//! Storage: the only module that touches sled.
+//!
+//! Everything knockwarden must not lose lives here: the inbox of pushed events not yet
+//! handled, the event IDs already taken in (so nothing is handled twice), the outbox of
+//! actions not yet carried out, what the bot knows of rooms and knocks.
+//!
+//! Writes that belong together go through [`Store::commit`], which applies a list of [`Op`]s
+//! in one sled transaction; callers then [`Store::flush`] before they promise durability to
+//! anyone (the homeserver's 200, for instance).
+
+mod inbox;
+mod outbox;
+mod records;
+
+use std::path::Path;
+
+use serde::{Serialize, de::DeserializeOwned};
+use sled::{
+    Transactional,
+    transaction::{ConflictableTransactionError, TransactionError},
+};
+
+pub use inbox::{InboxEntry, InboxItem, IngestOutcome, Origin};
+pub use outbox::{Action, OutboxEntry};
+pub use records::{BotMembership, KnockRecord, KnockState, RoomRecord};
+
+/// The trees of the database. The discriminant is the index into [`Store::trees`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum T {
+    /// Small values: control room ID, settings.
+    Meta,
+    /// event_id -> inbox sequence number, for every event ever taken in.
+    Seen,
+    /// txn_id -> hash of the last body received under that ID.
+    Txns,
+    /// sequence (u64 BE) -> [`InboxItem`].
+    Inbox,
+    /// sequence (u64 BE) -> [`OutboxEntry`].
+    Outbox,
+    /// room_id -> [`RoomRecord`].
+    Rooms,
+    /// room_id -> [`BotMembership`].
+    BotRooms,
+    /// room_id \0 user_id -> [`KnockRecord`].
+    Knocks,
+    /// user_id \0 room_id -> (), the users knocking somewhere.
+    Knockers,
+    /// name -> u64 BE counter.
+    Counters,
+}
+
+const TREE_NAMES: [&str; 10] = [
+    "meta",
+    "seen",
+    "txns",
+    "inbox",
+    "outbox",
+    "rooms",
+    "bot_rooms",
+    "knocks",
+    "knockers",
+    "counters",
+];
+
+/// One write, applied inside [`Store::commit`]'s transaction.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Put {
+        tree: T,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Del {
+        tree: T,
+        key: Vec<u8>,
+    },
+    /// Adds to a u64 counter in [`T::Counters`].
+    Add {
+        counter: String,
+        by: u64,
+    },
+}
+
+impl Op {
+    pub fn put_json(tree: T, key: impl Into<Vec<u8>>, value: &impl Serialize) -> Op {
+        Op::Put {
+            tree,
+            key: key.into(),
+            value: serde_json::to_vec(value).expect("records serialize"),
+        }
+    }
+    pub fn del(tree: T, key: impl Into<Vec<u8>>) -> Op {
+        Op::Del {
+            tree,
+            key: key.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("corrupt record in {tree}: {message}")]
+    Corrupt { tree: &'static str, message: String },
+}
+
+/// Handle on the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    trees: Vec<sled::Tree>,
+    ingest_lock: std::sync::Arc<std::sync::Mutex<()>>,
+    room_lock: std::sync::Arc<std::sync::Mutex<()>>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database directory.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        let trees = TREE_NAMES
+            .iter()
+            .map(|n| db.open_tree(n))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            db,
+            trees,
+            ingest_lock: Default::default(),
+            room_lock: Default::default(),
+        })
+    }
+
+    fn tree(&self, t: T) -> &sled::Tree {
+        &self.trees[t as usize]
+    }
+
+    /// Applies all `ops` atomically.
+    pub fn commit(&self, ops: &[Op]) -> Result<(), StoreError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let res: Result<(), TransactionError<()>> = self.trees.as_slice().transaction(|trees| {
+            for op in ops {
+                match op {
+                    Op::Put { tree, key, value } => {
+                        trees[*tree as usize].insert(key.as_slice(), value.as_slice())?;
+                    }
+                    Op::Del { tree, key } => {
+                        trees[*tree as usize].remove(key.as_slice())?;
+                    }
+                    Op::Add { counter, by } => {
+                        let t = &trees[T::Counters as usize];
+                        let old = t
+                            .get(counter.as_bytes())?
+                            .map(|v| decode_u64(v.as_ref()))
+                            .unwrap_or(0);
+                        t.insert(counter.as_bytes(), &(old.saturating_add(*by)).to_be_bytes())?;
+                    }
+                }
+            }
+            Ok::<(), ConflictableTransactionError<()>>(())
+        });
+        res.map_err(|e| match e {
+            TransactionError::Storage(e) => StoreError::Sled(e),
+            TransactionError::Abort(()) => unreachable!("commit never aborts"),
+        })
+    }
+
+    /// Makes everything written so far durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Blocking flush, for shutdown and synchronous callers.
+    pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// A new, strictly increasing number (also across restarts).
+    pub fn next_id(&self) -> Result<u64, StoreError> {
+        Ok(self.db.generate_id()?)
+    }
+
+    /// Whether the database answers reads and writes (for `/health`).
+    pub fn is_healthy(&self) -> bool {
+        let t = self.tree(T::Meta);
+        t.insert(b"health", &[1u8]).is_ok() && t.get(b"health").ok().flatten().is_some()
+    }
+
+    pub fn get_json<V: DeserializeOwned>(
+        &self,
+        tree: T,
+        key: &[u8],
+    ) -> Result<Option<V>, StoreError> {
+        match self.tree(tree).get(key)? {
+            None => Ok(None),
+            Some(bytes) => decode(tree, &bytes).map(Some),
+        }
+    }
+
+    pub fn contains(&self, tree: T, key: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.tree(tree).contains_key(key)?)
+    }
+
+    /// All values of a tree whose key starts with `prefix`, in key order.
+    pub fn scan_json<V: DeserializeOwned>(
+        &self,
+        tree: T,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, V)>, StoreError> {
+        self.tree(tree)
+            .scan_prefix(prefix)
+            .map(|kv| {
+                let (k, v) = kv?;
+                Ok((k.to_vec(), decode(tree, &v)?))
+            })
+            .collect()
+    }
+
+    /// All keys of a tree that start with `prefix`.
+    pub fn scan_keys(&self, tree: T, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.tree(tree)
+            .scan_prefix(prefix)
+            .keys()
+            .map(|k| Ok(k?.to_vec()))
+            .collect()
+    }
+
+    /// The first entry of a tree, in key order.
+    pub fn first_json<V: DeserializeOwned>(
+        &self,
+        tree: T,
+    ) -> Result<Option<(Vec<u8>, V)>, StoreError> {
+        match self.tree(tree).first()? {
+            None => Ok(None),
+            Some((k, v)) => Ok(Some((k.to_vec(), decode(tree, &v)?))),
+        }
+    }
+
+    pub fn len(&self, tree: T) -> usize {
+        self.tree(tree).len()
+    }
+
+    pub fn counter(&self, name: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .tree(T::Counters)
+            .get(name.as_bytes())?
+            .map(|v| decode_u64(&v))
+            .unwrap_or(0))
+    }
+
+    pub fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .tree(T::Meta)
+            .get(key.as_bytes())?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.tree(T::Meta)
+            .insert(key.as_bytes(), value.as_bytes())?;
+        Ok(())
+    }
+}
+
+fn decode<V: DeserializeOwned>(tree: T, bytes: &[u8]) -> Result<V, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        tree: TREE_NAMES[tree as usize],
+        message: e.to_string(),
+    })
+}
+
+fn decode_u64(bytes: &[u8]) -> u64 {
+    bytes.try_into().map(u64::from_be_bytes).unwrap_or(0)
+}
+
+/// Key of a (first, second) pair: `first \0 second`.
+pub fn pair_key(first: &str, second: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(first.len() + second.len() + 1);
+    k.extend_from_slice(first.as_bytes());
+    k.push(0);
+    k.extend_from_slice(second.as_bytes());
+    k
+}
+
+/// Splits a [`pair_key`].
+pub fn split_pair(key: &[u8]) -> Option<(String, String)> {
+    let i = key.iter().position(|&b| b == 0)?;
+    Some((
+        String::from_utf8_lossy(&key[..i]).into_owned(),
+        String::from_utf8_lossy(&key[i + 1..]).into_owned(),
+    ))
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_is_atomic_and_durable_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            s.commit(&[
+                Op::put_json(T::Meta, "a", &1u32),
+                Op::put_json(T::Rooms, "b", &"x"),
+                Op::Add {
+                    counter: "n".into(),
+                    by: 2,
+                },
+                Op::Add {
+                    counter: "n".into(),
+                    by: 3,
+                },
+            ])
+            .unwrap();
+            s.flush_blocking().unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.get_json::<u32>(T::Meta, b"a").unwrap(), Some(1));
+        assert_eq!(
+            s.get_json::<String>(T::Rooms, b"b").unwrap().as_deref(),
+            Some("x")
+        );
+        assert_eq!(s.counter("n").unwrap(), 5);
+        assert!(s.is_healthy());
+    }
+
+    #[test]
+    fn pair_keys_split_back() {
+        let k = pair_key("!r:x", "@u:y:8448");
+        assert_eq!(split_pair(&k), Some(("!r:x".into(), "@u:y:8448".into())));
+    }
+}

@@ -1,0 +1,140 @@
+//! What the bot remembers about rooms and knocks.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Op, Store, StoreError, T, pair_key, split_pair};
+
+/// The bot's own membership in a room.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BotMembership {
+    Invited,
+    Joined,
+    Left,
+}
+
+/// What knockwarden knows of a room's state (written by the worker and the executor through
+/// [`Store::update_room`]; the bot's own membership is kept apart, see [`Store::bot_membership`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RoomRecord {
+    /// Room version, from the create event (once known).
+    #[serde(default)]
+    pub room_version: Option<String>,
+    /// Current `join_rule`, once known.
+    #[serde(default)]
+    pub join_rule: Option<String>,
+    /// Current `m.room.power_levels` content, once known.
+    #[serde(default)]
+    pub power_levels: Option<serde_json::Value>,
+    /// Creators of a room of version 12 or later (they have unlimited power).
+    #[serde(default)]
+    pub creators: Vec<String>,
+}
+
+/// Where a knock stands.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum KnockState {
+    /// Knocking, nothing decided yet.
+    Pending,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KnockRecord {
+    pub room_id: String,
+    pub user_id: String,
+    pub event_id: String,
+    pub reason: Option<String>,
+    pub displayname: Option<String>,
+    pub origin_server_ts: u64,
+    pub state: KnockState,
+}
+
+impl Store {
+    pub fn room(&self, room_id: &str) -> Result<Option<RoomRecord>, StoreError> {
+        self.get_json(T::Rooms, room_id.as_bytes())
+    }
+
+    /// Read-modify-write of a room's record (serialized with other updates).
+    pub fn update_room(
+        &self,
+        room_id: &str,
+        f: impl FnOnce(&mut RoomRecord),
+    ) -> Result<RoomRecord, StoreError> {
+        let _guard = self.room_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rec = self.room(room_id)?.unwrap_or_default();
+        f(&mut rec);
+        self.commit(&[Op::put_json(T::Rooms, room_id, &rec)])?;
+        Ok(rec)
+    }
+
+    /// The bot's membership in a room, as last pushed.
+    pub fn bot_membership(&self, room_id: &str) -> Result<Option<BotMembership>, StoreError> {
+        self.get_json(T::BotRooms, room_id.as_bytes())
+    }
+
+    /// The op that records the bot's membership in a room.
+    pub fn put_bot_membership(room_id: &str, m: BotMembership) -> Op {
+        Op::put_json(T::BotRooms, room_id, &m)
+    }
+
+    /// Rooms the bot is joined to, in room ID order.
+    pub fn joined_rooms(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .scan_json::<BotMembership>(T::BotRooms, b"")?
+            .into_iter()
+            .filter(|(_, m)| *m == BotMembership::Joined)
+            .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
+            .collect())
+    }
+
+    pub fn knock(&self, room_id: &str, user_id: &str) -> Result<Option<KnockRecord>, StoreError> {
+        self.get_json(T::Knocks, &pair_key(room_id, user_id))
+    }
+
+    /// Ops that record a knock (and index its user).
+    pub fn put_knock(rec: &KnockRecord) -> Vec<Op> {
+        vec![
+            Op::put_json(T::Knocks, pair_key(&rec.room_id, &rec.user_id), rec),
+            Op::Put {
+                tree: T::Knockers,
+                key: pair_key(&rec.user_id, &rec.room_id),
+                value: vec![],
+            },
+        ]
+    }
+
+    /// Ops that forget a knock.
+    pub fn del_knock(room_id: &str, user_id: &str) -> Vec<Op> {
+        vec![
+            Op::del(T::Knocks, pair_key(room_id, user_id)),
+            Op::del(T::Knockers, pair_key(user_id, room_id)),
+        ]
+    }
+
+    /// Knocks in one room, or everywhere (`None`).
+    pub fn knocks(&self, room_id: Option<&str>) -> Result<Vec<KnockRecord>, StoreError> {
+        let prefix = room_id.map(|r| pair_key(r, "")).unwrap_or_default();
+        Ok(self
+            .scan_json::<KnockRecord>(T::Knocks, &prefix)?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect())
+    }
+
+    /// Whether `user_id` is knocking anywhere we know of.
+    pub fn is_knocker(&self, user_id: &str) -> Result<bool, StoreError> {
+        Ok(!self
+            .scan_keys(T::Knockers, &pair_key(user_id, ""))?
+            .is_empty())
+    }
+
+    /// Rooms where `user_id` has a knock on record.
+    pub fn knocked_rooms(&self, user_id: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .scan_keys(T::Knockers, &pair_key(user_id, ""))?
+            .iter()
+            .filter_map(|k| split_pair(k).map(|(_, room)| room))
+            .collect())
+    }
+}
