@@ -113,6 +113,8 @@ pub struct Store {
     trees: Vec<sled::Tree>,
     ingest_lock: std::sync::Arc<std::sync::Mutex<()>>,
     room_lock: std::sync::Arc<std::sync::Mutex<()>>,
+    /// Set when a write or flush failed: `/health` then answers 503 until restart.
+    failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Store {
@@ -131,6 +133,7 @@ impl Store {
             trees,
             ingest_lock: Default::default(),
             room_lock: Default::default(),
+            failed: Default::default(),
         })
     }
 
@@ -165,15 +168,25 @@ impl Store {
             Ok::<(), ConflictableTransactionError<()>>(())
         });
         res.map_err(|e| match e {
-            TransactionError::Storage(e) => StoreError::Sled(e),
+            TransactionError::Storage(e) => self.mark_failed(StoreError::Sled(e)),
             TransactionError::Abort(()) => unreachable!("commit never aborts"),
         })
     }
 
     /// Makes everything written so far durable.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
+        self.db
+            .flush_async()
+            .await
+            .map_err(|e| self.mark_failed(e.into()))?;
         Ok(())
+    }
+
+    /// Records that storage failed (so `/health` says so) and passes the error on.
+    pub fn mark_failed(&self, e: StoreError) -> StoreError {
+        tracing::error!(error = %e, "storage failed");
+        self.failed.store(true, std::sync::atomic::Ordering::SeqCst);
+        e
     }
 
     /// Blocking flush, for shutdown and synchronous callers.
@@ -189,6 +202,9 @@ impl Store {
 
     /// Whether the database answers reads and writes (for `/health`).
     pub fn is_healthy(&self) -> bool {
+        if self.failed.load(std::sync::atomic::Ordering::SeqCst) {
+            return false;
+        }
         let t = self.tree(T::Meta);
         t.insert(b"health", &[1u8]).is_ok() && t.get(b"health").ok().flatten().is_some()
     }

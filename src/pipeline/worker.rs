@@ -127,13 +127,11 @@ fn handle(shared: &Shared, entry: &InboxEntry) -> Result<Vec<Op>, StoreError> {
                     tracing::info!(room, user, event_id = %head.event_id, "knock");
                     ops.extend(Store::put_knock(&rec));
                 }
-                Some(m) => {
-                    if store.knock(room, user)?.is_some() {
-                        tracing::info!(room, user, membership = m, by = %head.sender, "knock resolved");
-                        ops.extend(Store::del_knock(room, user));
-                    }
+                Some(m) if store.knock(room, user)?.is_some() => {
+                    tracing::info!(room, user, membership = m, by = %head.sender, "knock resolved");
+                    ops.extend(Store::del_knock(room, user));
                 }
-                None => {}
+                _ => {}
             }
         }
         "m.room.power_levels" | "m.room.join_rules" | "m.room.create" => {

@@ -1,0 +1,229 @@
+//! An in-process fake homeserver: a real HTTP server on a random port that answers the
+//! client-server calls knockwarden makes, records every request, and can be told to fail.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex},
+};
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use serde_json::{Value, json};
+
+/// One request the fake received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub body: Value,
+    pub authorization: Option<String>,
+}
+
+/// A scripted answer: `(status, body, Retry-After header)`.
+pub type Scripted = (u16, Value, Option<String>);
+
+#[derive(Default)]
+struct State {
+    requests: Vec<Recorded>,
+    /// Answers to give, in order, to requests whose path contains the key.
+    scripted: Vec<(String, VecDeque<Scripted>)>,
+    /// room ID -> knock events for `/members?membership=knock`.
+    knocks: HashMap<String, Vec<Value>>,
+    /// (room, type, state_key) -> whole state event.
+    state: HashMap<(String, String, String), Value>,
+    /// alias -> room ID.
+    aliases: HashMap<String, String>,
+}
+
+#[derive(Clone)]
+pub struct FakeHomeserver {
+    state: Arc<Mutex<State>>,
+    port: u16,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl FakeHomeserver {
+    pub async fn start() -> Self {
+        Self::start_on(0).await
+    }
+
+    /// Starts on a given port (0: any), e.g. to come back on the same port after a stop.
+    pub async fn start_on(port: u16) -> Self {
+        Self::start_with(port, Arc::new(Mutex::new(State::default()))).await
+    }
+
+    async fn start_with(port: u16, state: Arc<Mutex<State>>) -> Self {
+        let data = web::Data::from(state.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .default_service(web::to(answer))
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(0)
+        .bind(("127.0.0.1", port))
+        .unwrap();
+        let port = server.addrs()[0].port();
+        let server = server.run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Self {
+            state,
+            port,
+            handle,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops answering (connections are then refused).
+    pub async fn go_down(&self) {
+        self.handle.stop(false).await;
+    }
+
+    /// Comes back on the same port, with the same state.
+    pub async fn come_back(&self) -> Self {
+        Self::start_with(self.port, self.state.clone()).await
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    /// Requests of `method` whose path contains `fragment`.
+    pub fn requests_to(&self, method: &str, fragment: &str) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == method && r.path.contains(fragment))
+            .collect()
+    }
+
+    /// The next requests whose path contains `fragment` get these answers, in order.
+    pub fn script(&self, fragment: &str, answers: impl IntoIterator<Item = Scripted>) {
+        self.state
+            .lock()
+            .unwrap()
+            .scripted
+            .push((fragment.to_owned(), answers.into_iter().collect()));
+    }
+
+    pub fn set_knocks(&self, room: &str, events: Vec<Value>) {
+        self.state
+            .lock()
+            .unwrap()
+            .knocks
+            .insert(room.to_owned(), events);
+    }
+
+    pub fn set_state(&self, room: &str, kind: &str, state_key: &str, sender: &str, content: Value) {
+        let ev = json!({"type": kind, "state_key": state_key, "sender": sender, "room_id": room, "content": content, "event_id": format!("$state-{kind}")});
+        self.state
+            .lock()
+            .unwrap()
+            .state
+            .insert((room.to_owned(), kind.to_owned(), state_key.to_owned()), ev);
+    }
+
+    pub fn set_alias(&self, alias: &str, room: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .aliases
+            .insert(alias.to_owned(), room.to_owned());
+    }
+}
+
+fn matrix_error(status: u16, errcode: &str, error: &str) -> HttpResponse {
+    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+        .json(json!({"errcode": errcode, "error": error}))
+}
+
+fn decode(segment: &str) -> String {
+    url::form_urlencoded::parse(format!("x={segment}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+async fn answer(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<Mutex<State>>,
+) -> HttpResponse {
+    let path = req.path().to_owned();
+    let recorded = Recorded {
+        method: req.method().to_string(),
+        path: path.clone(),
+        query: req.query_string().to_owned(),
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        authorization: req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    };
+    let mut st = state.lock().unwrap();
+    st.requests.push(recorded);
+
+    if let Some((_, answers)) = st
+        .scripted
+        .iter_mut()
+        .find(|(frag, a)| path.contains(frag.as_str()) && !a.is_empty())
+    {
+        let (status, body, retry_after) = answers.pop_front().unwrap();
+        let mut res = HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap());
+        if let Some(ra) = retry_after {
+            res.insert_header(("Retry-After", ra));
+        }
+        return res.json(body);
+    }
+
+    let rest = path.strip_prefix("/_matrix/client/v3/").unwrap_or("");
+    let parts: Vec<String> = rest.split('/').map(decode).collect();
+    let method = req.method().as_str();
+    match (
+        method,
+        parts
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice(),
+    ) {
+        ("POST", ["join", target]) => {
+            let room = st
+                .aliases
+                .get(*target)
+                .cloned()
+                .unwrap_or_else(|| target.to_string());
+            if room.starts_with('#') {
+                return matrix_error(404, "M_NOT_FOUND", "Room alias not found");
+            }
+            HttpResponse::Ok().json(json!({"room_id": room}))
+        }
+        ("POST", ["rooms", _room, "leave" | "invite" | "kick" | "ban"]) => {
+            HttpResponse::Ok().json(json!({}))
+        }
+        ("PUT", ["rooms", _room, "send", _kind, txn]) => {
+            HttpResponse::Ok().json(json!({"event_id": format!("$sent-{txn}")}))
+        }
+        ("GET", ["rooms", room, "members"]) => {
+            let chunk = st.knocks.get(*room).cloned().unwrap_or_default();
+            HttpResponse::Ok().json(json!({"chunk": chunk}))
+        }
+        ("GET", ["rooms", room, "state", kind, key @ ..]) => {
+            let key = key.join("/");
+            match st.state.get(&(room.to_string(), kind.to_string(), key)) {
+                Some(ev) => HttpResponse::Ok().json(ev),
+                None => matrix_error(404, "M_NOT_FOUND", "Event not found."),
+            }
+        }
+        _ => matrix_error(404, "M_UNRECOGNIZED", "Unrecognized request"),
+    }
+}

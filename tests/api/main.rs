@@ -1,0 +1,8 @@
+//! Integration tests: knockwarden on a random port, with a temporary sled database and a fake
+//! homeserver (a real HTTP server in this process).
+
+mod binary;
+mod helpers;
+mod membership;
+mod routes;
+mod transactions;
