@@ -91,13 +91,7 @@ pub async fn take_transaction(
     if shared.store.is_replay(txn_id, &hash)? {
         return Ok(TxnOutcome::Replay);
     }
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| IntakeError::NotJson(e.to_string()))?;
-    let events = match value.get("events") {
-        Some(serde_json::Value::Array(events)) => events.clone(),
-        Some(_) => return Err(IntakeError::BadJson("`events` must be an array".into())),
-        None => return Err(IntakeError::BadJson("missing `events` array".into())),
-    };
+    let events = parse_push(txn_id, body)?;
     let origin = Origin::Push {
         txn_id: txn_id.to_owned(),
     };
@@ -112,6 +106,28 @@ pub async fn take_transaction(
         dropped,
         malformed,
     })
+}
+
+/// Parses a body as the spec's `PUT /_matrix/app/v1/transactions/{txnId}` request (ruma's
+/// `push_events` request type): not JSON is `NotJson`, JSON of the wrong shape is `BadJson`.
+fn parse_push(txn_id: &str, body: &[u8]) -> Result<Vec<serde_json::Value>, IntakeError> {
+    use ruma::api::{IncomingRequest, appservice::event::push_events};
+    serde_json::from_slice::<serde::de::IgnoredAny>(body)
+        .map_err(|e| IntakeError::NotJson(e.to_string()))?;
+    let req = http::Request::builder()
+        .method(http::Method::PUT)
+        .uri("/_matrix/app/v1/transactions/txn")
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .map_err(|e| IntakeError::BadJson(e.to_string()))?;
+    let push = push_events::v1::Request::try_from_http_request(req, &[txn_id])
+        .map_err(|e| IntakeError::BadJson(format!("not a transaction: {e}")))?;
+    push.events
+        .into_iter()
+        .map(|raw| {
+            serde_json::from_str(raw.json().get()).map_err(|e| IntakeError::BadJson(e.to_string()))
+        })
+        .collect()
 }
 
 /// Filters and stores events (not flushed; the caller flushes). Returns what was stored, how
