@@ -13,6 +13,7 @@ pub mod events;
 pub mod homeserver;
 pub mod http;
 pub mod pipeline;
+pub mod policy;
 pub mod power;
 pub mod registration;
 pub mod rooms;

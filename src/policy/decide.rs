@@ -1,0 +1,428 @@
+//! Deciding a knock: the fast indexed path, the plain rule-by-rule path, and explanations.
+//!
+//! Missing text is treated as empty: a missing reason has length 0, matches only regexes that
+//! match the empty string, and contains no words. `reason.missing: true` holds when the reason
+//! is absent or blank. Lengths count characters of the trimmed text.
+
+use std::time::Duration;
+
+use super::{
+    Action,
+    ast::Atom,
+    compile::{CCond, CompiledAtom, CompiledPolicy, Matcher},
+    template, words,
+};
+
+/// What is known about a knock when it is decided. Counters and memberships are looked up by
+/// the caller and handed in.
+#[derive(Debug, Clone, Default)]
+pub struct Knock<'a> {
+    /// The knocker's full user ID.
+    pub user: &'a str,
+    /// The room knocked on (as shown in reason templates).
+    pub room: &'a str,
+    pub reason: Option<&'a str>,
+    pub displayname: Option<&'a str>,
+    /// Rooms (IDs and aliases) the knocker is joined to, as far as the bot knows.
+    pub member_of: &'a [String],
+    /// Knocks on this room within each window (the current knock included).
+    pub room_knocks: &'a [(Duration, u64)],
+    /// Knocks by this user on this room within each window (the current knock included).
+    pub user_knocks: &'a [(Duration, u64)],
+}
+
+impl Knock<'_> {
+    /// Everything after the first `:` of the user ID (ports are kept).
+    pub fn server(&self) -> &str {
+        self.user.split_once(':').map(|(_, s)| s).unwrap_or("")
+    }
+}
+
+/// The outcome of a decision, with what is needed to audit it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub policy: String,
+    /// The rule that decided; `None` when the policy's default did.
+    pub rule: Option<String>,
+    pub action: Action,
+    /// The rule's reason, filled in.
+    pub reason: Option<String>,
+    /// The rule's own `notify`, overriding the global setting.
+    pub notify: Option<bool>,
+    /// The policy's `dry_run`.
+    pub dry_run: bool,
+    /// Why: the conditions that held, or that no rule matched.
+    pub explanation: String,
+}
+
+/// How one rule fared, for `explain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleTrace {
+    pub rule: String,
+    pub matched: bool,
+    /// Which condition failed, or (for the deciding rule) which held.
+    pub detail: String,
+}
+
+/// A decision and how every rule up to the deciding one fared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trace {
+    pub decision: Decision,
+    pub rules: Vec<RuleTrace>,
+}
+
+fn count(windows: &[(Duration, u64)], within: Duration) -> u64 {
+    windows
+        .iter()
+        .find(|(d, _)| *d == within)
+        .map(|(_, n)| *n)
+        .unwrap_or(0)
+}
+
+/// Per-knock facts computed lazily and shared by the atoms.
+struct Facts<'k> {
+    knock: &'k Knock<'k>,
+    words: std::cell::OnceCell<Vec<String>>,
+}
+
+impl<'k> Facts<'k> {
+    fn new(knock: &'k Knock<'k>) -> Self {
+        Self {
+            knock,
+            words: std::cell::OnceCell::new(),
+        }
+    }
+    fn reason(&self) -> &str {
+        self.knock.reason.unwrap_or("")
+    }
+    fn words(&self) -> &[String] {
+        self.words.get_or_init(|| words::tokenize(self.reason()))
+    }
+}
+
+/// Evaluates one atom with its own matcher.
+fn eval_atom(a: &CompiledAtom, f: &Facts) -> bool {
+    let k = f.knock;
+    match (&a.atom, &a.matcher) {
+        (Atom::User(_), Matcher::Globs(g)) => g.is_match(k.user),
+        (Atom::Server(_), Matcher::Globs(g)) => g.is_match(k.server()),
+        (Atom::UserRegex(_), Matcher::Regex(r)) => r.is_match(k.user),
+        (Atom::ReasonMatches(_), Matcher::Regex(r)) => r.is_match(f.reason()),
+        (Atom::DisplaynameMatches(_), Matcher::Regex(r)) => r.is_match(k.displayname.unwrap_or("")),
+        (Atom::ReasonContains(_), Matcher::Phrases(ps)) => {
+            ps.iter().any(|p| words::contains_phrase(f.words(), p))
+        }
+        (Atom::ReasonMissing(m), _) => f.reason().trim().is_empty() == *m,
+        (Atom::ReasonMinLength(n), _) => f.reason().trim().chars().count() >= *n,
+        (Atom::ReasonMaxLength(n), _) => f.reason().trim().chars().count() <= *n,
+        (Atom::DisplaynameMissing(m), _) => k.displayname.unwrap_or("").trim().is_empty() == *m,
+        (Atom::MemberOf(rooms), _) => rooms.iter().any(|r| k.member_of.iter().any(|m| m == r)),
+        (Atom::RoomKnocks { more_than, within }, _) => count(k.room_knocks, *within) > *more_than,
+        (Atom::UserKnocks { more_than, within }, _) => count(k.user_knocks, *within) > *more_than,
+        // A matcher that failed to build never reaches a compiled policy.
+        _ => false,
+    }
+}
+
+fn eval(c: &CCond, atom: &mut impl FnMut(usize) -> bool) -> bool {
+    match c {
+        CCond::All(cs) => cs.iter().all(|c| eval(c, atom)),
+        CCond::Any(cs) => cs.iter().any(|c| eval(c, atom)),
+        CCond::Not(c) => !eval(c, atom),
+        CCond::Atom(i) => atom(*i),
+    }
+}
+
+impl CompiledPolicy {
+    fn decision(&self, rule: Option<usize>, knock: &Knock, explanation: String) -> Decision {
+        let (name, action, reason, notify) = match rule {
+            Some(i) => {
+                let r = &self.rules[i];
+                (Some(r.name.clone()), r.action, r.reason.clone(), r.notify)
+            }
+            None => (None, self.default, None, None),
+        };
+        let rule_name = name.as_deref().unwrap_or("default");
+        Decision {
+            policy: self.name.clone(),
+            reason: reason
+                .map(|t| template::render(&t, knock.user, knock.server(), knock.room, rule_name)),
+            rule: name,
+            action,
+            notify,
+            dry_run: self.dry_run,
+            explanation,
+        }
+    }
+
+    /// Decides a knock using the indexes.
+    pub fn decide(&self, knock: &Knock) -> Decision {
+        let ix = &self.index;
+        let facts = Facts::new(knock);
+        let mut hits: Vec<usize> = Vec::new();
+        let server = knock.server();
+        hits.extend(
+            ix.server
+                .matches(server)
+                .into_iter()
+                .map(|p| ix.server_atoms[p]),
+        );
+        hits.extend(
+            ix.user
+                .matches(knock.user)
+                .into_iter()
+                .map(|p| ix.user_atoms[p]),
+        );
+        if !ix.user_re_atoms.is_empty() {
+            hits.extend(
+                ix.user_re
+                    .matches(knock.user)
+                    .into_iter()
+                    .map(|p| ix.user_re_atoms[p]),
+            );
+        }
+        if !ix.reason_re_atoms.is_empty() {
+            hits.extend(
+                ix.reason_re
+                    .matches(facts.reason())
+                    .into_iter()
+                    .map(|p| ix.reason_re_atoms[p]),
+            );
+        }
+        if !ix.display_re_atoms.is_empty() {
+            let d = knock.displayname.unwrap_or("");
+            hits.extend(
+                ix.display_re
+                    .matches(d)
+                    .into_iter()
+                    .map(|p| ix.display_re_atoms[p]),
+            );
+        }
+        hits.sort_unstable();
+        hits.dedup();
+        let mut candidates: Vec<u32> = ix.always.clone();
+        for &a in &hits {
+            candidates.extend_from_slice(&ix.atom_rules[a]);
+        }
+        if !ix.words.is_empty() {
+            for w in facts.words() {
+                if let Some(atoms) = ix.words.get(w) {
+                    for &a in atoms {
+                        candidates.extend_from_slice(&ix.atom_rules[a]);
+                    }
+                }
+            }
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+        let mut atom = |i: usize| {
+            if ix.exact[i] {
+                hits.binary_search(&i).is_ok()
+            } else {
+                eval_atom(&self.atoms[i], &facts)
+            }
+        };
+        for &r in &candidates {
+            if eval(&self.rules[r as usize].cond, &mut atom) {
+                let why = self.explain_rule(r as usize, knock).detail;
+                return self.decision(Some(r as usize), knock, why);
+            }
+        }
+        self.decision(
+            None,
+            knock,
+            format!(
+                "no rule matched ({} rules); the policy's default applies",
+                self.rules.len()
+            ),
+        )
+    }
+
+    /// Decides a knock rule by rule, without the indexes (the reference for the fast path).
+    pub fn decide_plainly(&self, knock: &Knock) -> Decision {
+        let facts = Facts::new(knock);
+        let mut atom = |i: usize| eval_atom(&self.atoms[i], &facts);
+        for (r, rule) in self.rules.iter().enumerate() {
+            if eval(&rule.cond, &mut atom) {
+                let why = self.explain_rule(r, knock).detail;
+                return self.decision(Some(r), knock, why);
+            }
+        }
+        self.decision(
+            None,
+            knock,
+            format!(
+                "no rule matched ({} rules); the policy's default applies",
+                self.rules.len()
+            ),
+        )
+    }
+
+    /// Decides a knock and says, for each rule up to the deciding one, why it did or did not
+    /// match.
+    pub fn explain(&self, knock: &Knock) -> Trace {
+        let mut rules = Vec::new();
+        for (r, _) in self.rules.iter().enumerate() {
+            let t = self.explain_rule(r, knock);
+            let matched = t.matched;
+            rules.push(t);
+            if matched {
+                let why = rules.last().map(|t| t.detail.clone()).unwrap_or_default();
+                return Trace {
+                    decision: self.decision(Some(r), knock, why),
+                    rules,
+                };
+            }
+        }
+        let why = format!(
+            "no rule matched ({} rules); the policy's default applies",
+            self.rules.len()
+        );
+        Trace {
+            decision: self.decision(None, knock, why),
+            rules,
+        }
+    }
+
+    fn explain_rule(&self, r: usize, knock: &Knock) -> RuleTrace {
+        let facts = Facts::new(knock);
+        let rule = &self.rules[r];
+        let (matched, detail) = self.explain_cond(&rule.cond, &facts);
+        let detail = if matched && detail.is_empty() {
+            "no conditions: always matches".to_owned()
+        } else {
+            detail
+        };
+        RuleTrace {
+            rule: rule.name.clone(),
+            matched,
+            detail,
+        }
+    }
+
+    /// (holds, why): for a failure, the first failing condition; for a success, what held.
+    fn explain_cond(&self, c: &CCond, f: &Facts) -> (bool, String) {
+        match c {
+            CCond::Atom(i) => {
+                let a = &self.atoms[*i];
+                let ok = eval_atom(a, f);
+                (ok, describe(a, f, ok))
+            }
+            CCond::All(cs) => {
+                let mut held = Vec::new();
+                for c in cs {
+                    let (ok, why) = self.explain_cond(c, f);
+                    if !ok {
+                        return (false, why);
+                    }
+                    held.push(why);
+                }
+                (true, held.join("; "))
+            }
+            CCond::Any(cs) => {
+                let mut failed = Vec::new();
+                for c in cs {
+                    let (ok, why) = self.explain_cond(c, f);
+                    if ok {
+                        return (true, why);
+                    }
+                    failed.push(why);
+                }
+                (false, format!("none of: {}", failed.join(" / ")))
+            }
+            CCond::Not(c) => {
+                let (ok, why) = self.explain_cond(c, f);
+                (!ok, format!("not ({why})"))
+            }
+        }
+    }
+}
+
+fn quote_list(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|s| format!("{s:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Shortens user text for explanations.
+fn short(s: &str) -> String {
+    let mut out: String = s.chars().take(80).collect();
+    if s.chars().count() > 80 {
+        out.push('…');
+    }
+    format!("{out:?}")
+}
+
+fn describe(a: &CompiledAtom, f: &Facts, ok: bool) -> String {
+    let k = f.knock;
+    let is = if ok { "" } else { " not" };
+    let does = if ok { "" } else { " does not" };
+    let verb = |yes: &str, no: &str| if ok { yes.to_owned() } else { no.to_owned() };
+    match &a.atom {
+        Atom::User(g) => format!(
+            "user {:?}{does} {} [{}]",
+            k.user,
+            verb("matches", "match"),
+            quote_list(g)
+        ),
+        Atom::Server(g) => format!(
+            "server {:?}{does} {} [{}]",
+            k.server(),
+            verb("matches", "match"),
+            quote_list(g)
+        ),
+        Atom::UserRegex(r) => format!("user {:?}{does} {} /{r}/", k.user, verb("matches", "match")),
+        Atom::ReasonMatches(r) => format!(
+            "reason {}{does} {} /{r}/",
+            short(f.reason()),
+            verb("matches", "match")
+        ),
+        Atom::DisplaynameMatches(r) => {
+            format!(
+                "display name {}{does} {} /{r}/",
+                short(k.displayname.unwrap_or("")),
+                verb("matches", "match")
+            )
+        }
+        Atom::ReasonContains(ws) => format!(
+            "reason{does} {} any of [{}]",
+            verb("contains", "contain"),
+            quote_list(ws)
+        ),
+        Atom::ReasonMissing(true) => format!("reason is{is} missing"),
+        Atom::ReasonMissing(false) => format!("reason is{} given", if ok { "" } else { " not" }),
+        Atom::ReasonMinLength(n) => {
+            format!(
+                "reason has {} characters ({} {n})",
+                f.reason().trim().chars().count(),
+                verb("at least", "fewer than")
+            )
+        }
+        Atom::ReasonMaxLength(n) => {
+            format!(
+                "reason has {} characters ({} {n})",
+                f.reason().trim().chars().count(),
+                verb("at most", "more than")
+            )
+        }
+        Atom::DisplaynameMissing(true) => format!("display name is{is} missing"),
+        Atom::DisplaynameMissing(false) => {
+            format!("display name is{} given", if ok { "" } else { " not" })
+        }
+        Atom::MemberOf(rooms) => format!("knocker is{is} joined to one of [{}]", quote_list(rooms)),
+        Atom::RoomKnocks { more_than, within } => format!(
+            "{} knocks on this room within {} ({} more than {more_than})",
+            count(k.room_knocks, *within),
+            crate::duration::format(*within),
+            verb("is", "is not")
+        ),
+        Atom::UserKnocks { more_than, within } => format!(
+            "{} knocks by this user within {} ({} more than {more_than})",
+            count(k.user_knocks, *within),
+            crate::duration::format(*within),
+            verb("is", "is not")
+        ),
+    }
+}

@@ -1,0 +1,633 @@
+//! Tests of the policy engine: each condition, first-match order, validation messages, and
+//! the indexed path against the plain one.
+
+use std::time::Duration;
+
+use super::*;
+
+fn set(yaml: &str) -> PolicySet {
+    PolicySet::load(&[Source {
+        path: "p.yaml".into(),
+        text: yaml.into(),
+    }])
+    .unwrap_or_else(|ps| panic!("{}", format_problems(&ps)))
+}
+
+fn problems(yaml: &str) -> Vec<Problem> {
+    PolicySet::load(&[Source {
+        path: "p.yaml".into(),
+        text: yaml.into(),
+    }])
+    .unwrap_err()
+}
+
+fn knock<'a>(user: &'a str, reason: Option<&'a str>) -> Knock<'a> {
+    Knock {
+        user,
+        room: "!r:x",
+        reason,
+        ..Default::default()
+    }
+}
+
+/// Decides with both paths and checks they agree.
+fn decide(set: &PolicySet, k: &Knock) -> Decision {
+    let p = set.policy_for("!r:x", &[]).expect("governed");
+    let fast = p.decide(k);
+    assert_eq!(
+        fast,
+        p.decide_plainly(k),
+        "indexed and plain decisions differ"
+    );
+    fast
+}
+
+fn rule_of(set: &PolicySet, k: &Knock) -> Option<String> {
+    decide(set, k).rule
+}
+
+const ISSUE_EXAMPLE: &str = r##"
+name: support
+rooms: ["!r:x", "#support:example.org"]
+default: review
+rules:
+  - name: blocked-servers
+    when:
+      server: ["spam.example", "*.evil.example"]
+    action: ban
+    reason: "Knocks from {server} are not accepted here."
+  - name: our-users
+    when:
+      user: "@*:example.org"
+    action: accept
+  - name: needs-a-reason
+    when:
+      reason: { missing: true }
+    action: deny
+    reason: "Please tell us why you would like to join."
+  - name: spam-words
+    when:
+      reason: { matches: "(?i)\\b(airdrop|giveaway|crypto)\\b" }
+    action: ban
+"##;
+
+#[test]
+fn the_issue_example_decides_as_documented() {
+    let s = set(ISSUE_EXAMPLE);
+    let d = decide(&s, &knock("@bob:spam.example", Some("hi")));
+    assert_eq!(
+        (d.rule.as_deref(), d.action),
+        (Some("blocked-servers"), Action::Ban)
+    );
+    assert_eq!(
+        d.reason.as_deref(),
+        Some("Knocks from spam.example are not accepted here.")
+    );
+    assert!(d.explanation.contains("spam.example"), "{}", d.explanation);
+    assert_eq!(
+        rule_of(&s, &knock("@x:a.evil.example", Some("hi"))).as_deref(),
+        Some("blocked-servers")
+    );
+    assert_eq!(
+        rule_of(&s, &knock("@x:evil.example", Some("hi"))),
+        None,
+        "*.evil.example needs a subdomain"
+    );
+    assert_eq!(
+        rule_of(&s, &knock("@alice:example.org", None)).as_deref(),
+        Some("our-users")
+    );
+    let d = decide(&s, &knock("@carol:other.org", None));
+    assert_eq!(
+        (d.rule.as_deref(), d.action),
+        (Some("needs-a-reason"), Action::Deny)
+    );
+    assert_eq!(
+        rule_of(&s, &knock("@carol:other.org", Some("   "))).as_deref(),
+        Some("needs-a-reason")
+    );
+    assert_eq!(
+        rule_of(&s, &knock("@d:other.org", Some("FREE Crypto here"))).as_deref(),
+        Some("spam-words")
+    );
+    assert_eq!(
+        rule_of(&s, &knock("@d:other.org", Some("cryptography fan"))),
+        None
+    );
+    let d = decide(
+        &s,
+        &knock("@e:other.org", Some("I need help with my account")),
+    );
+    assert_eq!((d.rule, d.action), (None, Action::Review));
+    assert!(d.explanation.contains("no rule matched"));
+    assert_eq!(
+        s.policy_for("!other:x", &["#support:example.org".into()])
+            .unwrap()
+            .name,
+        "support"
+    );
+    assert!(s.policy_for("!other:x", &[]).is_none());
+}
+
+#[test]
+fn first_match_wins_in_file_order() {
+    let s = set(r##"
+rooms: "!r:x"
+rules:
+  - name: first
+    when: { server: "*.org" }
+    action: deny
+  - name: second
+    when: { server: "example.org" }
+    action: accept
+  - name: third
+    action: ban
+"##);
+    assert_eq!(
+        rule_of(&s, &knock("@a:example.org", None)).as_deref(),
+        Some("first")
+    );
+    assert_eq!(
+        rule_of(&s, &knock("@a:example.com", None)).as_deref(),
+        Some("third")
+    );
+    assert_eq!(
+        s.policies()[0].name,
+        "p",
+        "the name defaults to the file stem"
+    );
+}
+
+#[test]
+fn each_condition() {
+    let s = set(r##"
+rooms: "*"
+default: ignore
+rules:
+  - { name: user-glob, when: { user: ["@spam*:*", "@bot:x"] }, action: ban }
+  - { name: user-regex, when: { user_regex: "^@[0-9]+:" }, action: ban }
+  - { name: server-port, when: { server: "localhost:*" }, action: accept }
+  - { name: short, when: { reason: { min_length: 1, max_length: 3 } }, action: deny }
+  - { name: long, when: { reason: { min_length: 500 } }, action: review }
+  - { name: words, when: { reason: { contains: ["free money", "Casino"] } }, action: ban }
+  - { name: no-name, when: { displayname: { missing: true } }, action: deny }
+  - { name: name-re, when: { displayname: { matches: "(?i)admin" } }, action: ban }
+  - { name: member, when: { member_of: ["#friends:x", "!club:x"] }, action: accept }
+  - { name: wave, when: { room_knocks: { more_than: 5, within: 10m } }, action: review }
+  - { name: repeat, when: { user_knocks: { more_than: 2, within: 1d } }, action: ban }
+"##);
+    let r = |k: &Knock| rule_of(&s, k);
+    let base = |user| Knock {
+        user,
+        displayname: Some("Someone"),
+        reason: Some("hello there"),
+        ..Default::default()
+    };
+    assert_eq!(r(&base("@spammer:y")).as_deref(), Some("user-glob"));
+    assert_eq!(
+        r(&base("@BOT:X")).as_deref(),
+        Some("user-glob"),
+        "globs are case-insensitive"
+    );
+    assert_eq!(r(&base("@123:y")).as_deref(), Some("user-regex"));
+    assert_eq!(
+        r(&base("@bob:localhost:8448")).as_deref(),
+        Some("server-port")
+    );
+    assert_eq!(
+        r(&Knock {
+            reason: Some("hi"),
+            ..base("@a:y")
+        })
+        .as_deref(),
+        Some("short")
+    );
+    let long = "x".repeat(600);
+    assert_eq!(
+        r(&Knock {
+            reason: Some(&long),
+            ..base("@a:y")
+        })
+        .as_deref(),
+        Some("long")
+    );
+    assert_eq!(
+        r(&Knock {
+            reason: Some("get FREE money now"),
+            ..base("@a:y")
+        })
+        .as_deref(),
+        Some("words")
+    );
+    assert_eq!(
+        r(&Knock {
+            reason: Some("free time, money later"),
+            ..base("@a:y")
+        }),
+        None
+    );
+    assert_eq!(
+        r(&Knock {
+            reason: Some("casino!"),
+            ..base("@a:y")
+        })
+        .as_deref(),
+        Some("words")
+    );
+    assert_eq!(
+        r(&Knock {
+            displayname: None,
+            ..base("@a:y")
+        })
+        .as_deref(),
+        Some("no-name")
+    );
+    assert_eq!(
+        r(&Knock {
+            displayname: Some("Server Admin"),
+            ..base("@a:y")
+        })
+        .as_deref(),
+        Some("name-re")
+    );
+    let rooms = vec!["#friends:x".to_owned()];
+    assert_eq!(
+        r(&Knock {
+            member_of: &rooms,
+            ..base("@a:y")
+        })
+        .as_deref(),
+        Some("member")
+    );
+    let ten_min = Duration::from_secs(600);
+    let wave = [(ten_min, 6)];
+    assert_eq!(
+        r(&Knock {
+            room_knocks: &wave,
+            ..base("@a:y")
+        })
+        .as_deref(),
+        Some("wave")
+    );
+    let calm = [(ten_min, 5)];
+    assert_eq!(
+        r(&Knock {
+            room_knocks: &calm,
+            ..base("@a:y")
+        }),
+        None
+    );
+    let again = [(Duration::from_secs(86_400), 3)];
+    assert_eq!(
+        r(&Knock {
+            user_knocks: &again,
+            ..base("@a:y")
+        })
+        .as_deref(),
+        Some("repeat")
+    );
+    assert_eq!(s.windows(), vec![ten_min, Duration::from_secs(86_400)]);
+}
+
+#[test]
+fn any_all_not_compose() {
+    let s = set(r##"
+rooms: "!r:x"
+rules:
+  - name: trusted-or-explained
+    when:
+      any:
+        - server: "example.org"
+        - all:
+            - reason: { min_length: 20 }
+            - not: { reason: { contains: [spam] } }
+    action: accept
+"##);
+    assert_eq!(
+        rule_of(&s, &knock("@a:example.org", None)).as_deref(),
+        Some("trusted-or-explained")
+    );
+    assert_eq!(
+        rule_of(
+            &s,
+            &knock("@a:b.org", Some("I would like to join the support room"))
+        )
+        .as_deref(),
+        Some("trusted-or-explained")
+    );
+    assert_eq!(
+        rule_of(
+            &s,
+            &knock("@a:b.org", Some("I would like to join, this is not spam"))
+        ),
+        None
+    );
+    let t = s.policies()[0].explain(&knock("@a:b.org", Some("short")));
+    assert_eq!(t.rules.len(), 1);
+    assert!(!t.rules[0].matched);
+    assert!(
+        t.rules[0].detail.contains("none of"),
+        "{}",
+        t.rules[0].detail
+    );
+}
+
+#[test]
+fn explain_says_which_condition_failed_for_each_rule() {
+    let s = set(ISSUE_EXAMPLE);
+    let t = s.policies()[0].explain(&knock("@x:other.org", Some("free airdrop")));
+    let names: Vec<_> = t.rules.iter().map(|r| r.rule.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "blocked-servers",
+            "our-users",
+            "needs-a-reason",
+            "spam-words"
+        ]
+    );
+    assert!(
+        t.rules[0]
+            .detail
+            .contains("server \"other.org\" does not match"),
+        "{}",
+        t.rules[0].detail
+    );
+    assert!(
+        t.rules[1]
+            .detail
+            .contains("does not match [\"@*:example.org\"]"),
+        "{}",
+        t.rules[1].detail
+    );
+    assert!(
+        t.rules[2].detail.contains("reason is not missing"),
+        "{}",
+        t.rules[2].detail
+    );
+    assert!(t.rules[3].matched);
+    assert_eq!(t.decision.rule.as_deref(), Some("spam-words"));
+}
+
+/// Problems of a file, as `line: message` strings.
+fn messages(yaml: &str) -> Vec<String> {
+    problems(yaml)
+        .iter()
+        .map(|p| format!("{}: {}", p.at.line, p.message))
+        .collect()
+}
+
+#[test]
+fn every_problem_of_a_file_is_reported_with_its_line() {
+    let ms = messages(
+        r##"name: broken
+rooms: ["!r:x", "general"]
+defualt: review
+rules:
+  - name: a
+    when:
+      servr: "x.org"
+    action: acept
+  - name: a
+    when:
+      user_regex: "([unclosed"
+      reason: { matches: "ok", contains: [] }
+      room_knocks: { more_than: 3, within: "10 minutes" }
+    action: deny
+    reason: "Bye {usr}"
+  - action: ban
+"##,
+    );
+    let expect = [
+        "2: `general` is not a room",
+        "3: unknown key `defualt` in a policy; did you mean `default`?",
+        "7: unknown key `servr` in `when`; did you mean `server`?",
+        "8: unknown action `acept` (use one of accept, deny, ban, review, ignore); did you mean `accept`?",
+        "9: duplicate rule name `a` (first used on line 5)",
+        "11: `user_regex`: invalid regex:",
+        "12: `reason.contains` must not be an empty list",
+        "13: `room_knocks`.within: `10 minutes` is not a duration",
+        "15: `reason`: unknown placeholder `{usr}`",
+        "16: rule 3 has no `name`",
+    ];
+    for e in expect {
+        assert!(
+            ms.iter().any(|m| m.starts_with(e)),
+            "missing {e:?} in:\n{}",
+            ms.join("\n")
+        );
+    }
+    assert_eq!(ms.len(), expect.len(), "{}", ms.join("\n"));
+}
+
+#[test]
+fn regex_errors_carry_the_engine_message_and_the_size_limit_holds() {
+    let ms = messages(
+        "rooms: \"*\"\nrules:\n  - name: r\n    when: { user_regex: \"a{99999}\" }\n    action: deny\n",
+    );
+    assert_eq!(ms.len(), 1);
+    assert!(
+        ms[0].starts_with("4: `user_regex`: invalid regex:"),
+        "{ms:?}"
+    );
+    assert!(ms[0].contains("size limit"), "{ms:?}");
+    let ms = messages(
+        "rooms: \"*\"\nrules:\n  - name: r\n    when: { user_regex: \"(\" }\n    action: deny\n",
+    );
+    assert!(ms[0].contains("unclosed group"), "{ms:?}");
+}
+
+#[test]
+fn structural_problems() {
+    assert!(messages("rooms: \"*\"\nrules: []\n")[0].starts_with("2: `rules` is empty"));
+    assert!(messages("rooms: \"*\"\n")[0].contains("missing key `rules`"));
+    assert!(messages("rules:\n  - name: a\n    action: deny\n")[0].contains("missing key `rooms`"));
+    assert!(
+        messages(&format!(
+            "rooms: [\"!{}\"]\nrules:\n  - {{name: a, action: deny}}\n",
+            "a".repeat(300)
+        ))[0]
+            .contains("not a valid room ID")
+    );
+    assert!(messages("- a\n- b\n")[0].contains("must be a mapping"));
+    assert!(
+        messages("rooms: \"*\"\nrules:\n  - {name: a, action: deny, notify: maybe}\n")[0]
+            .contains("true or false")
+    );
+    assert!(
+        messages("rooms: \"*\"\nrules:\n  - {name: a, action: deny, when: {server: \"[x\"}}\n")[0]
+            .contains("not a valid glob")
+    );
+    assert!(messages("rooms: \"*\"\nrooms: \"*\"\nrules: []\n")[0].contains("given twice"));
+    let ms = messages("rooms: [\"*\"\nrules:\n");
+    assert!(ms[0].contains("not valid YAML"), "{ms:?}");
+    assert!(
+        messages("rooms: \"*\"\nrules:\n  - {name: a, action: deny, when: {any: []}}\n")[0]
+            .contains("at least one")
+    );
+    assert!(messages("rooms: \"*\"\nrules:\n  - {name: a, action: deny, when: {room_knocks: {more_than: -1, within: 1m}}}\n")[0].contains("whole number"));
+}
+
+#[test]
+fn conflicts_across_files_are_reported() {
+    let a = Source {
+        path: "a.yaml".into(),
+        text: "name: same\nrooms: [\"!r:x\", \"*\"]\nrules:\n  - {name: a, action: deny}\n".into(),
+    };
+    let b = Source {
+        path: "b.yaml".into(),
+        text: "name: same\nrooms: [\"!r:x\", \"*\"]\nrules:\n  - {name: a, action: deny}\n".into(),
+    };
+    let ps = PolicySet::load(&[a, b]).unwrap_err();
+    let text = format_problems(&ps);
+    assert!(
+        text.contains("b.yaml:1:7: a policy named `same` is already defined in a.yaml:1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("b.yaml:2:9: room `!r:x` is already governed by the policy in a.yaml:2"),
+        "{text}"
+    );
+    assert!(text.contains("\"*\" is already claimed"), "{text}");
+}
+
+#[test]
+fn content_hash_ignores_order_but_not_content() {
+    let a = Source {
+        path: "a".into(),
+        text: "1".into(),
+    };
+    let b = Source {
+        path: "b".into(),
+        text: "2".into(),
+    };
+    assert_eq!(
+        content_hash(&[a.clone(), b.clone()]),
+        content_hash(&[b.clone(), a.clone()])
+    );
+    assert_ne!(
+        content_hash(std::slice::from_ref(&a)),
+        content_hash(&[Source {
+            text: "3".into(),
+            ..a
+        }])
+    );
+}
+
+mod property {
+    //! The indexed path decides exactly like the plain rule-by-rule evaluation.
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn atom() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec!["a.org", "*.org", "b.*", "*", "c.net", "localhost:*"])
+                .prop_map(|g| format!("server: \"{g}\"")),
+            prop::sample::select(vec!["@a*:*", "@*:a.org", "@bob:*", "@*"])
+                .prop_map(|g| format!("user: \"{g}\"")),
+            prop::sample::select(vec!["^@[ab]", "bob", "[0-9]"])
+                .prop_map(|r| format!("user_regex: \"{r}\"")),
+            prop::sample::select(vec!["(?i)spam", "^$", "join"])
+                .prop_map(|r| format!("reason: {{ matches: \"{r}\" }}")),
+            prop::sample::select(vec!["[spam]", "[free money, join]", "[please]"])
+                .prop_map(|w| format!("reason: {{ contains: {w} }}")),
+            any::<bool>().prop_map(|b| format!("reason: {{ missing: {b} }}")),
+            (0u8..20).prop_map(|n| format!("reason: {{ min_length: {n} }}")),
+            any::<bool>().prop_map(|b| format!("displayname: {{ missing: {b} }}")),
+            prop::sample::select(vec!["(?i)bob", "x"])
+                .prop_map(|r| format!("displayname: {{ matches: \"{r}\" }}")),
+            prop::sample::select(vec!["\"#friends:x\"", "\"!club:x\""])
+                .prop_map(|r| format!("member_of: [{r}]")),
+            (0u64..4).prop_map(|n| format!("room_knocks: {{ more_than: {n}, within: 10m }}")),
+        ]
+    }
+
+    fn cond() -> impl Strategy<Value = String> {
+        let leaf = prop::collection::vec(atom(), 0..3).prop_map(|mut atoms| {
+            // One of each key per mapping, as YAML requires.
+            let mut seen = std::collections::HashSet::new();
+            atoms.retain(|a| seen.insert(a.split(':').next().unwrap_or_default().to_owned()));
+            format!("{{ {} }}", atoms.join(", "))
+        });
+        leaf.prop_recursive(3, 12, 3, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 1..3)
+                    .prop_map(|cs| format!("{{ any: [{}] }}", cs.join(", "))),
+                prop::collection::vec(inner.clone(), 1..3)
+                    .prop_map(|cs| format!("{{ all: [{}] }}", cs.join(", "))),
+                inner.prop_map(|c| format!("{{ not: {c} }}")),
+            ]
+        })
+    }
+
+    fn policy() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            (cond(), prop::sample::select(Action::NAMES.to_vec())),
+            1..12,
+        )
+        .prop_map(|rules| {
+            let mut y = String::from("rooms: \"!r:x\"\nrules:\n");
+            for (i, (c, a)) in rules.iter().enumerate() {
+                y.push_str(&format!("  - name: r{i}\n    when: {c}\n    action: {a}\n"));
+            }
+            y
+        })
+    }
+
+    fn knock_parts() -> impl Strategy<Value = (String, Option<String>, Option<String>, bool, u64)> {
+        (
+            prop::sample::select(vec![
+                "@a:a.org",
+                "@bob:b.net",
+                "@alice:c.net",
+                "@7:localhost:8448",
+                "@x:a.org",
+            ]),
+            prop::option::of(prop::sample::select(vec![
+                "",
+                "please let me join",
+                "SPAM spam",
+                "free money",
+                "free time",
+            ])),
+            prop::option::of(prop::sample::select(vec!["Bob", "x", ""])),
+            any::<bool>(),
+            0u64..6,
+        )
+            .prop_map(|(u, r, d, m, n)| {
+                (
+                    u.to_owned(),
+                    r.map(str::to_owned),
+                    d.map(str::to_owned),
+                    m,
+                    n,
+                )
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn indexed_equals_plain(yaml in policy(), knocks in prop::collection::vec(knock_parts(), 1..8)) {
+            let set = PolicySet::load(&[Source { path: "p.yaml".into(), text: yaml.clone() }])
+                .unwrap_or_else(|ps| panic!("{}\n{yaml}", format_problems(&ps)));
+            let p = &set.policies()[0];
+            for (user, reason, displayname, member, n) in &knocks {
+                let rooms = if *member { vec!["#friends:x".to_owned()] } else { vec![] };
+                let counts = [(Duration::from_secs(600), *n)];
+                let k = Knock {
+                    user,
+                    room: "!r:x",
+                    reason: reason.as_deref(),
+                    displayname: displayname.as_deref(),
+                    member_of: &rooms,
+                    room_knocks: &counts,
+                    user_knocks: &[],
+                };
+                prop_assert_eq!(p.decide(&k), p.decide_plainly(&k), "{}", yaml);
+                prop_assert_eq!(p.decide(&k), p.explain(&k).decision);
+            }
+        }
+    }
+}
