@@ -9,7 +9,7 @@ mod matrix;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ruma::{OwnedRoomId, RoomId, RoomOrAliasId};
+use ruma::{OwnedEventId, OwnedRoomId, RoomId, RoomOrAliasId};
 
 pub use matrix::MatrixHomeserver;
 
@@ -76,6 +76,10 @@ pub trait Homeserver: Send + Sync + 'static {
 
     /// `GET /_matrix/client/v3/rooms/{roomId}/members?membership=knock`: the knock events.
     async fn knocking_members(&self, room: &RoomId) -> Result<Vec<serde_json::Value>, HsError>;
+
+    /// `PUT /_matrix/client/v3/rooms/{roomId}/send/m.room.message/{txnId}`: an `m.notice` with
+    /// an HTML body and a plain-text fallback. The same `txn_id` is not posted twice.
+    async fn send_notice(&self, room: &RoomId, txn_id: &str, plain: &str, html: &str) -> Result<OwnedEventId, HsError>;
 
     /// `GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}?format=event`, or
     /// `None` when the room has no such state.

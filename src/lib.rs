@@ -12,6 +12,8 @@ pub mod error;
 pub mod events;
 pub mod homeserver;
 pub mod http;
+pub mod live_policies;
+pub mod notices;
 pub mod pipeline;
 pub mod policy;
 pub mod power;

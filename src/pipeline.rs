@@ -16,7 +16,7 @@ use std::sync::Arc;
 use ruma::{OwnedRoomId, OwnedUserId};
 use tokio::sync::{Notify, watch};
 
-use crate::{config::Config, homeserver::Homeserver, storage::Store};
+use crate::{config::Config, homeserver::Homeserver, live_policies::LivePolicies, storage::Store};
 
 /// What the pipeline's parts share.
 #[derive(Clone)]
@@ -25,6 +25,8 @@ pub struct Shared {
     pub homeserver: Arc<dyn Homeserver>,
     pub config: Arc<Config>,
     pub bot: OwnedUserId,
+    /// The active policies.
+    pub policies: Arc<LivePolicies>,
     /// Wakes the worker when the inbox has something.
     pub inbox_ready: Arc<Notify>,
     /// Wakes the executor when the outbox has something.

@@ -11,6 +11,8 @@ use tokio::sync::{Notify, watch};
 
 use crate::{
     config::Settings,
+    live_policies::{self, LivePolicies, Reload},
+    notices,
     homeserver::{Homeserver, MatrixHomeserver},
     http::{self, HttpState},
     pipeline::{self, Shared},
@@ -31,6 +33,10 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("policies: {0}")]
+    Policies(#[from] crate::live_policies::PolicyError),
+    #[error("policies: {0}")]
+    Watch(String),
     #[error("homeserver.url: {0}")]
     Homeserver(String),
     #[error("the HTTP server failed: {0}")]
@@ -93,6 +99,7 @@ impl Application {
             path: db_path,
             source,
         })?;
+        let policies = Arc::new(LivePolicies::start(&config.policies, store.clone())?);
         let listener =
             TcpListener::bind(config.appservice.listen).map_err(|source| StartError::Listen {
                 addr: config.appservice.listen.to_string(),
@@ -113,6 +120,7 @@ impl Application {
             homeserver,
             config: Arc::new(config),
             bot: registration.bot_user_id.clone(),
+            policies,
             inbox_ready: Arc::new(Notify::new()),
             outbox_ready: Arc::new(Notify::new()),
             stopping,
@@ -171,6 +179,7 @@ impl Application {
             ..
         } = self;
         queue_startup_actions(&shared);
+        let _watcher = watch_policies(&shared).map_err(StartError::Watch)?;
         let worker = tokio::spawn(pipeline::worker::run(shared.clone()));
         let executor = tokio::spawn(pipeline::executor::run(shared.clone()));
         // Whatever was left in the inbox by a previous run is handled now.
@@ -187,6 +196,33 @@ impl Application {
         tracing::info!("stopped");
         served.map_err(StartError::Server)
     }
+}
+
+/// Reloads policies when their files change; tells the log and the control room.
+fn watch_policies(shared: &Shared) -> Result<impl Drop, String> {
+    let store = shared.store.clone();
+    let outbox_ready = shared.outbox_ready.clone();
+    live_policies::watch(shared.policies.clone(), move |outcome| {
+        let text = live_policies::describe(&outcome);
+        let notice = match &outcome {
+            Ok(Reload::Unchanged { .. }) => None,
+            Ok(Reload::Activated { .. }) => {
+                tracing::info!("{text}");
+                Some(notices::with_block(&text, None))
+            }
+            Ok(Reload::Refused { .. }) | Err(_) => {
+                tracing::error!("{text}");
+                let (head, block) = text.split_once('\n').unwrap_or((&text, ""));
+                Some(notices::with_block(head, (!block.is_empty()).then_some(block)))
+            }
+        };
+        if let Some(n) = notice {
+            match store.enqueue([n]) {
+                Ok(()) => outbox_ready.notify_one(),
+                Err(e) => tracing::error!(error = %e, "cannot queue a control-room notice"),
+            }
+        }
+    })
 }
 
 /// On every start: join the control room, and catch up on knocks in every joined room.

@@ -10,6 +10,7 @@
 
 mod inbox;
 mod outbox;
+mod policies;
 mod records;
 
 use std::path::Path;
@@ -22,6 +23,7 @@ use sled::{
 
 pub use inbox::{InboxEntry, InboxItem, IngestOutcome, Origin};
 pub use outbox::{Action, OutboxEntry};
+pub use policies::{KEEP_VERSIONS, PolicyVersion};
 pub use records::{BotMembership, KnockRecord, KnockState, RoomRecord};
 
 /// The trees of the database. The discriminant is the index into [`Store::trees`].
@@ -48,9 +50,11 @@ pub enum T {
     Knockers,
     /// name -> u64 BE counter.
     Counters,
+    /// version (u64 BE) -> [`PolicyVersion`].
+    PolicyVersions,
 }
 
-const TREE_NAMES: [&str; 10] = [
+const TREE_NAMES: [&str; 11] = [
     "meta",
     "seen",
     "txns",
@@ -61,6 +65,7 @@ const TREE_NAMES: [&str; 10] = [
     "knocks",
     "knockers",
     "counters",
+    "policy_versions",
 ];
 
 /// One write, applied inside [`Store::commit`]'s transaction.

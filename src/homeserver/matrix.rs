@@ -16,13 +16,15 @@ use matrix_sdk::{
         MatrixVersion,
         client::{
             membership::{get_member_events, join_room_by_id_or_alias, leave_room},
+            message::send_message_event,
             state::get_state_event_for_key,
         },
         error::{ErrorBody, ErrorKind, RetryAfter},
     },
 };
 use ruma::{
-    OwnedDeviceId, OwnedRoomId, RoomId, RoomOrAliasId, UserId, events::StateEventType,
+    OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedTransactionId,
+    events::room::message::RoomMessageEventContent, RoomId, RoomOrAliasId, UserId, events::StateEventType,
     events::room::member::MembershipState,
 };
 use url::Url;
@@ -128,6 +130,13 @@ impl Homeserver for MatrixHomeserver {
             .await
             .map_err(hs_error)?;
         Ok(())
+    }
+
+    async fn send_notice(&self, room: &RoomId, txn_id: &str, plain: &str, html: &str) -> Result<OwnedEventId, HsError> {
+        let content = RoomMessageEventContent::notice_html(plain, html);
+        let req = send_message_event::v3::Request::new(room.to_owned(), OwnedTransactionId::from(txn_id), &content)
+            .map_err(|e| HsError::Unexpected(e.to_string()))?;
+        Ok(self.client.send(req).await.map_err(hs_error)?.event_id)
     }
 
     async fn knocking_members(&self, room: &RoomId) -> Result<Vec<serde_json::Value>, HsError> {

@@ -95,7 +95,7 @@ pub async fn run(shared: Shared) {
 
 /// Tries one action and records the outcome.
 async fn step(shared: &Shared, seq: u64, mut entry: OutboxEntry) {
-    let result = execute(shared, &entry.action).await;
+    let result = execute(shared, seq, &entry.action).await;
     let store = &shared.store;
     let outcome = match result {
         Ok(follow_ups) => {
@@ -140,8 +140,9 @@ fn room_id(s: &str) -> Result<OwnedRoomId, ActionError> {
     OwnedRoomId::try_from(s).map_err(|e| ActionError::Permanent(format!("bad room ID {s}: {e}")))
 }
 
-/// Carries out one action; returns follow-up actions.
-async fn execute(shared: &Shared, action: &Action) -> Result<Vec<Action>, ActionError> {
+/// Carries out one action; returns follow-up actions. `seq` identifies the outbox entry (used
+/// as the transaction ID of messages, so a retried send is not posted twice).
+async fn execute(shared: &Shared, seq: u64, action: &Action) -> Result<Vec<Action>, ActionError> {
     let hs = &shared.homeserver;
     match action {
         Action::JoinControlRoom => {
@@ -179,6 +180,13 @@ async fn execute(shared: &Shared, action: &Action) -> Result<Vec<Action>, Action
                 shared.inbox_ready.notify_one();
             }
             tracing::info!(%room, knocking = n, new = outcome.stored, "caught up on knocks");
+            Ok(vec![])
+        }
+        Action::Notice { plain, html } => {
+            let Some(control) = shared.control_room_id() else {
+                return Err(HsError::Transport("the control room is not joined yet".into()).into());
+            };
+            hs.send_notice(&control, &format!("kw{seq}"), plain, html).await?;
             Ok(vec![])
         }
         Action::FetchRoomState { room_id: room } => {

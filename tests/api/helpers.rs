@@ -100,6 +100,7 @@ log_format: pretty
     );
     let path = dir.join("config.yaml");
     std::fs::write(&path, config).unwrap();
+    std::fs::create_dir_all(dir.join("policies")).unwrap();
     path
 }
 

@@ -1,0 +1,269 @@
+//! The live policy set: policy files on disk, their versions in sled, reloads and rollbacks.
+//!
+//! Start-up and every reload read all `*.yaml` files of the policy directory. A valid set that
+//! differs from the active one becomes a new version (stored with its source text) and is
+//! activated at once; an invalid set is refused whole and the running version stays active.
+//! A watcher reloads the directory when files change, debounced so that an editor's partial
+//! writes do not cause a failed load.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use crate::{
+    policy::{PolicySet, Problem, Source, format_problems},
+    storage::{Store, StoreError},
+};
+
+/// How long the directory must be quiet before a reload.
+pub const DEBOUNCE: Duration = Duration::from_millis(400);
+
+/// The active policies and their version number.
+#[derive(Debug)]
+pub struct Active {
+    pub version: u64,
+    pub set: PolicySet,
+}
+
+/// What a reload did.
+#[derive(Debug)]
+pub enum Reload {
+    /// The files are those of the active version.
+    Unchanged { version: u64 },
+    /// A new version is active.
+    Activated { version: u64 },
+    /// The files have problems; the active version stays.
+    Refused { problems: Vec<Problem>, active: u64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("{dir}: cannot read the policy directory: {message}")]
+    ReadDir { dir: String, message: String },
+    #[error("the policy files have problems and no earlier version is stored:\n{}", format_problems(.0))]
+    Invalid(Vec<Problem>),
+    #[error("policy version {0} does not exist (it may be older than the last 50)")]
+    NoSuchVersion(u64),
+    #[error("policy version {version} no longer loads:\n{}", format_problems(.problems))]
+    Stale {
+        version: u64,
+        problems: Vec<Problem>,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Reads the `*.yaml` and `*.yml` files of a directory, sorted by name.
+pub fn read_dir(dir: &Path) -> Result<Vec<Source>, PolicyError> {
+    let err = |e: std::io::Error| PolicyError::ReadDir {
+        dir: dir.display().to_string(),
+        message: e.to_string(),
+    };
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(err)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+        })
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).map_err(err)?;
+            Ok(Source {
+                path: p.display().to_string(),
+                text,
+            })
+        })
+        .collect()
+}
+
+/// Reads and checks files given by path (for `policy check`).
+pub fn read_files(paths: &[PathBuf]) -> Result<Vec<Source>, PolicyError> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            out.extend(read_dir(p)?);
+        } else {
+            let text = std::fs::read_to_string(p).map_err(|e| PolicyError::ReadDir {
+                dir: p.display().to_string(),
+                message: e.to_string(),
+            })?;
+            out.push(Source {
+                path: p.display().to_string(),
+                text,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The active set, shared by the pipeline, the watcher and the control room.
+pub struct LivePolicies {
+    dir: PathBuf,
+    store: Store,
+    active: RwLock<Arc<Active>>,
+    /// Serializes reloads and rollbacks.
+    change: std::sync::Mutex<()>,
+}
+
+impl LivePolicies {
+    /// Loads the directory at start-up. An invalid directory falls back to the stored active
+    /// version (logged); with no stored version, start-up fails with the problems.
+    pub fn start(dir: &Path, store: Store) -> Result<Self, PolicyError> {
+        let stored = match store.active_policy_version()? {
+            Some(n) => store.policy_version(n)?,
+            None => None,
+        };
+        let fallback = stored
+            .as_ref()
+            .and_then(|v| PolicySet::load(&v.sources).ok().map(|set| (v.number, set)));
+        let files = read_dir(dir).and_then(|sources| {
+            PolicySet::load(&sources)
+                .map(|set| (sources, set))
+                .map_err(PolicyError::Invalid)
+        });
+        let active = match (files, fallback) {
+            (Ok((sources, set)), fallback) => {
+                let same = stored.as_ref().is_some_and(|v| v.hash == set.hash());
+                match (same, fallback) {
+                    (true, Some((n, set))) => Active { version: n, set },
+                    _ => {
+                        let v =
+                            store.add_policy_version(sources, set.hash().to_owned(), "files")?;
+                        store.set_active_policy_version(v.number)?;
+                        Active {
+                            version: v.number,
+                            set,
+                        }
+                    }
+                }
+            }
+            (Err(e), Some((n, set))) => {
+                tracing::error!(error = %e, version = n, "policy files refused at start; keeping the stored version");
+                Active { version: n, set }
+            }
+            (Err(e), None) => return Err(e),
+        };
+        tracing::info!(
+            version = active.version,
+            policies = active.set.policies().len(),
+            "policies active"
+        );
+        Ok(Self {
+            dir: dir.to_owned(),
+            store,
+            active: RwLock::new(Arc::new(active)),
+            change: Default::default(),
+        })
+    }
+
+    /// The active set.
+    pub fn current(&self) -> Arc<Active> {
+        self.active
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn activate(&self, version: u64, set: PolicySet) -> Result<(), StoreError> {
+        self.store.set_active_policy_version(version)?;
+        *self.active.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Active { version, set });
+        Ok(())
+    }
+
+    /// Reads the directory again and activates it if it is valid and different.
+    pub fn reload(&self) -> Result<Reload, PolicyError> {
+        let _guard = self.change.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.current();
+        let sources = read_dir(&self.dir)?;
+        match PolicySet::load(&sources) {
+            Err(problems) => Ok(Reload::Refused {
+                problems,
+                active: current.version,
+            }),
+            Ok(set) if set.hash() == current.set.hash() => Ok(Reload::Unchanged {
+                version: current.version,
+            }),
+            Ok(set) => {
+                let v = self
+                    .store
+                    .add_policy_version(sources, set.hash().to_owned(), "files")?;
+                self.activate(v.number, set)?;
+                Ok(Reload::Activated { version: v.number })
+            }
+        }
+    }
+
+    /// Makes an earlier version active again (as a new version, so history reads forward).
+    pub fn rollback(&self, number: u64) -> Result<u64, PolicyError> {
+        let _guard = self.change.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self
+            .store
+            .policy_version(number)?
+            .ok_or(PolicyError::NoSuchVersion(number))?;
+        let set = PolicySet::load(&old.sources).map_err(|problems| PolicyError::Stale {
+            version: number,
+            problems,
+        })?;
+        let v = self.store.add_policy_version(
+            old.sources,
+            set.hash().to_owned(),
+            &format!("rollback to {number}"),
+        )?;
+        self.activate(v.number, set)?;
+        Ok(v.number)
+    }
+}
+
+/// Watches the policy directory and reloads on changes; `on_reload` hears every outcome.
+/// The returned value stops watching when dropped.
+pub fn watch(
+    live: Arc<LivePolicies>,
+    on_reload: impl Fn(Result<Reload, PolicyError>) + Send + 'static,
+) -> Result<impl Drop, String> {
+    use notify_debouncer_mini::{DebounceEventResult, new_debouncer, notify::RecursiveMode};
+    let dir = live.dir().to_owned();
+    let mut debouncer = new_debouncer(DEBOUNCE, move |res: DebounceEventResult| match res {
+        Ok(events) => {
+            let relevant = events.iter().any(|e| {
+                matches!(
+                    e.path.extension().and_then(|x| x.to_str()),
+                    Some("yaml" | "yml")
+                )
+            });
+            if relevant {
+                on_reload(live.reload());
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "policy directory watcher error"),
+    })
+    .map_err(|e| format!("cannot watch the policy directory: {e}"))?;
+    debouncer
+        .watcher()
+        .watch(&dir, RecursiveMode::NonRecursive)
+        .map_err(|e| format!("{}: cannot watch the policy directory: {e}", dir.display()))?;
+    Ok(debouncer)
+}
+
+/// A log line (and control-room text) for a reload outcome.
+pub fn describe(outcome: &Result<Reload, PolicyError>) -> String {
+    match outcome {
+        Ok(Reload::Unchanged { version }) => format!("policies unchanged (version {version})"),
+        Ok(Reload::Activated { version }) => format!("policy version {version} is active"),
+        Ok(Reload::Refused { problems, active }) => {
+            format!(
+                "policy files refused; version {active} stays active:\n{}",
+                format_problems(problems)
+            )
+        }
+        Err(e) => format!("policy reload failed: {e}"),
+    }
+}
