@@ -1,6 +1,7 @@
 //! The command line: `serve`, `generate-registration` (and `policy`).
 
 mod generate;
+mod policy;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -9,11 +10,7 @@ use clap::{Parser, Subcommand};
 use crate::{config::Settings, startup::Application, telemetry};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "knockwarden",
-    version,
-    about = "A Matrix application service that moderates knocks by policy"
-)]
+#[command(name = "knockwarden", version, about = "A Matrix application service that moderates knocks by policy")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -23,12 +20,7 @@ pub struct Cli {
 #[derive(Debug, clap::Args)]
 pub struct ConfigArg {
     /// The configuration file.
-    #[arg(
-        short = 'c',
-        long = "config",
-        env = "KNOCKWARDEN_CONFIG",
-        default_value = "config.yaml"
-    )]
+    #[arg(short = 'c', long = "config", env = "KNOCKWARDEN_CONFIG", default_value = "config.yaml")]
     pub config: PathBuf,
 }
 
@@ -41,6 +33,9 @@ pub enum Command {
     },
     /// Write an appservice registration file for the homeserver.
     GenerateRegistration(generate::GenerateArgs),
+    /// Check, explain and describe policies.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
 }
 
 /// Entry point of the binary.
@@ -49,6 +44,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config } => serve(&config.config),
         Command::GenerateRegistration(args) => generate::run(&args),
+        Command::Policy(cmd) => policy::run(&cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -67,9 +63,7 @@ fn serve(config: &std::path::Path) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async {
-        let app = Application::build(settings)
-            .await
-            .map_err(|e| e.to_string())?;
+        let app = Application::build(settings).await.map_err(|e| e.to_string())?;
         let stopper = app.stopper();
         tokio::spawn(async move {
             wait_for_signal().await;

@@ -35,11 +35,7 @@ pub enum ConfigError {
     #[error("{file}: {message}")]
     Parse { file: PathBuf, message: String },
     #[error("{file}: {key}: {message}")]
-    Invalid {
-        file: PathBuf,
-        key: &'static str,
-        message: String,
-    },
+    Invalid { file: PathBuf, key: &'static str, message: String },
     #[error("{file}: appservice.registration: {source}")]
     Registration {
         file: PathBuf,
@@ -129,94 +125,55 @@ pub struct Settings {
 impl Config {
     /// Reads and validates a config file (but not the registration it names).
     pub fn load(file: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
-            file: file.to_owned(),
-            source,
-        })?;
-        let raw = RawConfig::parse(&text).map_err(|message| ConfigError::Parse {
-            file: file.to_owned(),
-            message,
-        })?;
+        let text =
+            std::fs::read_to_string(file).map_err(|source| ConfigError::Read { file: file.to_owned(), source })?;
+        let raw = RawConfig::parse(&text).map_err(|message| ConfigError::Parse { file: file.to_owned(), message })?;
         Self::from_raw(raw, file)
     }
 
     /// Turns the raw file into validated values; relative paths are resolved against the
     /// directory of `file`.
     pub fn from_raw(raw: RawConfig, file: &Path) -> Result<Self, ConfigError> {
-        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
-            file: file.to_owned(),
-            key,
-            message,
-        };
-        let base = file
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid { file: file.to_owned(), key, message };
+        let base = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let resolve = |p: &str| -> PathBuf {
             let p = Path::new(p);
-            if p.is_absolute() {
-                p.to_owned()
-            } else {
-                base.join(p)
-            }
+            if p.is_absolute() { p.to_owned() } else { base.join(p) }
         };
 
-        let url = Url::parse(&raw.homeserver.url).map_err(|e| {
-            invalid(
-                "homeserver.url",
-                format!("`{}` is not a URL: {e}", raw.homeserver.url),
-            )
-        })?;
+        let url = Url::parse(&raw.homeserver.url)
+            .map_err(|e| invalid("homeserver.url", format!("`{}` is not a URL: {e}", raw.homeserver.url)))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(invalid(
-                "homeserver.url",
-                format!("`{url}` must be an http:// or https:// URL"),
-            ));
+            return Err(invalid("homeserver.url", format!("`{url}` must be an http:// or https:// URL")));
         }
-        let server_name =
-            OwnedServerName::try_from(raw.homeserver.server_name.as_str()).map_err(|e| {
-                invalid(
-                    "homeserver.server_name",
-                    format!("`{}` is not a server name: {e}", raw.homeserver.server_name),
-                )
-            })?;
+        let server_name = OwnedServerName::try_from(raw.homeserver.server_name.as_str()).map_err(|e| {
+            invalid("homeserver.server_name", format!("`{}` is not a server name: {e}", raw.homeserver.server_name))
+        })?;
         let listen: SocketAddr = raw.appservice.listen.parse().map_err(|e| {
             invalid(
                 "appservice.listen",
-                format!(
-                    "`{}` is not an IP address and port such as 127.0.0.1:9993: {e}",
-                    raw.appservice.listen
-                ),
+                format!("`{}` is not an IP address and port such as 127.0.0.1:9993: {e}", raw.appservice.listen),
             )
         })?;
-        let max_body_bytes = raw
-            .appservice
-            .max_body_bytes
-            .unwrap_or(DEFAULT_MAX_BODY_BYTES);
+        let max_body_bytes = raw.appservice.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
         if max_body_bytes == 0 {
-            return Err(invalid(
-                "appservice.max_body_bytes",
-                "must be greater than 0".into(),
-            ));
+            return Err(invalid("appservice.max_body_bytes", "must be greater than 0".into()));
         }
-        let control_room =
-            OwnedRoomOrAliasId::try_from(raw.control_room.as_str()).map_err(|e| {
-                invalid(
-                    "control_room",
-                    format!(
-                        "`{}` is neither a room ID (!…) nor an alias (#…:server): {e}",
-                        raw.control_room
-                    ),
-                )
-            })?;
+        let control_room = OwnedRoomOrAliasId::try_from(raw.control_room.as_str()).map_err(|e| {
+            invalid(
+                "control_room",
+                format!("`{}` is neither a room ID (!…) nor an alias (#…:server): {e}", raw.control_room),
+            )
+        })?;
         let mut users = Vec::with_capacity(raw.moderators.users.len());
         for u in &raw.moderators.users {
-            users.push(OwnedUserId::try_from(u.as_str()).map_err(|e| {
-                invalid("moderators.users", format!("`{u}` is not a user ID: {e}"))
-            })?);
+            users.push(
+                OwnedUserId::try_from(u.as_str())
+                    .map_err(|e| invalid("moderators.users", format!("`{u}` is not a user ID: {e}")))?,
+            );
         }
-        let expire_after = crate::duration::parse(&raw.review.expire_after)
-            .map_err(|e| invalid("review.expire_after", e))?;
+        let expire_after =
+            crate::duration::parse(&raw.review.expire_after).map_err(|e| invalid("review.expire_after", e))?;
 
         Ok(Config {
             file: file.to_owned(),
@@ -229,17 +186,11 @@ impl Config {
             database: resolve(&raw.database),
             policies: resolve(&raw.policies),
             control_room,
-            moderators: Moderators {
-                power_level: raw.moderators.power_level,
-                users,
-            },
+            moderators: Moderators { power_level: raw.moderators.power_level, users },
             notify: raw.notify,
             dry_run: raw.dry_run,
             log_format: raw.log_format,
-            review: ReviewConfig {
-                expire_after,
-                on_expiry: raw.review.on_expiry,
-            },
+            review: ReviewConfig { expire_after, on_expiry: raw.review.on_expiry },
         })
     }
 }
@@ -248,18 +199,9 @@ impl Settings {
     /// Reads the config file and the registration it names; nothing starts unless both are good.
     pub fn load(file: &Path) -> Result<Self, ConfigError> {
         let config = Config::load(file)?;
-        let registration = AppRegistration::load(
-            &config.appservice.registration,
-            &config.homeserver.server_name,
-        )
-        .map_err(|source| ConfigError::Registration {
-            file: file.to_owned(),
-            source,
-        })?;
-        Ok(Settings {
-            config,
-            registration,
-        })
+        let registration = AppRegistration::load(&config.appservice.registration, &config.homeserver.server_name)
+            .map_err(|source| ConfigError::Registration { file: file.to_owned(), source })?;
+        Ok(Settings { config, registration })
     }
 }
 
@@ -270,10 +212,7 @@ mod tests {
     const EXAMPLE: &str = include_str!("../config.example.yaml");
 
     fn from_text(text: &str) -> Result<Config, ConfigError> {
-        let raw = RawConfig::parse(text).map_err(|message| ConfigError::Parse {
-            file: "c.yaml".into(),
-            message,
-        })?;
+        let raw = RawConfig::parse(text).map_err(|message| ConfigError::Parse { file: "c.yaml".into(), message })?;
         Config::from_raw(raw, Path::new("/etc/kw/c.yaml"))
     }
 
@@ -282,10 +221,7 @@ mod tests {
         let c = from_text(EXAMPLE).unwrap();
         assert_eq!(c.homeserver.server_name.as_str(), "example.org");
         assert_eq!(c.appservice.listen, "127.0.0.1:9993".parse().unwrap());
-        assert_eq!(
-            c.appservice.registration,
-            Path::new("/etc/kw/registration.yaml")
-        );
+        assert_eq!(c.appservice.registration, Path::new("/etc/kw/registration.yaml"));
         assert_eq!(c.database, Path::new("/etc/kw/data/knockwarden"));
         assert_eq!(c.appservice.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
         assert_eq!(c.notify, Notify::Review);
@@ -305,57 +241,29 @@ mod tests {
     #[test]
     fn malformed_values_name_the_key() {
         let cases = [
-            (
-                "url: \"http://127.0.0.1:8008\"",
-                "url: \"not a url\"",
-                "homeserver.url",
-            ),
-            (
-                "server_name: \"example.org\"",
-                "server_name: \"bad name!\"",
-                "homeserver.server_name",
-            ),
-            (
-                "listen: \"127.0.0.1:9993\"",
-                "listen: \"nowhere\"",
-                "appservice.listen",
-            ),
-            (
-                "control_room: \"!ctrl:example.org\"",
-                "control_room: \"ctrl\"",
-                "control_room",
-            ),
+            ("url: \"http://127.0.0.1:8008\"", "url: \"not a url\"", "homeserver.url"),
+            ("server_name: \"example.org\"", "server_name: \"bad name!\"", "homeserver.server_name"),
+            ("listen: \"127.0.0.1:9993\"", "listen: \"nowhere\"", "appservice.listen"),
+            ("control_room: \"!ctrl:example.org\"", "control_room: \"ctrl\"", "control_room"),
             ("users: []", "users: [\"bob\"]", "moderators.users"),
         ];
         for (from, to, key) in cases {
             assert!(EXAMPLE.contains(from), "example lacks {from}");
-            let err = from_text(&EXAMPLE.replace(from, to))
-                .unwrap_err()
-                .to_string();
-            assert!(
-                err.starts_with(&format!("/etc/kw/c.yaml: {key}: ")),
-                "{err}"
-            );
+            let err = from_text(&EXAMPLE.replace(from, to)).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("/etc/kw/c.yaml: {key}: ")), "{err}");
         }
     }
 
     #[test]
     fn bad_enum_value_is_refused() {
-        let err = from_text(&EXAMPLE.replace("notify: review", "notify: sometimes"))
-            .unwrap_err()
-            .to_string();
+        let err = from_text(&EXAMPLE.replace("notify: review", "notify: sometimes")).unwrap_err().to_string();
         assert!(err.contains("notify"), "{err}");
         assert!(err.contains("sometimes"), "{err}");
     }
 
     #[test]
     fn missing_file_names_the_file() {
-        let err = Config::load(Path::new("/nonexistent/kw.yaml"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("/nonexistent/kw.yaml: cannot read"),
-            "{err}"
-        );
+        let err = Config::load(Path::new("/nonexistent/kw.yaml")).unwrap_err().to_string();
+        assert!(err.starts_with("/nonexistent/kw.yaml: cannot read"), "{err}");
     }
 }

@@ -7,9 +7,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let bad = || {
-        format!("`{text}` is not a duration; write a number and a unit, like 90s, 10m, 24h or 7d")
-    };
+    let bad = || format!("`{text}` is not a duration; write a number and a unit, like 90s, 10m, 24h or 7d");
     let n: u64 = num.parse().map_err(|_| bad())?;
     let secs = match unit {
         "s" => 1,
@@ -52,16 +50,7 @@ mod tests {
 
     #[test]
     fn refuses_nonsense() {
-        for bad in [
-            "",
-            "10",
-            "m",
-            "1.5h",
-            "10 parsecs",
-            "-3s",
-            "0s",
-            "99999999999999999999d",
-        ] {
+        for bad in ["", "10", "m", "1.5h", "10 parsecs", "-3s", "0s", "99999999999999999999d"] {
             assert!(parse(bad).is_err(), "{bad} parsed");
         }
     }

@@ -61,27 +61,15 @@ struct Body<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, errcode: ErrCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            errcode,
-            message: message.into(),
-        }
+        Self { status, errcode, message: message.into() }
     }
 
     pub fn missing_token() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            ErrCode::Unauthorized,
-            "Missing access token",
-        )
+        Self::new(StatusCode::UNAUTHORIZED, ErrCode::Unauthorized, "Missing access token")
     }
 
     pub fn wrong_token() -> Self {
-        Self::new(
-            StatusCode::FORBIDDEN,
-            ErrCode::Forbidden,
-            "Invalid homeserver token",
-        )
+        Self::new(StatusCode::FORBIDDEN, ErrCode::Forbidden, "Invalid homeserver token")
     }
 
     pub fn not_found(what: impl Into<String>) -> Self {
@@ -89,19 +77,11 @@ impl ApiError {
     }
 
     pub fn unrecognized_route() -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            ErrCode::Unrecognized,
-            "Unrecognized request",
-        )
+        Self::new(StatusCode::NOT_FOUND, ErrCode::Unrecognized, "Unrecognized request")
     }
 
     pub fn wrong_method() -> Self {
-        Self::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            ErrCode::Unrecognized,
-            "Method not allowed for this endpoint",
-        )
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, ErrCode::Unrecognized, "Method not allowed for this endpoint")
     }
 
     pub fn too_large(limit: usize) -> Self {
@@ -113,11 +93,7 @@ impl ApiError {
     }
 
     pub fn not_json(detail: impl std::fmt::Display) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            ErrCode::NotJson,
-            format!("Body is not JSON: {detail}"),
-        )
+        Self::new(StatusCode::BAD_REQUEST, ErrCode::NotJson, format!("Body is not JSON: {detail}"))
     }
 
     pub fn bad_json(detail: impl Into<String>) -> Self {
@@ -130,11 +106,8 @@ impl ApiError {
 
     /// The JSON body, `{"errcode": ..., "error": ...}`.
     pub fn body(&self) -> serde_json::Value {
-        serde_json::to_value(Body {
-            errcode: self.errcode.as_str(),
-            error: &self.message,
-        })
-        .expect("a struct of two strings serializes")
+        serde_json::to_value(Body { errcode: self.errcode.as_str(), error: &self.message })
+            .expect("a struct of two strings serializes")
     }
 }
 
@@ -156,9 +129,6 @@ mod tests {
     fn body_has_errcode_and_error() {
         let e = ApiError::wrong_token();
         assert_eq!(e.status, StatusCode::FORBIDDEN);
-        assert_eq!(
-            e.body(),
-            serde_json::json!({"errcode": "M_FORBIDDEN", "error": "Invalid homeserver token"})
-        );
+        assert_eq!(e.body(), serde_json::json!({"errcode": "M_FORBIDDEN", "error": "Invalid homeserver token"}));
     }
 }

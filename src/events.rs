@@ -37,15 +37,8 @@ impl EventHead {
     pub fn parse(event: &serde_json::Value) -> Result<Self, String> {
         let w = Wire::deserialize(event).map_err(|e| e.to_string())?;
         let membership = if w.kind == "m.room.member" {
-            let m = w
-                .content
-                .as_ref()
-                .and_then(|c| c.get("membership"))
-                .and_then(|m| m.as_str());
-            Some(
-                m.ok_or("m.room.member event without content.membership")?
-                    .to_owned(),
-            )
+            let m = w.content.as_ref().and_then(|c| c.get("membership")).and_then(|m| m.as_str());
+            Some(m.ok_or("m.room.member event without content.membership")?.to_owned())
         } else {
             None
         };
@@ -89,19 +82,12 @@ pub fn is_wanted(head: &EventHead, view: &impl Interests) -> bool {
                 || head.membership.as_deref() == Some("knock")
                 || in_control
                 || view.is_managed(&head.room_id)
-                || head
-                    .state_key
-                    .as_deref()
-                    .is_some_and(|u| view.is_knocker(u))
+                || head.state_key.as_deref().is_some_and(|u| view.is_knocker(u))
         }
         // Until an alias control room is resolved, keep commands from any managed room;
         // the worker drops those that turn out not to be from the control room.
-        "m.room.message" | "m.reaction" => {
-            in_control || (control.is_none() && view.is_managed(&head.room_id))
-        }
-        "m.room.power_levels" | "m.room.join_rules" | "m.room.create" => {
-            in_control || view.is_managed(&head.room_id)
-        }
+        "m.room.message" | "m.reaction" => in_control || (control.is_none() && view.is_managed(&head.room_id)),
+        "m.room.power_levels" | "m.room.join_rules" | "m.room.create" => in_control || view.is_managed(&head.room_id),
         _ => false,
     }
 }
@@ -153,42 +139,22 @@ mod tests {
 
     #[test]
     fn malformed_events_say_what_is_wrong() {
+        let e = EventHead::parse(&json!({"room_id": "!r:x", "sender": "@a:x", "type": "m.room.message"})).unwrap_err();
+        assert!(e.contains("event_id"), "{e}");
         let e = EventHead::parse(
-            &json!({"room_id": "!r:x", "sender": "@a:x", "type": "m.room.message"}),
+            &json!({"event_id": "$e", "room_id": "!r:x", "sender": "@a:x", "type": "m.room.member", "content": {}}),
         )
         .unwrap_err();
-        assert!(e.contains("event_id"), "{e}");
-        let e = EventHead::parse(&json!({"event_id": "$e", "room_id": "!r:x", "sender": "@a:x", "type": "m.room.member", "content": {}})).unwrap_err();
         assert!(e.contains("membership"), "{e}");
     }
 
     #[test]
     fn keeps_what_it_needs_and_drops_the_rest() {
         let keep = [
-            ev(
-                "m.room.member",
-                "!other:x",
-                Some("@kw:test.local"),
-                Some("invite"),
-            ),
-            ev(
-                "m.room.member",
-                "!other:x",
-                Some("@someone:x"),
-                Some("knock"),
-            ),
-            ev(
-                "m.room.member",
-                "!managed:test.local",
-                Some("@someone:x"),
-                Some("join"),
-            ),
-            ev(
-                "m.room.member",
-                "!other:x",
-                Some("@knocker:elsewhere"),
-                Some("join"),
-            ),
+            ev("m.room.member", "!other:x", Some("@kw:test.local"), Some("invite")),
+            ev("m.room.member", "!other:x", Some("@someone:x"), Some("knock")),
+            ev("m.room.member", "!managed:test.local", Some("@someone:x"), Some("join")),
+            ev("m.room.member", "!other:x", Some("@knocker:elsewhere"), Some("join")),
             ev("m.room.message", "!ctrl:test.local", None, None),
             ev("m.reaction", "!ctrl:test.local", None, None),
             ev("m.room.power_levels", "!ctrl:test.local", Some(""), None),
@@ -198,12 +164,7 @@ mod tests {
             assert!(is_wanted(h, &View), "dropped {h:?}");
         }
         let drop = [
-            ev(
-                "m.room.member",
-                "!other:x",
-                Some("@someone:x"),
-                Some("join"),
-            ),
+            ev("m.room.member", "!other:x", Some("@someone:x"), Some("join")),
             ev("m.room.message", "!managed:test.local", None, None),
             ev("m.room.join_rules", "!other:x", Some(""), None),
             ev("m.room.topic", "!managed:test.local", Some(""), None),

@@ -18,12 +18,7 @@ pub use matrix::MatrixHomeserver;
 pub enum HsError {
     /// The homeserver answered with an error status.
     #[error("homeserver answered {status} {errcode}: {message}")]
-    Api {
-        status: u16,
-        errcode: String,
-        message: String,
-        retry_after: Option<Duration>,
-    },
+    Api { status: u16, errcode: String, message: String, retry_after: Option<Duration> },
     /// No usable answer: connection refused, timed out or cut.
     #[error("homeserver unreachable: {0}")]
     Transport(String),
@@ -83,12 +78,7 @@ pub trait Homeserver: Send + Sync + 'static {
 
     /// `GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}?format=event`, or
     /// `None` when the room has no such state.
-    async fn state(
-        &self,
-        room: &RoomId,
-        event_type: &str,
-        state_key: &str,
-    ) -> Result<Option<StateEvent>, HsError>;
+    async fn state(&self, room: &RoomId, event_type: &str, state_key: &str) -> Result<Option<StateEvent>, HsError>;
 }
 
 /// A state event as read back from the homeserver.
@@ -102,17 +92,13 @@ pub struct StateEvent {
 impl StateEvent {
     /// Reads a `format=event` answer; a homeserver that ignores `format` sends only the content.
     pub fn from_answer(v: serde_json::Value) -> Self {
-        let whole = v.get("type").is_some_and(|t| t.is_string())
-            && v.get("content").is_some_and(|c| c.is_object());
+        let whole = v.get("type").is_some_and(|t| t.is_string()) && v.get("content").is_some_and(|c| c.is_object());
         if whole {
             let sender = v.get("sender").and_then(|s| s.as_str()).map(str::to_owned);
             let content = v.get("content").cloned().unwrap_or_default();
             StateEvent { sender, content }
         } else {
-            StateEvent {
-                sender: None,
-                content: v,
-            }
+            StateEvent { sender: None, content: v }
         }
     }
 }

@@ -51,11 +51,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(appservice::ping))
             .default_service(web::to(wrong_method)),
     )
-    .service(
-        web::resource("/health")
-            .route(web::get().to(health))
-            .default_service(web::to(wrong_method)),
-    );
+    .service(web::resource("/health").route(web::get().to(health)).default_service(web::to(wrong_method)));
 }
 
 /// For `App::default_service`: any other path.
@@ -78,7 +74,6 @@ async fn health(state: web::Data<HttpState>) -> HttpResponse {
             "outbox": store.outbox_len(),
         }))
     } else {
-        HttpResponse::ServiceUnavailable()
-            .json(serde_json::json!({"status": "storage unavailable"}))
+        HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "storage unavailable"}))
     }
 }

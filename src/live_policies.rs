@@ -47,36 +47,25 @@ pub enum PolicyError {
     #[error("policy version {0} does not exist (it may be older than the last 50)")]
     NoSuchVersion(u64),
     #[error("policy version {version} no longer loads:\n{}", format_problems(.problems))]
-    Stale {
-        version: u64,
-        problems: Vec<Problem>,
-    },
+    Stale { version: u64, problems: Vec<Problem> },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 /// Reads the `*.yaml` and `*.yml` files of a directory, sorted by name.
 pub fn read_dir(dir: &Path) -> Result<Vec<Source>, PolicyError> {
-    let err = |e: std::io::Error| PolicyError::ReadDir {
-        dir: dir.display().to_string(),
-        message: e.to_string(),
-    };
+    let err = |e: std::io::Error| PolicyError::ReadDir { dir: dir.display().to_string(), message: e.to_string() };
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(err)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
-        })
+        .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
         .collect();
     paths.sort();
     paths
         .into_iter()
         .map(|p| {
             let text = std::fs::read_to_string(&p).map_err(err)?;
-            Ok(Source {
-                path: p.display().to_string(),
-                text,
-            })
+            Ok(Source { path: p.display().to_string(), text })
         })
         .collect()
 }
@@ -88,14 +77,9 @@ pub fn read_files(paths: &[PathBuf]) -> Result<Vec<Source>, PolicyError> {
         if p.is_dir() {
             out.extend(read_dir(p)?);
         } else {
-            let text = std::fs::read_to_string(p).map_err(|e| PolicyError::ReadDir {
-                dir: p.display().to_string(),
-                message: e.to_string(),
-            })?;
-            out.push(Source {
-                path: p.display().to_string(),
-                text,
-            });
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| PolicyError::ReadDir { dir: p.display().to_string(), message: e.to_string() })?;
+            out.push(Source { path: p.display().to_string(), text });
         }
     }
     Ok(out)
@@ -110,6 +94,12 @@ pub struct LivePolicies {
     change: std::sync::Mutex<()>,
 }
 
+impl std::fmt::Debug for LivePolicies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LivePolicies").field("dir", &self.dir).field("version", &self.current().version).finish()
+    }
+}
+
 impl LivePolicies {
     /// Loads the directory at start-up. An invalid directory falls back to the stored active
     /// version (logged); with no stored version, start-up fails with the problems.
@@ -118,27 +108,18 @@ impl LivePolicies {
             Some(n) => store.policy_version(n)?,
             None => None,
         };
-        let fallback = stored
-            .as_ref()
-            .and_then(|v| PolicySet::load(&v.sources).ok().map(|set| (v.number, set)));
-        let files = read_dir(dir).and_then(|sources| {
-            PolicySet::load(&sources)
-                .map(|set| (sources, set))
-                .map_err(PolicyError::Invalid)
-        });
+        let fallback = stored.as_ref().and_then(|v| PolicySet::load(&v.sources).ok().map(|set| (v.number, set)));
+        let files = read_dir(dir)
+            .and_then(|sources| PolicySet::load(&sources).map(|set| (sources, set)).map_err(PolicyError::Invalid));
         let active = match (files, fallback) {
             (Ok((sources, set)), fallback) => {
                 let same = stored.as_ref().is_some_and(|v| v.hash == set.hash());
                 match (same, fallback) {
                     (true, Some((n, set))) => Active { version: n, set },
                     _ => {
-                        let v =
-                            store.add_policy_version(sources, set.hash().to_owned(), "files")?;
+                        let v = store.add_policy_version(sources, set.hash().to_owned(), "files")?;
                         store.set_active_policy_version(v.number)?;
-                        Active {
-                            version: v.number,
-                            set,
-                        }
+                        Active { version: v.number, set }
                     }
                 }
             }
@@ -148,25 +129,13 @@ impl LivePolicies {
             }
             (Err(e), None) => return Err(e),
         };
-        tracing::info!(
-            version = active.version,
-            policies = active.set.policies().len(),
-            "policies active"
-        );
-        Ok(Self {
-            dir: dir.to_owned(),
-            store,
-            active: RwLock::new(Arc::new(active)),
-            change: Default::default(),
-        })
+        tracing::info!(version = active.version, policies = active.set.policies().len(), "policies active");
+        Ok(Self { dir: dir.to_owned(), store, active: RwLock::new(Arc::new(active)), change: Default::default() })
     }
 
     /// The active set.
     pub fn current(&self) -> Arc<Active> {
-        self.active
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.active.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn dir(&self) -> &Path {
@@ -185,17 +154,10 @@ impl LivePolicies {
         let current = self.current();
         let sources = read_dir(&self.dir)?;
         match PolicySet::load(&sources) {
-            Err(problems) => Ok(Reload::Refused {
-                problems,
-                active: current.version,
-            }),
-            Ok(set) if set.hash() == current.set.hash() => Ok(Reload::Unchanged {
-                version: current.version,
-            }),
+            Err(problems) => Ok(Reload::Refused { problems, active: current.version }),
+            Ok(set) if set.hash() == current.set.hash() => Ok(Reload::Unchanged { version: current.version }),
             Ok(set) => {
-                let v = self
-                    .store
-                    .add_policy_version(sources, set.hash().to_owned(), "files")?;
+                let v = self.store.add_policy_version(sources, set.hash().to_owned(), "files")?;
                 self.activate(v.number, set)?;
                 Ok(Reload::Activated { version: v.number })
             }
@@ -205,40 +167,28 @@ impl LivePolicies {
     /// Makes an earlier version active again (as a new version, so history reads forward).
     pub fn rollback(&self, number: u64) -> Result<u64, PolicyError> {
         let _guard = self.change.lock().unwrap_or_else(|p| p.into_inner());
-        let old = self
-            .store
-            .policy_version(number)?
-            .ok_or(PolicyError::NoSuchVersion(number))?;
-        let set = PolicySet::load(&old.sources).map_err(|problems| PolicyError::Stale {
-            version: number,
-            problems,
-        })?;
-        let v = self.store.add_policy_version(
-            old.sources,
-            set.hash().to_owned(),
-            &format!("rollback to {number}"),
-        )?;
+        let old = self.store.policy_version(number)?.ok_or(PolicyError::NoSuchVersion(number))?;
+        let set = PolicySet::load(&old.sources).map_err(|problems| PolicyError::Stale { version: number, problems })?;
+        let v = self.store.add_policy_version(old.sources, set.hash().to_owned(), &format!("rollback to {number}"))?;
         self.activate(v.number, set)?;
         Ok(v.number)
     }
 }
 
+/// A running directory watcher; watching stops when it is dropped.
+pub type Watcher = notify_debouncer_mini::Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>;
+
 /// Watches the policy directory and reloads on changes; `on_reload` hears every outcome.
-/// The returned value stops watching when dropped.
 pub fn watch(
     live: Arc<LivePolicies>,
     on_reload: impl Fn(Result<Reload, PolicyError>) + Send + 'static,
-) -> Result<impl Drop, String> {
+) -> Result<Watcher, String> {
     use notify_debouncer_mini::{DebounceEventResult, new_debouncer, notify::RecursiveMode};
     let dir = live.dir().to_owned();
     let mut debouncer = new_debouncer(DEBOUNCE, move |res: DebounceEventResult| match res {
         Ok(events) => {
-            let relevant = events.iter().any(|e| {
-                matches!(
-                    e.path.extension().and_then(|x| x.to_str()),
-                    Some("yaml" | "yml")
-                )
-            });
+            let relevant =
+                events.iter().any(|e| matches!(e.path.extension().and_then(|x| x.to_str()), Some("yaml" | "yml")));
             if relevant {
                 on_reload(live.reload());
             }
@@ -259,10 +209,7 @@ pub fn describe(outcome: &Result<Reload, PolicyError>) -> String {
         Ok(Reload::Unchanged { version }) => format!("policies unchanged (version {version})"),
         Ok(Reload::Activated { version }) => format!("policy version {version} is active"),
         Ok(Reload::Refused { problems, active }) => {
-            format!(
-                "policy files refused; version {active} stays active:\n{}",
-                format_problems(problems)
-            )
+            format!("policy files refused; version {active} stays active:\n{}", format_problems(problems))
         }
         Err(e) => format!("policy reload failed: {e}"),
     }

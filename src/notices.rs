@@ -21,7 +21,9 @@ pub fn escape(text: &str) -> String {
 /// A notice with a headline and, optionally, a preformatted block (e.g. policy problems).
 pub fn with_block(headline: &str, block: Option<&str>) -> Action {
     let (plain, html) = match block {
-        Some(b) => (format!("{headline}\n{b}"), format!("<p>{}</p><pre><code>{}</code></pre>", escape(headline), escape(b))),
+        Some(b) => {
+            (format!("{headline}\n{b}"), format!("<p>{}</p><pre><code>{}</code></pre>", escape(headline), escape(b)))
+        }
         None => (headline.to_owned(), format!("<p>{}</p>", escape(headline))),
     };
     Action::Notice { plain, html }

@@ -40,12 +40,7 @@ impl Shared {
     pub fn control_room_id(&self) -> Option<OwnedRoomId> {
         match ruma::RoomId::parse(self.config.control_room.as_str()) {
             Ok(id) => Some(id),
-            Err(_) => self
-                .store
-                .get_meta(CONTROL_ROOM_KEY)
-                .ok()
-                .flatten()
-                .and_then(|s| OwnedRoomId::try_from(s).ok()),
+            Err(_) => self.store.get_meta(CONTROL_ROOM_KEY).ok().flatten().and_then(|s| OwnedRoomId::try_from(s).ok()),
         }
     }
 }

@@ -90,9 +90,7 @@ pub struct Source {
 impl Source {
     fn stem(&self) -> &str {
         let name = self.path.rsplit('/').next().unwrap_or(&self.path);
-        name.strip_suffix(".yaml")
-            .or_else(|| name.strip_suffix(".yml"))
-            .unwrap_or(name)
+        name.strip_suffix(".yaml").or_else(|| name.strip_suffix(".yml")).unwrap_or(name)
     }
 }
 
@@ -186,9 +184,7 @@ impl PolicySet {
                                 &src.path,
                                 &src.text,
                                 room.at,
-                                format!(
-                                    "room `{r}` is already governed by the policy in {file}:{line}"
-                                ),
+                                format!("room `{r}` is already governed by the policy in {file}:{line}"),
                             ));
                         } else {
                             room_at.insert(r.clone(), (src.path.clone(), room.at.line));
@@ -202,22 +198,12 @@ impl PolicySet {
             problems.sort_by(|a, b| (a.file.as_str(), a.at).cmp(&(b.file.as_str(), b.at)));
             return Err(problems);
         }
-        Ok(PolicySet {
-            policies,
-            rooms,
-            wildcard: wildcard.map(|(i, _, _)| i),
-            hash: content_hash(sources),
-        })
+        Ok(PolicySet { policies, rooms, wildcard: wildcard.map(|(i, _, _)| i), hash: content_hash(sources) })
     }
 
     /// An empty set: no room is governed.
     pub fn empty() -> Self {
-        PolicySet {
-            policies: Vec::new(),
-            rooms: HashMap::new(),
-            wildcard: None,
-            hash: content_hash(&[]),
-        }
+        PolicySet { policies: Vec::new(), rooms: HashMap::new(), wildcard: None, hash: content_hash(&[]) }
     }
 
     pub fn hash(&self) -> &str {
@@ -243,11 +229,7 @@ impl PolicySet {
 
     /// The aliases named in `rooms` of any policy (to be resolved by the caller).
     pub fn aliases(&self) -> Vec<String> {
-        self.rooms
-            .keys()
-            .filter(|r| r.starts_with('#'))
-            .cloned()
-            .collect()
+        self.rooms.keys().filter(|r| r.starts_with('#')).cloned().collect()
     }
 
     /// Every time window a knock counter needs, across policies (deduplicated, sorted).

@@ -28,16 +28,12 @@ pub fn action_level(power_levels: Option<&Value>, action: &str) -> i64 {
         "invite" => 0,
         _ => 50,
     };
-    power_levels
-        .and_then(|pl| pl.get(action))
-        .and_then(as_level)
-        .unwrap_or(default)
+    power_levels.and_then(|pl| pl.get(action)).and_then(as_level).unwrap_or(default)
 }
 
 /// Levels are integers, or (in old rooms) strings of integers.
 fn as_level(v: &Value) -> Option<i64> {
-    v.as_i64()
-        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+    v.as_i64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
 }
 
 #[cfg(test)]
@@ -51,10 +47,7 @@ mod tests {
         assert_eq!(user_level(Some(&pl), &[], "@mod:x"), 50);
         assert_eq!(user_level(Some(&pl), &[], "@old:x"), 75);
         assert_eq!(user_level(Some(&pl), &[], "@nobody:x"), 0);
-        assert_eq!(
-            user_level(Some(&pl), &["@alice:x".into()], "@alice:x"),
-            i64::MAX
-        );
+        assert_eq!(user_level(Some(&pl), &["@alice:x".into()], "@alice:x"), i64::MAX);
         assert_eq!(action_level(Some(&pl), "kick"), 50);
         assert_eq!(action_level(Some(&pl), "ban"), 50);
         assert_eq!(action_level(None, "invite"), 0);

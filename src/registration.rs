@@ -22,11 +22,7 @@ pub enum RegistrationError {
     #[error("{path}: not a valid registration: {message}")]
     Parse { path: String, message: String },
     #[error("{path}: {key}: {message}")]
-    Invalid {
-        path: String,
-        key: &'static str,
-        message: String,
-    },
+    Invalid { path: String, key: &'static str, message: String },
     #[error("{path}: already exists; pass --force to overwrite it")]
     Exists { path: String },
     #[error("{path}: cannot write the registration: {source}")]
@@ -61,28 +57,15 @@ impl std::fmt::Debug for AppRegistration {
 impl AppRegistration {
     pub fn load(path: &Path, server_name: &ServerName) -> Result<Self, RegistrationError> {
         let p = path.display().to_string();
-        let text = fs::read_to_string(path).map_err(|source| RegistrationError::Read {
-            path: p.clone(),
-            source,
-        })?;
-        let reg: Registration =
-            serde_yaml::from_str(&text).map_err(|e| RegistrationError::Parse {
-                path: p.clone(),
-                message: e.to_string(),
-            })?;
+        let text = fs::read_to_string(path).map_err(|source| RegistrationError::Read { path: p.clone(), source })?;
+        let reg: Registration = serde_yaml::from_str(&text)
+            .map_err(|e| RegistrationError::Parse { path: p.clone(), message: e.to_string() })?;
         Self::from_registration(reg, server_name, &p)
     }
 
-    fn from_registration(
-        reg: Registration,
-        server_name: &ServerName,
-        p: &str,
-    ) -> Result<Self, RegistrationError> {
-        let invalid = |key, message: &str| RegistrationError::Invalid {
-            path: p.to_owned(),
-            key,
-            message: message.to_owned(),
-        };
+    fn from_registration(reg: Registration, server_name: &ServerName, p: &str) -> Result<Self, RegistrationError> {
+        let invalid =
+            |key, message: &str| RegistrationError::Invalid { path: p.to_owned(), key, message: message.to_owned() };
         if reg.as_token.trim().is_empty() {
             return Err(invalid("as_token", "must not be empty"));
         }
@@ -92,21 +75,10 @@ impl AppRegistration {
         if reg.as_token == reg.hs_token {
             return Err(invalid("hs_token", "must differ from as_token"));
         }
-        let bot_user_id =
-            UserId::parse_with_server_name(reg.sender_localpart.as_str(), server_name).map_err(
-                |e| {
-                    invalid(
-                        "sender_localpart",
-                        &format!("`{}` is not a valid localpart: {e}", reg.sender_localpart),
-                    )
-                },
-            )?;
-        Ok(Self {
-            id: reg.id,
-            as_token: reg.as_token,
-            hs_token: reg.hs_token,
-            bot_user_id,
-        })
+        let bot_user_id = UserId::parse_with_server_name(reg.sender_localpart.as_str(), server_name).map_err(|e| {
+            invalid("sender_localpart", &format!("`{}` is not a valid localpart: {e}", reg.sender_localpart))
+        })?;
+        Ok(Self { id: reg.id, as_token: reg.as_token, hs_token: reg.hs_token, bot_user_id })
     }
 }
 
@@ -129,19 +101,15 @@ impl NewRegistration<'_> {
     /// Builds the registration: fresh tokens, no rate limits, an exclusive namespace holding
     /// exactly the bot's user ID.
     pub fn build(&self) -> Result<Registration, RegistrationError> {
-        let user =
-            UserId::parse_with_server_name(self.localpart, self.server_name).map_err(|e| {
-                RegistrationError::Invalid {
-                    path: "--localpart".into(),
-                    key: "sender_localpart",
-                    message: format!("`{}` is not a valid localpart: {e}", self.localpart),
-                }
-            })?;
+        let user = UserId::parse_with_server_name(self.localpart, self.server_name).map_err(|e| {
+            RegistrationError::Invalid {
+                path: "--localpart".into(),
+                key: "sender_localpart",
+                message: format!("`{}` is not a valid localpart: {e}", self.localpart),
+            }
+        })?;
         let mut namespaces = Namespaces::new();
-        namespaces.users = vec![Namespace::new(
-            true,
-            format!("^{}$", regex::escape(user.as_str())),
-        )];
+        namespaces.users = vec![Namespace::new(true, format!("^{}$", regex::escape(user.as_str())))];
         let mut reg: Registration = RegistrationInit {
             id: self.id.to_owned(),
             url: Some(self.url.to_owned()),
@@ -173,19 +141,12 @@ impl NewRegistration<'_> {
             if source.kind() == std::io::ErrorKind::AlreadyExists {
                 RegistrationError::Exists { path: p.clone() }
             } else {
-                RegistrationError::Write {
-                    path: p.clone(),
-                    source,
-                }
+                RegistrationError::Write { path: p.clone(), source }
             }
         })?;
         // An existing file keeps its old mode when truncated: set it explicitly.
-        fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).map_err(
-            |source| RegistrationError::Write {
-                path: p.clone(),
-                source,
-            },
-        )?;
+        fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(|source| RegistrationError::Write { path: p.clone(), source })?;
         file.write_all(yaml.as_bytes())
             .and_then(|()| file.sync_all())
             .map_err(|source| RegistrationError::Write { path: p, source })?;
@@ -219,8 +180,7 @@ mod tests {
         assert!(!re.is_match("@knockwarden:exampleXorg"));
         assert!(!re.is_match("@knockwarden2:example.org"));
 
-        let mode =
-            std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&path).unwrap().permissions());
+        let mode = std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&path).unwrap().permissions());
         assert_eq!(mode & 0o777, 0o600);
 
         let loaded = AppRegistration::load(&path, server_name!("example.org")).unwrap();
@@ -238,19 +198,12 @@ mod tests {
     fn broken_registration_is_refused_with_the_path() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("reg.yaml");
-        fs::write(
-            &path,
-            "id: x\nurl: null\nas_token: a\nhs_token: a\nsender_localpart: bot\nnamespaces: {}\n",
-        )
-        .unwrap();
-        let err = AppRegistration::load(&path, server_name!("example.org"))
-            .unwrap_err()
-            .to_string();
+        fs::write(&path, "id: x\nurl: null\nas_token: a\nhs_token: a\nsender_localpart: bot\nnamespaces: {}\n")
+            .unwrap();
+        let err = AppRegistration::load(&path, server_name!("example.org")).unwrap_err().to_string();
         assert!(err.contains("hs_token: must differ"), "{err}");
         fs::write(&path, "this: [is not").unwrap();
-        let err = AppRegistration::load(&path, server_name!("example.org"))
-            .unwrap_err()
-            .to_string();
+        let err = AppRegistration::load(&path, server_name!("example.org")).unwrap_err().to_string();
         assert!(err.starts_with(&path.display().to_string()), "{err}");
     }
 }

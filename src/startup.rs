@@ -11,10 +11,10 @@ use tokio::sync::{Notify, watch};
 
 use crate::{
     config::Settings,
-    live_policies::{self, LivePolicies, Reload},
-    notices,
     homeserver::{Homeserver, MatrixHomeserver},
     http::{self, HttpState},
+    live_policies::{self, LivePolicies, Reload},
+    notices,
     pipeline::{self, Shared},
     storage::{Action, Store, StoreError},
 };
@@ -51,6 +51,8 @@ pub struct Application {
     server: Server,
     shared: Shared,
     stop_tx: watch::Sender<bool>,
+    /// Stops watching the policy directory when dropped.
+    _watcher: live_policies::Watcher,
 }
 
 /// Stops a running [`Application`] gracefully.
@@ -80,38 +82,18 @@ impl Application {
     }
 
     /// Builds the service with a given homeserver (tests put a fake here).
-    pub async fn build_with(
-        settings: Settings,
-        homeserver: Arc<dyn Homeserver>,
-    ) -> Result<Self, StartError> {
-        let Settings {
-            config,
-            registration,
-        } = settings;
+    pub async fn build_with(settings: Settings, homeserver: Arc<dyn Homeserver>) -> Result<Self, StartError> {
+        let Settings { config, registration } = settings;
         let db_path = config.database.display().to_string();
         if let Some(parent) = config.database.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| StartError::Store {
-                path: db_path.clone(),
-                source: StoreError::Sled(e.into()),
-            })?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StartError::Store { path: db_path.clone(), source: StoreError::Sled(e.into()) })?;
         }
-        let store = Store::open(&config.database).map_err(|source| StartError::Store {
-            path: db_path,
-            source,
-        })?;
+        let store = Store::open(&config.database).map_err(|source| StartError::Store { path: db_path, source })?;
         let policies = Arc::new(LivePolicies::start(&config.policies, store.clone())?);
-        let listener =
-            TcpListener::bind(config.appservice.listen).map_err(|source| StartError::Listen {
-                addr: config.appservice.listen.to_string(),
-                source,
-            })?;
-        let port = listener
-            .local_addr()
-            .map_err(|source| StartError::Listen {
-                addr: "?".into(),
-                source,
-            })?
-            .port();
+        let listener = TcpListener::bind(config.appservice.listen)
+            .map_err(|source| StartError::Listen { addr: config.appservice.listen.to_string(), source })?;
+        let port = listener.local_addr().map_err(|source| StartError::Listen { addr: "?".into(), source })?.port();
 
         let (stop_tx, stopping) = watch::channel(false);
         let max_body_bytes = config.appservice.max_body_bytes;
@@ -125,11 +107,8 @@ impl Application {
             outbox_ready: Arc::new(Notify::new()),
             stopping,
         };
-        let state = web::Data::new(HttpState {
-            shared: shared.clone(),
-            hs_token: registration.hs_token,
-            max_body_bytes,
-        });
+        let state =
+            web::Data::new(HttpState { shared: shared.clone(), hs_token: registration.hs_token, max_body_bytes });
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -141,18 +120,14 @@ impl Application {
         .disable_signals()
         .shutdown_timeout(30)
         .listen(listener)
-        .map_err(|source| StartError::Listen {
-            addr: format!("port {port}"),
-            source,
-        })?
+        .map_err(|source| StartError::Listen { addr: format!("port {port}"), source })?
         .run();
 
-        Ok(Self {
-            port,
-            server,
-            shared,
-            stop_tx,
-        })
+        // Watch from now on, then catch any edit made since the policies were first read.
+        let watcher = watch_policies(&shared).map_err(StartError::Watch)?;
+        report_reload(&shared.store, &shared.outbox_ready, shared.policies.reload());
+
+        Ok(Self { port, server, shared, stop_tx, _watcher: watcher })
     }
 
     /// The port the service listens on (useful when configured with port 0).
@@ -165,21 +140,13 @@ impl Application {
     }
 
     pub fn stopper(&self) -> Stopper {
-        Stopper {
-            handle: self.server.handle(),
-        }
+        Stopper { handle: self.server.handle() }
     }
 
     /// Serves until stopped; then finishes in-flight work and flushes storage.
     pub async fn run_until_stopped(self) -> Result<(), StartError> {
-        let Application {
-            server,
-            shared,
-            stop_tx,
-            ..
-        } = self;
+        let Application { server, shared, stop_tx, _watcher, .. } = self;
         queue_startup_actions(&shared);
-        let _watcher = watch_policies(&shared).map_err(StartError::Watch)?;
         let worker = tokio::spawn(pipeline::worker::run(shared.clone()));
         let executor = tokio::spawn(pipeline::executor::run(shared.clone()));
         // Whatever was left in the inbox by a previous run is handled now.
@@ -199,46 +166,40 @@ impl Application {
 }
 
 /// Reloads policies when their files change; tells the log and the control room.
-fn watch_policies(shared: &Shared) -> Result<impl Drop, String> {
+fn watch_policies(shared: &Shared) -> Result<live_policies::Watcher, String> {
     let store = shared.store.clone();
     let outbox_ready = shared.outbox_ready.clone();
-    live_policies::watch(shared.policies.clone(), move |outcome| {
-        let text = live_policies::describe(&outcome);
-        let notice = match &outcome {
-            Ok(Reload::Unchanged { .. }) => None,
-            Ok(Reload::Activated { .. }) => {
-                tracing::info!("{text}");
-                Some(notices::with_block(&text, None))
-            }
-            Ok(Reload::Refused { .. }) | Err(_) => {
-                tracing::error!("{text}");
-                let (head, block) = text.split_once('\n').unwrap_or((&text, ""));
-                Some(notices::with_block(head, (!block.is_empty()).then_some(block)))
-            }
-        };
-        if let Some(n) = notice {
-            match store.enqueue([n]) {
-                Ok(()) => outbox_ready.notify_one(),
-                Err(e) => tracing::error!(error = %e, "cannot queue a control-room notice"),
-            }
+    live_policies::watch(shared.policies.clone(), move |outcome| report_reload(&store, &outbox_ready, outcome))
+}
+
+/// Logs a reload outcome and, unless nothing changed, tells the control room.
+fn report_reload(store: &Store, outbox_ready: &Notify, outcome: Result<Reload, live_policies::PolicyError>) {
+    let text = live_policies::describe(&outcome);
+    let notice = match &outcome {
+        Ok(Reload::Unchanged { .. }) => return,
+        Ok(Reload::Activated { .. }) => {
+            tracing::info!("{text}");
+            notices::with_block(&text, None)
         }
-    })
+        Ok(Reload::Refused { .. }) | Err(_) => {
+            tracing::error!("{text}");
+            let (head, block) = text.split_once('\n').unwrap_or((&text, ""));
+            notices::with_block(head, (!block.is_empty()).then_some(block))
+        }
+    };
+    match store.enqueue([notice]) {
+        Ok(()) => outbox_ready.notify_one(),
+        Err(e) => tracing::error!(error = %e, "cannot queue a control-room notice"),
+    }
 }
 
 /// On every start: join the control room, and catch up on knocks in every joined room.
 fn queue_startup_actions(shared: &Shared) {
     let store = &shared.store;
-    let pending: Vec<Action> = store
-        .outbox_all()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(_, e)| e.action)
-        .collect();
+    let pending: Vec<Action> = store.outbox_all().unwrap_or_default().into_iter().map(|(_, e)| e.action).collect();
     let mut actions = vec![Action::JoinControlRoom];
     for room in store.joined_rooms().unwrap_or_default() {
-        actions.push(Action::FetchRoomState {
-            room_id: room.clone(),
-        });
+        actions.push(Action::FetchRoomState { room_id: room.clone() });
         actions.push(Action::CatchUp { room_id: room });
     }
     actions.retain(|a| !pending.contains(a));

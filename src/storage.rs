@@ -89,17 +89,10 @@ pub enum Op {
 
 impl Op {
     pub fn put_json(tree: T, key: impl Into<Vec<u8>>, value: &impl Serialize) -> Op {
-        Op::Put {
-            tree,
-            key: key.into(),
-            value: serde_json::to_vec(value).expect("records serialize"),
-        }
+        Op::Put { tree, key: key.into(), value: serde_json::to_vec(value).expect("records serialize") }
     }
     pub fn del(tree: T, key: impl Into<Vec<u8>>) -> Op {
-        Op::Del {
-            tree,
-            key: key.into(),
-        }
+        Op::Del { tree, key: key.into() }
     }
 }
 
@@ -125,14 +118,8 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the database directory.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(path)
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
-        let trees = TREE_NAMES
-            .iter()
-            .map(|n| db.open_tree(n))
-            .collect::<Result<Vec<_>, _>>()?;
+        let db = sled::Config::new().path(path).mode(sled::Mode::HighThroughput).open()?;
+        let trees = TREE_NAMES.iter().map(|n| db.open_tree(n)).collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             db,
             trees,
@@ -162,10 +149,7 @@ impl Store {
                     }
                     Op::Add { counter, by } => {
                         let t = &trees[T::Counters as usize];
-                        let old = t
-                            .get(counter.as_bytes())?
-                            .map(|v| decode_u64(v.as_ref()))
-                            .unwrap_or(0);
+                        let old = t.get(counter.as_bytes())?.map(|v| decode_u64(v.as_ref())).unwrap_or(0);
                         t.insert(counter.as_bytes(), &(old.saturating_add(*by)).to_be_bytes())?;
                     }
                 }
@@ -180,10 +164,7 @@ impl Store {
 
     /// Makes everything written so far durable.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db
-            .flush_async()
-            .await
-            .map_err(|e| self.mark_failed(e.into()))?;
+        self.db.flush_async().await.map_err(|e| self.mark_failed(e.into()))?;
         Ok(())
     }
 
@@ -214,11 +195,7 @@ impl Store {
         t.insert(b"health", &[1u8]).is_ok() && t.get(b"health").ok().flatten().is_some()
     }
 
-    pub fn get_json<V: DeserializeOwned>(
-        &self,
-        tree: T,
-        key: &[u8],
-    ) -> Result<Option<V>, StoreError> {
+    pub fn get_json<V: DeserializeOwned>(&self, tree: T, key: &[u8]) -> Result<Option<V>, StoreError> {
         match self.tree(tree).get(key)? {
             None => Ok(None),
             Some(bytes) => decode(tree, &bytes).map(Some),
@@ -230,11 +207,7 @@ impl Store {
     }
 
     /// All values of a tree whose key starts with `prefix`, in key order.
-    pub fn scan_json<V: DeserializeOwned>(
-        &self,
-        tree: T,
-        prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, V)>, StoreError> {
+    pub fn scan_json<V: DeserializeOwned>(&self, tree: T, prefix: &[u8]) -> Result<Vec<(Vec<u8>, V)>, StoreError> {
         self.tree(tree)
             .scan_prefix(prefix)
             .map(|kv| {
@@ -246,18 +219,11 @@ impl Store {
 
     /// All keys of a tree that start with `prefix`.
     pub fn scan_keys(&self, tree: T, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
-        self.tree(tree)
-            .scan_prefix(prefix)
-            .keys()
-            .map(|k| Ok(k?.to_vec()))
-            .collect()
+        self.tree(tree).scan_prefix(prefix).keys().map(|k| Ok(k?.to_vec())).collect()
     }
 
     /// The first entry of a tree, in key order.
-    pub fn first_json<V: DeserializeOwned>(
-        &self,
-        tree: T,
-    ) -> Result<Option<(Vec<u8>, V)>, StoreError> {
+    pub fn first_json<V: DeserializeOwned>(&self, tree: T) -> Result<Option<(Vec<u8>, V)>, StoreError> {
         match self.tree(tree).first()? {
             None => Ok(None),
             Some((k, v)) => Ok(Some((k.to_vec(), decode(tree, &v)?))),
@@ -269,32 +235,22 @@ impl Store {
     }
 
     pub fn counter(&self, name: &str) -> Result<u64, StoreError> {
-        Ok(self
-            .tree(T::Counters)
-            .get(name.as_bytes())?
-            .map(|v| decode_u64(&v))
-            .unwrap_or(0))
+        Ok(self.tree(T::Counters).get(name.as_bytes())?.map(|v| decode_u64(&v)).unwrap_or(0))
     }
 
     pub fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .tree(T::Meta)
-            .get(key.as_bytes())?
-            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+        Ok(self.tree(T::Meta).get(key.as_bytes())?.map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
     pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.tree(T::Meta)
-            .insert(key.as_bytes(), value.as_bytes())?;
+        self.tree(T::Meta).insert(key.as_bytes(), value.as_bytes())?;
         Ok(())
     }
 }
 
 fn decode<V: DeserializeOwned>(tree: T, bytes: &[u8]) -> Result<V, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-        tree: TREE_NAMES[tree as usize],
-        message: e.to_string(),
-    })
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt { tree: TREE_NAMES[tree as usize], message: e.to_string() })
 }
 
 fn decode_u64(bytes: &[u8]) -> u64 {
@@ -313,17 +269,11 @@ pub fn pair_key(first: &str, second: &str) -> Vec<u8> {
 /// Splits a [`pair_key`].
 pub fn split_pair(key: &[u8]) -> Option<(String, String)> {
     let i = key.iter().position(|&b| b == 0)?;
-    Some((
-        String::from_utf8_lossy(&key[..i]).into_owned(),
-        String::from_utf8_lossy(&key[i + 1..]).into_owned(),
-    ))
+    Some((String::from_utf8_lossy(&key[..i]).into_owned(), String::from_utf8_lossy(&key[i + 1..]).into_owned()))
 }
 
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -338,24 +288,15 @@ mod tests {
             s.commit(&[
                 Op::put_json(T::Meta, "a", &1u32),
                 Op::put_json(T::Rooms, "b", &"x"),
-                Op::Add {
-                    counter: "n".into(),
-                    by: 2,
-                },
-                Op::Add {
-                    counter: "n".into(),
-                    by: 3,
-                },
+                Op::Add { counter: "n".into(), by: 2 },
+                Op::Add { counter: "n".into(), by: 3 },
             ])
             .unwrap();
             s.flush_blocking().unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.get_json::<u32>(T::Meta, b"a").unwrap(), Some(1));
-        assert_eq!(
-            s.get_json::<String>(T::Rooms, b"b").unwrap().as_deref(),
-            Some("x")
-        );
+        assert_eq!(s.get_json::<String>(T::Rooms, b"b").unwrap().as_deref(), Some("x"));
         assert_eq!(s.counter("n").unwrap(), 5);
         assert!(s.is_healthy());
     }

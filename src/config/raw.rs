@@ -54,10 +54,7 @@ pub struct RawModerators {
 
 impl Default for RawModerators {
     fn default() -> Self {
-        Self {
-            power_level: default_power_level(),
-            users: Vec::new(),
-        }
+        Self { power_level: default_power_level(), users: Vec::new() }
     }
 }
 
@@ -72,10 +69,7 @@ pub struct RawReview {
 
 impl Default for RawReview {
     fn default() -> Self {
-        Self {
-            expire_after: default_expire_after(),
-            on_expiry: default_on_expiry(),
-        }
+        Self { expire_after: default_expire_after(), on_expiry: default_on_expiry() }
     }
 }
 

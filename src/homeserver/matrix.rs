@@ -23,9 +23,8 @@ use matrix_sdk::{
     },
 };
 use ruma::{
-    OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedTransactionId,
-    events::room::message::RoomMessageEventContent, RoomId, RoomOrAliasId, UserId, events::StateEventType,
-    events::room::member::MembershipState,
+    OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedTransactionId, RoomId, RoomOrAliasId, UserId,
+    events::StateEventType, events::room::member::MembershipState, events::room::message::RoomMessageEventContent,
 };
 use url::Url;
 
@@ -46,28 +45,15 @@ impl MatrixHomeserver {
         let client = Client::builder()
             .homeserver_url(url.as_str())
             .server_versions([MatrixVersion::V1_11])
-            .request_config(
-                RequestConfig::new()
-                    .disable_retry()
-                    .timeout(REQUEST_TIMEOUT),
-            )
+            .request_config(RequestConfig::new().disable_retry().timeout(REQUEST_TIMEOUT))
             .build()
             .await
             .map_err(|e| format!("cannot build the Matrix client: {e}"))?;
         let session = MatrixSession {
-            meta: SessionMeta {
-                user_id: bot.to_owned(),
-                device_id: OwnedDeviceId::from("KNOCKWARDEN"),
-            },
-            tokens: SessionTokens {
-                access_token: as_token.to_owned(),
-                refresh_token: None,
-            },
+            meta: SessionMeta { user_id: bot.to_owned(), device_id: OwnedDeviceId::from("KNOCKWARDEN") },
+            tokens: SessionTokens { access_token: as_token.to_owned(), refresh_token: None },
         };
-        client
-            .restore_session(session)
-            .await
-            .map_err(|e| format!("cannot set up the bot's session: {e}"))?;
+        client.restore_session(session).await.map_err(|e| format!("cannot set up the bot's session: {e}"))?;
         Ok(Self { client })
     }
 
@@ -85,31 +71,18 @@ pub(crate) fn hs_error(e: HttpError) -> HsError {
                 let retry_after = match &body.kind {
                     ErrorKind::LimitExceeded(data) => data.retry_after.as_ref().map(|r| match r {
                         RetryAfter::Delay(d) => *d,
-                        RetryAfter::DateTime(t) => t
-                            .duration_since(std::time::SystemTime::now())
-                            .unwrap_or_default(),
+                        RetryAfter::DateTime(t) => t.duration_since(std::time::SystemTime::now()).unwrap_or_default(),
                     }),
                     _ => None,
                 };
-                (
-                    body.kind.errcode().to_string(),
-                    body.message.clone(),
-                    retry_after,
-                )
+                (body.kind.errcode().to_string(), body.message.clone(), retry_after)
             }
             ErrorBody::Json(v) => ("M_UNKNOWN".to_owned(), v.to_string(), None),
-            ErrorBody::NotJson { bytes, .. } => (
-                "M_UNKNOWN".to_owned(),
-                String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
-                None,
-            ),
+            ErrorBody::NotJson { bytes, .. } => {
+                ("M_UNKNOWN".to_owned(), String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(), None)
+            }
         };
-        return HsError::Api {
-            status,
-            errcode,
-            message,
-            retry_after,
-        };
+        return HsError::Api { status, errcode, message, retry_after };
     }
     match e {
         HttpError::Reqwest(e) => HsError::Transport(e.to_string()),
@@ -125,10 +98,7 @@ impl Homeserver for MatrixHomeserver {
     }
 
     async fn leave(&self, room: &RoomId) -> Result<(), HsError> {
-        self.client
-            .send(leave_room::v3::Request::new(room.to_owned()))
-            .await
-            .map_err(hs_error)?;
+        self.client.send(leave_room::v3::Request::new(room.to_owned())).await.map_err(hs_error)?;
         Ok(())
     }
 
@@ -145,19 +115,11 @@ impl Homeserver for MatrixHomeserver {
         let res = self.client.send(req).await.map_err(hs_error)?;
         res.chunk
             .into_iter()
-            .map(|raw| {
-                serde_json::from_str(raw.json().get())
-                    .map_err(|e| HsError::Unexpected(e.to_string()))
-            })
+            .map(|raw| serde_json::from_str(raw.json().get()).map_err(|e| HsError::Unexpected(e.to_string())))
             .collect()
     }
 
-    async fn state(
-        &self,
-        room: &RoomId,
-        event_type: &str,
-        state_key: &str,
-    ) -> Result<Option<StateEvent>, HsError> {
+    async fn state(&self, room: &RoomId, event_type: &str, state_key: &str) -> Result<Option<StateEvent>, HsError> {
         let mut req = get_state_event_for_key::v3::Request::new(
             room.to_owned(),
             StateEventType::from(event_type),

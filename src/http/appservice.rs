@@ -10,16 +10,9 @@ use crate::{
 };
 
 /// Reads the body, refusing it as soon as it passes `limit` bytes.
-async fn read_body(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-    limit: usize,
-) -> Result<web::BytesMut, ApiError> {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::too_large(limit));
     }
@@ -48,11 +41,7 @@ pub async fn transaction(
         Ok(TxnOutcome::Replay) => {
             tracing::debug!(txn_id = %txn_id, "transaction replayed; nothing to do");
         }
-        Ok(TxnOutcome::Taken {
-            outcome,
-            dropped,
-            malformed,
-        }) => {
+        Ok(TxnOutcome::Taken { outcome, dropped, malformed }) => {
             tracing::debug!(txn_id = %txn_id, stored = outcome.stored, duplicates = outcome.duplicates, dropped, malformed, "transaction taken in");
         }
         Err(IntakeError::NotJson(e)) => return Err(ApiError::not_json(e)),
@@ -79,18 +68,11 @@ pub async fn query_user(
     if user_id.as_str() == state.shared.bot.as_str() {
         Ok(HttpResponse::Ok().json(serde_json::json!({})))
     } else {
-        Err(ApiError::not_found(format!(
-            "{user_id} is not a user of this application service"
-        )))
+        Err(ApiError::not_found(format!("{user_id} is not a user of this application service")))
     }
 }
 
 /// `GET /_matrix/app/v1/rooms/{roomAlias}`: we own no aliases.
-pub async fn query_room(
-    _auth: HsAuth,
-    room_alias: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::not_found(format!(
-        "{room_alias} is not a room of this application service"
-    )))
+pub async fn query_room(_auth: HsAuth, room_alias: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::not_found(format!("{room_alias} is not a room of this application service")))
 }

@@ -32,14 +32,9 @@ pub fn check(bearer: Option<&str>, query: Option<&str>, expected: &str) -> Resul
         return Err(ApiError::missing_token());
     }
     // Evaluate every comparison, so timing does not tell which one failed.
-    let all_ok = tokens.iter().fold(true, |ok, t| {
-        constant_time_eq::constant_time_eq(t.as_bytes(), expected.as_bytes()) & ok
-    });
-    if all_ok {
-        Ok(())
-    } else {
-        Err(ApiError::wrong_token())
-    }
+    let all_ok =
+        tokens.iter().fold(true, |ok, t| constant_time_eq::constant_time_eq(t.as_bytes(), expected.as_bytes()) & ok);
+    if all_ok { Ok(()) } else { Err(ApiError::wrong_token()) }
 }
 
 impl FromRequest for HsAuth {

@@ -122,13 +122,7 @@ async fn step(shared: &Shared, seq: u64, mut entry: OutboxEntry) {
         }
         Err(e) => {
             tracing::error!(action = ?entry.action, error = %e, "action failed for good; dropping it");
-            store.commit(&[
-                Store::outbox_done(seq),
-                Op::Add {
-                    counter: "actions_failed".into(),
-                    by: 1,
-                },
-            ])
+            store.commit(&[Store::outbox_done(seq), Op::Add { counter: "actions_failed".into(), by: 1 }])
         }
     };
     if let Err(e) = outcome {
@@ -149,14 +143,9 @@ async fn execute(shared: &Shared, seq: u64, action: &Action) -> Result<Vec<Actio
             let id = hs.join(&shared.config.control_room).await?;
             worker::remember_control_room(&shared.store, id.as_str())?;
             tracing::info!(room = %id, "in the control room");
-            Ok(vec![Action::FetchRoomState {
-                room_id: id.to_string(),
-            }])
+            Ok(vec![Action::FetchRoomState { room_id: id.to_string() }])
         }
-        Action::AnswerInvite {
-            room_id: room,
-            inviter,
-        } => {
+        Action::AnswerInvite { room_id: room, inviter } => {
             let room = room_id(room)?;
             if is_moderator(shared, inviter).await? {
                 hs.join(<&ruma::RoomOrAliasId>::from(&*room)).await?;
@@ -171,9 +160,7 @@ async fn execute(shared: &Shared, seq: u64, action: &Action) -> Result<Vec<Actio
             let room = room_id(room)?;
             let knocks = hs.knocking_members(&room).await?;
             let n = knocks.len();
-            let origin = Origin::CatchUp {
-                room_id: room.to_string(),
-            };
+            let origin = Origin::CatchUp { room_id: room.to_string() };
             let (outcome, _, _) = intake::take_events(shared, &origin, None, knocks)?;
             shared.store.flush().await?;
             if outcome.stored > 0 {
@@ -204,16 +191,9 @@ async fn fetch_room_state(shared: &Shared, room: &RoomId) -> Result<(), ActionEr
             // The create event's sender is the creator; old versions also name it in content.
             let sender = ev
                 .sender
-                .or_else(|| {
-                    ev.content
-                        .get("creator")
-                        .and_then(|c| c.as_str())
-                        .map(str::to_owned)
-                })
+                .or_else(|| ev.content.get("creator").and_then(|c| c.as_str()).map(str::to_owned))
                 .unwrap_or_default();
-            shared.store.update_room(room.as_str(), |rec| {
-                worker::apply_state(rec, kind, ev.content, &sender)
-            })?;
+            shared.store.update_room(room.as_str(), |rec| worker::apply_state(rec, kind, ev.content, &sender))?;
         }
     }
     Ok(())
@@ -227,9 +207,7 @@ pub async fn is_moderator(shared: &Shared, user: &str) -> Result<bool, ActionErr
         return Ok(true);
     }
     let Some(control) = shared.control_room_id() else {
-        return Err(ActionError::Homeserver(HsError::Transport(
-            "the control room is not joined yet".into(),
-        )));
+        return Err(ActionError::Homeserver(HsError::Transport("the control room is not joined yet".into())));
     };
     let mut rec = shared.store.room(control.as_str())?.unwrap_or_default();
     if rec.power_levels.is_none() {
@@ -248,10 +226,7 @@ mod tests {
         assert!(backoff(1, None) <= Duration::from_secs(1));
         assert!(backoff(4, None) >= Duration::from_secs(4));
         assert!(backoff(30, None) <= MAX_BACKOFF);
-        assert_eq!(
-            backoff(3, Some(Duration::from_millis(1200))),
-            Duration::from_millis(1200)
-        );
+        assert_eq!(backoff(3, Some(Duration::from_millis(1200))), Duration::from_millis(1200));
         assert_eq!(backoff(3, Some(Duration::from_secs(9999))), MAX_BACKOFF);
     }
 }

@@ -56,12 +56,7 @@ impl Interests for View<'_> {
     fn is_managed(&self, room: &RoomId) -> bool {
         let m = match self.overlay.get(room) {
             Some(m) => Some(*m),
-            None => self
-                .shared
-                .store
-                .bot_membership(room.as_str())
-                .ok()
-                .flatten(),
+            None => self.shared.store.bot_membership(room.as_str()).ok().flatten(),
         };
         matches!(m, Some(BotMembership::Joined | BotMembership::Invited))
     }
@@ -82,38 +77,26 @@ fn bot_membership(membership: &str) -> Option<BotMembership> {
 
 /// Takes in a pushed transaction body. Replays (same txnId, same body) are no-ops; a reused
 /// txnId with a different body is taken in (deduplicated per event).
-pub async fn take_transaction(
-    shared: &Shared,
-    txn_id: &str,
-    body: &[u8],
-) -> Result<TxnOutcome, IntakeError> {
+pub async fn take_transaction(shared: &Shared, txn_id: &str, body: &[u8]) -> Result<TxnOutcome, IntakeError> {
     let hash: [u8; 32] = Sha256::digest(body).into();
     if shared.store.is_replay(txn_id, &hash)? {
         return Ok(TxnOutcome::Replay);
     }
     let events = parse_push(txn_id, body)?;
-    let origin = Origin::Push {
-        txn_id: txn_id.to_owned(),
-    };
-    let (outcome, dropped, malformed) =
-        take_events(shared, &origin, Some((txn_id, &hash)), events)?;
+    let origin = Origin::Push { txn_id: txn_id.to_owned() };
+    let (outcome, dropped, malformed) = take_events(shared, &origin, Some((txn_id, &hash)), events)?;
     shared.store.flush().await?;
     if outcome.stored > 0 {
         shared.inbox_ready.notify_one();
     }
-    Ok(TxnOutcome::Taken {
-        outcome,
-        dropped,
-        malformed,
-    })
+    Ok(TxnOutcome::Taken { outcome, dropped, malformed })
 }
 
 /// Parses a body as the spec's `PUT /_matrix/app/v1/transactions/{txnId}` request (ruma's
 /// `push_events` request type): not JSON is `NotJson`, JSON of the wrong shape is `BadJson`.
 fn parse_push(txn_id: &str, body: &[u8]) -> Result<Vec<serde_json::Value>, IntakeError> {
     use ruma::api::{IncomingRequest, appservice::event::push_events};
-    serde_json::from_slice::<serde::de::IgnoredAny>(body)
-        .map_err(|e| IntakeError::NotJson(e.to_string()))?;
+    serde_json::from_slice::<serde::de::IgnoredAny>(body).map_err(|e| IntakeError::NotJson(e.to_string()))?;
     let req = http::Request::builder()
         .method(http::Method::PUT)
         .uri("/_matrix/app/v1/transactions/txn")
@@ -124,9 +107,7 @@ fn parse_push(txn_id: &str, body: &[u8]) -> Result<Vec<serde_json::Value>, Intak
         .map_err(|e| IntakeError::BadJson(format!("not a transaction: {e}")))?;
     push.events
         .into_iter()
-        .map(|raw| {
-            serde_json::from_str(raw.json().get()).map_err(|e| IntakeError::BadJson(e.to_string()))
-        })
+        .map(|raw| serde_json::from_str(raw.json().get()).map_err(|e| IntakeError::BadJson(e.to_string())))
         .collect()
 }
 
@@ -138,11 +119,7 @@ pub fn take_events(
     txn: Option<(&str, &[u8; 32])>,
     events: Vec<serde_json::Value>,
 ) -> Result<(IngestOutcome, u64, u64), StoreError> {
-    let mut view = View {
-        shared,
-        control: shared.control_room_id(),
-        overlay: HashMap::new(),
-    };
+    let mut view = View { shared, control: shared.control_room_id(), overlay: HashMap::new() };
     let mut kept = Vec::new();
     let mut extra = Vec::new();
     let (mut dropped, mut malformed) = (0u64, 0u64);
@@ -150,10 +127,7 @@ pub fn take_events(
         let head = match EventHead::parse(&event) {
             Ok(h) => h,
             Err(e) => {
-                let id = event
-                    .get("event_id")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("<no event_id>");
+                let id = event.get("event_id").and_then(|v| v.as_str()).unwrap_or("<no event_id>");
                 tracing::warn!(event_id = id, error = %e, "dropping a malformed event");
                 malformed += 1;
                 continue;
@@ -172,9 +146,7 @@ pub fn take_events(
             dropped += 1;
         }
     }
-    let outcome = shared
-        .store
-        .ingest(origin, txn, kept, dropped + malformed, extra)?;
+    let outcome = shared.store.ingest(origin, txn, kept, dropped + malformed, extra)?;
     tracing::debug!(
         ?origin,
         stored = outcome.stored,

@@ -40,15 +40,7 @@ pub fn drain_one(shared: &Shared) -> Result<bool, StoreError> {
         return Ok(false);
     };
     let mut ops = handle(shared, &entry)?;
-    let queued = ops.iter().any(|op| {
-        matches!(
-            op,
-            Op::Put {
-                tree: crate::storage::T::Outbox,
-                ..
-            }
-        )
-    });
+    let queued = ops.iter().any(|op| matches!(op, Op::Put { tree: crate::storage::T::Outbox, .. }));
     ops.push(Store::inbox_done(entry.seq));
     shared.store.commit(&ops)?;
     if queued {
@@ -77,22 +69,15 @@ fn handle(shared: &Shared, entry: &InboxEntry) -> Result<Vec<Op>, StoreError> {
                 let action = if in_control || is_configured_control_alias_target(shared, event) {
                     Action::JoinControlRoom
                 } else {
-                    Action::AnswerInvite {
-                        room_id: room.to_owned(),
-                        inviter: head.sender.to_string(),
-                    }
+                    Action::AnswerInvite { room_id: room.to_owned(), inviter: head.sender.to_string() }
                 };
                 tracing::info!(room, inviter = %head.sender, "invited");
                 ops.push(store.outbox_push(action)?);
             }
             Some("join") => {
                 tracing::info!(room, "joined");
-                ops.push(store.outbox_push(Action::FetchRoomState {
-                    room_id: room.to_owned(),
-                })?);
-                ops.push(store.outbox_push(Action::CatchUp {
-                    room_id: room.to_owned(),
-                })?);
+                ops.push(store.outbox_push(Action::FetchRoomState { room_id: room.to_owned() })?);
+                ops.push(store.outbox_push(Action::CatchUp { room_id: room.to_owned() })?);
             }
             Some(m) => {
                 tracing::info!(room, membership = m, by = %head.sender, "the bot's membership changed")
@@ -106,22 +91,14 @@ fn handle(shared: &Shared, entry: &InboxEntry) -> Result<Vec<Op>, StoreError> {
             match head.membership.as_deref() {
                 Some("knock") => {
                     let content = event.get("content");
-                    let text = |k: &str| {
-                        content
-                            .and_then(|c| c.get(k))
-                            .and_then(Value::as_str)
-                            .map(str::to_owned)
-                    };
+                    let text = |k: &str| content.and_then(|c| c.get(k)).and_then(Value::as_str).map(str::to_owned);
                     let rec = KnockRecord {
                         room_id: room.to_owned(),
                         user_id: user.to_owned(),
                         event_id: head.event_id.to_string(),
                         reason: text("reason"),
                         displayname: text("displayname"),
-                        origin_server_ts: event
-                            .get("origin_server_ts")
-                            .and_then(Value::as_u64)
-                            .unwrap_or(0),
+                        origin_server_ts: event.get("origin_server_ts").and_then(Value::as_u64).unwrap_or(0),
                         state: KnockState::Pending,
                     };
                     tracing::info!(room, user, event_id = %head.event_id, "knock");
@@ -153,9 +130,7 @@ fn is_configured_control_alias_target(shared: &Shared, invite: &Value) -> bool {
     let Ok(alias) = ruma::RoomAliasId::parse(shared.config.control_room.as_str()) else {
         return false;
     };
-    let state = invite
-        .get("invite_room_state")
-        .or_else(|| invite.pointer("/unsigned/invite_room_state"));
+    let state = invite.get("invite_room_state").or_else(|| invite.pointer("/unsigned/invite_room_state"));
     state.and_then(Value::as_array).is_some_and(|evs| {
         evs.iter().any(|e| {
             e.get("type").and_then(Value::as_str) == Some("m.room.canonical_alias")
@@ -169,17 +144,10 @@ pub fn apply_state(rec: &mut crate::storage::RoomRecord, kind: &str, content: Va
     match kind {
         "m.room.power_levels" => rec.power_levels = Some(content),
         "m.room.join_rules" => {
-            rec.join_rule = content
-                .get("join_rule")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
+            rec.join_rule = content.get("join_rule").and_then(Value::as_str).map(str::to_owned);
         }
         "m.room.create" => {
-            let version = content
-                .get("room_version")
-                .and_then(Value::as_str)
-                .unwrap_or("1")
-                .to_owned();
+            let version = content.get("room_version").and_then(Value::as_str).unwrap_or("1").to_owned();
             if crate::rooms::creators_have_infinite_power(&version) {
                 let mut creators = vec![sender.to_owned()];
                 if let Some(extra) = content.get("additional_creators").and_then(Value::as_array) {

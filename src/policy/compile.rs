@@ -27,10 +27,7 @@ pub const REGEX_SIZE_LIMIT: usize = 256 * 1024;
 
 /// Builds one user regex with the size limit.
 pub fn build_regex(pattern: &str) -> Result<Regex, String> {
-    RegexBuilder::new(pattern)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .build()
-        .map_err(|e| e.to_string())
+    RegexBuilder::new(pattern).size_limit(REGEX_SIZE_LIMIT).build().map_err(|e| e.to_string())
 }
 
 fn build_globset(globs: &[String]) -> Result<GlobSet, String> {
@@ -42,11 +39,7 @@ fn build_globset(globs: &[String]) -> Result<GlobSet, String> {
 }
 
 fn glob(pattern: &str) -> Result<globset::Glob, String> {
-    GlobBuilder::new(pattern)
-        .case_insensitive(true)
-        .literal_separator(false)
-        .build()
-        .map_err(|e| e.to_string())
+    GlobBuilder::new(pattern).case_insensitive(true).literal_separator(false).build().map_err(|e| e.to_string())
 }
 
 fn build_regex_set(patterns: &[&str]) -> Result<RegexSet, String> {
@@ -157,20 +150,14 @@ impl Compiler<'_> {
                     Atom::UserRegex(r) | Atom::ReasonMatches(r) | Atom::DisplaynameMatches(r) => {
                         build_regex(r).map(Matcher::Regex)
                     }
-                    Atom::ReasonContains(ws) => Ok(Matcher::Phrases(
-                        ws.iter().map(|w| words::tokenize(w)).collect(),
-                    )),
+                    Atom::ReasonContains(ws) => Ok(Matcher::Phrases(ws.iter().map(|w| words::tokenize(w)).collect())),
                     _ => Ok(Matcher::None),
                 };
                 let matcher = matcher.unwrap_or_else(|e| {
-                    self.problems
-                        .push(Problem::new(self.file, self.source, a.at, e));
+                    self.problems.push(Problem::new(self.file, self.source, a.at, e));
                     Matcher::None
                 });
-                self.atoms.push(CompiledAtom {
-                    atom: a.value.clone(),
-                    matcher,
-                });
+                self.atoms.push(CompiledAtom { atom: a.value.clone(), matcher });
                 CCond::Atom(self.atoms.len() - 1)
             }
         }
@@ -209,15 +196,7 @@ fn triggers(c: &CCond, atoms: &[CompiledAtom]) -> Option<Vec<usize>> {
         CCond::All(cs) => cs
             .iter()
             .filter_map(|c| triggers(c, atoms))
-            .min_by_key(|t| {
-                (
-                    t.len(),
-                    t.iter()
-                        .map(|i| selectivity(&atoms[*i].atom))
-                        .max()
-                        .unwrap_or(5),
-                )
-            }),
+            .min_by_key(|t| (t.len(), t.iter().map(|i| selectivity(&atoms[*i].atom)).max().unwrap_or(5))),
         CCond::Any(cs) => {
             let mut all = Vec::new();
             for c in cs {
@@ -231,12 +210,7 @@ fn triggers(c: &CCond, atoms: &[CompiledAtom]) -> Option<Vec<usize>> {
 
 /// Compiles one checked policy; problems (regex size limit) come with positions.
 pub fn compile(ast: &PolicyAst, source: &str) -> Result<CompiledPolicy, Vec<Problem>> {
-    let mut c = Compiler {
-        file: &ast.file,
-        source,
-        atoms: Vec::new(),
-        problems: Vec::new(),
-    };
+    let mut c = Compiler { file: &ast.file, source, atoms: Vec::new(), problems: Vec::new() };
     let mut rules = Vec::with_capacity(ast.rules.len());
     for r in &ast.rules {
         let cond = c.cond(&r.when);
@@ -254,12 +228,7 @@ pub fn compile(ast: &PolicyAst, source: &str) -> Result<CompiledPolicy, Vec<Prob
     }
     let atoms = c.atoms;
     let index = build_index(&rules, &atoms).map_err(|e| {
-        vec![Problem::new(
-            &ast.file,
-            source,
-            ast.name.at,
-            format!("cannot build the policy's indexes: {e}"),
-        )]
+        vec![Problem::new(&ast.file, source, ast.name.at, format!("cannot build the policy's indexes: {e}"))]
     })?;
     Ok(CompiledPolicy {
         name: ast.name.value.clone(),

@@ -72,11 +72,7 @@ pub struct Trace {
 }
 
 fn count(windows: &[(Duration, u64)], within: Duration) -> u64 {
-    windows
-        .iter()
-        .find(|(d, _)| *d == within)
-        .map(|(_, n)| *n)
-        .unwrap_or(0)
+    windows.iter().find(|(d, _)| *d == within).map(|(_, n)| *n).unwrap_or(0)
 }
 
 /// Per-knock facts computed lazily and shared by the atoms.
@@ -87,10 +83,7 @@ struct Facts<'k> {
 
 impl<'k> Facts<'k> {
     fn new(knock: &'k Knock<'k>) -> Self {
-        Self {
-            knock,
-            words: std::cell::OnceCell::new(),
-        }
+        Self { knock, words: std::cell::OnceCell::new() }
     }
     fn reason(&self) -> &str {
         self.knock.reason.unwrap_or("")
@@ -109,9 +102,7 @@ fn eval_atom(a: &CompiledAtom, f: &Facts) -> bool {
         (Atom::UserRegex(_), Matcher::Regex(r)) => r.is_match(k.user),
         (Atom::ReasonMatches(_), Matcher::Regex(r)) => r.is_match(f.reason()),
         (Atom::DisplaynameMatches(_), Matcher::Regex(r)) => r.is_match(k.displayname.unwrap_or("")),
-        (Atom::ReasonContains(_), Matcher::Phrases(ps)) => {
-            ps.iter().any(|p| words::contains_phrase(f.words(), p))
-        }
+        (Atom::ReasonContains(_), Matcher::Phrases(ps)) => ps.iter().any(|p| words::contains_phrase(f.words(), p)),
         (Atom::ReasonMissing(m), _) => f.reason().trim().is_empty() == *m,
         (Atom::ReasonMinLength(n), _) => f.reason().trim().chars().count() >= *n,
         (Atom::ReasonMaxLength(n), _) => f.reason().trim().chars().count() <= *n,
@@ -145,8 +136,7 @@ impl CompiledPolicy {
         let rule_name = name.as_deref().unwrap_or("default");
         Decision {
             policy: self.name.clone(),
-            reason: reason
-                .map(|t| template::render(&t, knock.user, knock.server(), knock.room, rule_name)),
+            reason: reason.map(|t| template::render(&t, knock.user, knock.server(), knock.room, rule_name)),
             rule: name,
             action,
             notify,
@@ -161,42 +151,17 @@ impl CompiledPolicy {
         let facts = Facts::new(knock);
         let mut hits: Vec<usize> = Vec::new();
         let server = knock.server();
-        hits.extend(
-            ix.server
-                .matches(server)
-                .into_iter()
-                .map(|p| ix.server_atoms[p]),
-        );
-        hits.extend(
-            ix.user
-                .matches(knock.user)
-                .into_iter()
-                .map(|p| ix.user_atoms[p]),
-        );
+        hits.extend(ix.server.matches(server).into_iter().map(|p| ix.server_atoms[p]));
+        hits.extend(ix.user.matches(knock.user).into_iter().map(|p| ix.user_atoms[p]));
         if !ix.user_re_atoms.is_empty() {
-            hits.extend(
-                ix.user_re
-                    .matches(knock.user)
-                    .into_iter()
-                    .map(|p| ix.user_re_atoms[p]),
-            );
+            hits.extend(ix.user_re.matches(knock.user).into_iter().map(|p| ix.user_re_atoms[p]));
         }
         if !ix.reason_re_atoms.is_empty() {
-            hits.extend(
-                ix.reason_re
-                    .matches(facts.reason())
-                    .into_iter()
-                    .map(|p| ix.reason_re_atoms[p]),
-            );
+            hits.extend(ix.reason_re.matches(facts.reason()).into_iter().map(|p| ix.reason_re_atoms[p]));
         }
         if !ix.display_re_atoms.is_empty() {
             let d = knock.displayname.unwrap_or("");
-            hits.extend(
-                ix.display_re
-                    .matches(d)
-                    .into_iter()
-                    .map(|p| ix.display_re_atoms[p]),
-            );
+            hits.extend(ix.display_re.matches(d).into_iter().map(|p| ix.display_re_atoms[p]));
         }
         hits.sort_unstable();
         hits.dedup();
@@ -216,11 +181,7 @@ impl CompiledPolicy {
         candidates.sort_unstable();
         candidates.dedup();
         let mut atom = |i: usize| {
-            if ix.exact[i] {
-                hits.binary_search(&i).is_ok()
-            } else {
-                eval_atom(&self.atoms[i], &facts)
-            }
+            if ix.exact[i] { hits.binary_search(&i).is_ok() } else { eval_atom(&self.atoms[i], &facts) }
         };
         for &r in &candidates {
             if eval(&self.rules[r as usize].cond, &mut atom) {
@@ -231,10 +192,7 @@ impl CompiledPolicy {
         self.decision(
             None,
             knock,
-            format!(
-                "no rule matched ({} rules); the policy's default applies",
-                self.rules.len()
-            ),
+            format!("no rule matched ({} rules); the policy's default applies", self.rules.len()),
         )
     }
 
@@ -251,10 +209,7 @@ impl CompiledPolicy {
         self.decision(
             None,
             knock,
-            format!(
-                "no rule matched ({} rules); the policy's default applies",
-                self.rules.len()
-            ),
+            format!("no rule matched ({} rules); the policy's default applies", self.rules.len()),
         )
     }
 
@@ -268,36 +223,19 @@ impl CompiledPolicy {
             rules.push(t);
             if matched {
                 let why = rules.last().map(|t| t.detail.clone()).unwrap_or_default();
-                return Trace {
-                    decision: self.decision(Some(r), knock, why),
-                    rules,
-                };
+                return Trace { decision: self.decision(Some(r), knock, why), rules };
             }
         }
-        let why = format!(
-            "no rule matched ({} rules); the policy's default applies",
-            self.rules.len()
-        );
-        Trace {
-            decision: self.decision(None, knock, why),
-            rules,
-        }
+        let why = format!("no rule matched ({} rules); the policy's default applies", self.rules.len());
+        Trace { decision: self.decision(None, knock, why), rules }
     }
 
     fn explain_rule(&self, r: usize, knock: &Knock) -> RuleTrace {
         let facts = Facts::new(knock);
         let rule = &self.rules[r];
         let (matched, detail) = self.explain_cond(&rule.cond, &facts);
-        let detail = if matched && detail.is_empty() {
-            "no conditions: always matches".to_owned()
-        } else {
-            detail
-        };
-        RuleTrace {
-            rule: rule.name.clone(),
-            matched,
-            detail,
-        }
+        let detail = if matched && detail.is_empty() { "no conditions: always matches".to_owned() } else { detail };
+        RuleTrace { rule: rule.name.clone(), matched, detail }
     }
 
     /// (holds, why): for a failure, the first failing condition; for a success, what held.
@@ -339,11 +277,7 @@ impl CompiledPolicy {
 }
 
 fn quote_list(items: &[String]) -> String {
-    items
-        .iter()
-        .map(|s| format!("{s:?}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    items.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ")
 }
 
 /// Shortens user text for explanations.
@@ -361,36 +295,14 @@ fn describe(a: &CompiledAtom, f: &Facts, ok: bool) -> String {
     let does = if ok { "" } else { " does not" };
     let verb = |yes: &str, no: &str| if ok { yes.to_owned() } else { no.to_owned() };
     match &a.atom {
-        Atom::User(g) => format!(
-            "user {:?}{does} {} [{}]",
-            k.user,
-            verb("matches", "match"),
-            quote_list(g)
-        ),
-        Atom::Server(g) => format!(
-            "server {:?}{does} {} [{}]",
-            k.server(),
-            verb("matches", "match"),
-            quote_list(g)
-        ),
+        Atom::User(g) => format!("user {:?}{does} {} [{}]", k.user, verb("matches", "match"), quote_list(g)),
+        Atom::Server(g) => format!("server {:?}{does} {} [{}]", k.server(), verb("matches", "match"), quote_list(g)),
         Atom::UserRegex(r) => format!("user {:?}{does} {} /{r}/", k.user, verb("matches", "match")),
-        Atom::ReasonMatches(r) => format!(
-            "reason {}{does} {} /{r}/",
-            short(f.reason()),
-            verb("matches", "match")
-        ),
+        Atom::ReasonMatches(r) => format!("reason {}{does} {} /{r}/", short(f.reason()), verb("matches", "match")),
         Atom::DisplaynameMatches(r) => {
-            format!(
-                "display name {}{does} {} /{r}/",
-                short(k.displayname.unwrap_or("")),
-                verb("matches", "match")
-            )
+            format!("display name {}{does} {} /{r}/", short(k.displayname.unwrap_or("")), verb("matches", "match"))
         }
-        Atom::ReasonContains(ws) => format!(
-            "reason{does} {} any of [{}]",
-            verb("contains", "contain"),
-            quote_list(ws)
-        ),
+        Atom::ReasonContains(ws) => format!("reason{does} {} any of [{}]", verb("contains", "contain"), quote_list(ws)),
         Atom::ReasonMissing(true) => format!("reason is{is} missing"),
         Atom::ReasonMissing(false) => format!("reason is{} given", if ok { "" } else { " not" }),
         Atom::ReasonMinLength(n) => {

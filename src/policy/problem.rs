@@ -34,17 +34,8 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(file: &str, source: &str, at: Pos, message: impl Into<String>) -> Self {
-        let line_text = source
-            .lines()
-            .nth(at.line.saturating_sub(1))
-            .unwrap_or_default()
-            .to_owned();
-        Self {
-            file: file.to_owned(),
-            at,
-            message: message.into(),
-            line_text,
-        }
+        let line_text = source.lines().nth(at.line.saturating_sub(1)).unwrap_or_default().to_owned();
+        Self { file: file.to_owned(), at, message: message.into(), line_text }
     }
 }
 
@@ -55,11 +46,7 @@ impl fmt::Display for Problem {
     ///       |       ^
     /// ```
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}",
-            self.file, self.at.line, self.at.col, self.message
-        )?;
+        write!(f, "{}:{}:{}: {}", self.file, self.at.line, self.at.col, self.message)?;
         if !self.line_text.is_empty() {
             let n = self.at.line.to_string();
             let pad = " ".repeat(n.len());
@@ -72,11 +59,7 @@ impl fmt::Display for Problem {
 
 /// Formats a list of problems, one after another.
 pub fn format_problems(problems: &[Problem]) -> String {
-    problems
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("\n")
+    problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
 }
 
 /// The closest of `candidates` to `word`, if close enough to suggest.
@@ -96,24 +79,13 @@ mod tests {
     #[test]
     fn display_quotes_the_line_with_a_caret() {
         let src = "name: x\nrules:\n  - nme: y\n";
-        let p = Problem::new(
-            "p.yaml",
-            src,
-            Pos { line: 3, col: 5 },
-            "unknown key `nme`; did you mean `name`?",
-        );
-        assert_eq!(
-            p.to_string(),
-            "p.yaml:3:5: unknown key `nme`; did you mean `name`?\n 3 |   - nme: y\n   |     ^"
-        );
+        let p = Problem::new("p.yaml", src, Pos { line: 3, col: 5 }, "unknown key `nme`; did you mean `name`?");
+        assert_eq!(p.to_string(), "p.yaml:3:5: unknown key `nme`; did you mean `name`?\n 3 |   - nme: y\n   |     ^");
     }
 
     #[test]
     fn suggestions() {
-        assert_eq!(
-            did_you_mean("servr", &["server", "user", "reason"]),
-            Some("server")
-        );
+        assert_eq!(did_you_mean("servr", &["server", "user", "reason"]), Some("server"));
         assert_eq!(did_you_mean("acept", &["accept", "deny"]), Some("accept"));
         assert_eq!(did_you_mean("zzzzzz", &["accept", "deny"]), None);
     }

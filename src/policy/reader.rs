@@ -42,23 +42,11 @@ struct Reader<'a> {
 }
 
 fn pos_of(node: &Node) -> Pos {
-    node.span()
-        .start()
-        .map(|m| Pos {
-            line: m.line(),
-            col: m.column(),
-        })
-        .unwrap_or_default()
+    node.span().start().map(|m| Pos { line: m.line(), col: m.column() }).unwrap_or_default()
 }
 
 fn key_pos(key: &MarkedScalarNode) -> Pos {
-    key.span()
-        .start()
-        .map(|m| Pos {
-            line: m.line(),
-            col: m.column(),
-        })
-        .unwrap_or_default()
+    key.span().start().map(|m| Pos { line: m.line(), col: m.column() }).unwrap_or_default()
 }
 
 fn describe(node: &Node) -> &'static str {
@@ -71,11 +59,7 @@ fn describe(node: &Node) -> &'static str {
 
 /// Reads one policy file. `stem` is the file name without extension (the default name).
 pub fn read(file: &str, stem: &str, source: &str) -> Result<PolicyAst, Vec<Problem>> {
-    let mut r = Reader {
-        file,
-        source,
-        problems: Vec::new(),
-    };
+    let mut r = Reader { file, source, problems: Vec::new() };
     let root = match marked_yaml::parse_yaml_with_options(
         0,
         source,
@@ -99,29 +83,17 @@ pub fn read(file: &str, stem: &str, source: &str) -> Result<PolicyAst, Vec<Probl
 
 fn load_error(e: &marked_yaml::LoadError) -> (Pos, String) {
     use marked_yaml::LoadError::*;
-    let at = |m: &marked_yaml::Marker| Pos {
-        line: m.line(),
-        col: m.column(),
-    };
+    let at = |m: &marked_yaml::Marker| Pos { line: m.line(), col: m.column() };
     match e {
-        TopLevelMustBeMapping(m) => (
-            at(m),
-            "a policy file must be a mapping of keys to values".into(),
-        ),
+        TopLevelMustBeMapping(m) => (at(m), "a policy file must be a mapping of keys to values".into()),
         DuplicateKey(inner) => {
             let key = &inner.key;
-            (
-                key_pos(key),
-                format!("the key `{}` is given twice", key.as_str()),
-            )
+            (key_pos(key), format!("the key `{}` is given twice", key.as_str()))
         }
         ScanError(m, _) | UnexpectedAnchor(m) | MappingKeyMustBeScalar(m) | UnexpectedTag(m) => {
             // The message after "line:col: ".
             let text = e.to_string();
-            let msg = text
-                .split_once(": ")
-                .map(|(_, rest)| rest.to_owned())
-                .unwrap_or(text);
+            let msg = text.split_once(": ").map(|(_, rest)| rest.to_owned()).unwrap_or(text);
             (at(m), format!("not valid YAML: {msg}"))
         }
         TopLevelMustBeSequence(m) => (at(m), "unexpected top level".into()),
@@ -132,22 +104,13 @@ fn load_error(e: &marked_yaml::LoadError) -> (Pos, String) {
 
 impl Reader<'_> {
     fn problem(&mut self, at: Pos, message: impl Into<String>) {
-        self.problems
-            .push(Problem::new(self.file, self.source, at, message));
+        self.problems.push(Problem::new(self.file, self.source, at, message));
     }
 
     /// A mapping whose keys must come from `allowed`; unknown keys are reported.
-    fn mapping<'n>(
-        &mut self,
-        node: &'n Node,
-        what: &str,
-        allowed: &[&str],
-    ) -> Option<&'n MarkedMappingNode> {
+    fn mapping<'n>(&mut self, node: &'n Node, what: &str, allowed: &[&str]) -> Option<&'n MarkedMappingNode> {
         let Some(map) = node.as_mapping() else {
-            self.problem(
-                pos_of(node),
-                format!("{what} must be a mapping, not {}", describe(node)),
-            );
+            self.problem(pos_of(node), format!("{what} must be a mapping, not {}", describe(node)));
             return None;
         };
         for key in map.keys() {
@@ -166,18 +129,14 @@ impl Reader<'_> {
         match node.as_scalar() {
             Some(s) => Some(s),
             None => {
-                self.problem(
-                    pos_of(node),
-                    format!("{what} must be a single value, not {}", describe(node)),
-                );
+                self.problem(pos_of(node), format!("{what} must be a single value, not {}", describe(node)));
                 None
             }
         }
     }
 
     fn string(&mut self, node: &Node, what: &str) -> Option<Spanned<String>> {
-        self.scalar(node, what)
-            .map(|s| Spanned::new(s.as_str().to_owned(), pos_of(node)))
+        self.scalar(node, what).map(|s| Spanned::new(s.as_str().to_owned(), pos_of(node)))
     }
 
     fn boolean(&mut self, node: &Node, what: &str) -> Option<bool> {
@@ -186,10 +145,7 @@ impl Reader<'_> {
             "true" | "True" | "TRUE" => Some(true),
             "false" | "False" | "FALSE" => Some(false),
             other => {
-                self.problem(
-                    pos_of(node),
-                    format!("{what} must be true or false, not `{other}`"),
-                );
+                self.problem(pos_of(node), format!("{what} must be true or false, not `{other}`"));
                 None
             }
         }
@@ -200,10 +156,7 @@ impl Reader<'_> {
         match s.as_str().parse::<u64>() {
             Ok(n) => Some(n),
             Err(_) => {
-                self.problem(
-                    pos_of(node),
-                    format!("{what} must be a whole number, not `{}`", s.as_str()),
-                );
+                self.problem(pos_of(node), format!("{what} must be a whole number, not `{}`", s.as_str()));
                 None
             }
         }
@@ -234,11 +187,7 @@ impl Reader<'_> {
                     .unwrap_or_default();
                 self.problem(
                     pos_of(node),
-                    format!(
-                        "unknown action `{}` (use one of {}){hint}",
-                        s.as_str(),
-                        Action::NAMES.join(", ")
-                    ),
+                    format!("unknown action `{}` (use one of {}){hint}", s.as_str(), Action::NAMES.join(", ")),
                 );
                 None
             }
@@ -259,7 +208,10 @@ impl Reader<'_> {
         let rooms = match map.get_node("rooms") {
             Some(n) => self.rooms(n),
             None => {
-                self.problem(pos_of(root), "missing key `rooms`: list the rooms this policy governs (IDs, aliases or \"*\")");
+                self.problem(
+                    pos_of(root),
+                    "missing key `rooms`: list the rooms this policy governs (IDs, aliases or \"*\")",
+                );
                 None
             }
         };
@@ -274,10 +226,7 @@ impl Reader<'_> {
         let rules = match map.get_node("rules") {
             Some(n) => self.rules(n),
             None => {
-                self.problem(
-                    pos_of(root),
-                    "missing key `rules`: a policy needs at least one rule",
-                );
+                self.problem(pos_of(root), "missing key `rules`: a policy needs at least one rule");
                 None
             }
         };
@@ -313,14 +262,14 @@ impl Reader<'_> {
 
     fn rules(&mut self, node: &Node) -> Option<Vec<RuleAst>> {
         let Some(seq) = node.as_sequence() else {
-            self.problem(
-                pos_of(node),
-                format!("`rules` must be a list of rules, not {}", describe(node)),
-            );
+            self.problem(pos_of(node), format!("`rules` must be a list of rules, not {}", describe(node)));
             return None;
         };
         if seq.is_empty() {
-            self.problem(pos_of(node), "`rules` is empty: a policy needs at least one rule (or use only `default` with a catch-all rule)");
+            self.problem(
+                pos_of(node),
+                "`rules` is empty: a policy needs at least one rule (or use only `default` with a catch-all rule)",
+            );
             return None;
         }
         let mut rules = Vec::new();
@@ -328,26 +277,12 @@ impl Reader<'_> {
         let mut ok = true;
         for (i, n) in seq.iter().enumerate() {
             // Duplicate names are found even in rules that have other problems.
-            if let Some(name) = n
-                .as_mapping()
-                .and_then(|m| m.get_node("name"))
-                .and_then(|v| v.as_scalar())
-            {
-                let at = pos_of(
-                    n.as_mapping()
-                        .and_then(|m| m.get_node("name"))
-                        .expect("just found"),
-                );
+            if let Some(name) = n.as_mapping().and_then(|m| m.get_node("name")).and_then(|v| v.as_scalar()) {
+                let at = pos_of(n.as_mapping().and_then(|m| m.get_node("name")).expect("just found"));
                 let name = name.as_str().to_owned();
                 if let Some((_, first)) = seen.iter().find(|(seen, _)| *seen == name) {
                     let first = *first;
-                    self.problem(
-                        at,
-                        format!(
-                            "duplicate rule name `{name}` (first used on line {})",
-                            first.line
-                        ),
-                    );
+                    self.problem(at, format!("duplicate rule name `{name}` (first used on line {})", first.line));
                     ok = false;
                 }
                 seen.push((name, at));
@@ -377,10 +312,7 @@ impl Reader<'_> {
         let action = match map.get_node("action") {
             Some(n) => self.action(n, "`action`"),
             None => {
-                self.problem(
-                    pos_of(node),
-                    format!("{what} has no `action` (accept, deny, ban, review or ignore)"),
-                );
+                self.problem(pos_of(node), format!("{what} has no `action` (accept, deny, ban, review or ignore)"));
                 None
             }
         };
@@ -400,13 +332,7 @@ impl Reader<'_> {
             Some(n) => self.boolean(n, "`notify`").map(Some),
             None => Some(None),
         };
-        Some(RuleAst {
-            name: name?,
-            when: when?,
-            action: action?,
-            reason: reason?,
-            notify: notify?,
-        })
+        Some(RuleAst { name: name?, when: when?, action: action?, reason: reason?, notify: notify? })
     }
 
     /// A `when` mapping: all of its keys must hold.
@@ -418,30 +344,18 @@ impl Reader<'_> {
             let at = pos_of(value);
             let atom = |a: Atom| Some(Cond::Atom(Spanned::new(a, at)));
             let part = match key.as_str() {
-                "user" => self
-                    .globs(value, "`user`")
-                    .and_then(|g| atom(Atom::User(g))),
-                "server" => self
-                    .globs(value, "`server`")
-                    .and_then(|g| atom(Atom::Server(g))),
-                "user_regex" => self
-                    .regex(value, "`user_regex`")
-                    .and_then(|r| atom(Atom::UserRegex(r))),
+                "user" => self.globs(value, "`user`").and_then(|g| atom(Atom::User(g))),
+                "server" => self.globs(value, "`server`").and_then(|g| atom(Atom::Server(g))),
+                "user_regex" => self.regex(value, "`user_regex`").and_then(|r| atom(Atom::UserRegex(r))),
                 "reason" => self.reason(value),
                 "displayname" => self.displayname(value),
                 "member_of" => self.member_of(value).and_then(|r| atom(Atom::MemberOf(r))),
-                "room_knocks" => self.count(value, "`room_knocks`").and_then(|(n, d)| {
-                    atom(Atom::RoomKnocks {
-                        more_than: n,
-                        within: d,
-                    })
-                }),
-                "user_knocks" => self.count(value, "`user_knocks`").and_then(|(n, d)| {
-                    atom(Atom::UserKnocks {
-                        more_than: n,
-                        within: d,
-                    })
-                }),
+                "room_knocks" => self
+                    .count(value, "`room_knocks`")
+                    .and_then(|(n, d)| atom(Atom::RoomKnocks { more_than: n, within: d })),
+                "user_knocks" => self
+                    .count(value, "`user_knocks`")
+                    .and_then(|(n, d)| atom(Atom::UserKnocks { more_than: n, within: d })),
                 "any" => self.cond_list(value, "`any`").map(Cond::Any),
                 "all" => self.cond_list(value, "`all`").map(Cond::All),
                 "not" => self.condition(value).map(|c| Cond::Not(Box::new(c))),
@@ -457,20 +371,11 @@ impl Reader<'_> {
 
     fn cond_list(&mut self, node: &Node, what: &str) -> Option<Vec<Cond>> {
         let Some(seq) = node.as_sequence() else {
-            self.problem(
-                pos_of(node),
-                format!(
-                    "{what} must be a list of conditions, not {}",
-                    describe(node)
-                ),
-            );
+            self.problem(pos_of(node), format!("{what} must be a list of conditions, not {}", describe(node)));
             return None;
         };
         if seq.is_empty() {
-            self.problem(
-                pos_of(node),
-                format!("{what} must list at least one condition"),
-            );
+            self.problem(pos_of(node), format!("{what} must list at least one condition"));
             return None;
         }
         let items: Vec<_> = seq.iter().map(|n| self.condition(n)).collect();
@@ -482,10 +387,7 @@ impl Reader<'_> {
         let mut ok = true;
         for g in &items {
             if let Err(e) = globset::Glob::new(&g.value) {
-                self.problem(
-                    g.at,
-                    format!("{what}: `{}` is not a valid glob: {}", g.value, e.kind()),
-                );
+                self.problem(g.at, format!("{what}: `{}` is not a valid glob: {}", g.value, e.kind()));
                 ok = false;
             }
         }
@@ -510,18 +412,10 @@ impl Reader<'_> {
         for (key, value) in map.iter() {
             let at = pos_of(value);
             let atom = match key.as_str() {
-                "missing" => self
-                    .boolean(value, "`reason.missing`")
-                    .map(Atom::ReasonMissing),
-                "min_length" => self
-                    .number(value, "`reason.min_length`")
-                    .map(|n| Atom::ReasonMinLength(n as usize)),
-                "max_length" => self
-                    .number(value, "`reason.max_length`")
-                    .map(|n| Atom::ReasonMaxLength(n as usize)),
-                "matches" => self
-                    .regex(value, "`reason.matches`")
-                    .map(Atom::ReasonMatches),
+                "missing" => self.boolean(value, "`reason.missing`").map(Atom::ReasonMissing),
+                "min_length" => self.number(value, "`reason.min_length`").map(|n| Atom::ReasonMinLength(n as usize)),
+                "max_length" => self.number(value, "`reason.max_length`").map(|n| Atom::ReasonMaxLength(n as usize)),
+                "matches" => self.regex(value, "`reason.matches`").map(Atom::ReasonMatches),
                 "contains" => self.words(value).map(Atom::ReasonContains),
                 _ => None,
             };
@@ -538,10 +432,7 @@ impl Reader<'_> {
         let mut ok = true;
         for w in &items {
             if super::words::tokenize(&w.value).is_empty() {
-                self.problem(
-                    w.at,
-                    format!("`reason.contains`: `{}` has no word in it", w.value),
-                );
+                self.problem(w.at, format!("`reason.contains`: `{}` has no word in it", w.value));
                 ok = false;
             }
         }
@@ -555,12 +446,8 @@ impl Reader<'_> {
         for (key, value) in map.iter() {
             let at = pos_of(value);
             let atom = match key.as_str() {
-                "missing" => self
-                    .boolean(value, "`displayname.missing`")
-                    .map(Atom::DisplaynameMissing),
-                "matches" => self
-                    .regex(value, "`displayname.matches`")
-                    .map(Atom::DisplaynameMatches),
+                "missing" => self.boolean(value, "`displayname.missing`").map(Atom::DisplaynameMissing),
+                "matches" => self.regex(value, "`displayname.matches`").map(Atom::DisplaynameMatches),
                 _ => None,
             };
             match atom {
@@ -577,10 +464,7 @@ impl Reader<'_> {
         for r in &items {
             let v = r.value.as_str();
             if !matches!(room_sel(v), Ok(RoomSel::Named(_))) {
-                self.problem(
-                    r.at,
-                    format!("`member_of`: `{v}` is not a room ID (!…) or alias (#…:server)"),
-                );
+                self.problem(r.at, format!("`member_of`: `{v}` is not a room ID (!…) or alias (#…:server)"));
                 ok = false;
             }
         }
@@ -632,9 +516,7 @@ fn room_sel(v: &str) -> Result<RoomSel, String> {
             .map(|_| RoomSel::Named(v.to_owned()))
             .map_err(|e| format!("`{v}` is not a valid room alias (#name:server): {e}"))
     } else {
-        Err(format!(
-            "`{v}` is not a room: write a room ID (!…), an alias (#…:server) or \"*\""
-        ))
+        Err(format!("`{v}` is not a room: write a room ID (!…), an alias (#…:server) or \"*\""))
     }
 }
 
@@ -650,9 +532,5 @@ fn spec_sized(id: &str) -> Result<(), String> {
 }
 
 fn one_line(s: &str) -> String {
-    s.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
+    s.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
 }

@@ -15,11 +15,7 @@ pub fn check(template: &str) -> Result<(), String> {
         if !PLACEHOLDERS.contains(&name) {
             return Err(format!(
                 "`reason`: unknown placeholder `{{{name}}}` (use {})",
-                PLACEHOLDERS
-                    .iter()
-                    .map(|p| format!("{{{p}}}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                PLACEHOLDERS.iter().map(|p| format!("{{{p}}}")).collect::<Vec<_>>().join(", ")
             ));
         }
         rest = &after[close + 1..];
@@ -29,11 +25,7 @@ pub fn check(template: &str) -> Result<(), String> {
 
 /// Fills in a checked template.
 pub fn render(template: &str, user: &str, server: &str, room: &str, rule: &str) -> String {
-    template
-        .replace("{user}", user)
-        .replace("{server}", server)
-        .replace("{room}", room)
-        .replace("{rule}", rule)
+    template.replace("{user}", user).replace("{server}", server).replace("{room}", room).replace("{rule}", rule)
 }
 
 #[cfg(test)]
@@ -44,15 +36,8 @@ mod tests {
     fn placeholders() {
         assert!(check("Knocks from {server} are not accepted in {room}.").is_ok());
         assert!(check("no placeholders").is_ok());
-        assert!(
-            check("bad {usr}")
-                .unwrap_err()
-                .contains("unknown placeholder `{usr}`")
-        );
+        assert!(check("bad {usr}").unwrap_err().contains("unknown placeholder `{usr}`"));
         assert!(check("open {user").unwrap_err().contains("unclosed"));
-        assert_eq!(
-            render("{user} from {server} ({rule})", "@a:b", "b", "!r", "x"),
-            "@a:b from b (x)"
-        );
+        assert_eq!(render("{user} from {server} ({rule})", "@a:b", "b", "!r", "x"), "@a:b from b (x)");
     }
 }

@@ -6,39 +6,23 @@ use std::time::Duration;
 use super::*;
 
 fn set(yaml: &str) -> PolicySet {
-    PolicySet::load(&[Source {
-        path: "p.yaml".into(),
-        text: yaml.into(),
-    }])
-    .unwrap_or_else(|ps| panic!("{}", format_problems(&ps)))
+    PolicySet::load(&[Source { path: "p.yaml".into(), text: yaml.into() }])
+        .unwrap_or_else(|ps| panic!("{}", format_problems(&ps)))
 }
 
 fn problems(yaml: &str) -> Vec<Problem> {
-    PolicySet::load(&[Source {
-        path: "p.yaml".into(),
-        text: yaml.into(),
-    }])
-    .unwrap_err()
+    PolicySet::load(&[Source { path: "p.yaml".into(), text: yaml.into() }]).unwrap_err()
 }
 
 fn knock<'a>(user: &'a str, reason: Option<&'a str>) -> Knock<'a> {
-    Knock {
-        user,
-        room: "!r:x",
-        reason,
-        ..Default::default()
-    }
+    Knock { user, room: "!r:x", reason, ..Default::default() }
 }
 
 /// Decides with both paths and checks they agree.
 fn decide(set: &PolicySet, k: &Knock) -> Decision {
     let p = set.policy_for("!r:x", &[]).expect("governed");
     let fast = p.decide(k);
-    assert_eq!(
-        fast,
-        p.decide_plainly(k),
-        "indexed and plain decisions differ"
-    );
+    assert_eq!(fast, p.decide_plainly(k), "indexed and plain decisions differ");
     fast
 }
 
@@ -75,57 +59,21 @@ rules:
 fn the_issue_example_decides_as_documented() {
     let s = set(ISSUE_EXAMPLE);
     let d = decide(&s, &knock("@bob:spam.example", Some("hi")));
-    assert_eq!(
-        (d.rule.as_deref(), d.action),
-        (Some("blocked-servers"), Action::Ban)
-    );
-    assert_eq!(
-        d.reason.as_deref(),
-        Some("Knocks from spam.example are not accepted here.")
-    );
+    assert_eq!((d.rule.as_deref(), d.action), (Some("blocked-servers"), Action::Ban));
+    assert_eq!(d.reason.as_deref(), Some("Knocks from spam.example are not accepted here."));
     assert!(d.explanation.contains("spam.example"), "{}", d.explanation);
-    assert_eq!(
-        rule_of(&s, &knock("@x:a.evil.example", Some("hi"))).as_deref(),
-        Some("blocked-servers")
-    );
-    assert_eq!(
-        rule_of(&s, &knock("@x:evil.example", Some("hi"))),
-        None,
-        "*.evil.example needs a subdomain"
-    );
-    assert_eq!(
-        rule_of(&s, &knock("@alice:example.org", None)).as_deref(),
-        Some("our-users")
-    );
+    assert_eq!(rule_of(&s, &knock("@x:a.evil.example", Some("hi"))).as_deref(), Some("blocked-servers"));
+    assert_eq!(rule_of(&s, &knock("@x:evil.example", Some("hi"))), None, "*.evil.example needs a subdomain");
+    assert_eq!(rule_of(&s, &knock("@alice:example.org", None)).as_deref(), Some("our-users"));
     let d = decide(&s, &knock("@carol:other.org", None));
-    assert_eq!(
-        (d.rule.as_deref(), d.action),
-        (Some("needs-a-reason"), Action::Deny)
-    );
-    assert_eq!(
-        rule_of(&s, &knock("@carol:other.org", Some("   "))).as_deref(),
-        Some("needs-a-reason")
-    );
-    assert_eq!(
-        rule_of(&s, &knock("@d:other.org", Some("FREE Crypto here"))).as_deref(),
-        Some("spam-words")
-    );
-    assert_eq!(
-        rule_of(&s, &knock("@d:other.org", Some("cryptography fan"))),
-        None
-    );
-    let d = decide(
-        &s,
-        &knock("@e:other.org", Some("I need help with my account")),
-    );
+    assert_eq!((d.rule.as_deref(), d.action), (Some("needs-a-reason"), Action::Deny));
+    assert_eq!(rule_of(&s, &knock("@carol:other.org", Some("   "))).as_deref(), Some("needs-a-reason"));
+    assert_eq!(rule_of(&s, &knock("@d:other.org", Some("FREE Crypto here"))).as_deref(), Some("spam-words"));
+    assert_eq!(rule_of(&s, &knock("@d:other.org", Some("cryptography fan"))), None);
+    let d = decide(&s, &knock("@e:other.org", Some("I need help with my account")));
     assert_eq!((d.rule, d.action), (None, Action::Review));
     assert!(d.explanation.contains("no rule matched"));
-    assert_eq!(
-        s.policy_for("!other:x", &["#support:example.org".into()])
-            .unwrap()
-            .name,
-        "support"
-    );
+    assert_eq!(s.policy_for("!other:x", &["#support:example.org".into()]).unwrap().name, "support");
     assert!(s.policy_for("!other:x", &[]).is_none());
 }
 
@@ -143,19 +91,9 @@ rules:
   - name: third
     action: ban
 "##);
-    assert_eq!(
-        rule_of(&s, &knock("@a:example.org", None)).as_deref(),
-        Some("first")
-    );
-    assert_eq!(
-        rule_of(&s, &knock("@a:example.com", None)).as_deref(),
-        Some("third")
-    );
-    assert_eq!(
-        s.policies()[0].name,
-        "p",
-        "the name defaults to the file stem"
-    );
+    assert_eq!(rule_of(&s, &knock("@a:example.org", None)).as_deref(), Some("first"));
+    assert_eq!(rule_of(&s, &knock("@a:example.com", None)).as_deref(), Some("third"));
+    assert_eq!(s.policies()[0].name, "p", "the name defaults to the file stem");
 }
 
 #[test]
@@ -177,115 +115,28 @@ rules:
   - { name: repeat, when: { user_knocks: { more_than: 2, within: 1d } }, action: ban }
 "##);
     let r = |k: &Knock| rule_of(&s, k);
-    let base = |user| Knock {
-        user,
-        displayname: Some("Someone"),
-        reason: Some("hello there"),
-        ..Default::default()
-    };
+    let base = |user| Knock { user, displayname: Some("Someone"), reason: Some("hello there"), ..Default::default() };
     assert_eq!(r(&base("@spammer:y")).as_deref(), Some("user-glob"));
-    assert_eq!(
-        r(&base("@BOT:X")).as_deref(),
-        Some("user-glob"),
-        "globs are case-insensitive"
-    );
+    assert_eq!(r(&base("@BOT:X")).as_deref(), Some("user-glob"), "globs are case-insensitive");
     assert_eq!(r(&base("@123:y")).as_deref(), Some("user-regex"));
-    assert_eq!(
-        r(&base("@bob:localhost:8448")).as_deref(),
-        Some("server-port")
-    );
-    assert_eq!(
-        r(&Knock {
-            reason: Some("hi"),
-            ..base("@a:y")
-        })
-        .as_deref(),
-        Some("short")
-    );
+    assert_eq!(r(&base("@bob:localhost:8448")).as_deref(), Some("server-port"));
+    assert_eq!(r(&Knock { reason: Some("hi"), ..base("@a:y") }).as_deref(), Some("short"));
     let long = "x".repeat(600);
-    assert_eq!(
-        r(&Knock {
-            reason: Some(&long),
-            ..base("@a:y")
-        })
-        .as_deref(),
-        Some("long")
-    );
-    assert_eq!(
-        r(&Knock {
-            reason: Some("get FREE money now"),
-            ..base("@a:y")
-        })
-        .as_deref(),
-        Some("words")
-    );
-    assert_eq!(
-        r(&Knock {
-            reason: Some("free time, money later"),
-            ..base("@a:y")
-        }),
-        None
-    );
-    assert_eq!(
-        r(&Knock {
-            reason: Some("casino!"),
-            ..base("@a:y")
-        })
-        .as_deref(),
-        Some("words")
-    );
-    assert_eq!(
-        r(&Knock {
-            displayname: None,
-            ..base("@a:y")
-        })
-        .as_deref(),
-        Some("no-name")
-    );
-    assert_eq!(
-        r(&Knock {
-            displayname: Some("Server Admin"),
-            ..base("@a:y")
-        })
-        .as_deref(),
-        Some("name-re")
-    );
+    assert_eq!(r(&Knock { reason: Some(&long), ..base("@a:y") }).as_deref(), Some("long"));
+    assert_eq!(r(&Knock { reason: Some("get FREE money now"), ..base("@a:y") }).as_deref(), Some("words"));
+    assert_eq!(r(&Knock { reason: Some("free time, money later"), ..base("@a:y") }), None);
+    assert_eq!(r(&Knock { reason: Some("casino!"), ..base("@a:y") }).as_deref(), Some("words"));
+    assert_eq!(r(&Knock { displayname: None, ..base("@a:y") }).as_deref(), Some("no-name"));
+    assert_eq!(r(&Knock { displayname: Some("Server Admin"), ..base("@a:y") }).as_deref(), Some("name-re"));
     let rooms = vec!["#friends:x".to_owned()];
-    assert_eq!(
-        r(&Knock {
-            member_of: &rooms,
-            ..base("@a:y")
-        })
-        .as_deref(),
-        Some("member")
-    );
+    assert_eq!(r(&Knock { member_of: &rooms, ..base("@a:y") }).as_deref(), Some("member"));
     let ten_min = Duration::from_secs(600);
     let wave = [(ten_min, 6)];
-    assert_eq!(
-        r(&Knock {
-            room_knocks: &wave,
-            ..base("@a:y")
-        })
-        .as_deref(),
-        Some("wave")
-    );
+    assert_eq!(r(&Knock { room_knocks: &wave, ..base("@a:y") }).as_deref(), Some("wave"));
     let calm = [(ten_min, 5)];
-    assert_eq!(
-        r(&Knock {
-            room_knocks: &calm,
-            ..base("@a:y")
-        }),
-        None
-    );
+    assert_eq!(r(&Knock { room_knocks: &calm, ..base("@a:y") }), None);
     let again = [(Duration::from_secs(86_400), 3)];
-    assert_eq!(
-        r(&Knock {
-            user_knocks: &again,
-            ..base("@a:y")
-        })
-        .as_deref(),
-        Some("repeat")
-    );
+    assert_eq!(r(&Knock { user_knocks: &again, ..base("@a:y") }).as_deref(), Some("repeat"));
     assert_eq!(s.windows(), vec![ten_min, Duration::from_secs(86_400)]);
 }
 
@@ -303,33 +154,16 @@ rules:
             - not: { reason: { contains: [spam] } }
     action: accept
 "##);
+    assert_eq!(rule_of(&s, &knock("@a:example.org", None)).as_deref(), Some("trusted-or-explained"));
     assert_eq!(
-        rule_of(&s, &knock("@a:example.org", None)).as_deref(),
+        rule_of(&s, &knock("@a:b.org", Some("I would like to join the support room"))).as_deref(),
         Some("trusted-or-explained")
     );
-    assert_eq!(
-        rule_of(
-            &s,
-            &knock("@a:b.org", Some("I would like to join the support room"))
-        )
-        .as_deref(),
-        Some("trusted-or-explained")
-    );
-    assert_eq!(
-        rule_of(
-            &s,
-            &knock("@a:b.org", Some("I would like to join, this is not spam"))
-        ),
-        None
-    );
+    assert_eq!(rule_of(&s, &knock("@a:b.org", Some("I would like to join, this is not spam"))), None);
     let t = s.policies()[0].explain(&knock("@a:b.org", Some("short")));
     assert_eq!(t.rules.len(), 1);
     assert!(!t.rules[0].matched);
-    assert!(
-        t.rules[0].detail.contains("none of"),
-        "{}",
-        t.rules[0].detail
-    );
+    assert!(t.rules[0].detail.contains("none of"), "{}", t.rules[0].detail);
 }
 
 #[test]
@@ -337,44 +171,17 @@ fn explain_says_which_condition_failed_for_each_rule() {
     let s = set(ISSUE_EXAMPLE);
     let t = s.policies()[0].explain(&knock("@x:other.org", Some("free airdrop")));
     let names: Vec<_> = t.rules.iter().map(|r| r.rule.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "blocked-servers",
-            "our-users",
-            "needs-a-reason",
-            "spam-words"
-        ]
-    );
-    assert!(
-        t.rules[0]
-            .detail
-            .contains("server \"other.org\" does not match"),
-        "{}",
-        t.rules[0].detail
-    );
-    assert!(
-        t.rules[1]
-            .detail
-            .contains("does not match [\"@*:example.org\"]"),
-        "{}",
-        t.rules[1].detail
-    );
-    assert!(
-        t.rules[2].detail.contains("reason is not missing"),
-        "{}",
-        t.rules[2].detail
-    );
+    assert_eq!(names, ["blocked-servers", "our-users", "needs-a-reason", "spam-words"]);
+    assert!(t.rules[0].detail.contains("server \"other.org\" does not match"), "{}", t.rules[0].detail);
+    assert!(t.rules[1].detail.contains("does not match [\"@*:example.org\"]"), "{}", t.rules[1].detail);
+    assert!(t.rules[2].detail.contains("reason is not missing"), "{}", t.rules[2].detail);
     assert!(t.rules[3].matched);
     assert_eq!(t.decision.rule.as_deref(), Some("spam-words"));
 }
 
 /// Problems of a file, as `line: message` strings.
 fn messages(yaml: &str) -> Vec<String> {
-    problems(yaml)
-        .iter()
-        .map(|p| format!("{}: {}", p.at.line, p.message))
-        .collect()
+    problems(yaml).iter().map(|p| format!("{}: {}", p.at.line, p.message)).collect()
 }
 
 #[test]
@@ -411,29 +218,18 @@ rules:
         "16: rule 3 has no `name`",
     ];
     for e in expect {
-        assert!(
-            ms.iter().any(|m| m.starts_with(e)),
-            "missing {e:?} in:\n{}",
-            ms.join("\n")
-        );
+        assert!(ms.iter().any(|m| m.starts_with(e)), "missing {e:?} in:\n{}", ms.join("\n"));
     }
     assert_eq!(ms.len(), expect.len(), "{}", ms.join("\n"));
 }
 
 #[test]
 fn regex_errors_carry_the_engine_message_and_the_size_limit_holds() {
-    let ms = messages(
-        "rooms: \"*\"\nrules:\n  - name: r\n    when: { user_regex: \"a{99999}\" }\n    action: deny\n",
-    );
+    let ms = messages("rooms: \"*\"\nrules:\n  - name: r\n    when: { user_regex: \"a{99999}\" }\n    action: deny\n");
     assert_eq!(ms.len(), 1);
-    assert!(
-        ms[0].starts_with("4: `user_regex`: invalid regex:"),
-        "{ms:?}"
-    );
+    assert!(ms[0].starts_with("4: `user_regex`: invalid regex:"), "{ms:?}");
     assert!(ms[0].contains("size limit"), "{ms:?}");
-    let ms = messages(
-        "rooms: \"*\"\nrules:\n  - name: r\n    when: { user_regex: \"(\" }\n    action: deny\n",
-    );
+    let ms = messages("rooms: \"*\"\nrules:\n  - name: r\n    when: { user_regex: \"(\" }\n    action: deny\n");
     assert!(ms[0].contains("unclosed group"), "{ms:?}");
 }
 
@@ -443,16 +239,12 @@ fn structural_problems() {
     assert!(messages("rooms: \"*\"\n")[0].contains("missing key `rules`"));
     assert!(messages("rules:\n  - name: a\n    action: deny\n")[0].contains("missing key `rooms`"));
     assert!(
-        messages(&format!(
-            "rooms: [\"!{}\"]\nrules:\n  - {{name: a, action: deny}}\n",
-            "a".repeat(300)
-        ))[0]
+        messages(&format!("rooms: [\"!{}\"]\nrules:\n  - {{name: a, action: deny}}\n", "a".repeat(300)))[0]
             .contains("not a valid room ID")
     );
     assert!(messages("- a\n- b\n")[0].contains("must be a mapping"));
     assert!(
-        messages("rooms: \"*\"\nrules:\n  - {name: a, action: deny, notify: maybe}\n")[0]
-            .contains("true or false")
+        messages("rooms: \"*\"\nrules:\n  - {name: a, action: deny, notify: maybe}\n")[0].contains("true or false")
     );
     assert!(
         messages("rooms: \"*\"\nrules:\n  - {name: a, action: deny, when: {server: \"[x\"}}\n")[0]
@@ -462,10 +254,14 @@ fn structural_problems() {
     let ms = messages("rooms: [\"*\"\nrules:\n");
     assert!(ms[0].contains("not valid YAML"), "{ms:?}");
     assert!(
-        messages("rooms: \"*\"\nrules:\n  - {name: a, action: deny, when: {any: []}}\n")[0]
-            .contains("at least one")
+        messages("rooms: \"*\"\nrules:\n  - {name: a, action: deny, when: {any: []}}\n")[0].contains("at least one")
     );
-    assert!(messages("rooms: \"*\"\nrules:\n  - {name: a, action: deny, when: {room_knocks: {more_than: -1, within: 1m}}}\n")[0].contains("whole number"));
+    assert!(
+        messages(
+            "rooms: \"*\"\nrules:\n  - {name: a, action: deny, when: {room_knocks: {more_than: -1, within: 1m}}}\n"
+        )[0]
+        .contains("whole number")
+    );
 }
 
 #[test]
@@ -480,38 +276,17 @@ fn conflicts_across_files_are_reported() {
     };
     let ps = PolicySet::load(&[a, b]).unwrap_err();
     let text = format_problems(&ps);
-    assert!(
-        text.contains("b.yaml:1:7: a policy named `same` is already defined in a.yaml:1"),
-        "{text}"
-    );
-    assert!(
-        text.contains("b.yaml:2:9: room `!r:x` is already governed by the policy in a.yaml:2"),
-        "{text}"
-    );
+    assert!(text.contains("b.yaml:1:7: a policy named `same` is already defined in a.yaml:1"), "{text}");
+    assert!(text.contains("b.yaml:2:9: room `!r:x` is already governed by the policy in a.yaml:2"), "{text}");
     assert!(text.contains("\"*\" is already claimed"), "{text}");
 }
 
 #[test]
 fn content_hash_ignores_order_but_not_content() {
-    let a = Source {
-        path: "a".into(),
-        text: "1".into(),
-    };
-    let b = Source {
-        path: "b".into(),
-        text: "2".into(),
-    };
-    assert_eq!(
-        content_hash(&[a.clone(), b.clone()]),
-        content_hash(&[b.clone(), a.clone()])
-    );
-    assert_ne!(
-        content_hash(std::slice::from_ref(&a)),
-        content_hash(&[Source {
-            text: "3".into(),
-            ..a
-        }])
-    );
+    let a = Source { path: "a".into(), text: "1".into() };
+    let b = Source { path: "b".into(), text: "2".into() };
+    assert_eq!(content_hash(&[a.clone(), b.clone()]), content_hash(&[b.clone(), a.clone()]));
+    assert_ne!(content_hash(std::slice::from_ref(&a)), content_hash(&[Source { text: "3".into(), ..a }]));
 }
 
 mod property {
@@ -524,10 +299,8 @@ mod property {
         prop_oneof![
             prop::sample::select(vec!["a.org", "*.org", "b.*", "*", "c.net", "localhost:*"])
                 .prop_map(|g| format!("server: \"{g}\"")),
-            prop::sample::select(vec!["@a*:*", "@*:a.org", "@bob:*", "@*"])
-                .prop_map(|g| format!("user: \"{g}\"")),
-            prop::sample::select(vec!["^@[ab]", "bob", "[0-9]"])
-                .prop_map(|r| format!("user_regex: \"{r}\"")),
+            prop::sample::select(vec!["@a*:*", "@*:a.org", "@bob:*", "@*"]).prop_map(|g| format!("user: \"{g}\"")),
+            prop::sample::select(vec!["^@[ab]", "bob", "[0-9]"]).prop_map(|r| format!("user_regex: \"{r}\"")),
             prop::sample::select(vec!["(?i)spam", "^$", "join"])
                 .prop_map(|r| format!("reason: {{ matches: \"{r}\" }}")),
             prop::sample::select(vec!["[spam]", "[free money, join]", "[please]"])
@@ -535,10 +308,8 @@ mod property {
             any::<bool>().prop_map(|b| format!("reason: {{ missing: {b} }}")),
             (0u8..20).prop_map(|n| format!("reason: {{ min_length: {n} }}")),
             any::<bool>().prop_map(|b| format!("displayname: {{ missing: {b} }}")),
-            prop::sample::select(vec!["(?i)bob", "x"])
-                .prop_map(|r| format!("displayname: {{ matches: \"{r}\" }}")),
-            prop::sample::select(vec!["\"#friends:x\"", "\"!club:x\""])
-                .prop_map(|r| format!("member_of: [{r}]")),
+            prop::sample::select(vec!["(?i)bob", "x"]).prop_map(|r| format!("displayname: {{ matches: \"{r}\" }}")),
+            prop::sample::select(vec!["\"#friends:x\"", "\"!club:x\""]).prop_map(|r| format!("member_of: [{r}]")),
             (0u64..4).prop_map(|n| format!("room_knocks: {{ more_than: {n}, within: 10m }}")),
         ]
     }
@@ -552,21 +323,15 @@ mod property {
         });
         leaf.prop_recursive(3, 12, 3, |inner| {
             prop_oneof![
-                prop::collection::vec(inner.clone(), 1..3)
-                    .prop_map(|cs| format!("{{ any: [{}] }}", cs.join(", "))),
-                prop::collection::vec(inner.clone(), 1..3)
-                    .prop_map(|cs| format!("{{ all: [{}] }}", cs.join(", "))),
+                prop::collection::vec(inner.clone(), 1..3).prop_map(|cs| format!("{{ any: [{}] }}", cs.join(", "))),
+                prop::collection::vec(inner.clone(), 1..3).prop_map(|cs| format!("{{ all: [{}] }}", cs.join(", "))),
                 inner.prop_map(|c| format!("{{ not: {c} }}")),
             ]
         })
     }
 
     fn policy() -> impl Strategy<Value = String> {
-        prop::collection::vec(
-            (cond(), prop::sample::select(Action::NAMES.to_vec())),
-            1..12,
-        )
-        .prop_map(|rules| {
+        prop::collection::vec((cond(), prop::sample::select(Action::NAMES.to_vec())), 1..12).prop_map(|rules| {
             let mut y = String::from("rooms: \"!r:x\"\nrules:\n");
             for (i, (c, a)) in rules.iter().enumerate() {
                 y.push_str(&format!("  - name: r{i}\n    when: {c}\n    action: {a}\n"));
@@ -577,13 +342,7 @@ mod property {
 
     fn knock_parts() -> impl Strategy<Value = (String, Option<String>, Option<String>, bool, u64)> {
         (
-            prop::sample::select(vec![
-                "@a:a.org",
-                "@bob:b.net",
-                "@alice:c.net",
-                "@7:localhost:8448",
-                "@x:a.org",
-            ]),
+            prop::sample::select(vec!["@a:a.org", "@bob:b.net", "@alice:c.net", "@7:localhost:8448", "@x:a.org"]),
             prop::option::of(prop::sample::select(vec![
                 "",
                 "please let me join",
@@ -595,15 +354,7 @@ mod property {
             any::<bool>(),
             0u64..6,
         )
-            .prop_map(|(u, r, d, m, n)| {
-                (
-                    u.to_owned(),
-                    r.map(str::to_owned),
-                    d.map(str::to_owned),
-                    m,
-                    n,
-                )
-            })
+            .prop_map(|(u, r, d, m, n)| (u.to_owned(), r.map(str::to_owned), d.map(str::to_owned), m, n))
     }
 
     proptest! {
@@ -630,4 +381,28 @@ mod property {
             }
         }
     }
+}
+
+#[test]
+fn the_checked_in_schema_is_current() {
+    let checked_in = include_str!("../../policies/schema.json");
+    assert!(
+        checked_in == format::schema_json(),
+        "policies/schema.json is stale: run `cargo run -- policy schema > policies/schema.json`"
+    );
+}
+
+#[test]
+fn the_schema_model_and_the_reader_agree_on_the_examples() {
+    for name in ["community", "support", "strict"] {
+        let path = format!("{}/policies/{name}.yaml", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let model: Result<format::PolicyFile, _> = serde_yaml::from_str(&text);
+        assert!(model.is_ok(), "{path}: {:?}", model.err());
+        assert!(PolicySet::load(&[Source { path: path.clone(), text }]).is_ok(), "{path}");
+    }
+    // And both refuse an unknown key.
+    let bad = "rooms: \"*\"\nrules:\n  - {name: a, action: deny, when: {servr: x}}\n";
+    assert!(serde_yaml::from_str::<format::PolicyFile>(bad).is_err());
+    assert!(PolicySet::load(&[Source { path: "b.yaml".into(), text: bad.into() }]).is_err());
 }

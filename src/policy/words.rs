@@ -2,10 +2,7 @@
 
 /// The lowercase words of `text`, in order.
 pub fn tokenize(text: &str) -> Vec<String> {
-    text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect()
+    text.split(|c: char| !(c.is_alphanumeric() || c == '_')).filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
 }
 
 /// Whether the word sequence `phrase` occurs in `words`.
@@ -23,10 +20,7 @@ mod tests {
         assert!(contains_phrase(&w, &tokenize("crypto")));
         assert!(contains_phrase(&w, &tokenize("crypto airdrop")));
         assert!(!contains_phrase(&w, &tokenize("crypt")));
-        assert!(!contains_phrase(
-            &tokenize("cryptography"),
-            &tokenize("crypto")
-        ));
+        assert!(!contains_phrase(&tokenize("cryptography"), &tokenize("crypto")));
         assert_eq!(tokenize("über-cool"), vec!["über", "cool"]);
     }
 }

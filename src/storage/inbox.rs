@@ -42,10 +42,7 @@ pub struct IngestOutcome {
 impl Store {
     /// Whether `txn_id` was already answered with exactly this body.
     pub fn is_replay(&self, txn_id: &str, body_hash: &[u8; 32]) -> Result<bool, StoreError> {
-        Ok(self
-            .tree(T::Txns)
-            .get(txn_id.as_bytes())?
-            .is_some_and(|h| h.as_ref() == body_hash))
+        Ok(self.tree(T::Txns).get(txn_id.as_bytes())?.is_some_and(|h| h.as_ref() == body_hash))
     }
 
     /// Writes the events not seen before to the inbox, with `extra` writes, in one transaction.
@@ -71,53 +68,27 @@ impl Store {
                 continue;
             }
             let seq = self.next_id()?;
-            ops.push(Op::Put {
-                tree: T::Seen,
-                key: event_id.into_bytes(),
-                value: seq.to_be_bytes().to_vec(),
-            });
+            ops.push(Op::Put { tree: T::Seen, key: event_id.into_bytes(), value: seq.to_be_bytes().to_vec() });
             ops.push(Op::put_json(
                 T::Inbox,
                 seq.to_be_bytes(),
-                &InboxItem {
-                    received_ms,
-                    origin: origin.clone(),
-                    event,
-                },
+                &InboxItem { received_ms, origin: origin.clone(), event },
             ));
             outcome.stored += 1;
         }
         if let Some((id, hash)) = txn {
-            ops.push(Op::Put {
-                tree: T::Txns,
-                key: id.as_bytes().to_vec(),
-                value: hash.to_vec(),
-            });
+            ops.push(Op::Put { tree: T::Txns, key: id.as_bytes().to_vec(), value: hash.to_vec() });
         }
-        ops.push(Op::Add {
-            counter: "events_stored".into(),
-            by: outcome.stored as u64,
-        });
-        ops.push(Op::Add {
-            counter: "events_duplicate".into(),
-            by: outcome.duplicates as u64,
-        });
-        ops.push(Op::Add {
-            counter: "events_dropped".into(),
-            by: dropped,
-        });
+        ops.push(Op::Add { counter: "events_stored".into(), by: outcome.stored as u64 });
+        ops.push(Op::Add { counter: "events_duplicate".into(), by: outcome.duplicates as u64 });
+        ops.push(Op::Add { counter: "events_dropped".into(), by: dropped });
         self.commit(&ops)?;
         Ok(outcome)
     }
 
     /// The oldest unhandled event.
     pub fn inbox_first(&self) -> Result<Option<InboxEntry>, StoreError> {
-        Ok(self
-            .first_json::<InboxItem>(T::Inbox)?
-            .map(|(k, item)| InboxEntry {
-                seq: seq_of(&k),
-                item,
-            }))
+        Ok(self.first_json::<InboxItem>(T::Inbox)?.map(|(k, item)| InboxEntry { seq: seq_of(&k), item }))
     }
 
     /// The op that removes an inbox entry once handled.
@@ -150,48 +121,17 @@ mod tests {
         let s = Store::open(dir.path()).unwrap();
         let o = Origin::Push { txn_id: "1".into() };
         let ev = |id: &str| (id.to_owned(), json!({"event_id": id}));
-        let r = s
-            .ingest(
-                &o,
-                Some(("1", &[1; 32])),
-                vec![ev("$a"), ev("$b"), ev("$a")],
-                2,
-                vec![],
-            )
-            .unwrap();
-        assert_eq!(
-            r,
-            IngestOutcome {
-                stored: 2,
-                duplicates: 1
-            }
-        );
+        let r = s.ingest(&o, Some(("1", &[1; 32])), vec![ev("$a"), ev("$b"), ev("$a")], 2, vec![]).unwrap();
+        assert_eq!(r, IngestOutcome { stored: 2, duplicates: 1 });
         assert!(s.is_replay("1", &[1; 32]).unwrap());
         assert!(!s.is_replay("1", &[2; 32]).unwrap());
-        let r = s
-            .ingest(
-                &o,
-                Some(("1", &[2; 32])),
-                vec![ev("$b"), ev("$c")],
-                0,
-                vec![],
-            )
-            .unwrap();
-        assert_eq!(
-            r,
-            IngestOutcome {
-                stored: 1,
-                duplicates: 1
-            }
-        );
+        let r = s.ingest(&o, Some(("1", &[2; 32])), vec![ev("$b"), ev("$c")], 0, vec![]).unwrap();
+        assert_eq!(r, IngestOutcome { stored: 1, duplicates: 1 });
         assert_eq!(s.inbox_len(), 3);
         assert_eq!(s.counter("events_dropped").unwrap(), 2);
         let first = s.inbox_first().unwrap().unwrap();
         assert_eq!(first.item.event["event_id"], "$a");
         s.commit(&[Store::inbox_done(first.seq)]).unwrap();
-        assert_eq!(
-            s.inbox_first().unwrap().unwrap().item.event["event_id"],
-            "$b"
-        );
+        assert_eq!(s.inbox_first().unwrap().unwrap().item.event["event_id"], "$b");
     }
 }

@@ -42,39 +42,24 @@ impl Store {
         Ok(Op::put_json(
             T::Outbox,
             seq.to_be_bytes(),
-            &OutboxEntry {
-                action,
-                created_ms: now,
-                attempts: 0,
-                not_before_ms: now,
-                last_error: None,
-            },
+            &OutboxEntry { action, created_ms: now, attempts: 0, not_before_ms: now, last_error: None },
         ))
     }
 
     /// Queues actions right away (one transaction).
     pub fn enqueue(&self, actions: impl IntoIterator<Item = Action>) -> Result<(), StoreError> {
-        let ops = actions
-            .into_iter()
-            .map(|a| self.outbox_push(a))
-            .collect::<Result<Vec<_>, _>>()?;
+        let ops = actions.into_iter().map(|a| self.outbox_push(a)).collect::<Result<Vec<_>, _>>()?;
         self.commit(&ops)
     }
 
     /// The oldest pending action.
     pub fn outbox_first(&self) -> Result<Option<(u64, OutboxEntry)>, StoreError> {
-        Ok(self
-            .first_json::<OutboxEntry>(T::Outbox)?
-            .map(|(k, e)| (seq_of(&k), e)))
+        Ok(self.first_json::<OutboxEntry>(T::Outbox)?.map(|(k, e)| (seq_of(&k), e)))
     }
 
     /// All pending actions, oldest first.
     pub fn outbox_all(&self) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
-        Ok(self
-            .scan_json::<OutboxEntry>(T::Outbox, b"")?
-            .into_iter()
-            .map(|(k, e)| (seq_of(&k), e))
-            .collect())
+        Ok(self.scan_json::<OutboxEntry>(T::Outbox, b"")?.into_iter().map(|(k, e)| (seq_of(&k), e)).collect())
     }
 
     /// The op that removes a finished action.

@@ -33,23 +33,10 @@ impl Store {
         hash: String,
         origin: &str,
     ) -> Result<PolicyVersion, StoreError> {
-        let last = self
-            .tree(T::PolicyVersions)
-            .last()?
-            .map(|(k, _)| super::inbox::seq_of(&k))
-            .unwrap_or(0);
-        let version = PolicyVersion {
-            number: last + 1,
-            created_ms: now_ms(),
-            hash,
-            origin: origin.to_owned(),
-            sources,
-        };
-        let mut ops = vec![Op::put_json(
-            T::PolicyVersions,
-            version.number.to_be_bytes(),
-            &version,
-        )];
+        let last = self.tree(T::PolicyVersions).last()?.map(|(k, _)| super::inbox::seq_of(&k)).unwrap_or(0);
+        let version =
+            PolicyVersion { number: last + 1, created_ms: now_ms(), hash, origin: origin.to_owned(), sources };
+        let mut ops = vec![Op::put_json(T::PolicyVersions, version.number.to_be_bytes(), &version)];
         let keys = self.scan_keys(T::PolicyVersions, b"")?;
         let active = self.active_policy_version()?;
         let excess = (keys.len() + 1).saturating_sub(KEEP_VERSIONS);
@@ -68,11 +55,7 @@ impl Store {
 
     /// All kept versions, oldest first.
     pub fn policy_versions(&self) -> Result<Vec<PolicyVersion>, StoreError> {
-        Ok(self
-            .scan_json::<PolicyVersion>(T::PolicyVersions, b"")?
-            .into_iter()
-            .map(|(_, v)| v)
-            .collect())
+        Ok(self.scan_json::<PolicyVersion>(T::PolicyVersions, b"")?.into_iter().map(|(_, v)| v).collect())
     }
 
     pub fn active_policy_version(&self) -> Result<Option<u64>, StoreError> {
@@ -80,11 +63,7 @@ impl Store {
     }
 
     pub fn set_active_policy_version(&self, number: u64) -> Result<(), StoreError> {
-        self.commit(&[Op::Put {
-            tree: T::Meta,
-            key: ACTIVE_KEY.into(),
-            value: number.to_string().into_bytes(),
-        }])
+        self.commit(&[Op::Put { tree: T::Meta, key: ACTIVE_KEY.into(), value: number.to_string().into_bytes() }])
     }
 }
 
@@ -96,31 +75,18 @@ mod tests {
     fn versions_are_numbered_kept_to_fifty_and_the_active_one_survives() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        let src = |i: u64| {
-            vec![Source {
-                path: "p.yaml".into(),
-                text: format!("# {i}"),
-            }]
-        };
+        let src = |i: u64| vec![Source { path: "p.yaml".into(), text: format!("# {i}") }];
         let first = s.add_policy_version(src(0), "h0".into(), "files").unwrap();
         assert_eq!(first.number, 1);
         s.set_active_policy_version(1).unwrap();
         for i in 1..60 {
-            s.add_policy_version(src(i), format!("h{i}"), "files")
-                .unwrap();
+            s.add_policy_version(src(i), format!("h{i}"), "files").unwrap();
         }
         let kept = s.policy_versions().unwrap();
-        assert_eq!(
-            kept.len(),
-            KEEP_VERSIONS + 1,
-            "50 kept, plus the active one"
-        );
+        assert_eq!(kept.len(), KEEP_VERSIONS + 1, "50 kept, plus the active one");
         assert_eq!(kept[0].number, 1);
         assert_eq!(kept.last().unwrap().number, 60);
-        assert_eq!(
-            s.policy_version(60).unwrap().unwrap().sources[0].text,
-            "# 59"
-        );
+        assert_eq!(s.policy_version(60).unwrap().unwrap().sources[0].text, "# 59");
         assert!(s.policy_version(5).unwrap().is_none());
         assert_eq!(s.active_policy_version().unwrap(), Some(1));
     }

@@ -56,11 +56,7 @@ impl Store {
     }
 
     /// Read-modify-write of a room's record (serialized with other updates).
-    pub fn update_room(
-        &self,
-        room_id: &str,
-        f: impl FnOnce(&mut RoomRecord),
-    ) -> Result<RoomRecord, StoreError> {
+    pub fn update_room(&self, room_id: &str, f: impl FnOnce(&mut RoomRecord)) -> Result<RoomRecord, StoreError> {
         let _guard = self.room_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut rec = self.room(room_id)?.unwrap_or_default();
         f(&mut rec);
@@ -96,37 +92,24 @@ impl Store {
     pub fn put_knock(rec: &KnockRecord) -> Vec<Op> {
         vec![
             Op::put_json(T::Knocks, pair_key(&rec.room_id, &rec.user_id), rec),
-            Op::Put {
-                tree: T::Knockers,
-                key: pair_key(&rec.user_id, &rec.room_id),
-                value: vec![],
-            },
+            Op::Put { tree: T::Knockers, key: pair_key(&rec.user_id, &rec.room_id), value: vec![] },
         ]
     }
 
     /// Ops that forget a knock.
     pub fn del_knock(room_id: &str, user_id: &str) -> Vec<Op> {
-        vec![
-            Op::del(T::Knocks, pair_key(room_id, user_id)),
-            Op::del(T::Knockers, pair_key(user_id, room_id)),
-        ]
+        vec![Op::del(T::Knocks, pair_key(room_id, user_id)), Op::del(T::Knockers, pair_key(user_id, room_id))]
     }
 
     /// Knocks in one room, or everywhere (`None`).
     pub fn knocks(&self, room_id: Option<&str>) -> Result<Vec<KnockRecord>, StoreError> {
         let prefix = room_id.map(|r| pair_key(r, "")).unwrap_or_default();
-        Ok(self
-            .scan_json::<KnockRecord>(T::Knocks, &prefix)?
-            .into_iter()
-            .map(|(_, r)| r)
-            .collect())
+        Ok(self.scan_json::<KnockRecord>(T::Knocks, &prefix)?.into_iter().map(|(_, r)| r).collect())
     }
 
     /// Whether `user_id` is knocking anywhere we know of.
     pub fn is_knocker(&self, user_id: &str) -> Result<bool, StoreError> {
-        Ok(!self
-            .scan_keys(T::Knockers, &pair_key(user_id, ""))?
-            .is_empty())
+        Ok(!self.scan_keys(T::Knockers, &pair_key(user_id, ""))?.is_empty())
     }
 
     /// Rooms where `user_id` has a knock on record.

@@ -18,20 +18,14 @@ fn knockwarden() -> Command {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Writes a config for the binary with a fixed port; returns (config path, port).
 fn binary_config(dir: &Path, hs_url: &str) -> (std::path::PathBuf, u16) {
     let path = write_config(dir, hs_url, &AppOptions::default());
     let port = free_port();
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("127.0.0.1:0\"", &format!("127.0.0.1:{port}\""));
+    let text = std::fs::read_to_string(&path).unwrap().replace("127.0.0.1:0\"", &format!("127.0.0.1:{port}\""));
     std::fs::write(&path, text).unwrap();
     (path, port)
 }
@@ -56,29 +50,19 @@ impl Running {
     async fn wait_healthy(&mut self) {
         let client = reqwest::Client::new();
         for _ in 0..200 {
-            if let Ok(res) = client
-                .get(format!("http://127.0.0.1:{}/health", self.port))
-                .send()
-                .await
+            if let Ok(res) = client.get(format!("http://127.0.0.1:{}/health", self.port)).send().await
                 && res.status() == 200
             {
                 return;
             }
-            assert!(
-                self.child.try_wait().unwrap().is_none(),
-                "knockwarden exited early"
-            );
+            assert!(self.child.try_wait().unwrap().is_none(), "knockwarden exited early");
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!("knockwarden did not become healthy");
     }
 
     fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
+        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success();
         assert!(ok);
     }
 
@@ -112,10 +96,7 @@ fn version_and_help_on_every_subcommand() {
     for sub in [&["serve"][..], &["generate-registration"]] {
         let out = knockwarden().args(sub).arg("--help").output().unwrap();
         assert!(out.status.success(), "{sub:?}");
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains("--config"),
-            "{sub:?}"
-        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("--config"), "{sub:?}");
     }
 }
 
@@ -123,27 +104,15 @@ fn version_and_help_on_every_subcommand() {
 fn generate_registration_writes_a_private_file_and_refuses_to_overwrite() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.yaml");
-    let example =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml"))
-            .unwrap();
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml")).unwrap();
     std::fs::write(&config, example).unwrap();
 
-    let out = knockwarden()
-        .arg("generate-registration")
-        .arg("-c")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = knockwarden().arg("generate-registration").arg("-c").arg(&config).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let reg_path = dir.path().join("registration.yaml");
     let mode = std::fs::metadata(&reg_path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    let reg: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(&reg_path).unwrap()).unwrap();
+    let reg: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&reg_path).unwrap()).unwrap();
     assert_eq!(reg["id"].as_str(), Some("knockwarden"));
     assert_eq!(reg["url"].as_str(), Some("http://127.0.0.1:9993"));
     assert_eq!(reg["sender_localpart"].as_str(), Some("knockwarden"));
@@ -157,53 +126,25 @@ fn generate_registration_writes_a_private_file_and_refuses_to_overwrite() {
     assert_eq!(ns["exclusive"].as_bool(), Some(true));
     assert_eq!(ns["regex"].as_str(), Some("^@knockwarden:example\\.org$"));
 
-    let again = knockwarden()
-        .arg("generate-registration")
-        .arg("-c")
-        .arg(&config)
-        .output()
-        .unwrap();
+    let again = knockwarden().arg("generate-registration").arg("-c").arg(&config).output().unwrap();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
 
     let out_path = dir.path().join("other.yaml");
     let out = knockwarden()
-        .args([
-            "generate-registration",
-            "--url",
-            "http://kw:1",
-            "--id",
-            "kw",
-            "--localpart",
-            "warden",
-            "-o",
-        ])
+        .args(["generate-registration", "--url", "http://kw:1", "--id", "kw", "--localpart", "warden", "-o"])
         .arg(&out_path)
         .arg("-c")
         .arg(&config)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let reg: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(&out_path).unwrap()).unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reg: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&out_path).unwrap()).unwrap();
     assert_eq!(reg["url"].as_str(), Some("http://kw:1"));
     assert_eq!(reg["id"].as_str(), Some("kw"));
-    assert_eq!(
-        reg["namespaces"]["users"][0]["regex"].as_str(),
-        Some("^@warden:example\\.org$")
-    );
+    assert_eq!(reg["namespaces"]["users"][0]["regex"].as_str(), Some("^@warden:example\\.org$"));
 
-    let forced = knockwarden()
-        .arg("generate-registration")
-        .arg("--force")
-        .arg("-c")
-        .arg(&config)
-        .output()
-        .unwrap();
+    let forced = knockwarden().arg("generate-registration").arg("--force").arg("-c").arg(&config).output().unwrap();
     assert!(forced.status.success());
 }
 
@@ -213,50 +154,24 @@ fn a_bad_config_stops_start_up_with_one_message_and_starts_nothing() {
     let (config, _) = binary_config(dir.path(), "http://127.0.0.1:1");
     let good = std::fs::read_to_string(&config).unwrap();
     let cases: Vec<(String, &str)> = vec![
-        (
-            good.replace("notify: all", "notify: all\nnotfy: all"),
-            "unknown field `notfy`",
-        ),
-        (
-            good.replace("server_name: \"test.local\"", "server_name: \"a b\""),
-            "homeserver.server_name",
-        ),
-        (
-            good.replace(
-                "registration: \"registration.yaml\"",
-                "registration: \"missing.yaml\"",
-            ),
-            "missing.yaml",
-        ),
+        (good.replace("notify: all", "notify: all\nnotfy: all"), "unknown field `notfy`"),
+        (good.replace("server_name: \"test.local\"", "server_name: \"a b\""), "homeserver.server_name"),
+        (good.replace("registration: \"registration.yaml\"", "registration: \"missing.yaml\""), "missing.yaml"),
     ];
     for (text, expect) in cases {
         std::fs::write(&config, &text).unwrap();
-        let out = knockwarden()
-            .args(["serve", "-c"])
-            .arg(&config)
-            .output()
-            .unwrap();
+        let out = knockwarden().args(["serve", "-c"]).arg(&config).output().unwrap();
         assert_eq!(out.status.code(), Some(1));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(&config.display().to_string()), "{err}");
         assert!(err.contains(expect), "{err}");
-        assert!(
-            !dir.path().join("db").exists(),
-            "the database was created for a bad config"
-        );
+        assert!(!dir.path().join("db").exists(), "the database was created for a bad config");
     }
-    let out = knockwarden()
-        .args(["serve", "-c", "/nonexistent/config.yaml"])
-        .output()
-        .unwrap();
+    let out = knockwarden().args(["serve", "-c", "/nonexistent/config.yaml"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/config.yaml: cannot read"));
     // $KNOCKWARDEN_CONFIG is the default for -c.
-    let out = knockwarden()
-        .arg("serve")
-        .env("KNOCKWARDEN_CONFIG", "/nonexistent/env.yaml")
-        .output()
-        .unwrap();
+    let out = knockwarden().arg("serve").env("KNOCKWARDEN_CONFIG", "/nonexistent/env.yaml").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/env.yaml"));
 }
 
@@ -287,20 +202,10 @@ async fn a_knock_acknowledged_before_a_crash_is_handled_after_restart() {
     let mut kw = Running::start(&config, port);
     kw.wait_healthy().await;
     let client = reqwest::Client::new();
-    let events: Vec<_> = (0..50)
-        .map(|i| {
-            knock_event(
-                &format!("$k{i}"),
-                "!r:test.local",
-                &format!("@u{i}:test.local"),
-                None,
-            )
-        })
-        .collect();
+    let events: Vec<_> =
+        (0..50).map(|i| knock_event(&format!("$k{i}"), "!r:test.local", &format!("@u{i}:test.local"), None)).collect();
     let res = client
-        .put(format!(
-            "http://127.0.0.1:{port}/_matrix/app/v1/transactions/1"
-        ))
+        .put(format!("http://127.0.0.1:{port}/_matrix/app/v1/transactions/1"))
         .bearer_auth(&reg.hs_token)
         .json(&json!({"events": events}))
         .send()
@@ -314,14 +219,8 @@ async fn a_knock_acknowledged_before_a_crash_is_handled_after_restart() {
     kw.wait_healthy().await;
     let mut drained = false;
     for _ in 0..400 {
-        let health: serde_json::Value = client
-            .get(format!("http://127.0.0.1:{port}/health"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let health: serde_json::Value =
+            client.get(format!("http://127.0.0.1:{port}/health")).send().await.unwrap().json().await.unwrap();
         if health["inbox"] == 0 {
             drained = true;
             break;
@@ -332,10 +231,6 @@ async fn a_knock_acknowledged_before_a_crash_is_handled_after_restart() {
     kw.signal("-TERM");
     assert_eq!(kw.wait_exit().code(), Some(0));
     let store = knockwarden::storage::Store::open(&dir.path().join("db")).unwrap();
-    assert_eq!(
-        store.knocks(Some("!r:test.local")).unwrap().len(),
-        50,
-        "every acknowledged knock survived the crash"
-    );
+    assert_eq!(store.knocks(Some("!r:test.local")).unwrap().len(), 50, "every acknowledged knock survived the crash");
     assert_eq!(store.inbox_len(), 0);
 }

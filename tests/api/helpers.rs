@@ -22,9 +22,7 @@ pub const MODERATOR: &str = "@mod:test.local";
 
 /// A fixture from `tests/fixtures/`.
 pub fn fixture(name: &str) -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
@@ -44,11 +42,7 @@ pub struct AppOptions {
 
 impl Default for AppOptions {
     fn default() -> Self {
-        Self {
-            max_body_bytes: 1024 * 1024,
-            extra_config: String::new(),
-            control_room: CONTROL_ROOM.to_owned(),
-        }
+        Self { max_body_bytes: 1024 * 1024, extra_config: String::new(), control_room: CONTROL_ROOM.to_owned() }
     }
 }
 
@@ -115,32 +109,17 @@ pub async fn spawn_app_with(opts: AppOptions) -> TestApp {
 }
 
 /// Starts knockwarden over an existing directory (to restart on the same database).
-pub async fn spawn_app_in(
-    dir: tempfile::TempDir,
-    homeserver: FakeHomeserver,
-    opts: AppOptions,
-) -> TestApp {
+pub async fn spawn_app_in(dir: tempfile::TempDir, homeserver: FakeHomeserver, opts: AppOptions) -> TestApp {
     init_logs();
     let config_path = write_config(dir.path(), &homeserver.url(), &opts);
     let settings = Settings::load(&config_path).unwrap();
     let hs_token = settings.registration.hs_token.clone();
-    let app = Application::build(settings)
-        .await
-        .expect("knockwarden starts");
+    let app = Application::build(settings).await.expect("knockwarden starts");
     let address = format!("http://127.0.0.1:{}", app.port());
     let store = app.store().clone();
     let stopper = app.stopper();
     let handle = tokio::spawn(app.run_until_stopped());
-    TestApp {
-        address,
-        hs_token,
-        store,
-        homeserver,
-        dir,
-        client: reqwest::Client::new(),
-        stopper,
-        handle,
-    }
+    TestApp { address, hs_token, store, homeserver, dir, client: reqwest::Client::new(), stopper, handle }
 }
 
 fn init_logs() {
@@ -151,10 +130,7 @@ impl TestApp {
     /// PUTs a transaction with the right token.
     pub async fn put_txn(&self, txn_id: &str, body: &Value) -> reqwest::Response {
         self.client
-            .put(format!(
-                "{}/_matrix/app/v1/transactions/{txn_id}",
-                self.address
-            ))
+            .put(format!("{}/_matrix/app/v1/transactions/{txn_id}", self.address))
             .bearer_auth(&self.hs_token)
             .json(body)
             .send()
@@ -173,11 +149,7 @@ impl TestApp {
 
     /// The bot's registration as written on disk.
     pub fn registration(&self) -> AppRegistration {
-        AppRegistration::load(
-            &self.dir.path().join("registration.yaml"),
-            server_name!("test.local"),
-        )
-        .unwrap()
+        AppRegistration::load(&self.dir.path().join("registration.yaml"), server_name!("test.local")).unwrap()
     }
 }
 
@@ -205,13 +177,7 @@ pub fn knock_event(event_id: &str, room: &str, user: &str, reason: Option<&str>)
 }
 
 /// A membership event.
-pub fn member_event(
-    event_id: &str,
-    room: &str,
-    sender: &str,
-    user: &str,
-    membership: &str,
-) -> Value {
+pub fn member_event(event_id: &str, room: &str, sender: &str, user: &str, membership: &str) -> Value {
     serde_json::json!({
         "event_id": event_id, "room_id": room, "sender": sender, "state_key": user,
         "type": "m.room.member", "content": {"membership": membership}, "origin_server_ts": 1_795_403_555_095u64, "unsigned": {}

@@ -4,5 +4,6 @@
 mod binary;
 mod helpers;
 mod membership;
+mod policies;
 mod routes;
 mod transactions;

@@ -3,9 +3,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{
-    BOT, CONTROL_ROOM, MODERATOR, eventually, fixture, knock_event, member_event, spawn_app,
-};
+use crate::helpers::{BOT, CONTROL_ROOM, MODERATOR, eventually, fixture, knock_event, member_event, spawn_app};
 
 const ROOM: &str = "!managed:test.local";
 
@@ -13,71 +11,31 @@ const ROOM: &str = "!managed:test.local";
 async fn joins_the_control_room_on_start() {
     let app = spawn_app().await;
     let hs = app.homeserver.clone();
-    eventually("a join of the control room", || {
-        !hs.requests_to("POST", &format!("/join/{CONTROL_ROOM}"))
-            .is_empty()
-    })
-    .await;
+    eventually("a join of the control room", || !hs.requests_to("POST", &format!("/join/{CONTROL_ROOM}")).is_empty())
+        .await;
     let req = &hs.requests_to("POST", "/join/")[0];
-    assert_eq!(
-        req.authorization.as_deref(),
-        Some(format!("Bearer {}", app.registration().as_token).as_str())
-    );
+    assert_eq!(req.authorization.as_deref(), Some(format!("Bearer {}", app.registration().as_token).as_str()));
 }
 
 #[tokio::test]
 async fn joins_when_a_moderator_invites_and_catches_up_on_knocks() {
     let app = spawn_app().await;
     let hs = app.homeserver.clone();
-    hs.set_state(
-        CONTROL_ROOM,
-        "m.room.power_levels",
-        "",
-        "@owner:test.local",
-        fixture_power_levels(),
-    );
-    hs.set_knocks(
-        ROOM,
-        vec![knock_event(
-            "$before",
-            ROOM,
-            "@early:test.local",
-            Some("knocked before the bot came"),
-        )],
-    );
+    hs.set_state(CONTROL_ROOM, "m.room.power_levels", "", "@owner:test.local", fixture_power_levels());
+    hs.set_knocks(ROOM, vec![knock_event("$before", ROOM, "@early:test.local", Some("knocked before the bot came"))]);
 
     let invite = member_event("$inv", ROOM, MODERATOR, BOT, "invite");
-    assert_eq!(
-        app.put_txn("1", &json!({"events": [invite]}))
-            .await
-            .status(),
-        200
-    );
-    eventually("the bot joins the room", || {
-        !hs.requests_to("POST", &format!("/join/{ROOM}")).is_empty()
-    })
-    .await;
+    assert_eq!(app.put_txn("1", &json!({"events": [invite]})).await.status(), 200);
+    eventually("the bot joins the room", || !hs.requests_to("POST", &format!("/join/{ROOM}")).is_empty()).await;
 
     let joined = member_event("$join", ROOM, BOT, BOT, "join");
     let knock = knock_event("$now", ROOM, "@late:test.local", None);
-    assert_eq!(
-        app.put_txn("2", &json!({"events": [joined, knock]}))
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(app.put_txn("2", &json!({"events": [joined, knock]})).await.status(), 200);
     let store = app.store.clone();
-    eventually("both knocks known", || {
-        store.knocks(Some(ROOM)).unwrap().len() == 2
-    })
-    .await;
+    eventually("both knocks known", || store.knocks(Some(ROOM)).unwrap().len() == 2).await;
     let members = hs.requests_to("GET", &format!("/rooms/{ROOM}/members"));
     assert!(!members.is_empty());
-    assert!(
-        members[0].query.contains("membership=knock"),
-        "{}",
-        members[0].query
-    );
+    assert!(members[0].query.contains("membership=knock"), "{}", members[0].query);
     let early = store.knock(ROOM, "@early:test.local").unwrap().unwrap();
     assert_eq!(early.reason.as_deref(), Some("knocked before the bot came"));
     assert_eq!(store.joined_rooms().unwrap(), vec![ROOM.to_owned()]);
@@ -87,25 +45,10 @@ async fn joins_when_a_moderator_invites_and_catches_up_on_knocks() {
 async fn declines_invitations_from_non_moderators() {
     let app = spawn_app().await;
     let hs = app.homeserver.clone();
-    hs.set_state(
-        CONTROL_ROOM,
-        "m.room.power_levels",
-        "",
-        "@owner:test.local",
-        fixture_power_levels(),
-    );
+    hs.set_state(CONTROL_ROOM, "m.room.power_levels", "", "@owner:test.local", fixture_power_levels());
     let invite = member_event("$inv", ROOM, "@random:test.local", BOT, "invite");
-    assert_eq!(
-        app.put_txn("1", &json!({"events": [invite]}))
-            .await
-            .status(),
-        200
-    );
-    eventually("the bot declines", || {
-        !hs.requests_to("POST", &format!("/rooms/{ROOM}/leave"))
-            .is_empty()
-    })
-    .await;
+    assert_eq!(app.put_txn("1", &json!({"events": [invite]})).await.status(), 200);
+    eventually("the bot declines", || !hs.requests_to("POST", &format!("/rooms/{ROOM}/leave")).is_empty()).await;
     assert!(hs.requests_to("POST", &format!("/join/{ROOM}")).is_empty());
 }
 
@@ -114,13 +57,7 @@ async fn the_creator_of_a_v12_control_room_is_a_moderator() {
     let app = spawn_app().await;
     let hs = app.homeserver.clone();
     // v12: the creator has unlimited power and is not in the users map.
-    hs.set_state(
-        CONTROL_ROOM,
-        "m.room.create",
-        "",
-        "@owner:test.local",
-        json!({"room_version": "12"}),
-    );
+    hs.set_state(CONTROL_ROOM, "m.room.create", "", "@owner:test.local", json!({"room_version": "12"}));
     hs.set_state(
         CONTROL_ROOM,
         "m.room.power_levels",
@@ -130,23 +67,12 @@ async fn the_creator_of_a_v12_control_room_is_a_moderator() {
     );
     let store = app.store.clone();
     eventually("control room state fetched", || {
-        store
-            .room(CONTROL_ROOM)
-            .unwrap()
-            .is_some_and(|r| r.room_version.as_deref() == Some("12"))
+        store.room(CONTROL_ROOM).unwrap().is_some_and(|r| r.room_version.as_deref() == Some("12"))
     })
     .await;
     let invite = member_event("$inv", ROOM, "@owner:test.local", BOT, "invite");
-    assert_eq!(
-        app.put_txn("1", &json!({"events": [invite]}))
-            .await
-            .status(),
-        200
-    );
-    eventually("the bot joins", || {
-        !hs.requests_to("POST", &format!("/join/{ROOM}")).is_empty()
-    })
-    .await;
+    assert_eq!(app.put_txn("1", &json!({"events": [invite]})).await.status(), 200);
+    eventually("the bot joins", || !hs.requests_to("POST", &format!("/join/{ROOM}")).is_empty()).await;
 }
 
 #[tokio::test]
@@ -154,28 +80,12 @@ async fn a_resolved_knock_is_forgotten() {
     let app = spawn_app().await;
     let knock = knock_event("$k", ROOM, "@g:test.local", None);
     let joined = member_event("$j", ROOM, BOT, BOT, "join");
-    assert_eq!(
-        app.put_txn("1", &json!({"events": [joined, knock]}))
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(app.put_txn("1", &json!({"events": [joined, knock]})).await.status(), 200);
     let store = app.store.clone();
-    eventually("knock recorded", || {
-        store.knock(ROOM, "@g:test.local").unwrap().is_some()
-    })
-    .await;
+    eventually("knock recorded", || store.knock(ROOM, "@g:test.local").unwrap().is_some()).await;
     let invited = member_event("$i", ROOM, MODERATOR, "@g:test.local", "invite");
-    assert_eq!(
-        app.put_txn("2", &json!({"events": [invited]}))
-            .await
-            .status(),
-        200
-    );
-    eventually("knock resolved", || {
-        store.knock(ROOM, "@g:test.local").unwrap().is_none()
-    })
-    .await;
+    assert_eq!(app.put_txn("2", &json!({"events": [invited]})).await.status(), 200);
+    eventually("knock resolved", || store.knock(ROOM, "@g:test.local").unwrap().is_none()).await;
 }
 
 fn fixture_power_levels() -> serde_json::Value {
@@ -192,32 +102,15 @@ async fn a_rate_limited_then_failing_homeserver_is_retried_until_the_join_succee
     hs.script(
         &format!("/join/{CONTROL_ROOM}"),
         [
-            (
-                429,
-                json!({"errcode": "M_LIMIT_EXCEEDED", "error": "slow down", "retry_after_ms": 300}),
-                None,
-            ),
+            (429, json!({"errcode": "M_LIMIT_EXCEEDED", "error": "slow down", "retry_after_ms": 300}), None),
             (500, json!({"errcode": "M_UNKNOWN", "error": "oops"}), None),
         ],
     );
-    eventually("three join attempts", || {
-        hs.requests_to("POST", &format!("/join/{CONTROL_ROOM}"))
-            .len()
-            >= 3
-    })
-    .await;
+    eventually("three join attempts", || hs.requests_to("POST", &format!("/join/{CONTROL_ROOM}")).len() >= 3).await;
     let store = app.store.clone();
     eventually("the outbox is empty", || store.outbox_len() == 0).await;
-    assert_eq!(
-        store.get_meta("control_room_id").unwrap().as_deref(),
-        Some(CONTROL_ROOM)
-    );
-    assert_eq!(
-        hs.requests_to("POST", &format!("/join/{CONTROL_ROOM}"))
-            .len(),
-        3,
-        "no extra attempt after success"
-    );
+    assert_eq!(store.get_meta("control_room_id").unwrap().as_deref(), Some(CONTROL_ROOM));
+    assert_eq!(hs.requests_to("POST", &format!("/join/{CONTROL_ROOM}")).len(), 3, "no extra attempt after success");
 }
 
 #[tokio::test]
@@ -226,27 +119,12 @@ async fn a_homeserver_that_is_down_gets_the_action_once_it_is_back() {
     let hs = app.homeserver.clone();
     eventually("start-up join done", || app.store.outbox_len() == 0).await;
     hs.go_down().await;
-    hs.set_state(
-        CONTROL_ROOM,
-        "m.room.power_levels",
-        "",
-        "@owner:test.local",
-        fixture_power_levels(),
-    );
+    hs.set_state(CONTROL_ROOM, "m.room.power_levels", "", "@owner:test.local", fixture_power_levels());
     let invite = member_event("$inv", ROOM, MODERATOR, BOT, "invite");
-    assert_eq!(
-        app.put_txn("1", &json!({"events": [invite]}))
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(app.put_txn("1", &json!({"events": [invite]})).await.status(), 200);
     let store = app.store.clone();
     eventually("the action failed at least once", || {
-        store
-            .outbox_all()
-            .unwrap()
-            .first()
-            .is_some_and(|(_, e)| e.attempts >= 1 && e.last_error.is_some())
+        store.outbox_all().unwrap().first().is_some_and(|(_, e)| e.attempts >= 1 && e.last_error.is_some())
     })
     .await;
     let _back = hs.come_back().await;
@@ -255,11 +133,7 @@ async fn a_homeserver_that_is_down_gets_the_action_once_it_is_back() {
     })
     .await;
     assert_eq!(hs.requests_to("POST", &format!("/join/{ROOM}")).len(), 1);
-    assert!(
-        hs.requests_to("POST", &format!("/join/{ROOM}"))[0]
-            .body
-            .is_object()
-    );
+    assert!(hs.requests_to("POST", &format!("/join/{ROOM}"))[0].body.is_object());
 }
 
 #[tokio::test]
@@ -268,23 +142,12 @@ async fn a_permanent_refusal_is_not_retried_forever() {
     let hs = app.homeserver.clone();
     hs.script(
         &format!("/join/{CONTROL_ROOM}"),
-        [(
-            403,
-            json!({"errcode": "M_FORBIDDEN", "error": "not invited"}),
-            None,
-        )],
+        [(403, json!({"errcode": "M_FORBIDDEN", "error": "not invited"}), None)],
     );
     let store = app.store.clone();
-    eventually("the action is dropped", || {
-        store.counter("actions_failed").unwrap() == 1
-    })
-    .await;
+    eventually("the action is dropped", || store.counter("actions_failed").unwrap() == 1).await;
     assert_eq!(store.outbox_len(), 0);
-    assert_eq!(
-        hs.requests_to("POST", &format!("/join/{CONTROL_ROOM}"))
-            .len(),
-        1
-    );
+    assert_eq!(hs.requests_to("POST", &format!("/join/{CONTROL_ROOM}")).len(), 1);
     let _ = hs.port();
 }
 
@@ -293,10 +156,7 @@ async fn a_control_room_alias_is_resolved_by_joining_it() {
     let hs = crate::helpers::FakeHomeserver::start().await;
     hs.set_alias("#mods:test.local", "!resolved:test.local");
     let dir = tempfile::tempdir().unwrap();
-    let opts = crate::helpers::AppOptions {
-        control_room: "#mods:test.local".into(),
-        ..Default::default()
-    };
+    let opts = crate::helpers::AppOptions { control_room: "#mods:test.local".into(), ..Default::default() };
     let app = crate::helpers::spawn_app_in(dir, hs.clone(), opts).await;
     let store = app.store.clone();
     eventually("the alias is resolved", || {
@@ -304,14 +164,12 @@ async fn a_control_room_alias_is_resolved_by_joining_it() {
     })
     .await;
     assert!(
-        !hs.requests_to("POST", "/join/%23mods:test.local")
-            .is_empty()
+        !hs.requests_to("POST", "/join/%23mods:test.local").is_empty()
             || !hs.requests_to("POST", "/join/#mods").is_empty()
     );
     // Messages in the resolved control room are now kept; elsewhere they are not.
     let msg = |id: &str, room: &str| json!({"event_id": id, "room_id": room, "sender": MODERATOR, "type": "m.room.message", "content": {"msgtype": "m.text", "body": "!knock help"}});
-    let body =
-        json!({"events": [msg("$in", "!resolved:test.local"), msg("$out", "!other:test.local")]});
+    let body = json!({"events": [msg("$in", "!resolved:test.local"), msg("$out", "!other:test.local")]});
     assert_eq!(app.put_txn("1", &body).await.status(), 200);
     assert!(store.was_seen("$in").unwrap());
     assert!(!store.was_seen("$out").unwrap());

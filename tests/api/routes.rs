@@ -20,29 +20,11 @@ async fn missing_token_is_401_and_wrong_token_is_403() {
     assert_eq!(err["errcode"], "M_UNAUTHORIZED");
     assert!(err["error"].is_string());
 
-    let (status, err) = error_of(
-        app.client
-            .put(&url)
-            .bearer_auth("wrong")
-            .json(&body)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(
-        (status, err["errcode"].as_str()),
-        (403, Some("M_FORBIDDEN"))
-    );
+    let (status, err) = error_of(app.client.put(&url).bearer_auth("wrong").json(&body).send().await.unwrap()).await;
+    assert_eq!((status, err["errcode"].as_str()), (403, Some("M_FORBIDDEN")));
 
     // Legacy query parameter: accepted alone, and both must match when both are given.
-    let ok = app
-        .client
-        .put(format!("{url}?access_token={}", app.hs_token))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let ok = app.client.put(format!("{url}?access_token={}", app.hs_token)).json(&body).send().await.unwrap();
     assert_eq!(ok.status(), 200);
     let (status, err) = error_of(
         app.client
@@ -54,19 +36,9 @@ async fn missing_token_is_401_and_wrong_token_is_403() {
             .unwrap(),
     )
     .await;
-    assert_eq!(
-        (status, err["errcode"].as_str()),
-        (403, Some("M_FORBIDDEN"))
-    );
-    let (status, _) = error_of(
-        app.client
-            .put(format!("{url}?access_token=wrong"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    assert_eq!((status, err["errcode"].as_str()), (403, Some("M_FORBIDDEN")));
+    let (status, _) =
+        error_of(app.client.put(format!("{url}?access_token=wrong")).json(&body).send().await.unwrap()).await;
     assert_eq!(status, 403);
 
     // Every homeserver route is protected.
@@ -77,33 +49,17 @@ async fn missing_token_is_401_and_wrong_token_is_403() {
         ("GET", "/users/@knockwarden:test.local"),
         ("PUT", "/transactions/1"),
     ] {
-        let req = app
-            .client
-            .request(method.parse().unwrap(), format!("{}{path}", app.address));
+        let req = app.client.request(method.parse().unwrap(), format!("{}{path}", app.address));
         let (status, err) = error_of(req.json(&json!({"events": []})).send().await.unwrap()).await;
-        assert_eq!(
-            (status, err["errcode"].as_str()),
-            (401, Some("M_UNAUTHORIZED")),
-            "{method} {path}"
-        );
+        assert_eq!((status, err["errcode"].as_str()), (401, Some("M_UNAUTHORIZED")), "{method} {path}");
     }
 }
 
 #[tokio::test]
 async fn unknown_routes_and_wrong_methods_are_matrix_errors() {
     let app = spawn_app().await;
-    let (status, err) = error_of(
-        app.client
-            .get(format!("{}/nope", app.address))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(
-        (status, err["errcode"].as_str()),
-        (404, Some("M_UNRECOGNIZED"))
-    );
+    let (status, err) = error_of(app.client.get(format!("{}/nope", app.address)).send().await.unwrap()).await;
+    assert_eq!((status, err["errcode"].as_str()), (404, Some("M_UNRECOGNIZED")));
 
     let (status, err) = error_of(
         app.client
@@ -114,48 +70,23 @@ async fn unknown_routes_and_wrong_methods_are_matrix_errors() {
             .unwrap(),
     )
     .await;
-    assert_eq!(
-        (status, err["errcode"].as_str()),
-        (405, Some("M_UNRECOGNIZED"))
-    );
+    assert_eq!((status, err["errcode"].as_str()), (405, Some("M_UNRECOGNIZED")));
 
-    let (status, err) = error_of(
-        app.client
-            .post(format!("{}/health", app.address))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(
-        (status, err["errcode"].as_str()),
-        (405, Some("M_UNRECOGNIZED"))
-    );
+    let (status, err) = error_of(app.client.post(format!("{}/health", app.address)).send().await.unwrap()).await;
+    assert_eq!((status, err["errcode"].as_str()), (405, Some("M_UNRECOGNIZED")));
 }
 
 #[tokio::test]
 async fn bodies_that_are_too_large_not_json_or_without_events_are_refused() {
-    let app = spawn_app_with(AppOptions {
-        max_body_bytes: 2048,
-        ..Default::default()
-    })
-    .await;
+    let app = spawn_app_with(AppOptions { max_body_bytes: 2048, ..Default::default() }).await;
     let url = format!("{}/_matrix/app/v1/transactions/9", app.address);
     let put = |body: Vec<u8>| {
-        app.client
-            .put(&url)
-            .bearer_auth(&app.hs_token)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
+        app.client.put(&url).bearer_auth(&app.hs_token).header("content-type", "application/json").body(body).send()
     };
 
     let big = serde_json::to_vec(&json!({"events": [], "pad": "x".repeat(4096)})).unwrap();
     let (status, err) = error_of(put(big).await.unwrap()).await;
-    assert_eq!(
-        (status, err["errcode"].as_str()),
-        (413, Some("M_TOO_LARGE"))
-    );
+    assert_eq!((status, err["errcode"].as_str()), (413, Some("M_TOO_LARGE")));
 
     let (status, err) = error_of(put(b"{not json".to_vec()).await.unwrap()).await;
     assert_eq!((status, err["errcode"].as_str()), (400, Some("M_NOT_JSON")));
@@ -177,71 +108,37 @@ async fn ping_user_and_room_queries() {
     let app = spawn_app().await;
     let auth = |r: reqwest::RequestBuilder| r.bearer_auth(&app.hs_token);
 
-    let res = auth(
-        app.client
-            .post(format!("{}/_matrix/app/v1/ping", app.address)),
-    )
-    .json(&json!({"transaction_id": "t1"}))
-    .send()
-    .await
-    .unwrap();
+    let res = auth(app.client.post(format!("{}/_matrix/app/v1/ping", app.address)))
+        .json(&json!({"transaction_id": "t1"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.json::<Value>().await.unwrap(), json!({}));
 
     for prefix in ["/_matrix/app/v1", ""] {
-        let res = auth(
-            app.client
-                .get(format!("{}{prefix}/users/{BOT}", app.address)),
-        )
-        .send()
-        .await
-        .unwrap();
+        let res = auth(app.client.get(format!("{}{prefix}/users/{BOT}", app.address))).send().await.unwrap();
         assert_eq!(res.status(), 200, "{prefix}");
         assert_eq!(res.json::<Value>().await.unwrap(), json!({}));
 
         let (status, err) = error_of(
-            auth(
-                app.client
-                    .get(format!("{}{prefix}/users/@someone:test.local", app.address)),
-            )
-            .send()
-            .await
-            .unwrap(),
+            auth(app.client.get(format!("{}{prefix}/users/@someone:test.local", app.address))).send().await.unwrap(),
         )
         .await;
-        assert_eq!(
-            (status, err["errcode"].as_str()),
-            (404, Some("M_NOT_FOUND")),
-            "{prefix}"
-        );
+        assert_eq!((status, err["errcode"].as_str()), (404, Some("M_NOT_FOUND")), "{prefix}");
 
         let (status, err) = error_of(
-            auth(
-                app.client
-                    .get(format!("{}{prefix}/rooms/%23room:test.local", app.address)),
-            )
-            .send()
-            .await
-            .unwrap(),
+            auth(app.client.get(format!("{}{prefix}/rooms/%23room:test.local", app.address))).send().await.unwrap(),
         )
         .await;
-        assert_eq!(
-            (status, err["errcode"].as_str()),
-            (404, Some("M_NOT_FOUND")),
-            "{prefix}"
-        );
+        assert_eq!((status, err["errcode"].as_str()), (404, Some("M_NOT_FOUND")), "{prefix}");
     }
 }
 
 #[tokio::test]
 async fn health_reports_storage() {
     let app = spawn_app().await;
-    let res = app
-        .client
-        .get(format!("{}/health", app.address))
-        .send()
-        .await
-        .unwrap();
+    let res = app.client.get(format!("{}/health", app.address)).send().await.unwrap();
     assert_eq!(res.status(), 200);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["status"], "ok");
@@ -251,17 +148,8 @@ async fn health_reports_storage() {
 #[tokio::test]
 async fn health_is_503_once_storage_has_failed() {
     let app = spawn_app().await;
-    app.store
-        .mark_failed(knockwarden::storage::StoreError::Corrupt {
-            tree: "meta",
-            message: "disk gone".into(),
-        });
-    let res = app
-        .client
-        .get(format!("{}/health", app.address))
-        .send()
-        .await
-        .unwrap();
+    app.store.mark_failed(knockwarden::storage::StoreError::Corrupt { tree: "meta", message: "disk gone".into() });
+    let res = app.client.get(format!("{}/health", app.address)).send().await.unwrap();
     assert_eq!(res.status(), 503);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["status"], "storage unavailable");

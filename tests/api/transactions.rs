@@ -3,20 +3,13 @@
 use knockwarden::storage::{InboxItem, Origin, T};
 use serde_json::json;
 
-use crate::helpers::{
-    AppOptions, FakeHomeserver, eventually, fixture_txn_body, knock_event, spawn_app, spawn_app_in,
-};
+use crate::helpers::{AppOptions, FakeHomeserver, eventually, fixture_txn_body, knock_event, spawn_app, spawn_app_in};
 
 #[tokio::test]
 async fn synapse_knock_transactions_v10_v12_and_federated_are_taken_in() {
     let app = spawn_app().await;
-    for (i, name) in [
-        "local_v10_knock_txn.json",
-        "local_v12_knock_txn.json",
-        "federation_remote_knock_txn.json",
-    ]
-    .iter()
-    .enumerate()
+    for (i, name) in
+        ["local_v10_knock_txn.json", "local_v12_knock_txn.json", "federation_remote_knock_txn.json"].iter().enumerate()
     {
         let body = fixture_txn_body(name);
         let res = app.put_txn(&format!("{i}"), &body).await;
@@ -24,27 +17,12 @@ async fn synapse_knock_transactions_v10_v12_and_federated_are_taken_in() {
         assert_eq!(res.json::<serde_json::Value>().await.unwrap(), json!({}));
     }
     let store = app.store.clone();
-    eventually("three knocks recorded", || {
-        store.knocks(None).unwrap().len() == 3
-    })
-    .await;
-    let v12 = store
-        .knock(
-            "!yDTWb7wKownNOAQQIbza_KXFr_gVjWRY80QEvIjN52s",
-            "@bob:test.local",
-        )
-        .unwrap()
-        .unwrap();
+    eventually("three knocks recorded", || store.knocks(None).unwrap().len() == 3).await;
+    let v12 = store.knock("!yDTWb7wKownNOAQQIbza_KXFr_gVjWRY80QEvIjN52s", "@bob:test.local").unwrap().unwrap();
     assert_eq!(v12.reason.as_deref(), Some("please let me in"));
     assert_eq!(v12.displayname.as_deref(), Some("bob"));
     assert_eq!(v12.event_id, "$KTPxZyDLlxk2QA6EyGSefB5WeO2-LC-6CHH0OR7LVP8");
-    let fed = store
-        .knock(
-            "!cakiXfIFjjxCuzwcPp:localhost:18148",
-            "@bob:localhost:18248",
-        )
-        .unwrap()
-        .unwrap();
+    let fed = store.knock("!cakiXfIFjjxCuzwcPp:localhost:18148", "@bob:localhost:18248").unwrap().unwrap();
     assert_eq!(fed.reason.as_deref(), Some("please let me in"));
 }
 
@@ -56,11 +34,7 @@ async fn a_replayed_transaction_is_a_no_op() {
     assert_eq!(app.put_txn("13", &body).await.status(), 200);
     assert_eq!(app.put_txn("13", &body).await.status(), 200);
     assert_eq!(app.store.counter("events_stored").unwrap(), 1);
-    assert_eq!(
-        app.store.counter("events_duplicate").unwrap(),
-        0,
-        "exact replays are not even re-read"
-    );
+    assert_eq!(app.store.counter("events_duplicate").unwrap(), 0, "exact replays are not even re-read");
 }
 
 #[tokio::test]
@@ -76,10 +50,7 @@ async fn a_reused_txn_id_with_new_events_is_processed_and_old_events_are_not_red
     assert_eq!(app.put_txn("1", &first).await.status(), 200);
     assert_eq!(app.put_txn("1", &second).await.status(), 200);
     let store = app.store.clone();
-    eventually("both knocks recorded", || {
-        store.knocks(Some(room)).unwrap().len() == 2
-    })
-    .await;
+    eventually("both knocks recorded", || store.knocks(Some(room)).unwrap().len() == 2).await;
     assert_eq!(store.counter("events_stored").unwrap(), 2);
     assert_eq!(store.counter("events_duplicate").unwrap(), 1);
 }
@@ -104,17 +75,10 @@ async fn a_non_empty_inbox_is_drained_on_restart() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = knockwarden::storage::Store::open(&dir.path().join("db")).unwrap();
-        let ev = knock_event(
-            "$left-behind",
-            "!r:test.local",
-            "@e:test.local",
-            Some("from before the crash"),
-        );
+        let ev = knock_event("$left-behind", "!r:test.local", "@e:test.local", Some("from before the crash"));
         store
             .ingest(
-                &Origin::Push {
-                    txn_id: "99".into(),
-                },
+                &Origin::Push { txn_id: "99".into() },
                 Some(("99", &[0; 32])),
                 vec![("$left-behind".into(), ev)],
                 0,
@@ -129,16 +93,12 @@ async fn a_non_empty_inbox_is_drained_on_restart() {
     let app = spawn_app_in(dir, FakeHomeserver::start().await, AppOptions::default()).await;
     let store = app.store.clone();
     eventually("the knock is handled after restart", || {
-        store
-            .knock("!r:test.local", "@e:test.local")
-            .unwrap()
-            .is_some()
+        store.knock("!r:test.local", "@e:test.local").unwrap().is_some()
     })
     .await;
     eventually("the inbox is empty", || store.inbox_len() == 0).await;
     // And it is not taken in again if the homeserver resends it.
-    let body =
-        json!({"events": [knock_event("$left-behind", "!r:test.local", "@e:test.local", None)]});
+    let body = json!({"events": [knock_event("$left-behind", "!r:test.local", "@e:test.local", None)]});
     assert_eq!(app.put_txn("99", &body).await.status(), 200);
     assert_eq!(store.inbox_len(), 0);
     assert_eq!(store.counter("events_duplicate").unwrap(), 1);
@@ -150,21 +110,10 @@ async fn state_survives_a_graceful_restart() {
     let body = json!({"events": [knock_event("$k", "!r:test.local", "@f:test.local", None)]});
     assert_eq!(app.put_txn("1", &body).await.status(), 200);
     let store = app.store.clone();
-    eventually("knock recorded", || {
-        store
-            .knock("!r:test.local", "@f:test.local")
-            .unwrap()
-            .is_some()
-    })
-    .await;
+    eventually("knock recorded", || store.knock("!r:test.local", "@f:test.local").unwrap().is_some()).await;
     drop(store);
     let (dir, hs) = app.stop().await;
     let app = spawn_app_in(dir, hs, AppOptions::default()).await;
-    assert!(
-        app.store
-            .knock("!r:test.local", "@f:test.local")
-            .unwrap()
-            .is_some()
-    );
+    assert!(app.store.knock("!r:test.local", "@f:test.local").unwrap().is_some());
     assert!(app.store.was_seen("$k").unwrap());
 }

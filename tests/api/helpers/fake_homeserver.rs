@@ -54,25 +54,17 @@ impl FakeHomeserver {
 
     async fn start_with(port: u16, state: Arc<Mutex<State>>) -> Self {
         let data = web::Data::from(state.clone());
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .default_service(web::to(answer))
-        })
-        .workers(1)
-        .disable_signals()
-        .shutdown_timeout(0)
-        .bind(("127.0.0.1", port))
-        .unwrap();
+        let server = HttpServer::new(move || App::new().app_data(data.clone()).default_service(web::to(answer)))
+            .workers(1)
+            .disable_signals()
+            .shutdown_timeout(0)
+            .bind(("127.0.0.1", port))
+            .unwrap();
         let port = server.addrs()[0].port();
         let server = server.run();
         let handle = server.handle();
         tokio::spawn(server);
-        Self {
-            state,
-            port,
-            handle,
-        }
+        Self { state, port, handle }
     }
 
     pub fn url(&self) -> String {
@@ -99,44 +91,25 @@ impl FakeHomeserver {
 
     /// Requests of `method` whose path contains `fragment`.
     pub fn requests_to(&self, method: &str, fragment: &str) -> Vec<Recorded> {
-        self.requests()
-            .into_iter()
-            .filter(|r| r.method == method && r.path.contains(fragment))
-            .collect()
+        self.requests().into_iter().filter(|r| r.method == method && r.path.contains(fragment)).collect()
     }
 
     /// The next requests whose path contains `fragment` get these answers, in order.
     pub fn script(&self, fragment: &str, answers: impl IntoIterator<Item = Scripted>) {
-        self.state
-            .lock()
-            .unwrap()
-            .scripted
-            .push((fragment.to_owned(), answers.into_iter().collect()));
+        self.state.lock().unwrap().scripted.push((fragment.to_owned(), answers.into_iter().collect()));
     }
 
     pub fn set_knocks(&self, room: &str, events: Vec<Value>) {
-        self.state
-            .lock()
-            .unwrap()
-            .knocks
-            .insert(room.to_owned(), events);
+        self.state.lock().unwrap().knocks.insert(room.to_owned(), events);
     }
 
     pub fn set_state(&self, room: &str, kind: &str, state_key: &str, sender: &str, content: Value) {
         let ev = json!({"type": kind, "state_key": state_key, "sender": sender, "room_id": room, "content": content, "event_id": format!("$state-{kind}")});
-        self.state
-            .lock()
-            .unwrap()
-            .state
-            .insert((room.to_owned(), kind.to_owned(), state_key.to_owned()), ev);
+        self.state.lock().unwrap().state.insert((room.to_owned(), kind.to_owned(), state_key.to_owned()), ev);
     }
 
     pub fn set_alias(&self, alias: &str, room: &str) {
-        self.state
-            .lock()
-            .unwrap()
-            .aliases
-            .insert(alias.to_owned(), room.to_owned());
+        self.state.lock().unwrap().aliases.insert(alias.to_owned(), room.to_owned());
     }
 }
 
@@ -152,31 +125,19 @@ fn decode(segment: &str) -> String {
         .unwrap_or_default()
 }
 
-async fn answer(
-    req: HttpRequest,
-    body: web::Bytes,
-    state: web::Data<Mutex<State>>,
-) -> HttpResponse {
+async fn answer(req: HttpRequest, body: web::Bytes, state: web::Data<Mutex<State>>) -> HttpResponse {
     let path = req.path().to_owned();
     let recorded = Recorded {
         method: req.method().to_string(),
         path: path.clone(),
         query: req.query_string().to_owned(),
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-        authorization: req
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
+        authorization: req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned),
     };
     let mut st = state.lock().unwrap();
     st.requests.push(recorded);
 
-    if let Some((_, answers)) = st
-        .scripted
-        .iter_mut()
-        .find(|(frag, a)| path.contains(frag.as_str()) && !a.is_empty())
-    {
+    if let Some((_, answers)) = st.scripted.iter_mut().find(|(frag, a)| path.contains(frag.as_str()) && !a.is_empty()) {
         let (status, body, retry_after) = answers.pop_front().unwrap();
         let mut res = HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap());
         if let Some(ra) = retry_after {
@@ -188,28 +149,15 @@ async fn answer(
     let rest = path.strip_prefix("/_matrix/client/v3/").unwrap_or("");
     let parts: Vec<String> = rest.split('/').map(decode).collect();
     let method = req.method().as_str();
-    match (
-        method,
-        parts
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>()
-            .as_slice(),
-    ) {
+    match (method, parts.iter().map(String::as_str).collect::<Vec<_>>().as_slice()) {
         ("POST", ["join", target]) => {
-            let room = st
-                .aliases
-                .get(*target)
-                .cloned()
-                .unwrap_or_else(|| target.to_string());
+            let room = st.aliases.get(*target).cloned().unwrap_or_else(|| target.to_string());
             if room.starts_with('#') {
                 return matrix_error(404, "M_NOT_FOUND", "Room alias not found");
             }
             HttpResponse::Ok().json(json!({"room_id": room}))
         }
-        ("POST", ["rooms", _room, "leave" | "invite" | "kick" | "ban"]) => {
-            HttpResponse::Ok().json(json!({}))
-        }
+        ("POST", ["rooms", _room, "leave" | "invite" | "kick" | "ban"]) => HttpResponse::Ok().json(json!({})),
         ("PUT", ["rooms", _room, "send", _kind, txn]) => {
             HttpResponse::Ok().json(json!({"event_id": format!("$sent-{txn}")}))
         }

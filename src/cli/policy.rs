@@ -1,0 +1,180 @@
+//! `knockwarden policy check | explain | schema`.
+
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
+
+use super::ConfigArg;
+use crate::{
+    config::{Config, RawConfig},
+    live_policies::{read_dir, read_files},
+    policy::{Knock, PolicySet, format::schema_json, format_problems},
+    storage::Store,
+};
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Check policy files: print every problem and exit 1, or one summary line per file.
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Files or directories to check [default: the configured policy directory].
+        paths: Vec<PathBuf>,
+    },
+    /// Show what the policies would decide for a knock, and why.
+    Explain {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The room knocked on (ID or alias).
+        #[arg(long)]
+        room: String,
+        /// The knocker's user ID.
+        #[arg(long)]
+        user: String,
+        /// The knock's reason.
+        #[arg(long)]
+        reason: Option<String>,
+        /// The knocker's display name.
+        #[arg(long)]
+        displayname: Option<String>,
+        /// A room (ID or alias) the knocker is joined to; repeat for several.
+        #[arg(long = "member-of")]
+        member_of: Vec<String>,
+        /// Knocks on the room in every counter window (the knock itself included).
+        #[arg(long, default_value_t = 1)]
+        room_knocks: u64,
+        /// Knocks by the user on the room in every counter window (the knock itself included).
+        #[arg(long, default_value_t = 1)]
+        user_knocks: u64,
+    },
+    /// Print the JSON Schema of policy files.
+    Schema,
+}
+
+pub fn run(cmd: &PolicyCommand) -> Result<(), String> {
+    match cmd {
+        PolicyCommand::Check { config, paths } => check(&config.config, paths),
+        PolicyCommand::Explain { config, room, user, reason, displayname, member_of, room_knocks, user_knocks } => {
+            let k = ExplainArgs {
+                room,
+                user,
+                reason: reason.as_deref(),
+                displayname: displayname.as_deref(),
+                member_of,
+                room_knocks: *room_knocks,
+                user_knocks: *user_knocks,
+            };
+            explain(&config.config, &k)
+        }
+        PolicyCommand::Schema => {
+            print!("{}", schema_json());
+            Ok(())
+        }
+    }
+}
+
+/// The configuration without its registration (policy commands need no tokens).
+fn load_config(file: &Path) -> Result<Config, String> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("{}: cannot read the configuration file: {e}", file.display()))?;
+    let raw = RawConfig::parse(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+    Config::from_raw(raw, file).map_err(|e| e.to_string())
+}
+
+fn check(config: &Path, paths: &[PathBuf]) -> Result<(), String> {
+    let sources = if paths.is_empty() { read_dir(&load_config(config)?.policies) } else { read_files(paths) }
+        .map_err(|e| e.to_string())?;
+    if sources.is_empty() {
+        return Err("no policy files (*.yaml) found".into());
+    }
+    match PolicySet::load(&sources) {
+        Ok(set) => {
+            for s in set.summaries() {
+                println!(
+                    "{}: ok: policy `{}`, {} rule{}, default {}, rooms {}",
+                    s.path,
+                    s.policy,
+                    s.rules,
+                    if s.rules == 1 { "" } else { "s" },
+                    s.default,
+                    s.rooms.join(", ")
+                );
+            }
+            Ok(())
+        }
+        Err(problems) => {
+            println!("{}", format_problems(&problems));
+            Err(format!("{} problem{} found", problems.len(), if problems.len() == 1 { "" } else { "s" }))
+        }
+    }
+}
+
+struct ExplainArgs<'a> {
+    room: &'a str,
+    user: &'a str,
+    reason: Option<&'a str>,
+    displayname: Option<&'a str>,
+    member_of: &'a [String],
+    room_knocks: u64,
+    user_knocks: u64,
+}
+
+/// Which stored version has these files, if the database can be read.
+fn version_label(config: &Config, hash: &str) -> String {
+    if !config.database.exists() {
+        return "not stored yet (no database)".into();
+    }
+    match Store::open(&config.database) {
+        Ok(store) => match store.policy_versions() {
+            Ok(versions) => match versions.iter().rev().find(|v| v.hash == hash) {
+                Some(v) => {
+                    let active = store.active_policy_version().ok().flatten() == Some(v.number);
+                    format!("version {}{}", v.number, if active { " (active)" } else { "" })
+                }
+                None => "not stored yet: the service stores it on its next reload".into(),
+            },
+            Err(e) => format!("unknown ({e})"),
+        },
+        Err(_) => "unknown (the database is in use by a running knockwarden)".into(),
+    }
+}
+
+fn explain(config_file: &Path, a: &ExplainArgs) -> Result<(), String> {
+    let config = load_config(config_file)?;
+    ruma::UserId::parse(a.user).map_err(|e| format!("--user: `{}` is not a user ID: {e}", a.user))?;
+    let sources = read_dir(&config.policies).map_err(|e| e.to_string())?;
+    let set =
+        PolicySet::load(&sources).map_err(|p| format!("the policy files have problems:\n{}", format_problems(&p)))?;
+    let Some(policy) = set.policy_for(a.room, &[]) else {
+        println!("No policy governs {}: a knock there is left alone.", a.room);
+        return Ok(());
+    };
+    let windows = set.windows();
+    let room_counts: Vec<_> = windows.iter().map(|w| (*w, a.room_knocks)).collect();
+    let user_counts: Vec<_> = windows.iter().map(|w| (*w, a.user_knocks)).collect();
+    let knock = Knock {
+        user: a.user,
+        room: a.room,
+        reason: a.reason,
+        displayname: a.displayname,
+        member_of: a.member_of,
+        room_knocks: &room_counts,
+        user_knocks: &user_counts,
+    };
+    let trace = policy.explain(&knock);
+    let d = &trace.decision;
+    println!("decision: {}{}", d.action, if d.dry_run { " (dry run: nothing would be done)" } else { "" });
+    println!("policy:   {} ({}), {}", d.policy, policy.file, version_label(&config, set.hash()));
+    println!("rule:     {}", d.rule.as_deref().unwrap_or("none matched: the policy's default"));
+    if let Some(r) = &d.reason {
+        println!("reason:   {r}");
+    }
+    println!("why:      {}", d.explanation);
+    if !trace.rules.is_empty() {
+        println!("rules:");
+        for (i, r) in trace.rules.iter().enumerate() {
+            println!("  {}. {}: {}: {}", i + 1, r.rule, if r.matched { "MATCHES" } else { "no" }, r.detail);
+        }
+    }
+    Ok(())
+}
