@@ -69,6 +69,9 @@ pub trait Homeserver: Send + Sync + 'static {
     /// `POST /_matrix/client/v3/rooms/{roomId}/leave` (also declines an invite).
     async fn leave(&self, room: &RoomId) -> Result<(), HsError>;
 
+    /// `GET /_matrix/client/v3/rooms/{roomId}/joined_members`: the joined user IDs.
+    async fn joined_members(&self, room: &RoomId) -> Result<Vec<String>, HsError>;
+
     /// `GET /_matrix/client/v3/rooms/{roomId}/members?membership=knock`: the knock events.
     async fn knocking_members(&self, room: &RoomId) -> Result<Vec<serde_json::Value>, HsError>;
 

@@ -176,28 +176,46 @@ impl LivePolicies {
 }
 
 /// A running directory watcher; watching stops when it is dropped.
-pub type Watcher = notify_debouncer_mini::Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>;
+pub type Watcher = notify_debouncer_full::Debouncer<
+    notify_debouncer_full::notify::RecommendedWatcher,
+    notify_debouncer_full::RecommendedCache,
+>;
 
-/// Watches the policy directory and reloads on changes; `on_reload` hears every outcome.
+/// Whether a file-system event is an edit of a policy file. Opening and reading files (which
+/// a reload does) and metadata changes are not, or every reload would trigger the next.
+fn is_policy_edit(event: &notify_debouncer_full::notify::Event) -> bool {
+    use notify_debouncer_full::notify::{EventKind, event::ModifyKind};
+    let edit = matches!(
+        event.kind,
+        EventKind::Create(_)
+            | EventKind::Remove(_)
+            | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Name(_) | ModifyKind::Any | ModifyKind::Other)
+    );
+    edit && event.paths.iter().any(|p| matches!(p.extension().and_then(|x| x.to_str()), Some("yaml" | "yml")))
+}
+
+/// Watches the policy directory and reloads on edits (debounced); `on_reload` hears every
+/// outcome.
 pub fn watch(
     live: Arc<LivePolicies>,
     on_reload: impl Fn(Result<Reload, PolicyError>) + Send + 'static,
 ) -> Result<Watcher, String> {
-    use notify_debouncer_mini::{DebounceEventResult, new_debouncer, notify::RecursiveMode};
+    use notify_debouncer_full::{DebounceEventResult, new_debouncer, notify::RecursiveMode};
     let dir = live.dir().to_owned();
-    let mut debouncer = new_debouncer(DEBOUNCE, move |res: DebounceEventResult| match res {
+    let mut debouncer = new_debouncer(DEBOUNCE, None, move |res: DebounceEventResult| match res {
         Ok(events) => {
-            let relevant =
-                events.iter().any(|e| matches!(e.path.extension().and_then(|x| x.to_str()), Some("yaml" | "yml")));
-            if relevant {
+            if events.iter().any(|e| is_policy_edit(&e.event)) {
                 on_reload(live.reload());
             }
         }
-        Err(e) => tracing::warn!(error = %e, "policy directory watcher error"),
+        Err(errors) => {
+            for e in errors {
+                tracing::warn!(error = %e, "policy directory watcher error");
+            }
+        }
     })
     .map_err(|e| format!("cannot watch the policy directory: {e}"))?;
     debouncer
-        .watcher()
         .watch(&dir, RecursiveMode::NonRecursive)
         .map_err(|e| format!("{}: cannot watch the policy directory: {e}", dir.display()))?;
     Ok(debouncer)

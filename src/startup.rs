@@ -51,7 +51,7 @@ pub struct Application {
     server: Server,
     shared: Shared,
     stop_tx: watch::Sender<bool>,
-    /// Stops watching the policy directory when dropped.
+    /// Watches the policy directory until stopped.
     _watcher: live_policies::Watcher,
 }
 
@@ -145,7 +145,7 @@ impl Application {
 
     /// Serves until stopped; then finishes in-flight work and flushes storage.
     pub async fn run_until_stopped(self) -> Result<(), StartError> {
-        let Application { server, shared, stop_tx, _watcher, .. } = self;
+        let Application { server, shared, stop_tx, _watcher: watcher, .. } = self;
         queue_startup_actions(&shared);
         let worker = tokio::spawn(pipeline::worker::run(shared.clone()));
         let executor = tokio::spawn(pipeline::executor::run(shared.clone()));
@@ -159,6 +159,8 @@ impl Application {
         let _ = stop_tx.send(true);
         let _ = worker.await;
         let _ = executor.await;
+        // Stop watching and wait for the watcher's thread, which holds the database open.
+        tokio::task::spawn_blocking(move || watcher.stop()).await.ok();
         shared.store.flush().await.map_err(StartError::Flush)?;
         tracing::info!("stopped");
         served.map_err(StartError::Server)

@@ -8,6 +8,7 @@
 //! in one sled transaction; callers then [`Store::flush`] before they promise durability to
 //! anyone (the homeserver's 200, for instance).
 
+mod activity;
 mod inbox;
 mod outbox;
 mod policies;
@@ -52,9 +53,17 @@ pub enum T {
     Counters,
     /// version (u64 BE) -> [`PolicyVersion`].
     PolicyVersions,
+    /// room \0 time \0 seq -> (), knock times per room.
+    RoomKnockTimes,
+    /// user \0 room \0 time \0 seq -> (), knock times per user and room.
+    UserKnockTimes,
+    /// room \0 user -> (), joined members of rooms the bot is in.
+    Members,
+    /// user \0 room -> (), the same the other way round.
+    Memberships,
 }
 
-const TREE_NAMES: [&str; 11] = [
+const TREE_NAMES: [&str; 15] = [
     "meta",
     "seen",
     "txns",
@@ -66,6 +75,10 @@ const TREE_NAMES: [&str; 11] = [
     "knockers",
     "counters",
     "policy_versions",
+    "room_knock_times",
+    "user_knock_times",
+    "members",
+    "memberships",
 ];
 
 /// One write, applied inside [`Store::commit`]'s transaction.
@@ -215,6 +228,16 @@ impl Store {
                 Ok((k.to_vec(), decode(tree, &v)?))
             })
             .collect()
+    }
+
+    /// How many keys lie in `[from, to)`.
+    pub fn count_range(&self, tree: T, from: Vec<u8>, to: Vec<u8>) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for k in self.tree(tree).range(from..to).keys() {
+            k?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// All keys of a tree that start with `prefix`.

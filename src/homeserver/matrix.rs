@@ -15,7 +15,7 @@ use matrix_sdk::{
     ruma::api::{
         MatrixVersion,
         client::{
-            membership::{get_member_events, join_room_by_id_or_alias, leave_room},
+            membership::{get_member_events, join_room_by_id_or_alias, joined_members, leave_room},
             message::send_message_event,
             state::get_state_event_for_key,
         },
@@ -107,6 +107,11 @@ impl Homeserver for MatrixHomeserver {
         let req = send_message_event::v3::Request::new(room.to_owned(), OwnedTransactionId::from(txn_id), &content)
             .map_err(|e| HsError::Unexpected(e.to_string()))?;
         Ok(self.client.send(req).await.map_err(hs_error)?.event_id)
+    }
+
+    async fn joined_members(&self, room: &RoomId) -> Result<Vec<String>, HsError> {
+        let res = self.client.send(joined_members::v3::Request::new(room.to_owned())).await.map_err(hs_error)?;
+        Ok(res.joined.into_keys().map(|u| u.to_string()).collect())
     }
 
     async fn knocking_members(&self, room: &RoomId) -> Result<Vec<serde_json::Value>, HsError> {

@@ -176,6 +176,14 @@ async fn execute(shared: &Shared, seq: u64, action: &Action) -> Result<Vec<Actio
             hs.send_notice(&control, &format!("kw{seq}"), plain, html).await?;
             Ok(vec![])
         }
+        Action::FetchMembers { room_id: room } => {
+            let room = room_id(room)?;
+            let members = hs.joined_members(&room).await?;
+            let ops: Vec<_> = members.iter().flat_map(|u| Store::set_member(room.as_str(), u, true)).collect();
+            shared.store.commit(&ops)?;
+            tracing::debug!(%room, members = members.len(), "learned the members");
+            Ok(vec![])
+        }
         Action::FetchRoomState { room_id: room } => {
             let room = room_id(room)?;
             fetch_room_state(shared, &room).await?;

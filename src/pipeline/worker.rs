@@ -77,6 +77,7 @@ fn handle(shared: &Shared, entry: &InboxEntry) -> Result<Vec<Op>, StoreError> {
             Some("join") => {
                 tracing::info!(room, "joined");
                 ops.push(store.outbox_push(Action::FetchRoomState { room_id: room.to_owned() })?);
+                ops.push(store.outbox_push(Action::FetchMembers { room_id: room.to_owned() })?);
                 ops.push(store.outbox_push(Action::CatchUp { room_id: room.to_owned() })?);
             }
             Some(m) => {
@@ -88,6 +89,8 @@ fn handle(shared: &Shared, entry: &InboxEntry) -> Result<Vec<Op>, StoreError> {
             let Some(user) = head.state_key.as_deref() else {
                 return Ok(ops);
             };
+            // Who is joined where, for policies' `member_of`.
+            ops.extend(Store::set_member(room, user, head.membership.as_deref() == Some("join")));
             match head.membership.as_deref() {
                 Some("knock") => {
                     let content = event.get("content");
@@ -102,6 +105,8 @@ fn handle(shared: &Shared, entry: &InboxEntry) -> Result<Vec<Op>, StoreError> {
                         state: KnockState::Pending,
                     };
                     tracing::info!(room, user, event_id = %head.event_id, "knock");
+                    let at = if rec.origin_server_ts > 0 { rec.origin_server_ts } else { crate::storage::now_ms() };
+                    ops.extend(Store::record_knock_time(room, user, at, entry.seq));
                     ops.extend(Store::put_knock(&rec));
                 }
                 Some(m) if store.knock(room, user)?.is_some() => {

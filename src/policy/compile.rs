@@ -3,17 +3,18 @@
 //! Each primitive condition (atom) gets its own matcher, used by the plain rule-by-rule
 //! evaluation (`explain`, and the reference in property tests). For speed, the atoms that can
 //! be indexed go into per-kind sets: all server globs into one `GlobSet`, all user globs into
-//! another, user/reason/displayname regexes into `RegexSet`s, `contains` words into a map by
-//! first word. Each rule gets a *trigger* set: atoms of which at least one must hold for the
+//! another, user/reason/displayname regexes into regex sets, `contains` phrases into a map by
+//! their rarest word. Each rule gets a *trigger* set: atoms of which at least one must hold for the
 //! rule to hold (a conjunction picks its most selective child; a disjunction needs all
 //! children indexable). Deciding a knock runs each set once, collects the rules whose triggers
 //! hit plus the rules that cannot be indexed, and evaluates only those, in rule order: first
 //! match still wins.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, sync::OnceLock, time::Duration};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use regex::{Regex, RegexBuilder};
+use regex_automata::{Input, MatchKind, PatternSet, meta};
 
 use super::{
     Action,
@@ -25,9 +26,57 @@ use super::{
 /// Size limit of one compiled regex.
 pub const REGEX_SIZE_LIMIT: usize = 256 * 1024;
 
-/// Builds one user regex with the size limit.
+/// Checks a regex: its syntax (with the regex engine's message) and its compiled size.
+pub fn check_regex(pattern: &str) -> Result<(), String> {
+    let hir = regex_syntax::Parser::new().parse(pattern).map_err(|e| e.to_string())?;
+    regex_automata::nfa::thompson::Compiler::new()
+        .configure(regex_automata::nfa::thompson::Config::new().nfa_size_limit(Some(REGEX_SIZE_LIMIT)))
+        .build_from_hir(&hir)
+        .map(|_| ())
+        .map_err(|_| format!("compiled, it is over the size limit of {} KiB", REGEX_SIZE_LIMIT / 1024))
+}
+
+/// Builds one checked regex (for the plain path).
 pub fn build_regex(pattern: &str) -> Result<Regex, String> {
     RegexBuilder::new(pattern).size_limit(REGEX_SIZE_LIMIT).build().map_err(|e| e.to_string())
+}
+
+/// Many regexes searched at once, reporting every one that matches (like `regex::RegexSet`).
+/// Built without a literal prefilter: with case-insensitive patterns the prefilter costs far
+/// more to build (and even to run) than it saves on short knock texts.
+#[derive(Debug, Clone)]
+pub(crate) struct ReSet {
+    re: Option<meta::Regex>,
+}
+
+impl ReSet {
+    fn new(patterns: &[&str]) -> Result<Self, String> {
+        if patterns.is_empty() {
+            return Ok(Self { re: None });
+        }
+        let config = meta::Config::new()
+            .match_kind(MatchKind::All)
+            .auto_prefilter(false)
+            .nfa_size_limit(Some(REGEX_SIZE_LIMIT.saturating_mul(patterns.len())))
+            .hybrid_cache_capacity(16 * 1024 * 1024);
+        meta::Regex::builder()
+            .configure(config)
+            .build_many(patterns)
+            .map(|re| Self { re: Some(re) })
+            .map_err(|e| e.to_string())
+    }
+
+    /// Appends the indexes of the matching patterns to `out`.
+    pub fn matches_into(&self, text: &str, out: &mut Vec<usize>) {
+        let Some(re) = &self.re else { return };
+        let input = Input::new(text);
+        if !re.is_match(input.clone()) {
+            return;
+        }
+        let mut set = PatternSet::new(re.pattern_len());
+        re.which_overlapping_matches(&input, &mut set);
+        out.extend(set.iter().map(|p| p.as_usize()));
+    }
 }
 
 fn build_globset(globs: &[String]) -> Result<GlobSet, String> {
@@ -38,31 +87,41 @@ fn build_globset(globs: &[String]) -> Result<GlobSet, String> {
     b.build().map_err(|e| e.to_string())
 }
 
+/// Globs match case-insensitively: patterns are lowercased here and inputs when deciding
+/// (globset's own case-insensitive mode is much slower to build and to match).
 fn glob(pattern: &str) -> Result<globset::Glob, String> {
-    GlobBuilder::new(pattern).case_insensitive(true).literal_separator(false).build().map_err(|e| e.to_string())
+    GlobBuilder::new(&pattern.to_lowercase()).literal_separator(false).build().map_err(|e| e.to_string())
 }
 
-fn build_regex_set(patterns: &[&str]) -> Result<RegexSet, String> {
-    RegexSetBuilder::new(patterns)
-        .size_limit(REGEX_SIZE_LIMIT.saturating_mul(patterns.len().max(1)))
-        .dfa_size_limit(64 * 1024 * 1024)
-        .build()
-        .map_err(|e| e.to_string())
-}
-
-/// A compiled primitive condition.
+/// A compiled primitive condition. Its own glob matcher is only needed by the plain path
+/// (`explain`, and the reference for tests), so it is built on first use.
 #[derive(Debug, Clone)]
 pub(crate) struct CompiledAtom {
     pub atom: Atom,
-    pub matcher: Matcher,
+    /// For regex atoms: the pattern's own regex, built on first use.
+    regex: OnceLock<Regex>,
+    /// For `contains`: each phrase as lowercase words.
+    pub phrases: Vec<Vec<String>>,
+    globs: OnceLock<GlobSet>,
 }
 
-#[derive(Debug, Clone)]
-pub(crate) enum Matcher {
-    None,
-    Globs(GlobSet),
-    Regex(Regex),
-    Phrases(Vec<Vec<String>>),
+impl CompiledAtom {
+    /// Whether the atom's regex (if it has one) matches `text`.
+    pub fn regex_matches(&self, text: &str) -> bool {
+        let pattern = match &self.atom {
+            Atom::UserRegex(r) | Atom::ReasonMatches(r) | Atom::DisplaynameMatches(r) => r,
+            _ => return false,
+        };
+        self.regex.get_or_init(|| build_regex(pattern).expect("regexes were checked when read")).is_match(text)
+    }
+
+    /// The atom's own glob matcher (lowercase), built on first use.
+    pub fn globs(&self) -> &GlobSet {
+        self.globs.get_or_init(|| match &self.atom {
+            Atom::User(g) | Atom::Server(g) => build_globset(g).expect("globs were checked when read"),
+            _ => GlobSet::empty(),
+        })
+    }
 }
 
 /// A compiled condition tree over atom indexes.
@@ -92,11 +151,11 @@ pub(crate) struct Index {
     pub server_atoms: Vec<usize>,
     pub user: GlobSet,
     pub user_atoms: Vec<usize>,
-    pub user_re: RegexSet,
+    pub user_re: ReSet,
     pub user_re_atoms: Vec<usize>,
-    pub reason_re: RegexSet,
+    pub reason_re: ReSet,
     pub reason_re_atoms: Vec<usize>,
-    pub display_re: RegexSet,
+    pub display_re: ReSet,
     pub display_re_atoms: Vec<usize>,
     /// First word of a `contains` phrase -> atoms.
     pub words: HashMap<String, Vec<usize>>,
@@ -119,6 +178,8 @@ pub struct CompiledPolicy {
     pub rules: Vec<CompiledRule>,
     pub(crate) atoms: Vec<CompiledAtom>,
     pub(crate) index: Index,
+    /// The explanation of a default decision.
+    pub(crate) default_why: String,
 }
 
 impl CompiledPolicy {
@@ -131,33 +192,27 @@ impl CompiledPolicy {
     }
 }
 
-struct Compiler<'a> {
-    file: &'a str,
-    source: &'a str,
+struct Compiler {
     atoms: Vec<CompiledAtom>,
-    problems: Vec<Problem>,
 }
 
-impl Compiler<'_> {
+impl Compiler {
     fn cond(&mut self, c: &Cond) -> CCond {
         match c {
             Cond::All(cs) => CCond::All(cs.iter().map(|c| self.cond(c)).collect()),
             Cond::Any(cs) => CCond::Any(cs.iter().map(|c| self.cond(c)).collect()),
             Cond::Not(c) => CCond::Not(Box::new(self.cond(c))),
             Cond::Atom(a) => {
-                let matcher = match &a.value {
-                    Atom::User(g) | Atom::Server(g) => build_globset(g).map(Matcher::Globs),
-                    Atom::UserRegex(r) | Atom::ReasonMatches(r) | Atom::DisplaynameMatches(r) => {
-                        build_regex(r).map(Matcher::Regex)
-                    }
-                    Atom::ReasonContains(ws) => Ok(Matcher::Phrases(ws.iter().map(|w| words::tokenize(w)).collect())),
-                    _ => Ok(Matcher::None),
+                let phrases = match &a.value {
+                    Atom::ReasonContains(ws) => ws.iter().map(|w| words::tokenize(w)).collect(),
+                    _ => Vec::new(),
                 };
-                let matcher = matcher.unwrap_or_else(|e| {
-                    self.problems.push(Problem::new(self.file, self.source, a.at, e));
-                    Matcher::None
+                self.atoms.push(CompiledAtom {
+                    atom: a.value.clone(),
+                    regex: OnceLock::new(),
+                    phrases,
+                    globs: OnceLock::new(),
                 });
-                self.atoms.push(CompiledAtom { atom: a.value.clone(), matcher });
                 CCond::Atom(self.atoms.len() - 1)
             }
         }
@@ -210,7 +265,7 @@ fn triggers(c: &CCond, atoms: &[CompiledAtom]) -> Option<Vec<usize>> {
 
 /// Compiles one checked policy; problems (regex size limit) come with positions.
 pub fn compile(ast: &PolicyAst, source: &str) -> Result<CompiledPolicy, Vec<Problem>> {
-    let mut c = Compiler { file: &ast.file, source, atoms: Vec::new(), problems: Vec::new() };
+    let mut c = Compiler { atoms: Vec::new() };
     let mut rules = Vec::with_capacity(ast.rules.len());
     for r in &ast.rules {
         let cond = c.cond(&r.when);
@@ -223,9 +278,6 @@ pub fn compile(ast: &PolicyAst, source: &str) -> Result<CompiledPolicy, Vec<Prob
             cond,
         });
     }
-    if !c.problems.is_empty() {
-        return Err(c.problems);
-    }
     let atoms = c.atoms;
     let index = build_index(&rules, &atoms).map_err(|e| {
         vec![Problem::new(&ast.file, source, ast.name.at, format!("cannot build the policy's indexes: {e}"))]
@@ -236,6 +288,7 @@ pub fn compile(ast: &PolicyAst, source: &str) -> Result<CompiledPolicy, Vec<Prob
         rooms: ast.rooms.iter().map(|r| r.value.clone()).collect(),
         default: ast.default,
         dry_run: ast.dry_run,
+        default_why: format!("no rule matched ({} rules); the policy's default applies", rules.len()),
         rules,
         atoms,
         index,
@@ -252,40 +305,54 @@ fn build_index(rules: &[CompiledRule], atoms: &[CompiledAtom]) -> Result<Index, 
     let (mut display_re, mut display_re_atoms) = (Vec::new(), Vec::new());
     let mut words: HashMap<String, Vec<usize>> = HashMap::new();
     let mut exact = vec![false; atoms.len()];
+    // How often each word starts or appears in a phrase: phrases are indexed by their rarest
+    // word, so a common word ("free") does not make every phrase a candidate.
+    let mut freq: HashMap<&str, usize> = HashMap::new();
+    for a in atoms {
+        for p in &a.phrases {
+            for w in p {
+                *freq.entry(w.as_str()).or_default() += 1;
+            }
+        }
+    }
     for (i, a) in atoms.iter().enumerate() {
-        match (&a.atom, &a.matcher) {
-            (Atom::Server(gs), _) => {
+        match &a.atom {
+            Atom::Server(gs) => {
                 for g in gs {
                     server_globs.push(g.clone());
                     server_atoms.push(i);
                 }
                 exact[i] = true;
             }
-            (Atom::User(gs), _) => {
+            Atom::User(gs) => {
                 for g in gs {
                     user_globs.push(g.clone());
                     user_atoms.push(i);
                 }
                 exact[i] = true;
             }
-            (Atom::UserRegex(r), _) => {
+            Atom::UserRegex(r) => {
                 user_re.push(r.as_str());
                 user_re_atoms.push(i);
                 exact[i] = true;
             }
-            (Atom::ReasonMatches(r), _) => {
+            Atom::ReasonMatches(r) => {
                 reason_re.push(r.as_str());
                 reason_re_atoms.push(i);
                 exact[i] = true;
             }
-            (Atom::DisplaynameMatches(r), _) => {
+            Atom::DisplaynameMatches(r) => {
                 display_re.push(r.as_str());
                 display_re_atoms.push(i);
                 exact[i] = true;
             }
-            (Atom::ReasonContains(_), Matcher::Phrases(ps)) => {
-                for p in ps {
-                    let list = words.entry(p[0].clone()).or_default();
+            Atom::ReasonContains(_) => {
+                for p in &a.phrases {
+                    let key = p
+                        .iter()
+                        .min_by_key(|w| freq.get(w.as_str()).copied().unwrap_or(0))
+                        .expect("phrases have words");
+                    let list = words.entry(key.clone()).or_default();
                     if list.last() != Some(&i) {
                         list.push(i);
                     }
@@ -313,11 +380,11 @@ fn build_index(rules: &[CompiledRule], atoms: &[CompiledAtom]) -> Result<Index, 
         server_atoms,
         user: build_globset(&user_globs)?,
         user_atoms,
-        user_re: build_regex_set(&user_re)?,
+        user_re: ReSet::new(&user_re)?,
         user_re_atoms,
-        reason_re: build_regex_set(&reason_re)?,
+        reason_re: ReSet::new(&reason_re)?,
         reason_re_atoms,
-        display_re: build_regex_set(&display_re)?,
+        display_re: ReSet::new(&display_re)?,
         display_re_atoms,
         words,
         atom_rules,

@@ -4,12 +4,14 @@
 //! match the empty string, and contains no words. `reason.missing: true` holds when the reason
 //! is absent or blank. Lengths count characters of the trimmed text.
 
-use std::time::Duration;
+use std::{borrow::Cow, time::Duration};
+
+use globset::Candidate;
 
 use super::{
     Action,
     ast::Atom,
-    compile::{CCond, CompiledAtom, CompiledPolicy, Matcher},
+    compile::{CCond, CompiledAtom, CompiledPolicy, ReSet},
     template, words,
 };
 
@@ -75,44 +77,74 @@ fn count(windows: &[(Duration, u64)], within: Duration) -> u64 {
     windows.iter().find(|(d, _)| *d == within).map(|(_, n)| *n).unwrap_or(0)
 }
 
-/// Per-knock facts computed lazily and shared by the atoms.
+/// Per-knock facts computed once (or lazily) and shared by the atoms.
 struct Facts<'k> {
     knock: &'k Knock<'k>,
-    words: std::cell::OnceCell<Vec<String>>,
+    /// Lowercase user ID and server, for the (lowercase) globs.
+    user: Cow<'k, str>,
+    server: Cow<'k, str>,
+    words: std::cell::OnceCell<words::Tokens>,
+}
+
+fn lowercase(s: &str) -> Cow<'_, str> {
+    if s.chars().any(char::is_uppercase) { Cow::Owned(s.to_lowercase()) } else { Cow::Borrowed(s) }
 }
 
 impl<'k> Facts<'k> {
     fn new(knock: &'k Knock<'k>) -> Self {
-        Self { knock, words: std::cell::OnceCell::new() }
+        Self {
+            knock,
+            user: lowercase(knock.user),
+            server: lowercase(knock.server()),
+            words: std::cell::OnceCell::new(),
+        }
     }
     fn reason(&self) -> &str {
         self.knock.reason.unwrap_or("")
     }
-    fn words(&self) -> &[String] {
-        self.words.get_or_init(|| words::tokenize(self.reason()))
+    fn words(&self) -> &words::Tokens {
+        self.words.get_or_init(|| words::Tokens::new(self.reason()))
     }
 }
 
 /// Evaluates one atom with its own matcher.
 fn eval_atom(a: &CompiledAtom, f: &Facts) -> bool {
     let k = f.knock;
-    match (&a.atom, &a.matcher) {
-        (Atom::User(_), Matcher::Globs(g)) => g.is_match(k.user),
-        (Atom::Server(_), Matcher::Globs(g)) => g.is_match(k.server()),
-        (Atom::UserRegex(_), Matcher::Regex(r)) => r.is_match(k.user),
-        (Atom::ReasonMatches(_), Matcher::Regex(r)) => r.is_match(f.reason()),
-        (Atom::DisplaynameMatches(_), Matcher::Regex(r)) => r.is_match(k.displayname.unwrap_or("")),
-        (Atom::ReasonContains(_), Matcher::Phrases(ps)) => ps.iter().any(|p| words::contains_phrase(f.words(), p)),
-        (Atom::ReasonMissing(m), _) => f.reason().trim().is_empty() == *m,
-        (Atom::ReasonMinLength(n), _) => f.reason().trim().chars().count() >= *n,
-        (Atom::ReasonMaxLength(n), _) => f.reason().trim().chars().count() <= *n,
-        (Atom::DisplaynameMissing(m), _) => k.displayname.unwrap_or("").trim().is_empty() == *m,
-        (Atom::MemberOf(rooms), _) => rooms.iter().any(|r| k.member_of.iter().any(|m| m == r)),
-        (Atom::RoomKnocks { more_than, within }, _) => count(k.room_knocks, *within) > *more_than,
-        (Atom::UserKnocks { more_than, within }, _) => count(k.user_knocks, *within) > *more_than,
-        // A matcher that failed to build never reaches a compiled policy.
-        _ => false,
+    let re = |text: &str| a.regex_matches(text);
+    match &a.atom {
+        Atom::User(_) => a.globs().is_match(f.user.as_ref()),
+        Atom::Server(_) => a.globs().is_match(f.server.as_ref()),
+        Atom::UserRegex(_) => re(k.user),
+        Atom::ReasonMatches(_) => re(f.reason()),
+        Atom::DisplaynameMatches(_) => re(k.displayname.unwrap_or("")),
+        Atom::ReasonContains(_) => a.phrases.iter().any(|p| f.words().contains_phrase(p)),
+        Atom::ReasonMissing(m) => f.reason().trim().is_empty() == *m,
+        Atom::ReasonMinLength(n) => f.reason().trim().chars().count() >= *n,
+        Atom::ReasonMaxLength(n) => f.reason().trim().chars().count() <= *n,
+        Atom::DisplaynameMissing(m) => k.displayname.unwrap_or("").trim().is_empty() == *m,
+        Atom::MemberOf(rooms) => rooms.iter().any(|r| k.member_of.iter().any(|m| m == r)),
+        Atom::RoomKnocks { more_than, within } => count(k.room_knocks, *within) > *more_than,
+        Atom::UserKnocks { more_than, within } => count(k.user_knocks, *within) > *more_than,
     }
+}
+
+/// Adds the atoms whose globs match `text` (lowercase) to `hits`.
+fn glob_hits(set: &globset::GlobSet, atoms: &[usize], text: &str, found: &mut Vec<usize>, hits: &mut Vec<usize>) {
+    if set.is_empty() {
+        return;
+    }
+    let cand = Candidate::new(text);
+    if set.is_match_candidate(&cand) {
+        set.matches_candidate_into(&cand, found);
+        hits.extend(found.iter().map(|&p| atoms[p]));
+    }
+}
+
+/// Adds the atoms whose regexes match `text` to `hits`.
+fn regex_hits(set: &ReSet, atoms: &[usize], text: &str, found: &mut Vec<usize>, hits: &mut Vec<usize>) {
+    found.clear();
+    set.matches_into(text, found);
+    hits.extend(found.iter().map(|&p| atoms[p]));
 }
 
 fn eval(c: &CCond, atom: &mut impl FnMut(usize) -> bool) -> bool {
@@ -150,27 +182,21 @@ impl CompiledPolicy {
         let ix = &self.index;
         let facts = Facts::new(knock);
         let mut hits: Vec<usize> = Vec::new();
-        let server = knock.server();
-        hits.extend(ix.server.matches(server).into_iter().map(|p| ix.server_atoms[p]));
-        hits.extend(ix.user.matches(knock.user).into_iter().map(|p| ix.user_atoms[p]));
-        if !ix.user_re_atoms.is_empty() {
-            hits.extend(ix.user_re.matches(knock.user).into_iter().map(|p| ix.user_re_atoms[p]));
-        }
-        if !ix.reason_re_atoms.is_empty() {
-            hits.extend(ix.reason_re.matches(facts.reason()).into_iter().map(|p| ix.reason_re_atoms[p]));
-        }
-        if !ix.display_re_atoms.is_empty() {
-            let d = knock.displayname.unwrap_or("");
-            hits.extend(ix.display_re.matches(d).into_iter().map(|p| ix.display_re_atoms[p]));
-        }
+        let mut found: Vec<usize> = Vec::new();
+        glob_hits(&ix.server, &ix.server_atoms, &facts.server, &mut found, &mut hits);
+        glob_hits(&ix.user, &ix.user_atoms, &facts.user, &mut found, &mut hits);
+        regex_hits(&ix.user_re, &ix.user_re_atoms, knock.user, &mut found, &mut hits);
+        regex_hits(&ix.reason_re, &ix.reason_re_atoms, facts.reason(), &mut found, &mut hits);
+        regex_hits(&ix.display_re, &ix.display_re_atoms, knock.displayname.unwrap_or(""), &mut found, &mut hits);
         hits.sort_unstable();
         hits.dedup();
-        let mut candidates: Vec<u32> = ix.always.clone();
+        let mut candidates: Vec<u32> = Vec::with_capacity(ix.always.len() + hits.len());
+        candidates.extend_from_slice(&ix.always);
         for &a in &hits {
             candidates.extend_from_slice(&ix.atom_rules[a]);
         }
         if !ix.words.is_empty() {
-            for w in facts.words() {
+            for w in facts.words().iter() {
                 if let Some(atoms) = ix.words.get(w) {
                     for &a in atoms {
                         candidates.extend_from_slice(&ix.atom_rules[a]);
@@ -189,11 +215,7 @@ impl CompiledPolicy {
                 return self.decision(Some(r as usize), knock, why);
             }
         }
-        self.decision(
-            None,
-            knock,
-            format!("no rule matched ({} rules); the policy's default applies", self.rules.len()),
-        )
+        self.decision(None, knock, self.default_why.clone())
     }
 
     /// Decides a knock rule by rule, without the indexes (the reference for the fast path).
@@ -206,11 +228,7 @@ impl CompiledPolicy {
                 return self.decision(Some(r), knock, why);
             }
         }
-        self.decision(
-            None,
-            knock,
-            format!("no rule matched ({} rules); the policy's default applies", self.rules.len()),
-        )
+        self.decision(None, knock, self.default_why.clone())
     }
 
     /// Decides a knock and says, for each rule up to the deciding one, why it did or did not
@@ -226,8 +244,7 @@ impl CompiledPolicy {
                 return Trace { decision: self.decision(Some(r), knock, why), rules };
             }
         }
-        let why = format!("no rule matched ({} rules); the policy's default applies", self.rules.len());
-        Trace { decision: self.decision(None, knock, why), rules }
+        Trace { decision: self.decision(None, knock, self.default_why.clone()), rules }
     }
 
     fn explain_rule(&self, r: usize, knock: &Knock) -> RuleTrace {

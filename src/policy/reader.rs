@@ -273,19 +273,19 @@ impl Reader<'_> {
             return None;
         }
         let mut rules = Vec::new();
-        let mut seen: Vec<(String, Pos)> = Vec::new();
+        let mut seen: std::collections::HashMap<String, Pos> = std::collections::HashMap::new();
         let mut ok = true;
         for (i, n) in seq.iter().enumerate() {
             // Duplicate names are found even in rules that have other problems.
             if let Some(name) = n.as_mapping().and_then(|m| m.get_node("name")).and_then(|v| v.as_scalar()) {
                 let at = pos_of(n.as_mapping().and_then(|m| m.get_node("name")).expect("just found"));
                 let name = name.as_str().to_owned();
-                if let Some((_, first)) = seen.iter().find(|(seen, _)| *seen == name) {
+                if let Some(first) = seen.get(&name) {
                     let first = *first;
                     self.problem(at, format!("duplicate rule name `{name}` (first used on line {})", first.line));
                     ok = false;
                 }
-                seen.push((name, at));
+                seen.entry(name).or_insert(at);
             }
             match self.rule(n, i) {
                 Some(rule) => rules.push(rule),
@@ -396,8 +396,8 @@ impl Reader<'_> {
 
     fn regex(&mut self, node: &Node, what: &str) -> Option<String> {
         let s = self.string(node, what)?;
-        match super::compile::build_regex(&s.value) {
-            Ok(_) => Some(s.value),
+        match super::compile::check_regex(&s.value) {
+            Ok(()) => Some(s.value),
             Err(e) => {
                 self.problem(s.at, format!("{what}: invalid regex: {}", one_line(&e)));
                 None

@@ -19,6 +19,8 @@ pub enum Action {
     CatchUp { room_id: String },
     /// Fetch a room's power levels (and, for managed rooms, its join rule and version).
     FetchRoomState { room_id: String },
+    /// Fetch the joined members of a room the bot joined.
+    FetchMembers { room_id: String },
     /// Post a notice in the control room.
     Notice { plain: String, html: String },
 }

@@ -174,3 +174,28 @@ async fn a_control_room_alias_is_resolved_by_joining_it() {
     assert!(store.was_seen("$in").unwrap());
     assert!(!store.was_seen("$out").unwrap());
 }
+
+#[tokio::test]
+async fn members_are_learned_on_join_and_followed_and_knocks_are_counted() {
+    let app = spawn_app().await;
+    let hs = app.homeserver.clone();
+    hs.set_members(ROOM, &[BOT, "@alice:test.local", "@bob:test.local"]);
+    let joined = member_event("$j", ROOM, BOT, BOT, "join");
+    assert_eq!(app.put_txn("1", &json!({"events": [joined]})).await.status(), 200);
+    let store = app.store.clone();
+    eventually("members fetched", || store.members_of(ROOM).unwrap().len() == 3).await;
+    assert_eq!(store.rooms_of("@alice:test.local").unwrap(), vec![ROOM.to_owned()]);
+
+    let left = member_event("$l", ROOM, "@bob:test.local", "@bob:test.local", "leave");
+    let came = member_event("$c", ROOM, "@carol:test.local", "@carol:test.local", "join");
+    let k1 = knock_event("$k1", ROOM, "@dave:elsewhere", None);
+    let k2 = knock_event("$k2", ROOM, "@erin:elsewhere", None);
+    assert_eq!(app.put_txn("2", &json!({"events": [left, came, k1, k2]})).await.status(), 200);
+    eventually("memberships followed", || {
+        store.rooms_of("@bob:test.local").unwrap().is_empty()
+            && store.rooms_of("@carol:test.local").unwrap() == vec![ROOM.to_owned()]
+    })
+    .await;
+    eventually("knocks counted", || store.room_knocks_since(ROOM, 0).unwrap() == 2).await;
+    assert_eq!(store.user_knocks_since("@dave:elsewhere", ROOM, 0).unwrap(), 1);
+}

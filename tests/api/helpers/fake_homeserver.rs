@@ -33,6 +33,8 @@ struct State {
     state: HashMap<(String, String, String), Value>,
     /// alias -> room ID.
     aliases: HashMap<String, String>,
+    /// room ID -> joined user IDs.
+    members: HashMap<String, Vec<String>>,
 }
 
 #[derive(Clone)]
@@ -108,6 +110,10 @@ impl FakeHomeserver {
         self.state.lock().unwrap().state.insert((room.to_owned(), kind.to_owned(), state_key.to_owned()), ev);
     }
 
+    pub fn set_members(&self, room: &str, users: &[&str]) {
+        self.state.lock().unwrap().members.insert(room.to_owned(), users.iter().map(|u| u.to_string()).collect());
+    }
+
     pub fn set_alias(&self, alias: &str, room: &str) {
         self.state.lock().unwrap().aliases.insert(alias.to_owned(), room.to_owned());
     }
@@ -160,6 +166,11 @@ async fn answer(req: HttpRequest, body: web::Bytes, state: web::Data<Mutex<State
         ("POST", ["rooms", _room, "leave" | "invite" | "kick" | "ban"]) => HttpResponse::Ok().json(json!({})),
         ("PUT", ["rooms", _room, "send", _kind, txn]) => {
             HttpResponse::Ok().json(json!({"event_id": format!("$sent-{txn}")}))
+        }
+        ("GET", ["rooms", room, "joined_members"]) => {
+            let joined: serde_json::Map<String, Value> =
+                st.members.get(*room).into_iter().flatten().map(|u| (u.clone(), json!({}))).collect();
+            HttpResponse::Ok().json(json!({"joined": joined}))
         }
         ("GET", ["rooms", room, "members"]) => {
             let chunk = st.knocks.get(*room).cloned().unwrap_or_default();

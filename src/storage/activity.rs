@@ -1,0 +1,136 @@
+//! Knock counters and room memberships: what policies' `room_knocks`, `user_knocks` and
+//! `member_of` conditions are decided from.
+//!
+//! Knock times are kept per room and per (user, room), keyed by time so a window is a range
+//! scan; memberships are kept both ways (room -> users, user -> rooms).
+
+use super::{Op, Store, StoreError, T, pair_key};
+
+fn time_key(first: &str, second: Option<&str>, ts_ms: u64) -> Vec<u8> {
+    let mut k = match second {
+        Some(s) => pair_key(first, s),
+        None => first.as_bytes().to_vec(),
+    };
+    k.push(0);
+    k.extend_from_slice(&ts_ms.to_be_bytes());
+    k
+}
+
+impl Store {
+    /// Ops that record a knock by `user` on `room` at `ts_ms` (`seq` keeps equal times apart).
+    pub fn record_knock_time(room: &str, user: &str, ts_ms: u64, seq: u64) -> Vec<Op> {
+        let mut by_room = time_key(room, None, ts_ms);
+        by_room.extend_from_slice(&seq.to_be_bytes());
+        let mut by_user = time_key(user, Some(room), ts_ms);
+        by_user.extend_from_slice(&seq.to_be_bytes());
+        vec![
+            Op::Put { tree: T::RoomKnockTimes, key: by_room, value: vec![] },
+            Op::Put { tree: T::UserKnockTimes, key: by_user, value: vec![] },
+        ]
+    }
+
+    /// Knocks on `room` at or after `since_ms`.
+    pub fn room_knocks_since(&self, room: &str, since_ms: u64) -> Result<u64, StoreError> {
+        let mut end = room.as_bytes().to_vec();
+        end.push(1);
+        self.count_range(T::RoomKnockTimes, time_key(room, None, since_ms), end)
+    }
+
+    /// Knocks by `user` on `room` at or after `since_ms`.
+    pub fn user_knocks_since(&self, user: &str, room: &str, since_ms: u64) -> Result<u64, StoreError> {
+        let mut end = pair_key(user, room);
+        end.push(1);
+        self.count_range(T::UserKnockTimes, time_key(user, Some(room), since_ms), end)
+    }
+
+    /// Forgets knock times before `before_ms`; returns how many were removed.
+    pub fn prune_knock_times(&self, before_ms: u64) -> Result<usize, StoreError> {
+        let mut ops = Vec::new();
+        for tree in [T::RoomKnockTimes, T::UserKnockTimes] {
+            for k in self.scan_keys(tree, b"")? {
+                // The time sits 16 bytes from the end (time, then sequence).
+                let ts = k.len().checked_sub(16).and_then(|i| k[i..i + 8].try_into().ok()).map(u64::from_be_bytes);
+                if ts.is_some_and(|t| t < before_ms) {
+                    ops.push(Op::del(tree, k));
+                }
+            }
+        }
+        let n = ops.len();
+        self.commit(&ops)?;
+        Ok(n)
+    }
+
+    /// Ops that record `user`'s membership of `room` (joined or not).
+    pub fn set_member(room: &str, user: &str, joined: bool) -> Vec<Op> {
+        let by_room = pair_key(room, user);
+        let by_user = pair_key(user, room);
+        if joined {
+            vec![
+                Op::Put { tree: T::Members, key: by_room, value: vec![] },
+                Op::Put { tree: T::Memberships, key: by_user, value: vec![] },
+            ]
+        } else {
+            vec![Op::del(T::Members, by_room), Op::del(T::Memberships, by_user)]
+        }
+    }
+
+    /// Rooms (of those the bot is in) that `user` is joined to.
+    pub fn rooms_of(&self, user: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .scan_keys(T::Memberships, &pair_key(user, ""))?
+            .iter()
+            .filter_map(|k| super::split_pair(k).map(|(_, room)| room))
+            .collect())
+    }
+
+    /// Members of `room` that the bot knows are joined.
+    pub fn members_of(&self, room: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .scan_keys(T::Members, &pair_key(room, ""))?
+            .iter()
+            .filter_map(|k| super::split_pair(k).map(|(_, user)| user))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn knock_counts_by_window_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            let mut ops = Vec::new();
+            for (i, (user, ts)) in
+                [("@a:x", 1_000), ("@b:x", 5_000), ("@a:x", 9_000), ("@a:x", 9_000)].iter().enumerate()
+            {
+                ops.extend(Store::record_knock_time("!r:x", user, *ts, i as u64));
+            }
+            ops.extend(Store::record_knock_time("!r2:x", "@a:x", 9_500, 9));
+            s.commit(&ops).unwrap();
+            s.flush_blocking().unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.room_knocks_since("!r:x", 0).unwrap(), 4);
+        assert_eq!(s.room_knocks_since("!r:x", 5_000).unwrap(), 3);
+        assert_eq!(s.room_knocks_since("!r:x", 9_001).unwrap(), 0);
+        assert_eq!(s.user_knocks_since("@a:x", "!r:x", 2_000).unwrap(), 2);
+        assert_eq!(s.user_knocks_since("@a:x", "!r2:x", 0).unwrap(), 1);
+        assert_eq!(s.prune_knock_times(5_000).unwrap(), 2);
+        assert_eq!(s.room_knocks_since("!r:x", 0).unwrap(), 3);
+    }
+
+    #[test]
+    fn memberships_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.commit(&Store::set_member("!a:x", "@u:x", true)).unwrap();
+        s.commit(&Store::set_member("!b:x", "@u:x", true)).unwrap();
+        assert_eq!(s.rooms_of("@u:x").unwrap(), vec!["!a:x", "!b:x"]);
+        assert_eq!(s.members_of("!a:x").unwrap(), vec!["@u:x"]);
+        s.commit(&Store::set_member("!a:x", "@u:x", false)).unwrap();
+        assert_eq!(s.rooms_of("@u:x").unwrap(), vec!["!b:x"]);
+    }
+}
