@@ -115,17 +115,17 @@ impl LivePolicies {
             (Ok((sources, set)), fallback) => {
                 let same = stored.as_ref().is_some_and(|v| v.hash == set.hash());
                 match (same, fallback) {
-                    (true, Some((n, set))) => Active { version: n, set },
+                    (true, Some((n, set))) => Active { version: n, set: set.with_version(n) },
                     _ => {
                         let v = store.add_policy_version(sources, set.hash().to_owned(), "files")?;
                         store.set_active_policy_version(v.number)?;
-                        Active { version: v.number, set }
+                        Active { version: v.number, set: set.with_version(v.number) }
                     }
                 }
             }
             (Err(e), Some((n, set))) => {
                 tracing::error!(error = %e, version = n, "policy files refused at start; keeping the stored version");
-                Active { version: n, set }
+                Active { version: n, set: set.with_version(n) }
             }
             (Err(e), None) => return Err(e),
         };
@@ -144,7 +144,8 @@ impl LivePolicies {
 
     fn activate(&self, version: u64, set: PolicySet) -> Result<(), StoreError> {
         self.store.set_active_policy_version(version)?;
-        *self.active.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Active { version, set });
+        *self.active.write().unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(Active { version, set: set.with_version(version) });
         Ok(())
     }
 

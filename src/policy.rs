@@ -206,6 +206,14 @@ impl PolicySet {
         PolicySet { policies: Vec::new(), rooms: HashMap::new(), wildcard: None, hash: content_hash(&[]) }
     }
 
+    /// Stamps the stored version number on the set (and so on its decisions).
+    pub fn with_version(mut self, version: u64) -> Self {
+        for p in &mut self.policies {
+            p.version = version;
+        }
+        self
+    }
+
     pub fn hash(&self) -> &str {
         &self.hash
     }

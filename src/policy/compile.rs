@@ -180,6 +180,8 @@ pub struct CompiledPolicy {
     pub(crate) index: Index,
     /// The explanation of a default decision.
     pub(crate) default_why: String,
+    /// The stored version this policy belongs to (0 until the set is stored).
+    pub version: u64,
 }
 
 impl CompiledPolicy {
@@ -288,6 +290,7 @@ pub fn compile(ast: &PolicyAst, source: &str) -> Result<CompiledPolicy, Vec<Prob
         rooms: ast.rooms.iter().map(|r| r.value.clone()).collect(),
         default: ast.default,
         dry_run: ast.dry_run,
+        version: 0,
         default_why: format!("no rule matched ({} rules); the policy's default applies", rules.len()),
         rules,
         atoms,

@@ -44,6 +44,8 @@ impl Knock<'_> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub policy: String,
+    /// The policy set's stored version.
+    pub version: u64,
     /// The rule that decided; `None` when the policy's default did.
     pub rule: Option<String>,
     pub action: Action,
@@ -168,6 +170,7 @@ impl CompiledPolicy {
         let rule_name = name.as_deref().unwrap_or("default");
         Decision {
             policy: self.name.clone(),
+            version: self.version,
             reason: reason.map(|t| template::render(&t, knock.user, knock.server(), knock.room, rule_name)),
             rule: name,
             action,

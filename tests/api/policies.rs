@@ -100,6 +100,13 @@ fn policy_versions_rollback_and_a_refused_start() {
     let store = Store::open(&dir.path().join("db")).unwrap();
     let live = LivePolicies::start(&pdir, store.clone()).unwrap();
     assert_eq!(live.current().version, 1);
+    let k = knockwarden::policy::Knock { user: "@a:test.local", room: "!r:test.local", ..Default::default() };
+    let d = live.current().set.policy_for("!r:test.local", &[]).unwrap().decide(&k);
+    assert_eq!(
+        (d.policy.as_str(), d.version, d.rule.as_deref()),
+        ("p", 1, Some("locals")),
+        "decisions name policy, version and rule"
+    );
 
     std::fs::write(&file, GOOD_V2).unwrap();
     assert!(matches!(live.reload().unwrap(), Reload::Activated { version: 2 }));
