@@ -50,7 +50,7 @@ pub(crate) struct ReSet {
 }
 
 impl ReSet {
-    fn new(patterns: &[&str]) -> Result<Self, String> {
+    fn new(patterns: &[String]) -> Result<Self, String> {
         if patterns.is_empty() {
             return Ok(Self { re: None });
         }
@@ -298,57 +298,33 @@ pub fn compile(ast: &PolicyAst, source: &str) -> Result<CompiledPolicy, Vec<Prob
     })
 }
 
+/// Patterns of one kind, each with the atom it belongs to.
+#[derive(Default)]
+struct Bucket {
+    patterns: Vec<String>,
+    atoms: Vec<usize>,
+}
+
 fn build_index(rules: &[CompiledRule], atoms: &[CompiledAtom]) -> Result<Index, String> {
-    let mut server_globs = Vec::new();
-    let mut server_atoms = Vec::new();
-    let mut user_globs = Vec::new();
-    let mut user_atoms = Vec::new();
-    let (mut user_re, mut user_re_atoms) = (Vec::new(), Vec::new());
-    let (mut reason_re, mut reason_re_atoms) = (Vec::new(), Vec::new());
-    let (mut display_re, mut display_re_atoms) = (Vec::new(), Vec::new());
+    let (mut server, mut user) = (Bucket::default(), Bucket::default());
+    let (mut user_re, mut reason_re, mut display_re) = (Bucket::default(), Bucket::default(), Bucket::default());
     let mut words: HashMap<String, Vec<usize>> = HashMap::new();
     let mut exact = vec![false; atoms.len()];
-    // How often each word starts or appears in a phrase: phrases are indexed by their rarest
-    // word, so a common word ("free") does not make every phrase a candidate.
+    // How often each word appears in a phrase: phrases are indexed by their rarest word, so a
+    // common word ("free") does not make every phrase a candidate.
     let mut freq: HashMap<&str, usize> = HashMap::new();
     for a in atoms {
-        for p in &a.phrases {
-            for w in p {
-                *freq.entry(w.as_str()).or_default() += 1;
-            }
+        for w in a.phrases.iter().flatten() {
+            *freq.entry(w.as_str()).or_default() += 1;
         }
     }
     for (i, a) in atoms.iter().enumerate() {
-        match &a.atom {
-            Atom::Server(gs) => {
-                for g in gs {
-                    server_globs.push(g.clone());
-                    server_atoms.push(i);
-                }
-                exact[i] = true;
-            }
-            Atom::User(gs) => {
-                for g in gs {
-                    user_globs.push(g.clone());
-                    user_atoms.push(i);
-                }
-                exact[i] = true;
-            }
-            Atom::UserRegex(r) => {
-                user_re.push(r.as_str());
-                user_re_atoms.push(i);
-                exact[i] = true;
-            }
-            Atom::ReasonMatches(r) => {
-                reason_re.push(r.as_str());
-                reason_re_atoms.push(i);
-                exact[i] = true;
-            }
-            Atom::DisplaynameMatches(r) => {
-                display_re.push(r.as_str());
-                display_re_atoms.push(i);
-                exact[i] = true;
-            }
+        let (bucket, patterns): (&mut Bucket, &[String]) = match &a.atom {
+            Atom::Server(gs) => (&mut server, gs),
+            Atom::User(gs) => (&mut user, gs),
+            Atom::UserRegex(r) => (&mut user_re, std::slice::from_ref(r)),
+            Atom::ReasonMatches(r) => (&mut reason_re, std::slice::from_ref(r)),
+            Atom::DisplaynameMatches(r) => (&mut display_re, std::slice::from_ref(r)),
             Atom::ReasonContains(_) => {
                 for p in &a.phrases {
                     let key = p
@@ -360,9 +336,15 @@ fn build_index(rules: &[CompiledRule], atoms: &[CompiledAtom]) -> Result<Index, 
                         list.push(i);
                     }
                 }
+                continue;
             }
-            _ => {}
+            _ => continue,
+        };
+        for p in patterns {
+            bucket.patterns.push(p.clone());
+            bucket.atoms.push(i);
         }
+        exact[i] = true;
     }
     let mut atom_rules = vec![Vec::new(); atoms.len()];
     let mut always = Vec::new();
@@ -379,16 +361,16 @@ fn build_index(rules: &[CompiledRule], atoms: &[CompiledAtom]) -> Result<Index, 
         }
     }
     Ok(Index {
-        server: build_globset(&server_globs)?,
-        server_atoms,
-        user: build_globset(&user_globs)?,
-        user_atoms,
-        user_re: ReSet::new(&user_re)?,
-        user_re_atoms,
-        reason_re: ReSet::new(&reason_re)?,
-        reason_re_atoms,
-        display_re: ReSet::new(&display_re)?,
-        display_re_atoms,
+        server: build_globset(&server.patterns)?,
+        server_atoms: server.atoms,
+        user: build_globset(&user.patterns)?,
+        user_atoms: user.atoms,
+        user_re: ReSet::new(&user_re.patterns)?,
+        user_re_atoms: user_re.atoms,
+        reason_re: ReSet::new(&reason_re.patterns)?,
+        reason_re_atoms: reason_re.atoms,
+        display_re: ReSet::new(&display_re.patterns)?,
+        display_re_atoms: display_re.atoms,
         words,
         atom_rules,
         always,

@@ -405,26 +405,36 @@ impl Reader<'_> {
         }
     }
 
-    fn reason(&mut self, node: &Node) -> Option<Cond> {
-        let map = self.mapping(node, "`reason`", REASON_KEYS)?;
+    /// A mapping of sub-conditions (`reason`, `displayname`), all of which must hold; `atom`
+    /// reads one key.
+    fn sub_conditions(
+        &mut self,
+        node: &Node,
+        what: &str,
+        keys: &[&str],
+        atom: fn(&mut Self, &str, &Node) -> Option<Atom>,
+    ) -> Option<Cond> {
+        let map = self.mapping(node, what, keys)?;
         let mut parts = Vec::new();
         let mut ok = true;
         for (key, value) in map.iter() {
-            let at = pos_of(value);
-            let atom = match key.as_str() {
-                "missing" => self.boolean(value, "`reason.missing`").map(Atom::ReasonMissing),
-                "min_length" => self.number(value, "`reason.min_length`").map(|n| Atom::ReasonMinLength(n as usize)),
-                "max_length" => self.number(value, "`reason.max_length`").map(|n| Atom::ReasonMaxLength(n as usize)),
-                "matches" => self.regex(value, "`reason.matches`").map(Atom::ReasonMatches),
-                "contains" => self.words(value).map(Atom::ReasonContains),
-                _ => None,
-            };
-            match atom {
-                Some(a) => parts.push(Cond::Atom(Spanned::new(a, at))),
+            match atom(self, key.as_str(), value) {
+                Some(a) => parts.push(Cond::Atom(Spanned::new(a, pos_of(value)))),
                 None => ok = false,
             }
         }
         ok.then_some(Cond::All(parts))
+    }
+
+    fn reason(&mut self, node: &Node) -> Option<Cond> {
+        self.sub_conditions(node, "`reason`", REASON_KEYS, |r, key, value| match key {
+            "missing" => r.boolean(value, "`reason.missing`").map(Atom::ReasonMissing),
+            "min_length" => r.number(value, "`reason.min_length`").map(|n| Atom::ReasonMinLength(n as usize)),
+            "max_length" => r.number(value, "`reason.max_length`").map(|n| Atom::ReasonMaxLength(n as usize)),
+            "matches" => r.regex(value, "`reason.matches`").map(Atom::ReasonMatches),
+            "contains" => r.words(value).map(Atom::ReasonContains),
+            _ => None, // reported by `mapping`
+        })
     }
 
     fn words(&mut self, node: &Node) -> Option<Vec<String>> {
@@ -440,22 +450,11 @@ impl Reader<'_> {
     }
 
     fn displayname(&mut self, node: &Node) -> Option<Cond> {
-        let map = self.mapping(node, "`displayname`", DISPLAYNAME_KEYS)?;
-        let mut parts = Vec::new();
-        let mut ok = true;
-        for (key, value) in map.iter() {
-            let at = pos_of(value);
-            let atom = match key.as_str() {
-                "missing" => self.boolean(value, "`displayname.missing`").map(Atom::DisplaynameMissing),
-                "matches" => self.regex(value, "`displayname.matches`").map(Atom::DisplaynameMatches),
-                _ => None,
-            };
-            match atom {
-                Some(a) => parts.push(Cond::Atom(Spanned::new(a, at))),
-                None => ok = false,
-            }
-        }
-        ok.then_some(Cond::All(parts))
+        self.sub_conditions(node, "`displayname`", DISPLAYNAME_KEYS, |r, key, value| match key {
+            "missing" => r.boolean(value, "`displayname.missing`").map(Atom::DisplaynameMissing),
+            "matches" => r.regex(value, "`displayname.matches`").map(Atom::DisplaynameMatches),
+            _ => None,
+        })
     }
 
     fn member_of(&mut self, node: &Node) -> Option<Vec<String>> {
