@@ -9,7 +9,28 @@ mod matrix;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ruma::{OwnedEventId, OwnedRoomId, RoomId, RoomOrAliasId};
+use ruma::{OwnedEventId, OwnedRoomId, RoomAliasId, RoomId, RoomOrAliasId, UserId};
+use serde::{Deserialize, Serialize};
+
+/// A change of someone else's membership that the bot makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MembershipChange {
+    Invite,
+    Kick,
+    Ban,
+}
+
+impl MembershipChange {
+    /// The verb, as in the endpoint and the power-levels key.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MembershipChange::Invite => "invite",
+            MembershipChange::Kick => "kick",
+            MembershipChange::Ban => "ban",
+        }
+    }
+}
 
 pub use matrix::MatrixHomeserver;
 
@@ -65,6 +86,18 @@ impl HsError {
 pub trait Homeserver: Send + Sync + 'static {
     /// `POST /_matrix/client/v3/join/{roomIdOrAlias}`; returns the room ID.
     async fn join(&self, room: &RoomOrAliasId) -> Result<OwnedRoomId, HsError>;
+
+    /// `POST /_matrix/client/v3/rooms/{roomId}/{invite|kick|ban}` with `user_id` and `reason`.
+    async fn membership(
+        &self,
+        change: MembershipChange,
+        room: &RoomId,
+        user: &UserId,
+        reason: &str,
+    ) -> Result<(), HsError>;
+
+    /// `GET /_matrix/client/v3/directory/room/{roomAlias}`: the room ID.
+    async fn resolve_alias(&self, alias: &RoomAliasId) -> Result<OwnedRoomId, HsError>;
 
     /// `POST /_matrix/client/v3/rooms/{roomId}/leave` (also declines an invite).
     async fn leave(&self, room: &RoomId) -> Result<(), HsError>;

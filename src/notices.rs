@@ -29,6 +29,87 @@ pub fn with_block(headline: &str, block: Option<&str>) -> Action {
     Action::Notice { plain, html }
 }
 
+/// Longest user text (reason, display name) quoted in a notice, in characters.
+pub const MAX_QUOTE: usize = 300;
+
+/// Shortens user text for a notice (never a 1 MB notice for a 1 MB reason).
+pub fn clip(text: &str) -> String {
+    let mut out: String = text.chars().take(MAX_QUOTE).collect();
+    if text.chars().count() > MAX_QUOTE {
+        out.push('…');
+    }
+    out
+}
+
+/// What a decision led to, in a few words ("accepted", "would ban", …).
+pub fn verdict(action: crate::policy::Action, dry_run: bool) -> &'static str {
+    use crate::policy::Action::*;
+    match (action, dry_run) {
+        (Accept, false) => "accepted (invited)",
+        (Deny, false) => "denied (kicked)",
+        (Ban, false) => "banned",
+        (Review, false) => "waiting for review",
+        (Ignore, false) => "ignored",
+        (Accept, true) => "would accept (dry run)",
+        (Deny, true) => "would deny (dry run)",
+        (Ban, true) => "would ban (dry run)",
+        (Review, true) => "would ask for review (dry run)",
+        (Ignore, true) => "would ignore (dry run)",
+    }
+}
+
+/// The facts a decision notice shows.
+pub struct KnockNotice<'a> {
+    pub user: &'a str,
+    pub room: &'a str,
+    pub reason: Option<&'a str>,
+    pub displayname: Option<&'a str>,
+    pub outcome: &'a str,
+    pub rule: Option<&'a str>,
+    pub policy: &'a str,
+    pub version: u64,
+    /// The review number, for review notices.
+    pub review: Option<u64>,
+}
+
+/// One concise notice about a decision.
+pub fn knock(n: &KnockNotice) -> Action {
+    let who = match n.displayname {
+        Some(d) if !d.trim().is_empty() => format!("{} ({})", clip(d), n.user),
+        _ => n.user.to_owned(),
+    };
+    let reason = n.reason.filter(|r| !r.trim().is_empty()).map(clip);
+    let rule = n.rule.unwrap_or("default");
+    let number = n.review.map(|r| format!("#{r} ")).unwrap_or_default();
+    let mut plain = format!("{number}{who} knocked on {}", n.room);
+    let mut html = format!("{}<b>{}</b> knocked on <b>{}</b>", escape(&number), escape(&who), escape(n.room));
+    match &reason {
+        Some(r) => {
+            plain.push_str(&format!(": \"{r}\""));
+            html.push_str(&format!(": <i>“{}”</i>", escape(r)));
+        }
+        None => {
+            plain.push_str(" (no reason given)");
+            html.push_str(" (no reason given)");
+        }
+    }
+    plain.push_str(&format!("\n→ {} · rule {rule} · policy {} v{}", n.outcome, n.policy, n.version));
+    html.push_str(&format!(
+        "<br>→ {} · rule <code>{}</code> · policy <code>{}</code> v{}",
+        escape(n.outcome),
+        escape(rule),
+        escape(n.policy),
+        n.version
+    ));
+    if let Some(r) = n.review {
+        plain.push_str(&format!("\nReply !knock approve {r} / !knock deny {r} / !knock ban {r}, or react ✅ ❌ 🔨"));
+        html.push_str(&format!(
+            "<br>Reply <code>!knock approve {r}</code> / <code>!knock deny {r}</code> / <code>!knock ban {r}</code>, or react ✅ ❌ 🔨"
+        ));
+    }
+    Action::Notice { plain, html }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -189,7 +189,9 @@ fn report_reload(store: &Store, outbox_ready: &Notify, outcome: Result<Reload, l
             notices::with_block(head, (!block.is_empty()).then_some(block))
         }
     };
-    match store.enqueue([notice]) {
+    // A new version may name new aliases.
+    let resolve = matches!(outcome, Ok(Reload::Activated { .. })).then_some(Action::ResolveAliases);
+    match store.enqueue(resolve.into_iter().chain([notice])) {
         Ok(()) => outbox_ready.notify_one(),
         Err(e) => tracing::error!(error = %e, "cannot queue a control-room notice"),
     }
@@ -199,7 +201,7 @@ fn report_reload(store: &Store, outbox_ready: &Notify, outcome: Result<Reload, l
 fn queue_startup_actions(shared: &Shared) {
     let store = &shared.store;
     let pending: Vec<Action> = store.outbox_all().unwrap_or_default().into_iter().map(|(_, e)| e.action).collect();
-    let mut actions = vec![Action::JoinControlRoom];
+    let mut actions = vec![Action::JoinControlRoom, Action::ResolveAliases];
     for room in store.joined_rooms().unwrap_or_default() {
         actions.push(Action::FetchRoomState { room_id: room.clone() });
         actions.push(Action::CatchUp { room_id: room });

@@ -9,6 +9,7 @@
 //! anyone (the homeserver's 200, for instance).
 
 mod activity;
+mod audit;
 mod inbox;
 mod outbox;
 mod policies;
@@ -22,6 +23,7 @@ use sled::{
     transaction::{ConflictableTransactionError, TransactionError},
 };
 
+pub use audit::{AuditEntry, Outcome, ReviewItem};
 pub use inbox::{InboxEntry, InboxItem, IngestOutcome, Origin};
 pub use outbox::{Action, OutboxEntry};
 pub use policies::{KEEP_VERSIONS, PolicyVersion};
@@ -61,9 +63,15 @@ pub enum T {
     Members,
     /// user \0 room -> (), the same the other way round.
     Memberships,
+    /// id (u64 BE) -> [`AuditEntry`].
+    Audit,
+    /// number (u64 BE) -> [`ReviewItem`].
+    Reviews,
+    /// alias -> room ID it resolves to (or null).
+    Aliases,
 }
 
-const TREE_NAMES: [&str; 15] = [
+const TREE_NAMES: [&str; 18] = [
     "meta",
     "seen",
     "txns",
@@ -79,6 +87,9 @@ const TREE_NAMES: [&str; 15] = [
     "user_knock_times",
     "members",
     "memberships",
+    "audit",
+    "reviews",
+    "aliases",
 ];
 
 /// One write, applied inside [`Store::commit`]'s transaction.

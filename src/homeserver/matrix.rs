@@ -15,7 +15,11 @@ use matrix_sdk::{
     ruma::api::{
         MatrixVersion,
         client::{
-            membership::{get_member_events, join_room_by_id_or_alias, joined_members, leave_room},
+            alias::get_alias,
+            membership::{
+                ban_user, get_member_events, invite_user, join_room_by_id_or_alias, joined_members, kick_user,
+                leave_room,
+            },
             message::send_message_event,
             state::get_state_event_for_key,
         },
@@ -23,12 +27,12 @@ use matrix_sdk::{
     },
 };
 use ruma::{
-    OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedTransactionId, RoomId, RoomOrAliasId, UserId,
+    OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedTransactionId, RoomAliasId, RoomId, RoomOrAliasId, UserId,
     events::StateEventType, events::room::member::MembershipState, events::room::message::RoomMessageEventContent,
 };
 use url::Url;
 
-use super::{Homeserver, HsError, StateEvent};
+use super::{Homeserver, HsError, MembershipChange, StateEvent};
 
 /// Timeout for one request to the homeserver.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -95,6 +99,38 @@ impl Homeserver for MatrixHomeserver {
     async fn join(&self, room: &RoomOrAliasId) -> Result<OwnedRoomId, HsError> {
         let req = join_room_by_id_or_alias::v3::Request::new(room.to_owned());
         Ok(self.client.send(req).await.map_err(hs_error)?.room_id)
+    }
+
+    async fn membership(
+        &self,
+        change: MembershipChange,
+        room: &RoomId,
+        user: &UserId,
+        reason: &str,
+    ) -> Result<(), HsError> {
+        let (room, user, reason) = (room.to_owned(), user.to_owned(), Some(reason.to_owned()));
+        let sent = match change {
+            MembershipChange::Invite => {
+                let mut who = invite_user::v3::InviteUserId::new(user);
+                who.reason = reason;
+                self.client.send(invite_user::v3::Request::new(room, who.into())).await.map(drop)
+            }
+            MembershipChange::Kick => {
+                let mut req = kick_user::v3::Request::new(room, user);
+                req.reason = reason;
+                self.client.send(req).await.map(drop)
+            }
+            MembershipChange::Ban => {
+                let mut req = ban_user::v3::Request::new(room, user);
+                req.reason = reason;
+                self.client.send(req).await.map(drop)
+            }
+        };
+        sent.map_err(hs_error)
+    }
+
+    async fn resolve_alias(&self, alias: &RoomAliasId) -> Result<OwnedRoomId, HsError> {
+        Ok(self.client.send(get_alias::v3::Request::new(alias.to_owned())).await.map_err(hs_error)?.room_id)
     }
 
     async fn leave(&self, room: &RoomId) -> Result<(), HsError> {

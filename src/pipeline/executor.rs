@@ -8,17 +8,21 @@
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use ruma::{OwnedRoomId, RoomId};
+use ruma::{OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
 
-use super::{Shared, intake, wait_for, worker};
+use super::{Shared, intake, knocks, wait_for, worker};
 use crate::{
-    homeserver::HsError,
-    power,
-    storage::{Action, Op, Origin, OutboxEntry, Store, now_ms},
+    homeserver::{HsError, MembershipChange},
+    notices, power,
+    storage::{Action, AuditEntry, BotMembership, Op, Origin, OutboxEntry, Outcome, Store, now_ms},
 };
 
 /// Longest wait between two attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// The first wait: short, so one failed call among good ones costs little; it doubles (with
+/// jitter) on every further failure and reaches the cap after about 15 failures.
+pub const MIN_BACKOFF: Duration = Duration::from_millis(10);
 
 /// Delay before attempt number `attempts + 1`, after `attempts` failures.
 pub fn backoff(attempts: u32, retry_after: Option<Duration>) -> Duration {
@@ -26,7 +30,7 @@ pub fn backoff(attempts: u32, retry_after: Option<Duration>) -> Duration {
         return d.min(MAX_BACKOFF);
     }
     ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(500))
+        .with_min_delay(MIN_BACKOFF)
         .with_max_delay(MAX_BACKOFF)
         .with_factor(2.0)
         .with_jitter()
@@ -187,9 +191,159 @@ async fn execute(shared: &Shared, seq: u64, action: &Action) -> Result<Vec<Actio
         Action::FetchRoomState { room_id: room } => {
             let room = room_id(room)?;
             fetch_room_state(shared, &room).await?;
+            let store = &shared.store;
+            let is_control = shared.control_room_id().as_deref() == Some(room.as_ref());
+            if !is_control && store.bot_membership(room.as_str())? == Some(BotMembership::Joined) {
+                let rec = store.room(room.as_str())?.unwrap_or_default();
+                store.commit(&worker::warn_if_changed(shared, room.as_str(), &rec)?)?;
+            }
+            Ok(vec![])
+        }
+        Action::ResolveAliases => resolve_aliases(shared).await,
+        Action::Act { change, room_id: room, user_id: user, reason, audit_id, notify } => {
+            let room = room_id(room)?;
+            let user = OwnedUserId::try_from(user.as_str()).map_err(|e| ActionError::Permanent(e.to_string()))?;
+            let outcome = act(shared, *change, &room, &user, reason).await?;
+            let now = now_ms();
+            // A person (or the knocker) may have settled it meanwhile: their word stands.
+            let entry = shared.store.settle_pending(*audit_id, outcome.clone(), now)?;
+            let failed = matches!(outcome, Outcome::Failed(_));
+            match (entry, *notify || failed) {
+                (Some(e), true) => Ok(vec![outcome_notice(shared, &e, &outcome)]),
+                _ => Ok(vec![]),
+            }
+        }
+        Action::ReviewNotice { number } => {
+            let store = &shared.store;
+            let Some(mut item) = store.review(*number)? else { return Ok(vec![]) };
+            let Some(entry) = store.audit(item.audit_id)? else { return Ok(vec![]) };
+            let Some(control) = shared.control_room_id() else {
+                return Err(HsError::Transport("the control room is not joined yet".into()).into());
+            };
+            let Action::Notice { plain, html } = notices::knock(&notices::KnockNotice {
+                user: &entry.user_id,
+                room: &knocks::room_label(store, &entry.room_id),
+                reason: entry.reason.as_deref(),
+                displayname: entry.displayname.as_deref(),
+                outcome: notices::verdict(entry.action, entry.dry_run),
+                rule: entry.rule.as_deref(),
+                policy: &entry.policy,
+                version: entry.policy_version,
+                review: Some(*number),
+            }) else {
+                unreachable!("notices::knock makes a notice")
+            };
+            let event = hs.send_notice(&control, &format!("kw{seq}"), &plain, &html).await?;
+            item.notice_event = Some(event.to_string());
+            store.commit(&[Store::put_review(&item)])?;
             Ok(vec![])
         }
     }
+}
+
+/// Looks up every alias the active policies name, so knocks can be matched to policies.
+async fn resolve_aliases(shared: &Shared) -> Result<Vec<Action>, ActionError> {
+    let active = shared.policies.current();
+    let mut ops = Vec::new();
+    let mut follow_ups = Vec::new();
+    for a in active.set.aliases() {
+        let Ok(alias) = RoomAliasId::parse(&a) else { continue };
+        match shared.homeserver.resolve_alias(&alias).await {
+            Ok(room) => ops.push(Store::put_alias(&a, Some(room.as_str()))),
+            Err(HsError::Api { status: 404, .. }) => {
+                tracing::warn!(alias = %a, "a policy names an alias that does not exist");
+                ops.push(Store::put_alias(&a, None));
+                follow_ups.push(notices::with_block(
+                    &format!(
+                        "⚠️ A policy names the room {a}, which does not exist: knocks there cannot be matched to it."
+                    ),
+                    None,
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    shared.store.commit(&ops)?;
+    shared.inbox_ready.notify_one();
+    Ok(follow_ups)
+}
+
+/// Invites, kicks or bans a knocker, unless they are no longer knocking. Transient failures
+/// are errors (retried); everything else is an outcome.
+async fn act(
+    shared: &Shared,
+    change: MembershipChange,
+    room: &RoomId,
+    user: &UserId,
+    reason: &str,
+) -> Result<Outcome, ActionError> {
+    let hs = &shared.homeserver;
+    // Idempotence: act only on someone still knocking (also covers a retry after a crash
+    // that happened after the homeserver had already done it).
+    let membership = hs
+        .state(room, "m.room.member", user.as_str())
+        .await?
+        .and_then(|ev| ev.content.get("membership").and_then(|m| m.as_str()).map(str::to_owned));
+    match (change, membership.as_deref()) {
+        (_, Some("knock")) => {}
+        (MembershipChange::Invite, Some(m @ ("invite" | "join"))) => {
+            return Ok(Outcome::Cancelled(format!(
+                "{user} is already {}",
+                if m == "join" { "in the room" } else { "invited" }
+            )));
+        }
+        (_, m) => {
+            return Ok(Outcome::Cancelled(format!(
+                "{user} is no longer knocking (membership: {})",
+                m.unwrap_or("none")
+            )));
+        }
+    }
+    match hs.membership(change, room, user, reason).await {
+        Ok(()) => Ok(Outcome::Done),
+        Err(e) if e.is_transient() => Err(e.into()),
+        Err(HsError::Api { status: 403, message, .. })
+            if change == MembershipChange::Invite && message.contains("already in the room") =>
+        {
+            Ok(Outcome::Cancelled(format!("{user} is already in the room")))
+        }
+        Err(e) => Ok(Outcome::Failed(refusal(shared, change, room, &e))),
+    }
+}
+
+/// Says exactly why the homeserver refused: missing power if that is it.
+fn refusal(shared: &Shared, change: MembershipChange, room: &RoomId, e: &HsError) -> String {
+    let rec = shared.store.room(room.as_str()).ok().flatten().unwrap_or_default();
+    let pl = rec.power_levels.as_ref();
+    let need = power::action_level(pl, change.as_str());
+    let have = power::user_level(pl, &rec.creators, shared.bot.as_str());
+    let label = knocks::room_label(&shared.store, room.as_str());
+    if e.status() == Some(403) && have < need {
+        format!("knockwarden needs power level {need} to {} in {label} (it has {have})", change.as_str())
+    } else {
+        format!("the homeserver refused to {} in {label}: {e}", change.as_str())
+    }
+}
+
+/// The notice about what came of a decision.
+fn outcome_notice(shared: &Shared, e: &AuditEntry, outcome: &Outcome) -> Action {
+    let text = match outcome {
+        Outcome::Done => notices::verdict(e.action, false).to_owned(),
+        Outcome::Cancelled(why) => format!("{} not done: {why}", e.action),
+        Outcome::Failed(why) => format!("⚠️ {} failed: {why}", e.action),
+        other => format!("{other:?}"),
+    };
+    notices::knock(&notices::KnockNotice {
+        user: &e.user_id,
+        room: &knocks::room_label(&shared.store, &e.room_id),
+        reason: e.reason.as_deref(),
+        displayname: e.displayname.as_deref(),
+        outcome: &text,
+        rule: e.rule.as_deref(),
+        policy: &e.policy,
+        version: e.policy_version,
+        review: None,
+    })
 }
 
 /// Reads a room's create event, join rule and power levels into the store.
@@ -231,8 +385,8 @@ mod tests {
 
     #[test]
     fn backoff_grows_is_capped_and_honours_retry_after() {
-        assert!(backoff(1, None) <= Duration::from_secs(1));
-        assert!(backoff(4, None) >= Duration::from_secs(4));
+        assert!(backoff(1, None) <= Duration::from_millis(20));
+        assert!(backoff(12, None) >= Duration::from_secs(10));
         assert!(backoff(30, None) <= MAX_BACKOFF);
         assert_eq!(backoff(3, Some(Duration::from_millis(1200))), Duration::from_millis(1200));
         assert_eq!(backoff(3, Some(Duration::from_secs(9999))), MAX_BACKOFF);

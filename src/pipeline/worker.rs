@@ -6,10 +6,15 @@
 
 use serde_json::Value;
 
-use super::{CONTROL_ROOM_KEY, Shared, wait_for};
+use super::{
+    CONTROL_ROOM_KEY, Shared,
+    knocks::{self, Knocked},
+    wait_for,
+};
 use crate::{
     events::EventHead,
-    storage::{Action, InboxEntry, KnockRecord, KnockState, Op, Store, StoreError},
+    notices,
+    storage::{Action, InboxEntry, Op, RoomRecord, Store, StoreError},
 };
 
 /// Runs until the service stops, finishing the event in hand first.
@@ -20,10 +25,18 @@ pub async fn run(shared: Shared) {
             return;
         }
         match drain_one(&shared) {
-            Ok(true) => continue,
-            Ok(false) => {
+            Ok(Drained::Handled) => continue,
+            Ok(Drained::Empty) => {
                 if !wait_for(&shared.inbox_ready, &mut stopping).await {
                     return;
+                }
+            }
+            Ok(Drained::Blocked) => {
+                tracing::debug!("waiting for the policies' aliases to be resolved");
+                tokio::select! {
+                    _ = shared.inbox_ready.notified() => {}
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    _ = stopping.changed() => return,
                 }
             }
             Err(e) => {
@@ -34,28 +47,47 @@ pub async fn run(shared: Shared) {
     }
 }
 
-/// Handles the oldest inbox entry; false when the inbox is empty.
-pub fn drain_one(shared: &Shared) -> Result<bool, StoreError> {
+/// What [`drain_one`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Drained {
+    Handled,
+    Empty,
+    /// The oldest entry must wait (e.g. for policy aliases to be resolved).
+    Blocked,
+}
+
+/// Handles the oldest inbox entry.
+pub fn drain_one(shared: &Shared) -> Result<Drained, StoreError> {
     let Some(entry) = shared.store.inbox_first()? else {
-        return Ok(false);
+        return Ok(Drained::Empty);
     };
-    let mut ops = handle(shared, &entry)?;
+    let mut ops = match handle(shared, &entry)? {
+        Handled::Ops(ops) => ops,
+        Handled::NotReady => return Ok(Drained::Blocked),
+    };
     let queued = ops.iter().any(|op| matches!(op, Op::Put { tree: crate::storage::T::Outbox, .. }));
     ops.push(Store::inbox_done(entry.seq));
     shared.store.commit(&ops)?;
     if queued {
         shared.outbox_ready.notify_one();
     }
-    Ok(true)
+    Ok(Drained::Handled)
 }
 
-fn handle(shared: &Shared, entry: &InboxEntry) -> Result<Vec<Op>, StoreError> {
+/// What handling an inbox entry came to.
+enum Handled {
+    Ops(Vec<Op>),
+    /// Not yet: leave it at the head of the inbox and try again later.
+    NotReady,
+}
+
+fn handle(shared: &Shared, entry: &InboxEntry) -> Result<Handled, StoreError> {
     let event = &entry.item.event;
     let head = match EventHead::parse(event) {
         Ok(h) => h,
         Err(e) => {
             tracing::warn!(error = %e, "inbox entry is not an event; dropping it");
-            return Ok(vec![]);
+            return Ok(Handled::Ops(vec![]));
         }
     };
     let room = head.room_id.as_str();
@@ -87,46 +119,51 @@ fn handle(shared: &Shared, entry: &InboxEntry) -> Result<Vec<Op>, StoreError> {
         },
         "m.room.member" => {
             let Some(user) = head.state_key.as_deref() else {
-                return Ok(ops);
+                return Ok(Handled::Ops(ops));
             };
             // Who is joined where, for policies' `member_of`.
             ops.extend(Store::set_member(room, user, head.membership.as_deref() == Some("join")));
             match head.membership.as_deref() {
-                Some("knock") => {
-                    let content = event.get("content");
-                    let text = |k: &str| content.and_then(|c| c.get(k)).and_then(Value::as_str).map(str::to_owned);
-                    let rec = KnockRecord {
-                        room_id: room.to_owned(),
-                        user_id: user.to_owned(),
-                        event_id: head.event_id.to_string(),
-                        reason: text("reason"),
-                        displayname: text("displayname"),
-                        origin_server_ts: event.get("origin_server_ts").and_then(Value::as_u64).unwrap_or(0),
-                        state: KnockState::Pending,
-                    };
-                    tracing::info!(room, user, event_id = %head.event_id, "knock");
-                    let at = if rec.origin_server_ts > 0 { rec.origin_server_ts } else { crate::storage::now_ms() };
-                    ops.extend(Store::record_knock_time(room, user, at, entry.seq));
-                    ops.extend(Store::put_knock(&rec));
-                }
-                Some(m) if store.knock(room, user)?.is_some() => {
-                    tracing::info!(room, user, membership = m, by = %head.sender, "knock resolved");
-                    ops.extend(Store::del_knock(room, user));
-                }
-                _ => {}
+                Some("knock") => match knocks::on_knock(shared, entry, &head, user)? {
+                    Knocked::Ops(more) => ops.extend(more),
+                    Knocked::NotReady => return Ok(Handled::NotReady),
+                },
+                Some(m) => ops.extend(knocks::on_change(shared, &head, user, m)?),
+                None => {}
             }
         }
         "m.room.power_levels" | "m.room.join_rules" | "m.room.create" => {
             let content = event.get("content").cloned().unwrap_or(Value::Null);
             let sender = head.sender.to_string();
-            store.update_room(room, |rec| apply_state(rec, &head.kind, content, &sender))?;
+            let rec = store.update_room(room, |rec| apply_state(rec, &head.kind, content, &sender))?;
+            if !in_control && store.bot_membership(room)? == Some(crate::storage::BotMembership::Joined) {
+                ops.extend(warn_if_changed(shared, room, &rec)?);
+            }
         }
         "m.room.message" | "m.reaction" if in_control => {
             tracing::debug!(room, sender = %head.sender, "control-room event");
         }
         _ => tracing::debug!(room, kind = %head.kind, "nothing to do"),
     }
-    Ok(ops)
+    Ok(Handled::Ops(ops))
+}
+
+/// Warns in the control room when knocking cannot work in a managed room, once per change.
+pub fn warn_if_changed(shared: &Shared, room: &str, rec: &RoomRecord) -> Result<Vec<Op>, StoreError> {
+    let store = &shared.store;
+    let warnings = crate::rooms::warnings(rec, shared.bot.as_str(), &knocks::room_label(store, room));
+    if warnings == rec.warned {
+        return Ok(vec![]);
+    }
+    store.update_room(room, |r| r.warned = warnings.clone())?;
+    if warnings.is_empty() {
+        return Ok(vec![]);
+    }
+    for w in &warnings {
+        tracing::warn!(room, "{w}");
+    }
+    let text = warnings.join("\n");
+    Ok(vec![store.outbox_push(notices::with_block("⚠️ Knocking cannot work as configured:", Some(&text)))?])
 }
 
 /// Whether an invite is to the control room given as an alias that is not resolved yet: the

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Op, Store, StoreError, T, inbox::seq_of, now_ms};
+use crate::homeserver::MembershipChange;
 
 /// Something to do on the homeserver.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -23,6 +24,12 @@ pub enum Action {
     FetchMembers { room_id: String },
     /// Post a notice in the control room.
     Notice { plain: String, html: String },
+    /// Resolve the aliases the active policies name.
+    ResolveAliases,
+    /// Carry out a decision: invite, kick or ban a knocker (unless they stopped knocking).
+    Act { change: MembershipChange, room_id: String, user_id: String, reason: String, audit_id: u64, notify: bool },
+    /// Announce a review item in the control room.
+    ReviewNotice { number: u64 },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -29,6 +29,9 @@ pub struct RoomRecord {
     /// Creators of a room of version 12 or later (they have unlimited power).
     #[serde(default)]
     pub creators: Vec<String>,
+    /// The warnings last posted about this room (so they are not repeated).
+    #[serde(default)]
+    pub warned: Vec<String>,
 }
 
 /// Where a knock stands.
@@ -48,6 +51,9 @@ pub struct KnockRecord {
     pub displayname: Option<String>,
     pub origin_server_ts: u64,
     pub state: KnockState,
+    /// The decision taken on this knock, if any.
+    #[serde(default)]
+    pub audit_id: Option<u64>,
 }
 
 impl Store {

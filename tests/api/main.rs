@@ -4,6 +4,7 @@
 mod binary;
 mod helpers;
 mod membership;
+mod pipeline;
 mod policies;
 mod routes;
 mod transactions;

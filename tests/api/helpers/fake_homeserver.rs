@@ -12,6 +12,9 @@ use serde_json::{Value, json};
 /// One request the fake received.
 #[derive(Debug, Clone)]
 pub struct Recorded {
+    /// When it arrived (read by the pipeline benchmark, which shares this file).
+    #[allow(dead_code)]
+    pub at: std::time::Instant,
     pub method: String,
     pub path: String,
     pub query: String,
@@ -35,6 +38,9 @@ struct State {
     aliases: HashMap<String, String>,
     /// room ID -> joined user IDs.
     members: HashMap<String, Vec<String>>,
+    /// Answer every other membership change (invite, kick, ban) with 500.
+    flaky: bool,
+    flaky_count: u64,
 }
 
 #[derive(Clone)]
@@ -110,6 +116,24 @@ impl FakeHomeserver {
         self.state.lock().unwrap().state.insert((room.to_owned(), kind.to_owned(), state_key.to_owned()), ev);
     }
 
+    /// Sets a user's membership in a room (as the pre-check reads it back).
+    pub fn set_membership(&self, room: &str, user: &str, membership: &str) {
+        self.set_state(room, "m.room.member", user, user, json!({"membership": membership}));
+    }
+
+    /// The membership the fake holds for a user.
+    pub fn membership(&self, room: &str, user: &str) -> Option<String> {
+        let st = self.state.lock().unwrap();
+        st.state
+            .get(&(room.to_owned(), "m.room.member".to_owned(), user.to_owned()))
+            .and_then(|e| e["content"]["membership"].as_str().map(str::to_owned))
+    }
+
+    /// Makes every other invite, kick or ban fail with 500.
+    pub fn set_flaky(&self, flaky: bool) {
+        self.state.lock().unwrap().flaky = flaky;
+    }
+
     pub fn set_members(&self, room: &str, users: &[&str]) {
         self.state.lock().unwrap().members.insert(room.to_owned(), users.iter().map(|u| u.to_string()).collect());
     }
@@ -134,6 +158,7 @@ fn decode(segment: &str) -> String {
 async fn answer(req: HttpRequest, body: web::Bytes, state: web::Data<Mutex<State>>) -> HttpResponse {
     let path = req.path().to_owned();
     let recorded = Recorded {
+        at: std::time::Instant::now(),
         method: req.method().to_string(),
         path: path.clone(),
         query: req.query_string().to_owned(),
@@ -163,7 +188,38 @@ async fn answer(req: HttpRequest, body: web::Bytes, state: web::Data<Mutex<State
             }
             HttpResponse::Ok().json(json!({"room_id": room}))
         }
-        ("POST", ["rooms", _room, "leave" | "invite" | "kick" | "ban"]) => HttpResponse::Ok().json(json!({})),
+        ("POST", ["rooms", _room, "leave"]) => HttpResponse::Ok().json(json!({})),
+        ("POST", ["rooms", room, verb @ ("invite" | "kick" | "ban")]) => {
+            if st.flaky {
+                st.flaky_count += 1;
+                if st.flaky_count % 2 == 1 {
+                    return matrix_error(500, "M_UNKNOWN", "flaky");
+                }
+            }
+            // Like Synapse: the membership changes, and inviting a member is refused.
+            let Some(user) =
+                serde_json::from_slice::<Value>(&body).ok().and_then(|b| b["user_id"].as_str().map(str::to_owned))
+            else {
+                return matrix_error(400, "M_BAD_JSON", "user_id missing");
+            };
+            let key = (room.to_string(), "m.room.member".to_owned(), user.clone());
+            let current = st.state.get(&key).and_then(|e| e["content"]["membership"].as_str().map(str::to_owned));
+            if *verb == "invite" && current.as_deref() == Some("join") {
+                return matrix_error(403, "M_FORBIDDEN", &format!("{user} is already in the room."));
+            }
+            let membership = match *verb {
+                "invite" => "invite",
+                "kick" => "leave",
+                _ => "ban",
+            };
+            let ev = json!({"type": "m.room.member", "state_key": user, "sender": "@knockwarden:test.local", "room_id": room, "content": {"membership": membership}});
+            st.state.insert(key, ev);
+            HttpResponse::Ok().json(json!({}))
+        }
+        ("GET", ["directory", "room", alias]) => match st.aliases.get(*alias) {
+            Some(room) => HttpResponse::Ok().json(json!({"room_id": room, "servers": ["test.local"]})),
+            None => matrix_error(404, "M_NOT_FOUND", "Room alias not found"),
+        },
         ("PUT", ["rooms", _room, "send", _kind, txn]) => {
             HttpResponse::Ok().json(json!({"event_id": format!("$sent-{txn}")}))
         }

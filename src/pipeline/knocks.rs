@@ -1,0 +1,255 @@
+//! Knocks: deciding them, and following what happens to them.
+//!
+//! A knock is decided with the active policy version from what is known of it (user, server,
+//! room, reason, display name, knock counters, the knocker's memberships). The decision is
+//! written to the audit log, and what it leads to (an invite, kick or ban; a review item; a
+//! notice) to the outbox, in the same transaction that takes the knock out of the inbox.
+//! Later membership changes of the knocker close the knock: accepted, withdrawn, denied or
+//! banned by someone, or by knockwarden itself.
+
+use serde_json::Value;
+
+use super::Shared;
+use crate::{
+    config::Notify,
+    events::EventHead,
+    homeserver::MembershipChange,
+    notices,
+    policy::{Action as Verdict, Knock, PolicySet},
+    storage::{
+        Action, AuditEntry, InboxEntry, KnockRecord, KnockState, Op, Outcome, ReviewItem, Store, StoreError, now_ms,
+    },
+};
+
+/// What handling a knock came to.
+pub enum Knocked {
+    /// Writes to commit with the inbox removal.
+    Ops(Vec<Op>),
+    /// The active policies name aliases not resolved yet: try again once they are.
+    NotReady,
+}
+
+/// Longest reason or display name kept in the audit log.
+const MAX_AUDIT_TEXT: usize = 1_000;
+
+fn clip(text: Option<String>, max: usize) -> Option<String> {
+    text.map(|t| if t.chars().count() > max { t.chars().take(max).collect::<String>() + "…" } else { t })
+}
+
+/// Whether every alias the policies name has been looked up.
+fn aliases_ready(store: &Store, set: &PolicySet) -> Result<bool, StoreError> {
+    for a in set.aliases() {
+        if store.alias(&a)?.is_none() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// A room as shown to people: its first known alias, else its ID.
+pub fn room_label(store: &Store, room: &str) -> String {
+    store.aliases_of(room).ok().and_then(|a| a.into_iter().next()).unwrap_or_else(|| room.to_owned())
+}
+
+/// The reason sent with an invite, kick or ban when the rule gives none.
+fn default_reason(action: Verdict, rule: Option<&str>) -> String {
+    let by = match rule {
+        Some(r) => format!("rule {r}"),
+        None => "the room's policy".to_owned(),
+    };
+    match action {
+        Verdict::Accept => format!("Knock accepted by knockwarden ({by})"),
+        Verdict::Deny => format!("Knock denied by knockwarden ({by})"),
+        _ => format!("Banned by knockwarden ({by})"),
+    }
+}
+
+/// Decides a knock.
+pub fn on_knock(shared: &Shared, entry: &InboxEntry, head: &EventHead, user: &str) -> Result<Knocked, StoreError> {
+    let store = &shared.store;
+    let event = &entry.item.event;
+    let room = head.room_id.as_str();
+    let active = shared.policies.current();
+    if !aliases_ready(store, &active.set)? {
+        return Ok(Knocked::NotReady);
+    }
+    let content = event.get("content");
+    let text = |k: &str| content.and_then(|c| c.get(k)).and_then(Value::as_str).map(str::to_owned);
+    let now = now_ms();
+    let ts = event.get("origin_server_ts").and_then(Value::as_u64).unwrap_or(0);
+    let mut rec = KnockRecord {
+        room_id: room.to_owned(),
+        user_id: user.to_owned(),
+        event_id: head.event_id.to_string(),
+        reason: text("reason"),
+        displayname: text("displayname"),
+        origin_server_ts: ts,
+        state: KnockState::Pending,
+        audit_id: None,
+    };
+    let mut ops = Store::record_knock_time(room, user, if ts > 0 { ts } else { now }, entry.seq);
+    // A knock while already knocking: the earlier one is superseded.
+    if let Some(earlier) = store.knock(room, user)? {
+        if let Some(id) = earlier.audit_id {
+            store.settle_pending(id, Outcome::Resolved("knocked again".into()), now)?;
+        }
+        if let Some(mut item) = store.open_review_for(room, user)? {
+            item.closed = Some("knocked again".into());
+            ops.push(Store::put_review(&item));
+        }
+    }
+    let aliases = store.aliases_of(room)?;
+    let Some(policy) = active.set.policy_for(room, &aliases) else {
+        tracing::debug!(room, user, "knock in a room no policy governs: left alone");
+        ops.extend(Store::put_knock(&rec));
+        return Ok(Knocked::Ops(ops));
+    };
+
+    // What the policies need to know, counting this knock (not committed yet) in.
+    let windows = active.set.windows();
+    let mut room_counts = Vec::with_capacity(windows.len());
+    let mut user_counts = Vec::with_capacity(windows.len());
+    for w in &windows {
+        let since = now.saturating_sub(w.as_millis() as u64);
+        room_counts.push((*w, store.room_knocks_since(room, since)? + 1));
+        user_counts.push((*w, store.user_knocks_since(user, room, since)? + 1));
+    }
+    let mut member_of = store.rooms_of(user)?;
+    for r in member_of.clone() {
+        member_of.extend(store.aliases_of(&r)?);
+    }
+    let label = aliases.first().cloned().unwrap_or_else(|| room.to_owned());
+    let knock = Knock {
+        user,
+        room: &label,
+        reason: rec.reason.as_deref(),
+        displayname: rec.displayname.as_deref(),
+        member_of: &member_of,
+        room_knocks: &room_counts,
+        user_knocks: &user_counts,
+    };
+    let d = policy.decide(&knock);
+    let dry_run = shared.dry_run(d.dry_run);
+    let notify = d.notify.unwrap_or(match shared.config.notify {
+        Notify::All => d.action != Verdict::Ignore,
+        Notify::Review => d.action == Verdict::Review,
+        Notify::None => false,
+    });
+    tracing::info!(room, user, policy = %d.policy, version = d.version, rule = ?d.rule, action = %d.action, dry_run, "knock decided");
+
+    let audit_id = store.next_id()?;
+    rec.audit_id = Some(audit_id);
+    let mut audit = AuditEntry {
+        id: audit_id,
+        time_ms: now,
+        room_id: room.to_owned(),
+        user_id: user.to_owned(),
+        event_id: rec.event_id.clone(),
+        reason: clip(rec.reason.clone(), MAX_AUDIT_TEXT),
+        displayname: clip(rec.displayname.clone(), MAX_AUDIT_TEXT),
+        policy: d.policy.clone(),
+        policy_version: d.version,
+        rule: d.rule.clone(),
+        action: d.action,
+        explanation: d.explanation.clone(),
+        dry_run,
+        review: None,
+        outcome: Outcome::Pending,
+        settled_ms: None,
+    };
+    let change = match d.action {
+        Verdict::Accept => Some(MembershipChange::Invite),
+        Verdict::Deny => Some(MembershipChange::Kick),
+        Verdict::Ban => Some(MembershipChange::Ban),
+        Verdict::Review | Verdict::Ignore => None,
+    };
+    let notice = |review: Option<u64>| {
+        notices::knock(&notices::KnockNotice {
+            user,
+            room: &label,
+            reason: rec.reason.as_deref(),
+            displayname: rec.displayname.as_deref(),
+            outcome: notices::verdict(d.action, dry_run),
+            rule: d.rule.as_deref(),
+            policy: &d.policy,
+            version: d.version,
+            review,
+        })
+    };
+    match (change, d.action) {
+        _ if dry_run => {
+            audit.outcome = Outcome::DryRun;
+            audit.settled_ms = Some(now);
+            if notify {
+                ops.push(store.outbox_push(notice(None))?);
+            }
+        }
+        (Some(change), _) => {
+            let reason = d.reason.clone().unwrap_or_else(|| default_reason(d.action, d.rule.as_deref()));
+            let act =
+                Action::Act { change, room_id: room.to_owned(), user_id: user.to_owned(), reason, audit_id, notify };
+            ops.push(store.outbox_push(act)?);
+        }
+        (None, Verdict::Review) => {
+            let number = store.next_review_number()?;
+            audit.review = Some(number);
+            ops.push(Store::put_review(&ReviewItem {
+                number,
+                audit_id,
+                room_id: room.to_owned(),
+                user_id: user.to_owned(),
+                event_id: rec.event_id.clone(),
+                reason: clip(rec.reason.clone(), MAX_AUDIT_TEXT),
+                created_ms: now,
+                notice_event: None,
+                closed: None,
+            }));
+            if notify {
+                ops.push(store.outbox_push(Action::ReviewNotice { number })?);
+            }
+        }
+        (None, _) => {
+            audit.outcome = Outcome::Nothing;
+            audit.settled_ms = Some(now);
+            if notify {
+                ops.push(store.outbox_push(notice(None))?);
+            }
+        }
+    }
+    ops.push(Store::put_audit(&audit));
+    ops.extend(Store::put_knock(&rec));
+    Ok(Knocked::Ops(ops))
+}
+
+/// A knocker's membership changed away from `knock`: close the knock, its audit entry (unless
+/// knockwarden itself acted: the executor settles those) and its review item.
+pub fn on_change(shared: &Shared, head: &EventHead, user: &str, membership: &str) -> Result<Vec<Op>, StoreError> {
+    let store = &shared.store;
+    let room = head.room_id.as_str();
+    let Some(rec) = store.knock(room, user)? else { return Ok(vec![]) };
+    let sender = head.sender.as_str();
+    let by_bot = sender == shared.bot.as_str();
+    let how = match membership {
+        "invite" if by_bot => "invited by knockwarden".to_owned(),
+        "invite" => format!("accepted by {sender}"),
+        "join" => "joined".to_owned(),
+        "leave" if sender == user => "withdrawn".to_owned(),
+        "leave" if by_bot => "denied by knockwarden".to_owned(),
+        "leave" => format!("denied by {sender}"),
+        "ban" if by_bot => "banned by knockwarden".to_owned(),
+        "ban" => format!("banned by {sender}"),
+        other => format!("membership is now {other}"),
+    };
+    tracing::info!(room, user, how = %how, "knock closed");
+    let mut ops = Store::del_knock(room, user);
+    if let Some(id) = rec.audit_id
+        && !by_bot
+    {
+        store.settle_pending(id, Outcome::Resolved(how.clone()), now_ms())?;
+    }
+    if let Some(mut item) = store.open_review_for(room, user)? {
+        item.closed = Some(how);
+        ops.push(Store::put_review(&item));
+    }
+    Ok(ops)
+}

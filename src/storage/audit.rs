@@ -1,0 +1,180 @@
+//! The audit log (every decision and what came of it), review items, and the alias cache.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Op, Store, StoreError, T, inbox::seq_of};
+use crate::policy::Action as Verdict;
+
+/// What came of a decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", content = "detail", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Queued, not carried out yet (or waiting for a moderator, for reviews).
+    Pending,
+    /// Done by knockwarden.
+    Done,
+    /// Dry run: nothing was done.
+    DryRun,
+    /// Nothing to do (`ignore`), or no policy governs the room.
+    Nothing,
+    /// Not carried out, and why (the knocker withdrew, a person acted first, …).
+    Cancelled(String),
+    /// The homeserver refused, and why.
+    Failed(String),
+    /// Resolved by someone else: "accepted by @x", "withdrawn", …
+    Resolved(String),
+}
+
+/// One decision on one knock.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub id: u64,
+    pub time_ms: u64,
+    pub room_id: String,
+    pub user_id: String,
+    /// The knock event.
+    pub event_id: String,
+    /// The knock's reason and display name (clipped to 1,000 characters).
+    pub reason: Option<String>,
+    pub displayname: Option<String>,
+    pub policy: String,
+    pub policy_version: u64,
+    /// The deciding rule, or `None` for the policy's default.
+    pub rule: Option<String>,
+    pub action: Verdict,
+    pub explanation: String,
+    pub dry_run: bool,
+    /// The review item, for `review` decisions.
+    pub review: Option<u64>,
+    pub outcome: Outcome,
+    /// When the outcome was settled.
+    pub settled_ms: Option<u64>,
+}
+
+/// A knock waiting for the moderators.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReviewItem {
+    /// The short number moderators use (`#12`).
+    pub number: u64,
+    pub audit_id: u64,
+    pub room_id: String,
+    pub user_id: String,
+    pub event_id: String,
+    pub reason: Option<String>,
+    pub created_ms: u64,
+    /// The control-room notice announcing it, once posted.
+    pub notice_event: Option<String>,
+    /// `None` while open.
+    pub closed: Option<String>,
+}
+
+impl Store {
+    pub fn put_audit(entry: &AuditEntry) -> Op {
+        Op::put_json(T::Audit, entry.id.to_be_bytes(), entry)
+    }
+
+    pub fn audit(&self, id: u64) -> Result<Option<AuditEntry>, StoreError> {
+        self.get_json(T::Audit, &id.to_be_bytes())
+    }
+
+    /// The last `n` audit entries, newest first.
+    pub fn audit_tail(&self, n: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.tree(T::Audit).iter().rev().take(n) {
+            let (_, v) = kv?;
+            out.push(super::decode(T::Audit, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// Every audit entry, oldest first.
+    pub fn audit_all(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        Ok(self.scan_json::<AuditEntry>(T::Audit, b"")?.into_iter().map(|(_, e)| e).collect())
+    }
+
+    /// Sets an entry's outcome (read-modify-write; serialized with other outcome updates).
+    pub fn settle(&self, id: u64, outcome: Outcome, now_ms: u64) -> Result<Option<AuditEntry>, StoreError> {
+        self.settle_if(id, outcome, now_ms, |_| true)
+    }
+
+    /// Sets an entry's outcome only while it is still pending.
+    pub fn settle_pending(&self, id: u64, outcome: Outcome, now_ms: u64) -> Result<Option<AuditEntry>, StoreError> {
+        self.settle_if(id, outcome, now_ms, |o| *o == Outcome::Pending)
+    }
+
+    fn settle_if(
+        &self,
+        id: u64,
+        outcome: Outcome,
+        now_ms: u64,
+        when: impl FnOnce(&Outcome) -> bool,
+    ) -> Result<Option<AuditEntry>, StoreError> {
+        let _guard = self.room_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(mut e) = self.audit(id)? else { return Ok(None) };
+        if !when(&e.outcome) {
+            return Ok(None);
+        }
+        e.outcome = outcome;
+        e.settled_ms = Some(now_ms);
+        self.commit(&[Store::put_audit(&e)])?;
+        Ok(Some(e))
+    }
+
+    /// The next review number (1, 2, …), reserved at once.
+    pub fn next_review_number(&self) -> Result<u64, StoreError> {
+        self.commit(&[Op::Add { counter: "review_number".into(), by: 1 }])?;
+        self.counter("review_number")
+    }
+
+    pub fn put_review(item: &ReviewItem) -> Op {
+        Op::put_json(T::Reviews, item.number.to_be_bytes(), item)
+    }
+
+    pub fn review(&self, number: u64) -> Result<Option<ReviewItem>, StoreError> {
+        self.get_json(T::Reviews, &number.to_be_bytes())
+    }
+
+    /// Open review items, oldest first.
+    pub fn open_reviews(&self) -> Result<Vec<ReviewItem>, StoreError> {
+        Ok(self
+            .scan_json::<ReviewItem>(T::Reviews, b"")?
+            .into_iter()
+            .map(|(_, r)| r)
+            .filter(|r| r.closed.is_none())
+            .collect())
+    }
+
+    /// The open review item for a knocker in a room, if any.
+    pub fn open_review_for(&self, room: &str, user: &str) -> Result<Option<ReviewItem>, StoreError> {
+        Ok(self.open_reviews()?.into_iter().find(|r| r.room_id == room && r.user_id == user))
+    }
+
+    /// Records what an alias resolves to (`None`: it does not exist).
+    pub fn put_alias(alias: &str, room: Option<&str>) -> Op {
+        Op::put_json(T::Aliases, alias, &room)
+    }
+
+    /// `None`: not looked up yet; `Some(None)`: does not exist.
+    pub fn alias(&self, alias: &str) -> Result<Option<Option<String>>, StoreError> {
+        self.get_json(T::Aliases, alias.as_bytes())
+    }
+
+    /// The aliases known to point at `room`.
+    pub fn aliases_of(&self, room: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .scan_json::<Option<String>>(T::Aliases, b"")?
+            .into_iter()
+            .filter(|(_, r)| r.as_deref() == Some(room))
+            .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
+            .collect())
+    }
+
+    pub fn audit_len(&self) -> usize {
+        self.len(T::Audit)
+    }
+
+    /// The id of the newest audit entry, if any.
+    pub fn last_audit_id(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.tree(T::Audit).last()?.map(|(k, _)| seq_of(&k)))
+    }
+}

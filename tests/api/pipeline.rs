@@ -1,0 +1,370 @@
+//! The moderation pipeline: knocks decided by policy and carried out on the homeserver,
+//! exactly once, through rate limits, errors, outages and restarts.
+
+use knockwarden::storage::Outcome;
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    AppOptions, BOT, CONTROL_ROOM, FakeHomeserver, MODERATOR, TestApp, eventually, knock_event, member_event,
+    spawn_app_in,
+};
+
+const ROOM: &str = "!r:test.local";
+
+const POLICY: &str = r#"rooms: ["!r:test.local"]
+default: review
+rules:
+  - name: spam
+    when: { reason: { contains: [spam] } }
+    action: ban
+  - name: no-reason
+    when: { reason: { missing: true } }
+    action: deny
+    reason: "Tell us why, {user}"
+  - name: locals
+    when: { server: test.local }
+    action: accept
+  - name: quiet
+    when: { server: quiet.example }
+    action: ignore
+"#;
+
+async fn app_with(policy: &str, opts: AppOptions, hs: FakeHomeserver) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+    std::fs::write(dir.path().join("policies/p.yaml"), policy).unwrap();
+    spawn_app_in(dir, hs, opts).await
+}
+
+async fn app() -> TestApp {
+    app_with(POLICY, AppOptions::default(), FakeHomeserver::start().await).await
+}
+
+impl TestApp {
+    /// `user` knocks (the fake homeserver now says they are knocking) and the knock is pushed.
+    pub async fn knock(&self, txn: &str, event_id: &str, user: &str, reason: Option<&str>) {
+        self.homeserver.set_membership(ROOM, user, "knock");
+        let body = json!({"events": [knock_event(event_id, ROOM, user, reason)]});
+        assert_eq!(self.put_txn(txn, &body).await.status(), 200);
+    }
+
+    fn posts(&self, verb: &str) -> Vec<crate::helpers::fake_homeserver::Recorded> {
+        self.homeserver.requests_to("POST", &format!("/rooms/{ROOM}/{verb}"))
+    }
+
+    fn notices(&self) -> Vec<String> {
+        self.homeserver
+            .requests_to("PUT", &format!("/rooms/{CONTROL_ROOM}/send/m.room.message/"))
+            .into_iter()
+            .filter_map(|r| r.body["body"].as_str().map(str::to_owned))
+            .collect()
+    }
+}
+
+fn settled(app: &TestApp) -> bool {
+    app.store.audit_all().unwrap().iter().all(|e| e.outcome != Outcome::Pending || e.review.is_some())
+        && app.store.outbox_len() == 0
+}
+
+#[tokio::test]
+async fn each_action_sends_the_right_request() {
+    let app = app().await;
+    app.knock("1", "$a", "@alice:test.local", Some("hello, I work here")).await;
+    app.knock("2", "$b", "@bob:elsewhere.example", None).await;
+    app.knock("3", "$c", "@carol:elsewhere.example", Some("cheap SPAM here")).await;
+    app.knock("4", "$d", "@dave:elsewhere.example", Some("I would like to help")).await;
+    app.knock("5", "$e", "@erin:quiet.example", Some("hi")).await;
+    eventually("every decision carried out", || settled(&app) && app.notices().len() >= 4).await;
+
+    let invites = app.posts("invite");
+    assert_eq!(invites.len(), 1);
+    assert_eq!(invites[0].body["user_id"], "@alice:test.local");
+    assert_eq!(invites[0].body["reason"], "Knock accepted by knockwarden (rule locals)");
+    let kicks = app.posts("kick");
+    assert_eq!(kicks.len(), 1);
+    assert_eq!(
+        kicks[0].body,
+        json!({"user_id": "@bob:elsewhere.example", "reason": "Tell us why, @bob:elsewhere.example"})
+    );
+    let bans = app.posts("ban");
+    assert_eq!(bans.len(), 1);
+    assert_eq!(bans[0].body["user_id"], "@carol:elsewhere.example");
+    for r in invites.iter().chain(&kicks).chain(&bans) {
+        assert_eq!(r.authorization.as_deref(), Some(format!("Bearer {}", app.registration().as_token).as_str()));
+    }
+
+    // The audit log answers "why": policy, version, rule, explanation, outcome.
+    let audit = app.store.audit_all().unwrap();
+    assert_eq!(audit.len(), 5);
+    let alice = audit.iter().find(|e| e.user_id == "@alice:test.local").unwrap();
+    assert_eq!((alice.policy.as_str(), alice.policy_version, alice.rule.as_deref()), ("p", 1, Some("locals")));
+    assert!(alice.explanation.contains("server \"test.local\" matches"), "{}", alice.explanation);
+    assert_eq!(alice.outcome, Outcome::Done);
+    let dave = audit.iter().find(|e| e.user_id == "@dave:elsewhere.example").unwrap();
+    assert_eq!((dave.rule.as_deref(), dave.review), (None, Some(1)));
+    let erin = audit.iter().find(|e| e.user_id == "@erin:quiet.example").unwrap();
+    assert_eq!(erin.outcome, Outcome::Nothing);
+
+    // Notices: one per decision (notify: all), the review one with its number, none for ignore.
+    let notices = app.notices();
+    assert_eq!(notices.len(), 4, "{notices:#?}");
+    let review = notices.iter().find(|n| n.starts_with("#1 ")).expect("a review notice");
+    assert!(review.contains("@dave:elsewhere.example") && review.contains("I would like to help"), "{review}");
+    assert!(review.contains("!knock approve 1"), "{review}");
+    assert!(notices.iter().any(|n| n.contains("alice") && n.contains("accepted (invited)")), "{notices:#?}");
+    assert!(notices.iter().all(|n| !n.contains("erin")));
+    assert_eq!(app.store.open_reviews().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn rate_limits_and_server_errors_are_retried_until_done() {
+    let app = app().await;
+    app.homeserver.script(
+        "/invite",
+        [
+            (429, json!({"errcode": "M_LIMIT_EXCEEDED", "error": "slow down", "retry_after_ms": 200}), None),
+            (429, json!({"errcode": "M_LIMIT_EXCEEDED", "error": "slow down"}), Some("1".to_owned())),
+            (500, json!({"errcode": "M_UNKNOWN", "error": "boom"}), None),
+            (502, json!({}), None),
+        ],
+    );
+    app.knock("1", "$a", "@alice:test.local", Some("hi there")).await;
+    eventually("invited after the failures", || {
+        app.homeserver.membership(ROOM, "@alice:test.local").as_deref() == Some("invite")
+    })
+    .await;
+    assert_eq!(app.posts("invite").len(), 5, "four failures, one success, nothing more");
+    eventually("settled", || settled(&app)).await;
+    assert_eq!(app.store.audit_all().unwrap()[0].outcome, Outcome::Done);
+}
+
+#[tokio::test]
+async fn a_homeserver_that_is_down_for_a_while_gets_every_knock_in_order_once_back() {
+    let app = app().await;
+    eventually("start-up done", || app.store.outbox_len() == 0).await;
+    app.homeserver.go_down().await;
+    let users: Vec<String> = (0..20).map(|i| format!("@u{i}:test.local")).collect();
+    for (i, u) in users.iter().enumerate() {
+        app.knock(&format!("{i}"), &format!("$k{i}"), u, Some("let me in")).await;
+    }
+    eventually("actions are failing", || app.store.outbox_all().unwrap().first().is_some_and(|(_, e)| e.attempts >= 1))
+        .await;
+    let _back = app.homeserver.come_back().await;
+    eventually("all invited", || app.posts("invite").len() >= 20 && settled(&app)).await;
+    let invited: Vec<String> =
+        app.posts("invite").iter().map(|r| r.body["user_id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(invited, users, "in order, none lost, none doubled");
+}
+
+#[tokio::test]
+async fn missing_power_is_reported_exactly_and_not_retried() {
+    let hs = FakeHomeserver::start().await;
+    hs.set_state(
+        ROOM,
+        "m.room.power_levels",
+        "",
+        "@owner:test.local",
+        json!({"users": {BOT: 0}, "kick": 50, "ban": 50, "invite": 0}),
+    );
+    hs.script("/kick", [(403, json!({"errcode": "M_FORBIDDEN", "error": "You don't have permission to kick"}), None)]);
+    let app = app_with(POLICY, AppOptions::default(), hs).await;
+    // The bot learns the room's power levels when it joins.
+    assert_eq!(app.put_txn("0", &json!({"events": [member_event("$j", ROOM, BOT, BOT, "join")]})).await.status(), 200);
+    eventually("power levels known", || app.store.room(ROOM).unwrap().is_some_and(|r| r.power_levels.is_some())).await;
+    app.knock("1", "$b", "@bob:elsewhere.example", None).await;
+    eventually("failure reported", || {
+        app.notices().iter().any(|n| n.contains("knockwarden needs power level 50 to kick in !r:test.local (it has 0)"))
+    })
+    .await;
+    eventually("settled", || settled(&app)).await;
+    assert_eq!(app.posts("kick").len(), 1, "not retried");
+    let e = app.store.audit_all().unwrap().into_iter().find(|e| e.user_id == "@bob:elsewhere.example").unwrap();
+    assert!(matches!(e.outcome, Outcome::Failed(ref m) if m.contains("power level 50")), "{:?}", e.outcome);
+    // The join itself also warned about the missing power, once.
+    let warnings: Vec<_> = app.notices().into_iter().filter(|n| n.contains("Knocking cannot work")).collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("knockwarden needs power level 50 to ban"), "{}", warnings[0]);
+}
+
+#[tokio::test]
+async fn a_knock_withdrawn_or_handled_by_a_person_first_is_not_acted_on() {
+    let app = app().await;
+    eventually("start-up done", || app.store.outbox_len() == 0).await;
+    app.homeserver.go_down().await;
+    app.knock("1", "$a", "@alice:test.local", Some("hi there")).await;
+    app.knock("2", "$b", "@bob:test.local", Some("hi there")).await;
+    // While the homeserver is away, alice withdraws and a moderator invites bob.
+    app.homeserver.set_membership(ROOM, "@alice:test.local", "leave");
+    app.homeserver.set_membership(ROOM, "@bob:test.local", "invite");
+    let withdrawn = member_event("$w", ROOM, "@alice:test.local", "@alice:test.local", "leave");
+    let invited = member_event("$i", ROOM, MODERATOR, "@bob:test.local", "invite");
+    assert_eq!(app.put_txn("3", &json!({"events": [withdrawn, invited]})).await.status(), 200);
+    let _back = app.homeserver.come_back().await;
+    eventually("settled", || settled(&app)).await;
+    assert!(app.posts("invite").is_empty(), "nobody was invited by knockwarden");
+    let audit = app.store.audit_all().unwrap();
+    let outcome = |u: &str| audit.iter().find(|e| e.user_id == u).unwrap().outcome.clone();
+    assert_eq!(outcome("@alice:test.local"), Outcome::Resolved("withdrawn".into()));
+    assert_eq!(outcome("@bob:test.local"), Outcome::Resolved(format!("accepted by {MODERATOR}")));
+    assert!(app.store.knock(ROOM, "@alice:test.local").unwrap().is_none());
+}
+
+#[tokio::test]
+async fn the_pre_check_cancels_when_the_push_has_not_arrived_yet() {
+    let app = app().await;
+    eventually("start-up done", || app.store.outbox_len() == 0).await;
+    app.homeserver.go_down().await;
+    app.knock("1", "$a", "@alice:test.local", Some("hi there")).await;
+    app.homeserver.set_membership(ROOM, "@alice:test.local", "leave");
+    let _back = app.homeserver.come_back().await;
+    eventually("settled", || settled(&app)).await;
+    assert!(app.posts("invite").is_empty());
+    let e = &app.store.audit_all().unwrap()[0];
+    assert_eq!(e.outcome, Outcome::Cancelled("@alice:test.local is no longer knocking (membership: leave)".into()));
+}
+
+#[tokio::test]
+async fn dry_run_decides_audits_and_notifies_but_changes_nothing() {
+    let app = app_with(&format!("dry_run: true\n{POLICY}"), AppOptions::default(), FakeHomeserver::start().await).await;
+    app.knock("1", "$a", "@alice:test.local", Some("hi there")).await;
+    app.knock("2", "$b", "@bob:elsewhere.example", None).await;
+    app.knock("3", "$c", "@carol:elsewhere.example", Some("spam")).await;
+    eventually("three notices", || app.notices().len() == 3).await;
+    for verb in ["invite", "kick", "ban"] {
+        assert!(app.posts(verb).is_empty(), "{verb} sent in dry run");
+    }
+    let notices = app.notices().join("\n");
+    assert!(
+        notices.contains("would accept") && notices.contains("would deny") && notices.contains("would ban"),
+        "{notices}"
+    );
+    assert!(app.store.audit_all().unwrap().iter().all(|e| e.dry_run && e.outcome == Outcome::DryRun));
+
+    // The global switch does the same for a policy without dry_run.
+    let app = app_with(
+        POLICY,
+        AppOptions { extra_config: "dry_run: true\n".into(), ..Default::default() },
+        FakeHomeserver::start().await,
+    )
+    .await;
+    app.knock("1", "$a", "@alice:test.local", Some("hi there")).await;
+    eventually("notice", || app.notices().len() == 1).await;
+    assert!(app.posts("invite").is_empty());
+}
+
+#[tokio::test]
+async fn a_restart_with_a_non_empty_outbox_acts_once() {
+    let app = app().await;
+    eventually("start-up done", || app.store.outbox_len() == 0).await;
+    app.homeserver.go_down().await;
+    app.knock("1", "$a", "@alice:test.local", Some("hi there")).await;
+    eventually("the invite is queued", || app.store.outbox_all().unwrap().iter().any(|(_, e)| e.attempts >= 1)).await;
+    let (dir, hs) = app.stop().await;
+    let hs = hs.come_back().await;
+    let app = spawn_app_in(dir, hs, AppOptions::default()).await;
+    eventually("invited after the restart", || app.posts("invite").len() == 1 && settled(&app)).await;
+    // The pushed invite event (the bot's own) closes the knock without acting again.
+    let invited = member_event("$i", ROOM, BOT, "@alice:test.local", "invite");
+    assert_eq!(app.put_txn("9", &json!({"events": [invited]})).await.status(), 200);
+    eventually("knock closed", || app.store.knock(ROOM, "@alice:test.local").unwrap().is_none()).await;
+    assert_eq!(app.posts("invite").len(), 1);
+    assert_eq!(app.store.audit_all().unwrap()[0].outcome, Outcome::Done);
+}
+
+#[tokio::test]
+async fn a_thousand_knocks_against_a_flaky_homeserver_end_in_a_thousand_actions() {
+    let app = app().await;
+    eventually("start-up done", || app.store.outbox_len() == 0).await;
+    app.homeserver.set_flaky(true);
+    let n = 1000;
+    for chunk in 0..(n / 100) {
+        let events: Vec<Value> = (0..100)
+            .map(|i| {
+                let k = chunk * 100 + i;
+                let user = format!("@user{k}:test.local");
+                app.homeserver.set_membership(ROOM, &user, "knock");
+                knock_event(&format!("$k{k}"), ROOM, &user, Some("hello there"))
+            })
+            .collect();
+        assert_eq!(app.put_txn(&format!("t{chunk}"), &json!({"events": events})).await.status(), 200);
+    }
+    let store = app.store.clone();
+    let deadline = std::time::Duration::from_secs(120);
+    let started = std::time::Instant::now();
+    while !(store.audit_len() == n && settled(&app)) {
+        assert!(started.elapsed() < deadline, "not done: {} decided, {} queued", store.audit_len(), store.outbox_len());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut invited: Vec<String> = app
+        .homeserver
+        .requests_to("POST", "/invite")
+        .into_iter()
+        .map(|r| r.body["user_id"].as_str().unwrap().to_owned())
+        .collect();
+    let attempts = invited.len();
+    invited.sort();
+    invited.dedup();
+    assert_eq!(invited.len(), n, "every knocker invited");
+    assert!(attempts >= n && attempts <= 2 * n, "{attempts} attempts");
+    for k in 0..n {
+        assert_eq!(app.homeserver.membership(ROOM, &format!("@user{k}:test.local")).as_deref(), Some("invite"));
+    }
+    assert!(store.audit_all().unwrap().iter().all(|e| e.outcome == Outcome::Done));
+}
+
+#[tokio::test]
+async fn a_room_no_policy_governs_is_left_alone_and_aliases_are_resolved() {
+    let hs = FakeHomeserver::start().await;
+    hs.set_alias("#support:test.local", "!support:test.local");
+    let policy = "rooms: [\"#support:test.local\"]\nrules:\n  - { name: all, action: accept }\n";
+    let app = app_with(policy, AppOptions::default(), hs).await;
+    eventually("alias resolved", || app.store.alias("#support:test.local").unwrap().is_some()).await;
+    let knocks = json!({"events": [
+        knock_event("$a", "!support:test.local", "@a:test.local", Some("hi")),
+        knock_event("$b", "!other:test.local", "@b:test.local", Some("hi")),
+    ]});
+    app.homeserver.set_membership("!support:test.local", "@a:test.local", "knock");
+    assert_eq!(app.put_txn("1", &knocks).await.status(), 200);
+    eventually("the governed knock is invited", || {
+        !app.homeserver.requests_to("POST", "/rooms/!support:test.local/invite").is_empty()
+    })
+    .await;
+    eventually("both knocks handled", || app.store.inbox_len() == 0).await;
+    assert_eq!(app.store.audit_len(), 1, "only the governed room's knock is decided");
+    assert!(app.store.knock("!other:test.local", "@b:test.local").unwrap().is_some(), "the other is only tracked");
+    // Notices name the room by its alias.
+    eventually("notice", || app.notices().iter().any(|n| n.contains("#support:test.local"))).await;
+}
+
+#[tokio::test]
+async fn user_text_in_notices_is_escaped_and_clipped() {
+    let app = app().await;
+    let long = format!("<script>alert(1)</script> {}", "x".repeat(1_000_000));
+    app.knock("1", "$a", "@dave:elsewhere.example", Some(&long)).await;
+    eventually("review notice", || app.notices().iter().any(|n| n.starts_with("#1 "))).await;
+    let req = app
+        .homeserver
+        .requests_to("PUT", "/send/m.room.message/")
+        .into_iter()
+        .find(|r| r.body["body"].as_str().unwrap().starts_with("#1 "))
+        .unwrap();
+    let html = req.body["formatted_body"].as_str().unwrap();
+    assert!(html.contains("&lt;script&gt;") && !html.contains("<script>"), "{html}");
+    assert!(html.len() < 2_000, "a 1 MB reason makes a {} byte notice", html.len());
+    assert!(req.body["body"].as_str().unwrap().len() < 2_000);
+}
+
+#[tokio::test]
+async fn a_re_knock_supersedes_the_pending_review() {
+    let app = app().await;
+    app.knock("1", "$a", "@dave:elsewhere.example", Some("first try")).await;
+    eventually("review #1", || app.store.open_reviews().unwrap().len() == 1).await;
+    app.knock("2", "$b", "@dave:elsewhere.example", Some("second try")).await;
+    eventually("review #2 replaces #1", || {
+        app.store.open_reviews().unwrap().iter().map(|r| r.number).collect::<Vec<_>>() == vec![2]
+    })
+    .await;
+    assert_eq!(app.store.review(1).unwrap().unwrap().closed.as_deref(), Some("knocked again"));
+    let first = app.store.audit_all().unwrap().into_iter().find(|e| e.review == Some(1)).unwrap();
+    assert_eq!(first.outcome, Outcome::Resolved("knocked again".into()));
+}
