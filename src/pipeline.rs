@@ -34,6 +34,9 @@ pub struct Shared {
     pub outbox_ready: Arc<Notify>,
     /// Becomes true when the service is stopping.
     pub stopping: watch::Receiver<bool>,
+    /// When this process started (ms since the epoch): actions queued earlier, or retried,
+    /// are checked against the homeserver before they are carried out.
+    pub started_ms: u64,
 }
 
 impl Shared {

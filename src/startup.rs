@@ -106,6 +106,7 @@ impl Application {
             inbox_ready: Arc::new(Notify::new()),
             outbox_ready: Arc::new(Notify::new()),
             stopping,
+            started_ms: crate::storage::now_ms(),
         };
         let state =
             web::Data::new(HttpState { shared: shared.clone(), hs_token: registration.hs_token, max_body_bytes });
@@ -116,7 +117,7 @@ impl Application {
                 .configure(http::configure)
                 .default_service(web::to(http::unknown_route))
         })
-        .workers(2)
+        .workers(1)
         .disable_signals()
         .shutdown_timeout(30)
         .listen(listener)

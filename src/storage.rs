@@ -162,17 +162,32 @@ impl Store {
         if ops.is_empty() {
             return Ok(());
         }
-        let res: Result<(), TransactionError<()>> = self.trees.as_slice().transaction(|trees| {
+        // Only the trees the ops touch take part in the transaction.
+        let mut slot = [usize::MAX; TREE_NAMES.len()];
+        let mut trees: Vec<sled::Tree> = Vec::new();
+        let mut touch = |t: T| {
+            if slot[t as usize] == usize::MAX {
+                slot[t as usize] = trees.len();
+                trees.push(self.trees[t as usize].clone());
+            }
+        };
+        for op in ops {
+            match op {
+                Op::Put { tree, .. } | Op::Del { tree, .. } => touch(*tree),
+                Op::Add { .. } => touch(T::Counters),
+            }
+        }
+        let res: Result<(), TransactionError<()>> = trees.as_slice().transaction(|view| {
             for op in ops {
                 match op {
                     Op::Put { tree, key, value } => {
-                        trees[*tree as usize].insert(key.as_slice(), value.as_slice())?;
+                        view[slot[*tree as usize]].insert(key.as_slice(), value.as_slice())?;
                     }
                     Op::Del { tree, key } => {
-                        trees[*tree as usize].remove(key.as_slice())?;
+                        view[slot[*tree as usize]].remove(key.as_slice())?;
                     }
                     Op::Add { counter, by } => {
-                        let t = &trees[T::Counters as usize];
+                        let t = &view[slot[T::Counters as usize]];
                         let old = t.get(counter.as_bytes())?.map(|v| decode_u64(v.as_ref())).unwrap_or(0);
                         t.insert(counter.as_bytes(), &(old.saturating_add(*by)).to_be_bytes())?;
                     }

@@ -99,7 +99,10 @@ pub async fn run(shared: Shared) {
 
 /// Tries one action and records the outcome.
 async fn step(shared: &Shared, seq: u64, mut entry: OutboxEntry) {
-    let result = execute(shared, seq, &entry.action).await;
+    // Fresh: queued by this process and not failed yet, so the store is as current as the
+    // pushed events (see `act`).
+    let fresh = entry.attempts == 0 && entry.created_ms >= shared.started_ms;
+    let result = execute(shared, seq, &entry.action, fresh).await;
     let store = &shared.store;
     let outcome = match result {
         Ok(follow_ups) => {
@@ -140,7 +143,7 @@ fn room_id(s: &str) -> Result<OwnedRoomId, ActionError> {
 
 /// Carries out one action; returns follow-up actions. `seq` identifies the outbox entry (used
 /// as the transaction ID of messages, so a retried send is not posted twice).
-async fn execute(shared: &Shared, seq: u64, action: &Action) -> Result<Vec<Action>, ActionError> {
+async fn execute(shared: &Shared, seq: u64, action: &Action, fresh: bool) -> Result<Vec<Action>, ActionError> {
     let hs = &shared.homeserver;
     match action {
         Action::JoinControlRoom => {
@@ -203,7 +206,7 @@ async fn execute(shared: &Shared, seq: u64, action: &Action) -> Result<Vec<Actio
         Action::Act { change, room_id: room, user_id: user, reason, audit_id, notify } => {
             let room = room_id(room)?;
             let user = OwnedUserId::try_from(user.as_str()).map_err(|e| ActionError::Permanent(e.to_string()))?;
-            let outcome = act(shared, *change, &room, &user, reason).await?;
+            let outcome = act(shared, *change, &room, &user, reason, *audit_id, fresh).await?;
             let now = now_ms();
             // A person (or the knocker) may have settled it meanwhile: their word stands.
             let entry = shared.store.settle_pending(*audit_id, outcome.clone(), now)?;
@@ -276,14 +279,22 @@ async fn act(
     room: &RoomId,
     user: &UserId,
     reason: &str,
+    audit_id: u64,
+    fresh: bool,
 ) -> Result<Outcome, ActionError> {
     let hs = &shared.homeserver;
-    // Idempotence: act only on someone still knocking (also covers a retry after a crash
-    // that happened after the homeserver had already done it).
-    let membership = hs
-        .state(room, "m.room.member", user.as_str())
-        .await?
-        .and_then(|ev| ev.content.get("membership").and_then(|m| m.as_str()).map(str::to_owned));
+    // Act only on someone still knocking. For a fresh action the store knows: the worker has
+    // applied every membership change pushed so far, and closes the knock record when the
+    // knocker withdraws or someone else acts. Otherwise (a retry, or an action left by an
+    // earlier run, which may have been carried out just before a crash) ask the homeserver.
+    let membership = if fresh {
+        let knocking = shared.store.knock(room.as_str(), user.as_str())?.is_some_and(|k| k.audit_id == Some(audit_id));
+        Some(if knocking { "knock".to_owned() } else { "not knocking any more".to_owned() })
+    } else {
+        hs.state(room, "m.room.member", user.as_str())
+            .await?
+            .and_then(|ev| ev.content.get("membership").and_then(|m| m.as_str()).map(str::to_owned))
+    };
     match (change, membership.as_deref()) {
         (_, Some("knock")) => {}
         (MembershipChange::Invite, Some(m @ ("invite" | "join"))) => {

@@ -85,10 +85,14 @@ pub async fn take_transaction(shared: &Shared, txn_id: &str, body: &[u8]) -> Res
     let events = parse_push(txn_id, body)?;
     let origin = Origin::Push { txn_id: txn_id.to_owned() };
     let (outcome, dropped, malformed) = take_events(shared, &origin, Some((txn_id, &hash)), events)?;
-    shared.store.flush().await?;
+    // The worker may start on the events while they are being flushed; the homeserver hears
+    // 200 only once they are durable. Should knockwarden die before the flush completes, the
+    // homeserver sends the transaction again, and acting twice is prevented by the executor's
+    // check of the knocker's membership before it acts.
     if outcome.stored > 0 {
         shared.inbox_ready.notify_one();
     }
+    shared.store.flush().await?;
     Ok(TxnOutcome::Taken { outcome, dropped, malformed })
 }
 

@@ -153,9 +153,9 @@ impl TestApp {
     }
 }
 
-/// Polls `check` until it holds, for up to 10 s.
+/// Polls `check` until it holds, for up to 30 s (generous: the suite runs tests in parallel on 2 cores).
 pub async fn eventually<F: FnMut() -> bool>(what: &str, mut check: F) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while !check() {
         if tokio::time::Instant::now() > deadline {
             panic!("timed out waiting for: {what}");

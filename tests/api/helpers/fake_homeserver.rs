@@ -41,6 +41,9 @@ struct State {
     /// Answer every other membership change (invite, kick, ban) with 500.
     flaky: bool,
     flaky_count: u64,
+    /// Down: new connections are refused (the server is stopped), and any kept-alive
+    /// connection gets 503.
+    down: bool,
 }
 
 #[derive(Clone)]
@@ -85,11 +88,13 @@ impl FakeHomeserver {
 
     /// Stops answering (connections are then refused).
     pub async fn go_down(&self) {
+        self.state.lock().unwrap().down = true;
         self.handle.stop(false).await;
     }
 
     /// Comes back on the same port, with the same state.
     pub async fn come_back(&self) -> Self {
+        self.state.lock().unwrap().down = false;
         Self::start_with(self.port, self.state.clone()).await
     }
 
@@ -166,6 +171,9 @@ async fn answer(req: HttpRequest, body: web::Bytes, state: web::Data<Mutex<State
         authorization: req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned),
     };
     let mut st = state.lock().unwrap();
+    if st.down {
+        return matrix_error(503, "M_UNKNOWN", "down");
+    }
     st.requests.push(recorded);
 
     if let Some((_, answers)) = st.scripted.iter_mut().find(|(frag, a)| path.contains(frag.as_str()) && !a.is_empty()) {

@@ -1,0 +1,136 @@
+//! Pipeline latency: from the moment a transaction with a knock reaches knockwarden to the
+//! moment the invite request reaches the homeserver, at 1,000 knocks per second.
+//!
+//! Run with `cargo bench --bench pipeline`. knockwarden runs in this process (the real
+//! `Application`: HTTP server, sled on a temporary directory, worker, executor, matrix-sdk
+//! client) against the in-process fake homeserver of the test suite. The sender plays Synapse:
+//! one transaction in flight at a time, each carrying every knock that arrived meanwhile.
+
+#[allow(dead_code)]
+#[path = "../tests/api/helpers/fake_homeserver.rs"]
+mod fake_homeserver;
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use fake_homeserver::FakeHomeserver;
+use knockwarden::{config::Settings, registration::NewRegistration, startup::Application};
+use serde_json::json;
+
+const ROOM: &str = "!bench:test.local";
+const RATE: u64 = 1_000;
+const SECONDS: u64 = 5;
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(run());
+}
+
+async fn run() {
+    let hs = FakeHomeserver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let reg = NewRegistration {
+        id: "knockwarden",
+        url: "http://127.0.0.1:0",
+        localpart: "knockwarden",
+        server_name: ruma::server_name!("test.local"),
+    }
+    .write(&dir.path().join("registration.yaml"), false)
+    .unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(
+        dir.path().join("policies/bench.yaml"),
+        format!("rooms: [\"{ROOM}\"]\nrules:\n  - {{ name: everyone, action: accept }}\n"),
+    )
+    .unwrap();
+    let config = format!(
+        "homeserver: {{url: \"{}\", server_name: test.local}}\nappservice: {{listen: \"127.0.0.1:0\"}}\ncontrol_room: \"!ctrl:test.local\"\nnotify: none\n",
+        hs.url()
+    );
+    std::fs::write(dir.path().join("config.yaml"), config).unwrap();
+    let app = Application::build(Settings::load(&dir.path().join("config.yaml")).unwrap()).await.unwrap();
+    let url = format!("http://127.0.0.1:{}/_matrix/app/v1/transactions", app.port());
+    let store = app.store().clone();
+    let stopper = app.stopper();
+    let running = tokio::spawn(app.run_until_stopped());
+    while store.outbox_len() > 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let total = RATE * SECONDS;
+    let users: Vec<String> = (0..total).map(|i| format!("@knocker{i}:elsewhere.example")).collect();
+    for u in &users {
+        hs.set_membership(ROOM, u, "knock");
+    }
+    let client = reqwest::Client::new();
+    let mut sent_at: HashMap<String, Instant> = HashMap::new();
+    let start = Instant::now();
+    let mut next = 0usize;
+    let mut txn = 0u64;
+    let mut batches = Vec::new();
+    while next < users.len() {
+        // Knocks that have "arrived" by now go out in one transaction.
+        let due = ((start.elapsed().as_micros() as u64 * RATE / 1_000_000) as usize + 1).min(users.len());
+        if due <= next {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+            continue;
+        }
+        let events: Vec<_> = (next..due)
+            .map(|i| {
+                json!({"event_id": format!("$k{i}"), "room_id": ROOM, "sender": users[i], "state_key": users[i],
+                       "type": "m.room.member", "content": {"membership": "knock", "reason": "hello"},
+                       "origin_server_ts": 1_795_403_555_095u64, "unsigned": {}})
+            })
+            .collect();
+        let t = Instant::now();
+        for u in &users[next..due] {
+            sent_at.insert(u.clone(), t);
+        }
+        batches.push(due - next);
+        txn += 1;
+        let res = client
+            .put(format!("{url}/{txn}"))
+            .bearer_auth(&reg.hs_token)
+            .json(&json!({"events": events}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        next = due;
+    }
+    let sending = start.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    // Poll cheaply (a look-up, not a copy of every request) so the harness does not hold the
+    // fake homeserver's lock while knockwarden is talking to it.
+    while hs.membership(ROOM, users.last().unwrap()).as_deref() != Some("invite") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let invites = hs.requests_to("POST", "/invite");
+    assert_eq!(invites.len(), users.len(), "every knock is invited once");
+
+    let mut latencies: Vec<Duration> = invites
+        .iter()
+        .map(|r| {
+            let user = r.body["user_id"].as_str().unwrap();
+            r.at.duration_since(sent_at[user])
+        })
+        .collect();
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    batches.sort();
+    println!(
+        "pipeline: {total} knocks at {RATE}/s in {txn} transactions (median {} knocks each), sent in {sending:.2?}",
+        batches[batches.len() / 2]
+    );
+    println!(
+        "transaction received -> invite sent: p50 {:.2?}  p90 {:.2?}  p99 {:.2?}  max {:.2?}",
+        pct(0.50),
+        pct(0.90),
+        pct(0.99),
+        latencies[latencies.len() - 1]
+    );
+    stopper.stop().await;
+    running.await.unwrap().unwrap();
+}
