@@ -218,7 +218,7 @@ async fn execute(shared: &Shared, seq: u64, action: &Action, fresh: bool) -> Res
         }
         Action::ReviewNotice { number } => {
             let store = &shared.store;
-            let Some(mut item) = store.review(*number)? else { return Ok(vec![]) };
+            let Some(item) = store.review(*number)? else { return Ok(vec![]) };
             let Some(entry) = store.audit(item.audit_id)? else { return Ok(vec![]) };
             let Some(control) = shared.control_room_id() else {
                 return Err(HsError::Transport("the control room is not joined yet".into()).into());
@@ -237,8 +237,7 @@ async fn execute(shared: &Shared, seq: u64, action: &Action, fresh: bool) -> Res
                 unreachable!("notices::knock makes a notice")
             };
             let event = hs.send_notice(&control, &format!("kw{seq}"), &plain, &html).await?;
-            item.notice_event = Some(event.to_string());
-            store.commit(&[Store::put_review(&item)])?;
+            store.update_review(*number, |item| item.notice_event = Some(event.to_string()))?;
             Ok(vec![])
         }
     }
@@ -297,12 +296,8 @@ async fn act(
     };
     match (change, membership.as_deref()) {
         (_, Some("knock")) => {}
-        (MembershipChange::Invite, Some(m @ ("invite" | "join"))) => {
-            return Ok(Outcome::Cancelled(format!(
-                "{user} is already {}",
-                if m == "join" { "in the room" } else { "invited" }
-            )));
-        }
+        // Already invited or in the room: what the invite was for has happened.
+        (MembershipChange::Invite, Some("invite" | "join")) => return Ok(Outcome::Done),
         (_, m) => {
             return Ok(Outcome::Cancelled(format!(
                 "{user} is no longer knocking (membership: {})",
@@ -316,7 +311,7 @@ async fn act(
         Err(HsError::Api { status: 403, message, .. })
             if change == MembershipChange::Invite && message.contains("already in the room") =>
         {
-            Ok(Outcome::Cancelled(format!("{user} is already in the room")))
+            Ok(Outcome::Done)
         }
         Err(e) => Ok(Outcome::Failed(refusal(shared, change, room, &e))),
     }

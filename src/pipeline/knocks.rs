@@ -93,9 +93,8 @@ pub fn on_knock(shared: &Shared, entry: &InboxEntry, head: &EventHead, user: &st
         if let Some(id) = earlier.audit_id {
             store.settle_pending(id, Outcome::Resolved("knocked again".into()), now)?;
         }
-        if let Some(mut item) = store.open_review_for(room, user)? {
-            item.closed = Some("knocked again".into());
-            ops.push(Store::put_review(&item));
+        if let Some(item) = store.open_review_for(room, user)? {
+            store.close_review(item.number, "knocked again")?;
         }
     }
     let aliases = store.aliases_of(room)?;
@@ -241,15 +240,14 @@ pub fn on_change(shared: &Shared, head: &EventHead, user: &str, membership: &str
         other => format!("membership is now {other}"),
     };
     tracing::info!(room, user, how = %how, "knock closed");
-    let mut ops = Store::del_knock(room, user);
+    let ops = Store::del_knock(room, user);
     if let Some(id) = rec.audit_id
         && !by_bot
     {
         store.settle_pending(id, Outcome::Resolved(how.clone()), now_ms())?;
     }
-    if let Some(mut item) = store.open_review_for(room, user)? {
-        item.closed = Some(how);
-        ops.push(Store::put_review(&item));
+    if let Some(item) = store.open_review_for(room, user)? {
+        store.close_review(item.number, &how)?;
     }
     Ok(ops)
 }

@@ -130,6 +130,30 @@ impl Store {
         Op::put_json(T::Reviews, item.number.to_be_bytes(), item)
     }
 
+    /// Read-modify-write of a review item, serialized with other such updates, so that the
+    /// worker closing an item and the executor noting its notice cannot undo each other.
+    pub fn update_review(
+        &self,
+        number: u64,
+        f: impl FnOnce(&mut ReviewItem),
+    ) -> Result<Option<ReviewItem>, StoreError> {
+        let _guard = self.room_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(mut item) = self.review(number)? else { return Ok(None) };
+        f(&mut item);
+        self.commit(&[Store::put_review(&item)])?;
+        Ok(Some(item))
+    }
+
+    /// Closes a review item (if still open) with how it ended.
+    pub fn close_review(&self, number: u64, how: &str) -> Result<(), StoreError> {
+        self.update_review(number, |item| {
+            if item.closed.is_none() {
+                item.closed = Some(how.to_owned());
+            }
+        })?;
+        Ok(())
+    }
+
     pub fn review(&self, number: u64) -> Result<Option<ReviewItem>, StoreError> {
         self.get_json(T::Reviews, &number.to_be_bytes())
     }

@@ -381,3 +381,16 @@ async fn a_re_knock_supersedes_the_pending_review() {
     let first = app.store.audit_all().unwrap().into_iter().find(|e| e.review == Some(1)).unwrap();
     assert_eq!(first.outcome, Outcome::Resolved("knocked again".into()));
 }
+
+#[tokio::test]
+async fn inviting_someone_already_in_the_room_counts_as_done() {
+    let app = app().await;
+    app.homeserver.script(
+        "/invite",
+        [(403, json!({"errcode": "M_FORBIDDEN", "error": "@alice:test.local is already in the room."}), None)],
+    );
+    app.knock("1", "$a", "@alice:test.local", Some("hi there")).await;
+    eventually("settled", || settled(&app)).await;
+    assert_eq!(app.posts("invite").len(), 1, "not retried");
+    assert_eq!(app.store.audit_all().unwrap()[0].outcome, Outcome::Done);
+}
