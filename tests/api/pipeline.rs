@@ -61,6 +61,14 @@ impl TestApp {
     }
 }
 
+/// Waits until an invite, kick or ban has failed at least once (the homeserver being down).
+async fn act_failed_once(app: &TestApp) {
+    eventually("an action failed once", || {
+        app.store.outbox_all().unwrap().iter().any(|(_, e)| matches!(e.action, Action::Act { .. }) && e.attempts >= 1)
+    })
+    .await;
+}
+
 /// Start-up is over: the control room is joined and nothing is queued.
 fn started(app: &TestApp) -> bool {
     app.store.get_meta("control_room_id").unwrap().is_some() && app.store.outbox_len() == 0
@@ -220,10 +228,7 @@ async fn a_retried_action_asks_the_homeserver_whether_the_knock_still_stands() {
     eventually("start-up done", || started(&app)).await;
     app.homeserver.go_down().await;
     app.knock("1", "$a", "@alice:test.local", Some("hi there")).await;
-    eventually("the invite failed once", || {
-        app.store.outbox_all().unwrap().iter().any(|(_, e)| matches!(e.action, Action::Act { .. }) && e.attempts >= 1)
-    })
-    .await;
+    act_failed_once(&app).await;
     // The knocker withdraws; the homeserver knows, knockwarden has not been told yet.
     app.homeserver.set_membership(ROOM, "@alice:test.local", "leave");
     let _back = app.homeserver.come_back().await;
@@ -268,10 +273,7 @@ async fn a_restart_with_a_non_empty_outbox_acts_once() {
     eventually("start-up done", || started(&app)).await;
     app.homeserver.go_down().await;
     app.knock("1", "$a", "@alice:test.local", Some("hi there")).await;
-    eventually("the invite failed once", || {
-        app.store.outbox_all().unwrap().iter().any(|(_, e)| matches!(e.action, Action::Act { .. }) && e.attempts >= 1)
-    })
-    .await;
+    act_failed_once(&app).await;
     let (dir, hs) = app.stop().await;
     let hs = hs.come_back().await;
     let app = spawn_app_in(dir, hs, AppOptions::default()).await;
