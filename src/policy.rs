@@ -235,9 +235,18 @@ impl PolicySet {
             .map(|&i| &self.policies[i])
     }
 
-    /// The aliases named in `rooms` of any policy (to be resolved by the caller).
+    /// The aliases named in `rooms` or `member_of` of any policy (to be resolved by the caller).
     pub fn aliases(&self) -> Vec<String> {
-        self.rooms.keys().filter(|r| r.starts_with('#')).cloned().collect()
+        let mut out: Vec<String> = self
+            .rooms
+            .keys()
+            .cloned()
+            .chain(self.policies.iter().flat_map(|p| p.member_of_rooms()))
+            .filter(|r| r.starts_with('#'))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// Every time window a knock counter needs, across policies (deduplicated, sorted).

@@ -185,6 +185,14 @@ pub struct CompiledPolicy {
 }
 
 impl CompiledPolicy {
+    /// The rooms its `member_of` conditions name.
+    pub fn member_of_rooms(&self) -> impl Iterator<Item = String> + '_ {
+        self.atoms.iter().flat_map(|a| match &a.atom {
+            Atom::MemberOf(rooms) => rooms.clone(),
+            _ => Vec::new(),
+        })
+    }
+
     /// The time windows its knock counters use.
     pub fn windows(&self) -> impl Iterator<Item = Duration> + '_ {
         self.atoms.iter().filter_map(|a| match a.atom {

@@ -396,3 +396,22 @@ async fn inviting_someone_already_in_the_room_counts_as_done() {
     assert_eq!(app.posts("invite").len(), 1, "not retried");
     assert_eq!(app.store.audit_all().unwrap()[0].outcome, Outcome::Done);
 }
+
+#[tokio::test]
+async fn member_of_matches_rooms_named_by_alias() {
+    let hs = FakeHomeserver::start().await;
+    hs.set_alias("#general:test.local", "!general:test.local");
+    hs.set_members("!general:test.local", &[BOT, "@friend:elsewhere.example"]);
+    let policy = "rooms: [\"!r:test.local\"]\ndefault: deny\nrules:\n  - { name: friends, when: { member_of: \"#general:test.local\" }, action: accept }\n";
+    let app = app_with(policy, AppOptions::default(), hs).await;
+    // The bot is in #general and learns its members.
+    let joined = member_event("$j", "!general:test.local", BOT, BOT, "join");
+    assert_eq!(app.put_txn("0", &json!({"events": [joined]})).await.status(), 200);
+    eventually("members known", || app.store.members_of("!general:test.local").unwrap().len() == 2).await;
+    app.knock("1", "$a", "@friend:elsewhere.example", Some("hi")).await;
+    app.knock("2", "$b", "@stranger:elsewhere.example", Some("hi")).await;
+    eventually("settled", || app.store.audit_len() == 2 && settled(&app)).await;
+    assert_eq!(app.posts("invite").len(), 1);
+    assert_eq!(app.posts("invite")[0].body["user_id"], "@friend:elsewhere.example");
+    assert_eq!(app.posts("kick")[0].body["user_id"], "@stranger:elsewhere.example");
+}
