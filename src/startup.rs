@@ -198,9 +198,17 @@ fn report_reload(store: &Store, outbox_ready: &Notify, outcome: Result<Reload, l
     }
 }
 
-/// On every start: join the control room, and catch up on knocks in every joined room.
+/// On every start: forget knock times no counter window reaches, join the control room, and
+/// catch up on knocks in every joined room.
 fn queue_startup_actions(shared: &Shared) {
     let store = &shared.store;
+    let longest = shared.policies.current().set.windows().into_iter().max().unwrap_or_default();
+    let keep = longest.max(std::time::Duration::from_secs(86_400)).as_millis() as u64;
+    match store.prune_knock_times(crate::storage::now_ms().saturating_sub(keep)) {
+        Ok(n) if n > 0 => tracing::info!(removed = n, "forgot old knock times"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot prune old knock times"),
+    }
     let pending: Vec<Action> = store.outbox_all().unwrap_or_default().into_iter().map(|(_, e)| e.action).collect();
     let mut actions = vec![Action::JoinControlRoom, Action::ResolveAliases];
     for room in store.joined_rooms().unwrap_or_default() {

@@ -27,7 +27,7 @@ pub use audit::{AuditEntry, Outcome, ReviewItem};
 pub use inbox::{InboxEntry, InboxItem, IngestOutcome, Origin};
 pub use outbox::{Action, OutboxEntry};
 pub use policies::{KEEP_VERSIONS, PolicyVersion};
-pub use records::{BotMembership, KnockRecord, KnockState, RoomRecord};
+pub use records::{BotMembership, KnockRecord, RoomRecord};
 
 /// The trees of the database. The discriminant is the index into [`Store::trees`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,9 +16,7 @@ use crate::{
     homeserver::MembershipChange,
     notices,
     policy::{Action as Verdict, Knock, PolicySet},
-    storage::{
-        Action, AuditEntry, InboxEntry, KnockRecord, KnockState, Op, Outcome, ReviewItem, Store, StoreError, now_ms,
-    },
+    storage::{Action, AuditEntry, InboxEntry, KnockRecord, Op, Outcome, ReviewItem, Store, StoreError, now_ms},
 };
 
 /// What handling a knock came to.
@@ -84,7 +82,6 @@ pub fn on_knock(shared: &Shared, entry: &InboxEntry, head: &EventHead, user: &st
         reason: text("reason"),
         displayname: text("displayname"),
         origin_server_ts: ts,
-        state: KnockState::Pending,
         audit_id: None,
     };
     let mut ops = Store::record_knock_time(room, user, if ts > 0 { ts } else { now }, entry.seq);

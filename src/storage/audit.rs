@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Op, Store, StoreError, T, inbox::seq_of};
+use super::{Op, Store, StoreError, T};
 use crate::policy::Action as Verdict;
 
 /// What came of a decision.
@@ -75,16 +75,6 @@ impl Store {
 
     pub fn audit(&self, id: u64) -> Result<Option<AuditEntry>, StoreError> {
         self.get_json(T::Audit, &id.to_be_bytes())
-    }
-
-    /// The last `n` audit entries, newest first.
-    pub fn audit_tail(&self, n: usize) -> Result<Vec<AuditEntry>, StoreError> {
-        let mut out = Vec::new();
-        for kv in self.tree(T::Audit).iter().rev().take(n) {
-            let (_, v) = kv?;
-            out.push(super::decode(T::Audit, &v)?);
-        }
-        Ok(out)
     }
 
     /// Every audit entry, oldest first.
@@ -195,10 +185,5 @@ impl Store {
 
     pub fn audit_len(&self) -> usize {
         self.len(T::Audit)
-    }
-
-    /// The id of the newest audit entry, if any.
-    pub fn last_audit_id(&self) -> Result<Option<u64>, StoreError> {
-        Ok(self.tree(T::Audit).last()?.map(|(k, _)| seq_of(&k)))
     }
 }

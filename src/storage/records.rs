@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Op, Store, StoreError, T, pair_key, split_pair};
+use super::{Op, Store, StoreError, T, pair_key};
 
 /// The bot's own membership in a room.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -34,14 +34,7 @@ pub struct RoomRecord {
     pub warned: Vec<String>,
 }
 
-/// Where a knock stands.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum KnockState {
-    /// Knocking, nothing decided yet.
-    Pending,
-}
-
+/// A knock on record: pending until the knocker's membership changes.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct KnockRecord {
     pub room_id: String,
@@ -50,7 +43,6 @@ pub struct KnockRecord {
     pub reason: Option<String>,
     pub displayname: Option<String>,
     pub origin_server_ts: u64,
-    pub state: KnockState,
     /// The decision taken on this knock, if any.
     #[serde(default)]
     pub audit_id: Option<u64>,
@@ -116,14 +108,5 @@ impl Store {
     /// Whether `user_id` is knocking anywhere we know of.
     pub fn is_knocker(&self, user_id: &str) -> Result<bool, StoreError> {
         Ok(!self.scan_keys(T::Knockers, &pair_key(user_id, ""))?.is_empty())
-    }
-
-    /// Rooms where `user_id` has a knock on record.
-    pub fn knocked_rooms(&self, user_id: &str) -> Result<Vec<String>, StoreError> {
-        Ok(self
-            .scan_keys(T::Knockers, &pair_key(user_id, ""))?
-            .iter()
-            .filter_map(|k| split_pair(k).map(|(_, room)| room))
-            .collect())
     }
 }

@@ -37,11 +37,17 @@ struct Running {
 
 impl Running {
     fn start(config: &Path, port: u16) -> Self {
+        Self::start_logging(config, port, Stdio::null())
+    }
+
+    /// Starts with debug logging to `stderr`.
+    fn start_logging(config: &Path, port: u16, stderr: impl Into<Stdio>) -> Self {
         let child = knockwarden()
             .args(["serve", "-c"])
             .arg(config)
+            .env("RUST_LOG", "debug")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         Running { child, port }
@@ -233,4 +239,49 @@ async fn a_knock_acknowledged_before_a_crash_is_handled_after_restart() {
     let store = knockwarden::storage::Store::open(&dir.path().join("db")).unwrap();
     assert_eq!(store.knocks(Some("!r:test.local")).unwrap().len(), 50, "every acknowledged knock survived the crash");
     assert_eq!(store.inbox_len(), 0);
+}
+
+#[tokio::test]
+async fn tokens_never_appear_in_the_logs() {
+    let hs = FakeHomeserver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (config, port) = binary_config(dir.path(), &hs.url());
+    let reg = knockwarden::registration::AppRegistration::load(
+        &dir.path().join("registration.yaml"),
+        ruma::server_name!("test.local"),
+    )
+    .unwrap();
+    let log_path = dir.path().join("stderr.log");
+    let mut kw = Running::start_logging(&config, port, std::fs::File::create(&log_path).unwrap());
+    kw.wait_healthy().await;
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}/_matrix/app/v1");
+    let body = json!({"events": [knock_event("$k", "!r:test.local", "@u:test.local", None)]});
+    // The token in the query (legacy), in the header, and a wrong one.
+    let ok =
+        client.put(format!("{base}/transactions/1?access_token={}", reg.hs_token)).json(&body).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let ok = client.post(format!("{base}/ping")).bearer_auth(&reg.hs_token).json(&json!({})).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let bad = client
+        .put(format!("{base}/transactions/2?access_token=wrong-{}", reg.as_token))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 403);
+    // The bot has used its as_token with the homeserver (the start-up join).
+    for _ in 0..200 {
+        if !hs.requests_to("POST", "/join/").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(!hs.requests_to("POST", "/join/").is_empty());
+    kw.signal("-TERM");
+    assert_eq!(kw.wait_exit().code(), Some(0));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("/_matrix/app/v1/transactions/1"), "requests are logged:\n{log}");
+    assert!(!log.contains(&reg.hs_token), "the hs_token is in the logs");
+    assert!(!log.contains(&reg.as_token), "the as_token is in the logs");
 }

@@ -415,3 +415,32 @@ async fn member_of_matches_rooms_named_by_alias() {
     assert_eq!(app.posts("invite")[0].body["user_id"], "@friend:elsewhere.example");
     assert_eq!(app.posts("kick")[0].body["user_id"], "@stranger:elsewhere.example");
 }
+
+#[tokio::test]
+async fn a_join_rule_change_that_stops_knocking_is_warned_about_once() {
+    let hs = FakeHomeserver::start().await;
+    hs.set_state(ROOM, "m.room.create", "", "@owner:test.local", json!({"room_version": "10"}));
+    hs.set_state(ROOM, "m.room.join_rules", "", "@owner:test.local", json!({"join_rule": "knock"}));
+    hs.set_state(ROOM, "m.room.power_levels", "", "@owner:test.local", json!({"users": {BOT: 100}}));
+    let app = app_with(POLICY, AppOptions::default(), hs).await;
+    assert_eq!(app.put_txn("0", &json!({"events": [member_event("$j", ROOM, BOT, BOT, "join")]})).await.status(), 200);
+    eventually("room state known", || {
+        app.store.room(ROOM).unwrap().is_some_and(|r| r.join_rule.as_deref() == Some("knock"))
+    })
+    .await;
+    let warnings =
+        |app: &TestApp| app.notices().into_iter().filter(|n| n.contains("Knocking cannot work")).collect::<Vec<_>>();
+    assert!(warnings(&app).is_empty(), "a knock room with enough power is fine");
+
+    let rule = |id: &str, rule: &str| json!({"event_id": id, "room_id": ROOM, "sender": "@owner:test.local", "type": "m.room.join_rules", "state_key": "", "content": {"join_rule": rule}});
+    assert_eq!(app.put_txn("1", &json!({"events": [rule("$r1", "invite")]})).await.status(), 200);
+    eventually("warned", || warnings(&app).len() == 1).await;
+    assert!(warnings(&app)[0].contains("has join rule `invite`: nobody can knock there"), "{:?}", warnings(&app));
+    // The same state again is not repeated; back to knock clears it.
+    assert_eq!(app.put_txn("2", &json!({"events": [rule("$r2", "invite"), rule("$r3", "knock")]})).await.status(), 200);
+    eventually("handled", || {
+        app.store.room(ROOM).unwrap().is_some_and(|r| r.join_rule.as_deref() == Some("knock") && r.warned.is_empty())
+    })
+    .await;
+    assert_eq!(warnings(&app).len(), 1);
+}
