@@ -108,9 +108,20 @@ pub trait Homeserver: Send + Sync + 'static {
     /// `GET /_matrix/client/v3/rooms/{roomId}/members?membership=knock`: the knock events.
     async fn knocking_members(&self, room: &RoomId) -> Result<Vec<serde_json::Value>, HsError>;
 
-    /// `PUT /_matrix/client/v3/rooms/{roomId}/send/m.room.message/{txnId}`: an `m.notice` with
-    /// an HTML body and a plain-text fallback. The same `txn_id` is not posted twice.
-    async fn send_notice(&self, room: &RoomId, txn_id: &str, plain: &str, html: &str) -> Result<OwnedEventId, HsError>;
+    /// `PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}`: a message-like event
+    /// (a notice, a reaction, an edit). The homeserver posts the same `txn_id` only once.
+    async fn send(
+        &self,
+        room: &RoomId,
+        txn_id: &str,
+        event_type: &str,
+        content: &serde_json::Value,
+    ) -> Result<OwnedEventId, HsError>;
+
+    /// An `m.notice` with an HTML body and a plain-text fallback (see [`Homeserver::send`]).
+    async fn send_notice(&self, room: &RoomId, txn_id: &str, plain: &str, html: &str) -> Result<OwnedEventId, HsError> {
+        self.send(room, txn_id, "m.room.message", &notice_content(plain, html)).await
+    }
 
     /// `GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}?format=event`, or
     /// `None` when the room has no such state.
@@ -137,4 +148,16 @@ impl StateEvent {
             StateEvent { sender: None, content: v }
         }
     }
+}
+
+/// The content of an `m.notice` with an HTML body and a plain-text fallback. `m.mentions` is
+/// empty: the bot's notices never ping anyone.
+pub fn notice_content(plain: &str, html: &str) -> serde_json::Value {
+    serde_json::json!({
+        "msgtype": "m.notice",
+        "body": plain,
+        "format": "org.matrix.custom.html",
+        "formatted_body": html,
+        "m.mentions": {},
+    })
 }

@@ -109,7 +109,7 @@ impl LivePolicies {
             None => None,
         };
         let fallback = stored.as_ref().and_then(|v| PolicySet::load(&v.sources).ok().map(|set| (v.number, set)));
-        let files = read_dir(dir)
+        let files = all_sources(dir, &store)
             .and_then(|sources| PolicySet::load(&sources).map(|set| (sources, set)).map_err(PolicyError::Invalid));
         let active = match (files, fallback) {
             (Ok((sources, set)), fallback) => {
@@ -153,7 +153,7 @@ impl LivePolicies {
     pub fn reload(&self) -> Result<Reload, PolicyError> {
         let _guard = self.change.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.current();
-        let sources = read_dir(&self.dir)?;
+        let sources = all_sources(&self.dir, &self.store)?;
         match PolicySet::load(&sources) {
             Err(problems) => Ok(Reload::Refused { problems, active: current.version }),
             Ok(set) if set.hash() == current.set.hash() => Ok(Reload::Unchanged { version: current.version }),
@@ -170,10 +170,113 @@ impl LivePolicies {
         let _guard = self.change.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.store.policy_version(number)?.ok_or(PolicyError::NoSuchVersion(number))?;
         let set = PolicySet::load(&old.sources).map_err(|problems| PolicyError::Stale { version: number, problems })?;
+        // The control room's policies go back to what they were; files stay as they are on
+        // disk (the next edit of a file reloads them).
+        let room: Vec<(String, String)> = old
+            .sources
+            .iter()
+            .filter_map(|s| room_policy_name(&s.path).map(|n| (n.to_owned(), s.text.clone())))
+            .collect();
+        self.store.replace_room_policies(&room)?;
         let v = self.store.add_policy_version(old.sources, set.hash().to_owned(), &format!("rollback to {number}"))?;
         self.activate(v.number, set)?;
         Ok(v.number)
     }
+
+    /// Adds or replaces a policy set from the control room. It is checked together with every
+    /// other policy, exactly like a file; a name a policy file uses is refused.
+    pub fn set_room_policy(&self, name: &str, text: &str, by: &str) -> Result<SetOutcome, PolicyError> {
+        let _guard = self.change.lock().unwrap_or_else(|p| p.into_inner());
+        if !is_valid_name(name) {
+            return Ok(SetOutcome::BadName);
+        }
+        let files = read_dir(&self.dir)?;
+        if let Some(file) = files.iter().find(|f| file_policy_name(f).as_deref() == Some(name)) {
+            return Ok(SetOutcome::FileOwned { file: file.path.clone() });
+        }
+        let mut room = self.store.room_policies()?;
+        room.retain(|(n, _)| n != name);
+        room.push((name.to_owned(), text.to_owned()));
+        room.sort();
+        let sources: Vec<Source> = files.into_iter().chain(room.iter().map(|(n, t)| room_source(n, t))).collect();
+        let set = match PolicySet::load(&sources) {
+            Ok(set) => set,
+            Err(problems) => return Ok(SetOutcome::Refused { problems }),
+        };
+        match set.policy(name) {
+            Some(p) if room_policy_name(&p.file) == Some(name) => {}
+            _ => return Ok(SetOutcome::NameMismatch),
+        }
+        let current = self.current();
+        if set.hash() == current.set.hash() {
+            return Ok(SetOutcome::Unchanged { version: current.version });
+        }
+        self.store.replace_room_policies(&room)?;
+        let v = self.store.add_policy_version(sources, set.hash().to_owned(), &format!("{name} set by {by}"))?;
+        self.activate(v.number, set)?;
+        Ok(SetOutcome::Activated { version: v.number })
+    }
+}
+
+/// What `!knock policy set` did.
+#[derive(Debug)]
+pub enum SetOutcome {
+    Activated {
+        version: u64,
+    },
+    Unchanged {
+        version: u64,
+    },
+    /// The policies (with this one) have problems; nothing changed.
+    Refused {
+        problems: Vec<Problem>,
+    },
+    /// A policy file already defines a policy of this name.
+    FileOwned {
+        file: String,
+    },
+    /// The text names the policy differently (`name:`).
+    NameMismatch,
+    /// Not a usable name.
+    BadName,
+}
+
+/// The folder name shown for policies set from the control room.
+pub const ROOM_POLICY_DIR: &str = "control-room";
+
+/// Whether a name can name a policy set from the room: letters, digits, `-` and `_`.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// The source of a policy set from the control room.
+pub fn room_source(name: &str, text: &str) -> Source {
+    Source { path: format!("{ROOM_POLICY_DIR}/{name}.yaml"), text: text.to_owned() }
+}
+
+/// The policy name of a source set from the control room, if it is one.
+pub fn room_policy_name(path: &str) -> Option<&str> {
+    path.strip_prefix(ROOM_POLICY_DIR)?.strip_prefix('/')?.strip_suffix(".yaml")
+}
+
+/// The name of the policy a file defines (its `name:`, else its file name), even when the
+/// file has problems elsewhere.
+fn file_policy_name(file: &Source) -> Option<String> {
+    let stem = std::path::Path::new(&file.path).file_stem()?.to_str()?.to_owned();
+    let named = yaml_serde_name(&file.text);
+    Some(named.unwrap_or(stem))
+}
+
+fn yaml_serde_name(text: &str) -> Option<String> {
+    let v: serde_yaml::Value = serde_yaml::from_str(text).ok()?;
+    v.get("name")?.as_str().map(str::to_owned)
+}
+
+/// The policy files and the policies set from the control room, as one list of sources.
+pub fn all_sources(dir: &Path, store: &Store) -> Result<Vec<Source>, PolicyError> {
+    let mut sources = read_dir(dir)?;
+    sources.extend(store.room_policies()?.iter().map(|(n, t)| room_source(n, t)));
+    Ok(sources)
 }
 
 /// A running directory watcher; watching stops when it is dropped.

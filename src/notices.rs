@@ -70,6 +70,8 @@ pub struct KnockNotice<'a> {
     pub version: u64,
     /// The review number, for review notices.
     pub review: Option<u64>,
+    /// How the review ended, once it has (replaces the "reply or react" hint).
+    pub closed: Option<&'a str>,
 }
 
 /// One concise notice about a decision.
@@ -101,13 +103,104 @@ pub fn knock(n: &KnockNotice) -> Action {
         escape(n.policy),
         n.version
     ));
-    if let Some(r) = n.review {
+    if let Some(how) = n.closed {
+        plain.push_str(&format!("\n✔ Closed: {how}"));
+        html.push_str(&format!("<br>✔ <b>Closed</b>: {}", escape(how)));
+    } else if let Some(r) = n.review {
         plain.push_str(&format!("\nReply !knock approve {r} / !knock deny {r} / !knock ban {r}, or react ✅ ❌ 🔨"));
         html.push_str(&format!(
             "<br>Reply <code>!knock approve {r}</code> / <code>!knock deny {r}</code> / <code>!knock ban {r}</code>, or react ✅ ❌ 🔨"
         ));
     }
     Action::Notice { plain, html }
+}
+
+/// A message built in plain text and HTML side by side; every piece of text is escaped.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Msg {
+    pub plain: String,
+    pub html: String,
+}
+
+impl Msg {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn text(&mut self, t: &str) -> &mut Self {
+        self.plain.push_str(t);
+        self.html.push_str(&escape(t));
+        self
+    }
+
+    pub fn bold(&mut self, t: &str) -> &mut Self {
+        self.plain.push_str(t);
+        self.html.push_str(&format!("<b>{}</b>", escape(t)));
+        self
+    }
+
+    pub fn code(&mut self, t: &str) -> &mut Self {
+        self.plain.push_str(t);
+        self.html.push_str(&format!("<code>{}</code>", escape(t)));
+        self
+    }
+
+    /// User text in quotes, clipped to [`MAX_QUOTE`] characters.
+    pub fn quote(&mut self, t: &str) -> &mut Self {
+        let t = clip(t);
+        self.plain.push_str(&format!("\"{t}\""));
+        self.html.push_str(&format!("<i>“{}”</i>", escape(&t)));
+        self
+    }
+
+    pub fn line(&mut self) -> &mut Self {
+        self.plain.push('\n');
+        self.html.push_str("<br>");
+        self
+    }
+
+    /// A preformatted block on its own lines.
+    pub fn pre(&mut self, block: &str) -> &mut Self {
+        if !self.plain.is_empty() && !self.plain.ends_with('\n') {
+            self.plain.push('\n');
+        }
+        self.plain.push_str(block);
+        self.html.push_str(&format!("<pre><code>{}</code></pre>", escape(block)));
+        self
+    }
+
+    pub fn take(&mut self) -> Msg {
+        std::mem::take(self)
+    }
+
+    /// As a notice in the control room.
+    pub fn notice(self) -> Action {
+        Action::Notice { plain: self.plain, html: self.html }
+    }
+
+    /// As a notice replying to `event_id`.
+    pub fn reply_to(self, event_id: &str) -> Action {
+        let mut content = crate::homeserver::notice_content(&self.plain, &self.html);
+        content["m.relates_to"] = serde_json::json!({"m.in_reply_to": {"event_id": event_id}});
+        Action::Send { event_type: "m.room.message".into(), content }
+    }
+
+    /// As an edit (`m.replace`) of the notice `event_id`.
+    pub fn replacing(self, event_id: &str) -> Action {
+        let new = crate::homeserver::notice_content(&self.plain, &self.html);
+        let mut content = crate::homeserver::notice_content(&format!("* {}", self.plain), &format!("* {}", self.html));
+        content["m.new_content"] = new;
+        content["m.relates_to"] = serde_json::json!({"rel_type": "m.replace", "event_id": event_id});
+        Action::Send { event_type: "m.room.message".into(), content }
+    }
+}
+
+/// A reaction (`m.annotation`) with `key` on `event_id`.
+pub fn react(event_id: &str, key: &str) -> Action {
+    Action::Send {
+        event_type: "m.reaction".into(),
+        content: serde_json::json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": key}}),
+    }
 }
 
 #[cfg(test)]

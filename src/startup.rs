@@ -150,6 +150,7 @@ impl Application {
         queue_startup_actions(&shared);
         let worker = tokio::spawn(pipeline::worker::run(shared.clone()));
         let executor = tokio::spawn(pipeline::executor::run(shared.clone()));
+        let expiry = tokio::spawn(crate::control::expiry::run(shared.clone()));
         // Whatever was left in the inbox by a previous run is handled now.
         shared.inbox_ready.notify_one();
         shared.outbox_ready.notify_one();
@@ -160,6 +161,7 @@ impl Application {
         let _ = stop_tx.send(true);
         let _ = worker.await;
         let _ = executor.await;
+        let _ = expiry.await;
         // Stop watching and wait for the watcher's thread, which holds the database open.
         tokio::task::spawn_blocking(move || watcher.stop()).await.ok();
         shared.store.flush().await.map_err(StartError::Flush)?;

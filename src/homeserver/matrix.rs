@@ -28,7 +28,7 @@ use matrix_sdk::{
 };
 use ruma::{
     OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedTransactionId, RoomAliasId, RoomId, RoomOrAliasId, UserId,
-    events::StateEventType, events::room::member::MembershipState, events::room::message::RoomMessageEventContent,
+    events::MessageLikeEventType, events::StateEventType, events::room::member::MembershipState, serde::Raw,
 };
 use url::Url;
 
@@ -138,10 +138,20 @@ impl Homeserver for MatrixHomeserver {
         Ok(())
     }
 
-    async fn send_notice(&self, room: &RoomId, txn_id: &str, plain: &str, html: &str) -> Result<OwnedEventId, HsError> {
-        let content = RoomMessageEventContent::notice_html(plain, html);
-        let req = send_message_event::v3::Request::new(room.to_owned(), OwnedTransactionId::from(txn_id), &content)
-            .map_err(|e| HsError::Unexpected(e.to_string()))?;
+    async fn send(
+        &self,
+        room: &RoomId,
+        txn_id: &str,
+        event_type: &str,
+        content: &serde_json::Value,
+    ) -> Result<OwnedEventId, HsError> {
+        let raw = serde_json::value::to_raw_value(content).map_err(|e| HsError::Unexpected(e.to_string()))?;
+        let req = send_message_event::v3::Request::new_raw(
+            room.to_owned(),
+            OwnedTransactionId::from(txn_id),
+            MessageLikeEventType::from(event_type),
+            Raw::from_json(raw),
+        );
         Ok(self.client.send(req).await.map_err(hs_error)?.event_id)
     }
 

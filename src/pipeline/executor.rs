@@ -203,6 +203,20 @@ async fn execute(shared: &Shared, seq: u64, action: &Action, fresh: bool) -> Res
             Ok(vec![])
         }
         Action::ResolveAliases => resolve_aliases(shared).await,
+        Action::Command { event_id, sender, text } => {
+            crate::control::run::command(shared, seq, event_id, sender, text).await
+        }
+        Action::Reaction { event_id: _, sender, target, key } => {
+            crate::control::run::reaction(shared, seq, sender, target, key).await
+        }
+        Action::Send { event_type, content } => {
+            let Some(control) = shared.control_room_id() else {
+                return Err(HsError::Transport("the control room is not joined yet".into()).into());
+            };
+            hs.send(&control, &format!("kw{seq}"), event_type, content).await?;
+            Ok(vec![])
+        }
+        Action::ReviewClosed { number, reply } => crate::control::run::review_closed(shared, *number, *reply),
         Action::Act { change, room_id: room, user_id: user, reason, audit_id, notify } => {
             let room = room_id(room)?;
             let user = OwnedUserId::try_from(user.as_str()).map_err(|e| ActionError::Permanent(e.to_string()))?;
@@ -223,19 +237,8 @@ async fn execute(shared: &Shared, seq: u64, action: &Action, fresh: bool) -> Res
             let Some(control) = shared.control_room_id() else {
                 return Err(HsError::Transport("the control room is not joined yet".into()).into());
             };
-            let Action::Notice { plain, html } = notices::knock(&notices::KnockNotice {
-                user: &entry.user_id,
-                room: &knocks::room_label(store, &entry.room_id),
-                reason: entry.reason.as_deref(),
-                displayname: entry.displayname.as_deref(),
-                outcome: notices::verdict(entry.action, entry.dry_run),
-                rule: entry.rule.as_deref(),
-                policy: &entry.policy,
-                version: entry.policy_version,
-                review: Some(*number),
-            }) else {
-                unreachable!("notices::knock makes a notice")
-            };
+            let outcome = notices::verdict(entry.action, entry.dry_run);
+            let notices::Msg { plain, html } = knocks::entry_notice(store, &entry, outcome, Some(*number), None);
             let event = hs.send_notice(&control, &format!("kw{seq}"), &plain, &html).await?;
             store.update_review(*number, |item| item.notice_event = Some(event.to_string()))?;
             Ok(vec![])
@@ -272,7 +275,7 @@ async fn resolve_aliases(shared: &Shared) -> Result<Vec<Action>, ActionError> {
 
 /// Invites, kicks or bans a knocker, unless they are no longer knocking. Transient failures
 /// are errors (retried); everything else is an outcome.
-async fn act(
+pub(crate) async fn act(
     shared: &Shared,
     change: MembershipChange,
     room: &RoomId,
@@ -286,18 +289,22 @@ async fn act(
     // applied every membership change pushed so far, and closes the knock record when the
     // knocker withdraws or someone else acts. Otherwise (a retry, or an action left by an
     // earlier run, which may have been carried out just before a crash) ask the homeserver.
-    let membership = if fresh {
+    let (membership, by_bot) = if fresh {
         let knocking = shared.store.knock(room.as_str(), user.as_str())?.is_some_and(|k| k.audit_id == Some(audit_id));
-        Some(if knocking { "knock".to_owned() } else { "not knocking any more".to_owned() })
+        (Some(if knocking { "knock".to_owned() } else { "not knocking any more".to_owned() }), false)
     } else {
-        hs.state(room, "m.room.member", user.as_str())
-            .await?
-            .and_then(|ev| ev.content.get("membership").and_then(|m| m.as_str()).map(str::to_owned))
+        let ev = hs.state(room, "m.room.member", user.as_str()).await?;
+        let by_bot = ev.as_ref().and_then(|e| e.sender.as_deref()) == Some(shared.bot.as_str());
+        (ev.and_then(|ev| ev.content.get("membership").and_then(|m| m.as_str()).map(str::to_owned)), by_bot)
     };
     match (change, membership.as_deref()) {
         (_, Some("knock")) => {}
         // Already invited or in the room: what the invite was for has happened.
         (MembershipChange::Invite, Some("invite" | "join")) => return Ok(Outcome::Done),
+        // Done by the bot already: an attempt that succeeded just before a crash.
+        (MembershipChange::Kick, Some("leave")) | (MembershipChange::Ban, Some("ban")) if by_bot => {
+            return Ok(Outcome::Done);
+        }
         (_, m) => {
             return Ok(Outcome::Cancelled(format!(
                 "{user} is no longer knocking (membership: {})",
@@ -339,17 +346,7 @@ fn outcome_notice(shared: &Shared, e: &AuditEntry, outcome: &Outcome) -> Action 
         Outcome::Failed(why) => format!("⚠️ {} failed: {why}", e.action),
         other => format!("{other:?}"),
     };
-    notices::knock(&notices::KnockNotice {
-        user: &e.user_id,
-        room: &knocks::room_label(&shared.store, &e.room_id),
-        reason: e.reason.as_deref(),
-        displayname: e.displayname.as_deref(),
-        outcome: &text,
-        rule: e.rule.as_deref(),
-        policy: &e.policy,
-        version: e.policy_version,
-        review: None,
-    })
+    knocks::entry_notice(&shared.store, e, &text, None, None).notice()
 }
 
 /// Reads a room's create event, join rule and power levels into the store.

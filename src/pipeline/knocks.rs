@@ -49,6 +49,32 @@ pub fn room_label(store: &Store, room: &str) -> String {
     store.aliases_of(room).ok().and_then(|a| a.into_iter().next()).unwrap_or_else(|| room.to_owned())
 }
 
+/// The notice about an audited decision: `outcome` says what came of it; `review` numbers a
+/// review item, `closed` says how it ended.
+pub fn entry_notice(
+    store: &Store,
+    e: &AuditEntry,
+    outcome: &str,
+    review: Option<u64>,
+    closed: Option<&str>,
+) -> notices::Msg {
+    let Action::Notice { plain, html } = notices::knock(&notices::KnockNotice {
+        user: &e.user_id,
+        room: &room_label(store, &e.room_id),
+        reason: e.reason.as_deref(),
+        displayname: e.displayname.as_deref(),
+        outcome,
+        rule: e.rule.as_deref(),
+        policy: &e.policy,
+        version: e.policy_version,
+        review,
+        closed,
+    }) else {
+        unreachable!("notices::knock makes a notice")
+    };
+    notices::Msg { plain, html }
+}
+
 /// The reason sent with an invite, kick or ban when the rule gives none.
 fn default_reason(action: Verdict, rule: Option<&str>) -> String {
     let by = match rule {
@@ -59,6 +85,46 @@ fn default_reason(action: Verdict, rule: Option<&str>) -> String {
         Verdict::Accept => format!("Knock accepted by knockwarden ({by})"),
         Verdict::Deny => format!("Knock denied by knockwarden ({by})"),
         _ => format!("Banned by knockwarden ({by})"),
+    }
+}
+
+/// What is known around a knock, for deciding it (or explaining what would be decided).
+pub struct Context {
+    /// The room as the policies and people name it: its first alias, else its ID.
+    pub label: String,
+    pub room_counts: Vec<(std::time::Duration, u64)>,
+    pub user_counts: Vec<(std::time::Duration, u64)>,
+    pub member_of: Vec<String>,
+}
+
+impl Context {
+    /// Knock counters (counting one more knock, the one being decided) and the knocker's rooms.
+    pub fn gather(store: &Store, set: &PolicySet, room: &str, user: &str, now: u64) -> Result<Self, StoreError> {
+        let windows = set.windows();
+        let mut room_counts = Vec::with_capacity(windows.len());
+        let mut user_counts = Vec::with_capacity(windows.len());
+        for w in &windows {
+            let since = now.saturating_sub(w.as_millis() as u64);
+            room_counts.push((*w, store.room_knocks_since(room, since)? + 1));
+            user_counts.push((*w, store.user_knocks_since(user, room, since)? + 1));
+        }
+        let mut member_of = store.rooms_of(user)?;
+        for r in member_of.clone() {
+            member_of.extend(store.aliases_of(&r)?);
+        }
+        Ok(Context { label: room_label(store, room), room_counts, user_counts, member_of })
+    }
+
+    pub fn knock<'a>(&'a self, user: &'a str, reason: Option<&'a str>, displayname: Option<&'a str>) -> Knock<'a> {
+        Knock {
+            user,
+            room: &self.label,
+            reason,
+            displayname,
+            member_of: &self.member_of,
+            room_knocks: &self.room_counts,
+            user_knocks: &self.user_counts,
+        }
     }
 }
 
@@ -90,8 +156,10 @@ pub fn on_knock(shared: &Shared, entry: &InboxEntry, head: &EventHead, user: &st
         if let Some(id) = earlier.audit_id {
             store.settle_pending(id, Outcome::Resolved("knocked again".into()), now)?;
         }
-        if let Some(item) = store.open_review_for(room, user)? {
-            store.close_review(item.number, "knocked again")?;
+        if let Some(item) = store.open_review_for(room, user)?
+            && store.close_review(item.number, "knocked again")?
+        {
+            ops.push(store.outbox_push(Action::ReviewClosed { number: item.number, reply: false })?);
         }
     }
     let aliases = store.aliases_of(room)?;
@@ -102,29 +170,9 @@ pub fn on_knock(shared: &Shared, entry: &InboxEntry, head: &EventHead, user: &st
     };
 
     // What the policies need to know, counting this knock (not committed yet) in.
-    let windows = active.set.windows();
-    let mut room_counts = Vec::with_capacity(windows.len());
-    let mut user_counts = Vec::with_capacity(windows.len());
-    for w in &windows {
-        let since = now.saturating_sub(w.as_millis() as u64);
-        room_counts.push((*w, store.room_knocks_since(room, since)? + 1));
-        user_counts.push((*w, store.user_knocks_since(user, room, since)? + 1));
-    }
-    let mut member_of = store.rooms_of(user)?;
-    for r in member_of.clone() {
-        member_of.extend(store.aliases_of(&r)?);
-    }
-    let label = aliases.first().cloned().unwrap_or_else(|| room.to_owned());
-    let knock = Knock {
-        user,
-        room: &label,
-        reason: rec.reason.as_deref(),
-        displayname: rec.displayname.as_deref(),
-        member_of: &member_of,
-        room_knocks: &room_counts,
-        user_knocks: &user_counts,
-    };
-    let d = policy.decide(&knock);
+    let ctx = Context::gather(store, &active.set, room, user, now)?;
+    let label = ctx.label.clone();
+    let d = policy.decide(&ctx.knock(user, rec.reason.as_deref(), rec.displayname.as_deref()));
     let dry_run = shared.dry_run(d.dry_run);
     let notify = d.notify.unwrap_or(match shared.config.notify {
         Notify::All => d.action != Verdict::Ignore,
@@ -170,6 +218,7 @@ pub fn on_knock(shared: &Shared, entry: &InboxEntry, head: &EventHead, user: &st
             policy: &d.policy,
             version: d.version,
             review,
+            closed: None,
         })
     };
     match (change, d.action) {
@@ -199,6 +248,7 @@ pub fn on_knock(shared: &Shared, entry: &InboxEntry, head: &EventHead, user: &st
                 created_ms: now,
                 notice_event: None,
                 closed: None,
+                closed_ms: None,
             }));
             if notify {
                 ops.push(store.outbox_push(Action::ReviewNotice { number })?);
@@ -237,14 +287,19 @@ pub fn on_change(shared: &Shared, head: &EventHead, user: &str, membership: &str
         other => format!("membership is now {other}"),
     };
     tracing::info!(room, user, how = %how, "knock closed");
-    let ops = Store::del_knock(room, user);
-    if let Some(id) = rec.audit_id
-        && !by_bot
-    {
+    let mut ops = Store::del_knock(room, user);
+    // What knockwarden did itself is settled, and its review item closed, by whatever did it
+    // (the executor, a command, expiry), with who decided.
+    if by_bot {
+        return Ok(ops);
+    }
+    if let Some(id) = rec.audit_id {
         store.settle_pending(id, Outcome::Resolved(how.clone()), now_ms())?;
     }
-    if let Some(item) = store.open_review_for(room, user)? {
-        store.close_review(item.number, &how)?;
+    if let Some(item) = store.open_review_for(room, user)?
+        && store.close_review(item.number, &how)?
+    {
+        ops.push(store.outbox_push(Action::ReviewClosed { number: item.number, reply: true })?);
     }
     Ok(ops)
 }

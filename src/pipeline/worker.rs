@@ -12,6 +12,7 @@ use super::{
     wait_for,
 };
 use crate::{
+    control,
     events::EventHead,
     notices,
     storage::{Action, InboxEntry, Op, RoomRecord, Store, StoreError},
@@ -140,8 +141,21 @@ fn handle(shared: &Shared, entry: &InboxEntry) -> Result<Handled, StoreError> {
                 ops.extend(warn_if_changed(shared, room, &rec)?);
             }
         }
-        "m.room.message" | "m.reaction" if in_control => {
-            tracing::debug!(room, sender = %head.sender, "control-room event");
+        // The bot never answers itself.
+        "m.room.message" | "m.reaction" if in_control && head.sender == shared.bot => {}
+        "m.room.message" if in_control => {
+            if let Some(text) = control::message::command_text(event, shared.bot.as_str()) {
+                let (event_id, sender) = (head.event_id.to_string(), head.sender.to_string());
+                ops.push(store.outbox_push(Action::Command { event_id, sender, text })?);
+            }
+        }
+        "m.reaction" if in_control => {
+            if let Some((target, key)) = control::message::reaction(event)
+                && control::message::Verdict::from_key(&key).is_some()
+            {
+                let (event_id, sender) = (head.event_id.to_string(), head.sender.to_string());
+                ops.push(store.outbox_push(Action::Reaction { event_id, sender, target, key })?);
+            }
         }
         _ => tracing::debug!(room, kind = %head.kind, "nothing to do"),
     }

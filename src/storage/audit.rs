@@ -64,8 +64,11 @@ pub struct ReviewItem {
     pub created_ms: u64,
     /// The control-room notice announcing it, once posted.
     pub notice_event: Option<String>,
-    /// `None` while open.
+    /// `None` while open; else how it ended ("approved by @mod:example.org", "withdrawn", …).
     pub closed: Option<String>,
+    /// When it was closed.
+    #[serde(default)]
+    pub closed_ms: Option<u64>,
 }
 
 impl Store {
@@ -134,14 +137,42 @@ impl Store {
         Ok(Some(item))
     }
 
-    /// Closes a review item (if still open) with how it ended.
-    pub fn close_review(&self, number: u64, how: &str) -> Result<(), StoreError> {
+    /// Closes a review item (if still open) with how it ended. Returns whether this call
+    /// closed it: of several racing closers (a command, a reaction, expiry, the knocker
+    /// withdrawing) exactly one wins and reports the outcome.
+    pub fn close_review(&self, number: u64, how: &str) -> Result<bool, StoreError> {
+        let mut closed_now = false;
         self.update_review(number, |item| {
             if item.closed.is_none() {
                 item.closed = Some(how.to_owned());
+                item.closed_ms = Some(super::now_ms());
+                closed_now = true;
             }
         })?;
-        Ok(())
+        Ok(closed_now)
+    }
+
+    /// Every review item, oldest first.
+    pub fn reviews(&self) -> Result<Vec<ReviewItem>, StoreError> {
+        Ok(self.scan_json::<ReviewItem>(T::Reviews, b"")?.into_iter().map(|(_, r)| r).collect())
+    }
+
+    /// The review item a control-room notice announced.
+    pub fn review_by_notice(&self, event_id: &str) -> Result<Option<ReviewItem>, StoreError> {
+        Ok(self.reviews()?.into_iter().rev().find(|r| r.notice_event.as_deref() == Some(event_id)))
+    }
+
+    /// The last `n` audit entries, newest first.
+    pub fn audit_last(&self, n: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut out = Vec::with_capacity(n);
+        for kv in self.tree(T::Audit).iter().rev().take(n) {
+            let (_, v) = kv?;
+            out.push(
+                serde_json::from_slice(&v)
+                    .map_err(|e| StoreError::Corrupt { tree: "audit", message: e.to_string() })?,
+            );
+        }
+        Ok(out)
     }
 
     pub fn review(&self, number: u64) -> Result<Option<ReviewItem>, StoreError> {

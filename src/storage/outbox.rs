@@ -30,6 +30,15 @@ pub enum Action {
     Act { change: MembershipChange, room_id: String, user_id: String, reason: String, audit_id: u64, notify: bool },
     /// Announce a review item in the control room.
     ReviewNotice { number: u64 },
+    /// Carry out a control-room command (`text` is what follows `!knock` or the mention).
+    Command { event_id: String, sender: String, text: String },
+    /// A reaction on a control-room event: ✅, ❌ or 🔨 on a review notice resolve it.
+    Reaction { event_id: String, sender: String, target: String, key: String },
+    /// Post an event (a reply, a reaction, an edit) in the control room.
+    Send { event_type: String, content: serde_json::Value },
+    /// A review item was closed: edit its notice to say how, and (with `reply`) reply to it so
+    /// the control room reads as a log.
+    ReviewClosed { number: u64, reply: bool },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

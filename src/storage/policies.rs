@@ -13,6 +13,9 @@ pub const KEEP_VERSIONS: usize = 50;
 
 const ACTIVE_KEY: &str = "active_policy_version";
 
+/// Meta key prefix of the policies set from the control room.
+const ROOM_POLICY_PREFIX: &str = "room_policy/";
+
 /// One accepted set of policies.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PolicyVersion {
@@ -60,6 +63,25 @@ impl Store {
 
     pub fn active_policy_version(&self) -> Result<Option<u64>, StoreError> {
         Ok(self.get_meta(ACTIVE_KEY)?.and_then(|s| s.parse().ok()))
+    }
+
+    /// Policies set from the control room (`!knock policy set`): name -> YAML text.
+    pub fn room_policies(&self) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(self
+            .scan_json::<String>(T::Meta, ROOM_POLICY_PREFIX.as_bytes())?
+            .into_iter()
+            .map(|(k, text)| (String::from_utf8_lossy(&k[ROOM_POLICY_PREFIX.len()..]).into_owned(), text))
+            .collect())
+    }
+
+    /// Replaces the policies set from the control room, all at once.
+    pub fn replace_room_policies(&self, policies: &[(String, String)]) -> Result<(), StoreError> {
+        let mut ops: Vec<Op> =
+            self.scan_keys(T::Meta, ROOM_POLICY_PREFIX.as_bytes())?.into_iter().map(|k| Op::del(T::Meta, k)).collect();
+        for (name, text) in policies {
+            ops.push(Op::put_json(T::Meta, format!("{ROOM_POLICY_PREFIX}{name}"), text));
+        }
+        self.commit(&ops)
     }
 
     pub fn set_active_policy_version(&self, number: u64) -> Result<(), StoreError> {

@@ -105,6 +105,19 @@ impl Store {
         Ok(self.scan_json::<KnockRecord>(T::Knocks, &prefix)?.into_iter().map(|(_, r)| r).collect())
     }
 
+    /// The knocks of one user, in room ID order.
+    pub fn knocks_of(&self, user_id: &str) -> Result<Vec<KnockRecord>, StoreError> {
+        let mut out = Vec::new();
+        for key in self.scan_keys(T::Knockers, &pair_key(user_id, ""))? {
+            if let Some((_, room)) = super::split_pair(&key)
+                && let Some(rec) = self.knock(&room, user_id)?
+            {
+                out.push(rec);
+            }
+        }
+        Ok(out)
+    }
+
     /// Whether `user_id` is knocking anywhere we know of.
     pub fn is_knocker(&self, user_id: &str) -> Result<bool, StoreError> {
         Ok(!self.scan_keys(T::Knockers, &pair_key(user_id, ""))?.is_empty())

@@ -2,6 +2,7 @@
 //! homeserver (a real HTTP server in this process).
 
 mod binary;
+mod control;
 mod helpers;
 mod membership;
 mod pipeline;

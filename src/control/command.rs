@@ -1,0 +1,423 @@
+//! The `!knock` command syntax (a contract: docs and tests rely on it), parsed with clap from
+//! the words of a message. Pure: no I/O.
+//!
+//! `policy set NAME` takes its YAML from a code block in the same message; [`split_block`]
+//! takes the block out before the words are parsed.
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// One command line.
+#[derive(Debug, Parser, PartialEq)]
+#[command(
+    name = "!knock",
+    disable_version_flag = true,
+    arg_required_else_help = true,
+    color = clap::ColorChoice::Never,
+    term_width = 100,
+    about = "Knockwarden moderates knocks by policy; these commands steer it from the control room."
+)]
+pub struct Line {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand, PartialEq)]
+pub enum Command {
+    /// List the open review items: number, user, room, reason, age.
+    Pending {
+        /// Page of 20 items (1 is the first).
+        #[arg(default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+        page: u64,
+    },
+    /// Accept a knock: invite the knocker.
+    Approve {
+        /// `#N` or `N` (a review item), or `@user[:server]` (their pending knock).
+        target: Target,
+        /// The room, when the user knocks on several.
+        room: Option<RoomArg>,
+    },
+    /// Deny a knock: kick the knocker, with a reason.
+    Deny {
+        /// `#N` or `N` (a review item), or `@user[:server]` (their pending knock).
+        target: Target,
+        /// `[ROOM] [REASON...]`: a room ID or alias first, if the user knocks on several rooms.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ROOM] [REASON")]
+        rest: Vec<String>,
+    },
+    /// Ban the knocker from the room, with a reason.
+    Ban {
+        /// `#N` or `N` (a review item), or `@user[:server]` (their pending knock).
+        target: Target,
+        /// `[ROOM] [REASON...]`: a room ID or alias first, if the user knocks on several rooms.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ROOM] [REASON")]
+        rest: Vec<String>,
+    },
+    /// What the active policies would decide for a knock, and why.
+    Explain {
+        /// The knocker, `@user:server`.
+        user: UserArg,
+        /// The room (ID or alias).
+        room: RoomArg,
+        /// The knock's reason.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        reason: Vec<String>,
+    },
+    /// Manage policies: list, show, reload, history, rollback, set.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// The managed rooms: join rule, version, the bot's powers, governing policy, pending count.
+    Rooms,
+    /// Knocks by decision and outcome, pending count, median time to resolve a review.
+    Stats {
+        #[arg(value_enum, default_value_t = Window::Day)]
+        window: Window,
+    },
+    /// The last N audit entries.
+    Log {
+        #[arg(default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=100))]
+        n: u16,
+    },
+    /// Switch dry run (decisions are only reported) at run time, or see whether it is on.
+    DryRun {
+        #[arg(value_enum)]
+        mode: DryRunMode,
+    },
+}
+
+/// `!knock policy …`
+#[derive(Debug, Subcommand, PartialEq)]
+pub enum PolicyCommand {
+    /// The active policies: name, where each comes from, rooms, rules.
+    List,
+    /// One policy's source.
+    Show { name: String },
+    /// Read the policy files again.
+    Reload,
+    /// Stored versions, newest first (only those that changed NAME, if given).
+    History { name: Option<String> },
+    /// Make an earlier version active again.
+    Rollback {
+        #[arg(value_parser = parse_version)]
+        version: u64,
+    },
+    /// Add or replace a policy with the YAML code block that follows in the same message.
+    Set { name: String },
+}
+
+/// Time window of `!knock stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Window {
+    #[value(name = "24h")]
+    Day,
+    #[value(name = "7d")]
+    Week,
+    #[value(name = "30d")]
+    Month,
+}
+
+impl Window {
+    pub fn millis(self) -> u64 {
+        let days = match self {
+            Window::Day => 1,
+            Window::Week => 7,
+            Window::Month => 30,
+        };
+        days * 86_400_000
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Window::Day => "24h",
+            Window::Week => "7d",
+            Window::Month => "30d",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DryRunMode {
+    On,
+    Off,
+    Status,
+}
+
+/// Which knock a moderator means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A review item number.
+    Review(u64),
+    /// A user ID, perhaps without its server (then the homeserver's own is meant).
+    User(String),
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let n = s.strip_prefix('#').unwrap_or(s);
+        if let Ok(n) = n.parse::<u64>() {
+            return Ok(Target::Review(n));
+        }
+        if s.starts_with('@') && s.len() > 1 {
+            return Ok(Target::User(s.to_owned()));
+        }
+        Err(format!("expected a review number (#12 or 12) or a user (@name or @name:server), not `{s}`"))
+    }
+}
+
+impl Target {
+    /// The user ID, completed with `server` when it has no server part.
+    pub fn user_id(user: &str, server: &str) -> Result<ruma::OwnedUserId, String> {
+        let full = if user.contains(':') { user.to_owned() } else { format!("{user}:{server}") };
+        ruma::OwnedUserId::try_from(full.as_str()).map_err(|e| format!("`{user}` is not a user ID: {e}"))
+    }
+}
+
+/// A room ID (`!id:server`, or `!id` in room version 12) or alias (`#alias:server`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomArg(pub ruma::OwnedRoomOrAliasId);
+
+impl std::str::FromStr for RoomArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if !s.starts_with(['!', '#']) {
+            return Err(format!("expected a room ID (!id:server) or alias (#name:server), not `{s}`"));
+        }
+        ruma::OwnedRoomOrAliasId::try_from(s).map(RoomArg).map_err(|e| format!("`{s}` is not a room ID or alias: {e}"))
+    }
+}
+
+/// A full user ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserArg(pub ruma::OwnedUserId);
+
+impl std::str::FromStr for UserArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        ruma::OwnedUserId::try_from(s).map(UserArg).map_err(|e| format!("`{s}` is not a user ID (@name:server): {e}"))
+    }
+}
+
+fn parse_version(s: &str) -> Result<u64, String> {
+    s.trim_start_matches(['v', 'V']).parse().map_err(|_| format!("expected a version number such as 12, not `{s}`"))
+}
+
+/// Splits `deny`/`ban` arguments into an optional room (a first word that is a room ID or
+/// alias) and the reason (the rest, if any).
+pub fn room_and_reason(rest: &[String]) -> (Option<RoomArg>, Option<String>) {
+    let (room, words) = match rest.first().map(|w| w.parse::<RoomArg>()) {
+        Some(Ok(room)) => (Some(room), &rest[1..]),
+        _ => (None, rest),
+    };
+    let reason = words.join(" ");
+    (room, (!reason.trim().is_empty()).then_some(reason))
+}
+
+/// What a message asks: a parsed command, or clap's answer (help or a usage error), which is
+/// what the sender sees.
+#[derive(Debug)]
+pub enum Parsed {
+    Command(Command),
+    /// Help text (asked for, or shown for a bare `!knock`).
+    Help(String),
+    /// A usage error, with clap's suggestion of the closest command.
+    Error(String),
+}
+
+/// Parses the words of a command line (without the `!knock` prefix).
+pub fn parse(line: &str) -> Parsed {
+    let words = std::iter::once("!knock").chain(line.split_whitespace());
+    match Line::try_parse_from(words) {
+        Ok(l) => Parsed::Command(l.command),
+        Err(e) => {
+            use clap::error::ErrorKind::*;
+            let text = e.render().to_string().replace("try '--help'", "try '!knock help'");
+            let text = text.trim_end().to_owned();
+            match e.kind() {
+                DisplayHelp | DisplayHelpOnMissingArgumentOrSubcommand | DisplayVersion => Parsed::Help(text),
+                _ => Parsed::Error(text),
+            }
+        }
+    }
+}
+
+/// Takes a fenced code block (```` ``` ````, optionally tagged `yaml`) out of a message: the
+/// text before it, and the block's content.
+pub fn split_block(text: &str) -> (String, Option<String>) {
+    let Some(start) = text.find("```") else { return (text.to_owned(), None) };
+    let before = text[..start].to_owned();
+    let after = &text[start + 3..];
+    // The info string (e.g. `yaml`) runs to the end of the opening line.
+    let body_start = after.find('\n').map(|i| i + 1).unwrap_or(after.len());
+    let body = &after[body_start..];
+    let content = match body.find("```") {
+        Some(end) => &body[..end],
+        None => body,
+    };
+    (before, Some(content.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(line: &str) -> Command {
+        match parse(line) {
+            Parsed::Command(c) => c,
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    fn error(line: &str) -> String {
+        match parse(line) {
+            Parsed::Error(e) => e,
+            other => panic!("{line}: expected an error, got {other:?}"),
+        }
+    }
+
+    fn room(s: &str) -> RoomArg {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn parses_every_command() {
+        assert_eq!(cmd("pending"), Command::Pending { page: 1 });
+        assert_eq!(cmd("pending 3"), Command::Pending { page: 3 });
+        assert_eq!(cmd("approve #12"), Command::Approve { target: Target::Review(12), room: None });
+        assert_eq!(cmd("approve 12"), Command::Approve { target: Target::Review(12), room: None });
+        assert_eq!(
+            cmd("approve @alice:example.org #lobby:example.org"),
+            Command::Approve {
+                target: Target::User("@alice:example.org".into()),
+                room: Some(room("#lobby:example.org"))
+            }
+        );
+        assert_eq!(cmd("approve @alice"), Command::Approve { target: Target::User("@alice".into()), room: None });
+        assert_eq!(
+            cmd("deny #3 not today, sorry"),
+            Command::Deny { target: Target::Review(3), rest: vec!["not".into(), "today,".into(), "sorry".into()] }
+        );
+        assert_eq!(
+            cmd("ban @x:evil.example"),
+            Command::Ban { target: Target::User("@x:evil.example".into()), rest: vec![] }
+        );
+        assert_eq!(
+            cmd("explain @a:b.org !room:b.org let me in"),
+            Command::Explain {
+                user: UserArg("@a:b.org".try_into().unwrap()),
+                room: room("!room:b.org"),
+                reason: vec!["let".into(), "me".into(), "in".into()]
+            }
+        );
+        assert_eq!(cmd("policy list"), Command::Policy { command: PolicyCommand::List });
+        assert_eq!(
+            cmd("policy show support"),
+            Command::Policy { command: PolicyCommand::Show { name: "support".into() } }
+        );
+        assert_eq!(cmd("policy reload"), Command::Policy { command: PolicyCommand::Reload });
+        assert_eq!(cmd("policy history"), Command::Policy { command: PolicyCommand::History { name: None } });
+        assert_eq!(
+            cmd("policy history support"),
+            Command::Policy { command: PolicyCommand::History { name: Some("support".into()) } }
+        );
+        assert_eq!(cmd("policy rollback 4"), Command::Policy { command: PolicyCommand::Rollback { version: 4 } });
+        assert_eq!(cmd("policy rollback v4"), Command::Policy { command: PolicyCommand::Rollback { version: 4 } });
+        assert_eq!(cmd("policy set lobby"), Command::Policy { command: PolicyCommand::Set { name: "lobby".into() } });
+        assert_eq!(cmd("rooms"), Command::Rooms);
+        assert_eq!(cmd("stats"), Command::Stats { window: Window::Day });
+        assert_eq!(cmd("stats 7d"), Command::Stats { window: Window::Week });
+        assert_eq!(cmd("stats 30d"), Command::Stats { window: Window::Month });
+        assert_eq!(cmd("log"), Command::Log { n: 10 });
+        assert_eq!(cmd("log 25"), Command::Log { n: 25 });
+        assert_eq!(cmd("dry-run on"), Command::DryRun { mode: DryRunMode::On });
+        assert_eq!(cmd("dry-run off"), Command::DryRun { mode: DryRunMode::Off });
+        assert_eq!(cmd("dry-run status"), Command::DryRun { mode: DryRunMode::Status });
+    }
+
+    #[test]
+    fn deny_and_ban_take_an_optional_room_then_the_reason() {
+        let args = |s: &str| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+        assert_eq!(room_and_reason(&args("")), (None, None));
+        assert_eq!(room_and_reason(&args("spam bot")), (None, Some("spam bot".into())));
+        assert_eq!(room_and_reason(&args("#lobby:example.org")), (Some(room("#lobby:example.org")), None));
+        assert_eq!(
+            room_and_reason(&args("!r:example.org go away")),
+            (Some(room("!r:example.org")), Some("go away".into()))
+        );
+        // A hashtag is not a room: aliases have a server part.
+        assert_eq!(room_and_reason(&args("#spam wave")), (None, Some("#spam wave".into())));
+        // `--flag`-looking words are part of the reason.
+        assert_eq!(
+            cmd("deny 3 --because"),
+            Command::Deny { target: Target::Review(3), rest: vec!["--because".into()] }
+        );
+    }
+
+    #[test]
+    fn help_is_clap_s() {
+        let Parsed::Help(top) = parse("help") else { panic!() };
+        assert!(top.contains("approve") && top.contains("dry-run") && top.contains("Usage: !knock"), "{top}");
+        let Parsed::Help(approve) = parse("help approve") else { panic!() };
+        assert!(approve.contains("Usage: !knock approve <TARGET> [ROOM]"), "{approve}");
+        let Parsed::Help(bare) = parse("") else { panic!() };
+        assert!(bare.contains("Usage: !knock"));
+        assert!(matches!(parse("deny --help"), Parsed::Help(_)));
+        assert!(matches!(parse("policy help set"), Parsed::Help(_)));
+    }
+
+    #[test]
+    fn malformed_commands_say_what_is_wrong() {
+        let e = error("aprove 3");
+        assert!(e.contains("unrecognized subcommand 'aprove'") && e.contains("'approve'"), "{e}");
+        assert!(e.contains("try '!knock help'"), "{e}");
+        let e = error("approve");
+        assert!(e.contains("required") && e.contains("<TARGET>"), "{e}");
+        let e = error("approve alice");
+        assert!(e.contains("expected a review number"), "{e}");
+        let e = error("approve 3 lobby");
+        assert!(e.contains("expected a room ID"), "{e}");
+        let e = error("approve 3 !r:example.org extra");
+        assert!(e.contains("unexpected argument 'extra'"), "{e}");
+        let e = error("explain alice !r:example.org");
+        assert!(e.contains("not a user ID"), "{e}");
+        let e = error("explain @alice:example.org");
+        assert!(e.contains("<ROOM>"), "{e}");
+        let e = error("stats 1y");
+        assert!(e.contains("24h") && e.contains("30d"), "{e}");
+        let e = error("log 0");
+        assert!(e.contains("0"), "{e}");
+        let e = error("log many");
+        assert!(e.contains("many"), "{e}");
+        let e = error("dry-run maybe");
+        assert!(e.contains("on") && e.contains("status"), "{e}");
+        let e = error("policy rollback latest");
+        assert!(e.contains("version number"), "{e}");
+        let e = error("policy sho x");
+        assert!(e.contains("'show'"), "{e}");
+        let e = error("policy set");
+        assert!(e.contains("<NAME>"), "{e}");
+        let e = error("pending 0");
+        assert!(e.contains("0"), "{e}");
+        let e = error("rooms all");
+        assert!(e.contains("unexpected argument"), "{e}");
+    }
+
+    #[test]
+    fn user_ids_are_completed_with_the_homeserver_s_name() {
+        assert_eq!(Target::user_id("@alice", "example.org").unwrap().as_str(), "@alice:example.org");
+        assert_eq!(Target::user_id("@alice:other.net", "example.org").unwrap().as_str(), "@alice:other.net");
+        assert!(Target::user_id("@alice:", "example.org").is_err());
+    }
+
+    #[test]
+    fn code_blocks_are_taken_out() {
+        let (before, block) = split_block("policy set lobby\n```yaml\nrooms: [\"*\"]\ndefault: review\n```\nthanks");
+        assert_eq!(before, "policy set lobby\n");
+        assert_eq!(block.as_deref(), Some("rooms: [\"*\"]\ndefault: review\n"));
+        assert_eq!(split_block("policy list"), ("policy list".to_owned(), None));
+        // An unclosed block runs to the end.
+        assert_eq!(split_block("set x\n```\na: 1").1.as_deref(), Some("a: 1"));
+    }
+}

@@ -1,0 +1,93 @@
+//! Review expiry: items nobody resolves within `review.expire_after` are closed, and with
+//! `review.on_expiry: deny` the knocker is kicked.
+//!
+//! A sweep runs at start and then every `expire_after / 4` (at most every minute). An item
+//! is closed by [`crate::storage::Store::close_review`], so a moderator's verdict and the
+//! expiry cannot both win; the kick and the notice edit go through the outbox like any action.
+
+use std::time::Duration;
+
+use crate::{
+    config::OnExpiry,
+    duration,
+    homeserver::MembershipChange,
+    pipeline::Shared,
+    storage::{Action, Op, Outcome, StoreError, now_ms},
+};
+
+/// How often the sweep runs.
+pub fn interval(expire_after: Duration) -> Duration {
+    (expire_after / 4).clamp(Duration::from_millis(100), Duration::from_secs(60))
+}
+
+/// Closes every open item older than `expire_after`; returns how many it closed.
+pub fn sweep(shared: &Shared, now: u64) -> Result<usize, StoreError> {
+    let store = &shared.store;
+    let cfg = &shared.config.review;
+    let after = duration::format(cfg.expire_after);
+    let cutoff = now.saturating_sub(cfg.expire_after.as_millis() as u64);
+    let mut ops: Vec<Op> = Vec::new();
+    let mut closed = 0;
+    for item in store.open_reviews()?.into_iter().filter(|i| i.created_ms <= cutoff) {
+        let still_knocking =
+            store.knock(&item.room_id, &item.user_id)?.is_some_and(|k| k.audit_id == Some(item.audit_id));
+        let how = match (cfg.on_expiry, still_knocking) {
+            (OnExpiry::Deny, true) => format!("expired after {after} without review: denied"),
+            _ => format!("expired after {after} without review"),
+        };
+        if !store.close_review(item.number, &how)? {
+            continue;
+        }
+        closed += 1;
+        tracing::info!(number = item.number, user = %item.user_id, room = %item.room_id, how = %how, "review item expired");
+        if cfg.on_expiry == OnExpiry::Deny && still_knocking {
+            // The kick settles the audit entry (done, or failed and reported).
+            ops.push(store.outbox_push(Action::Act {
+                change: MembershipChange::Kick,
+                room_id: item.room_id.clone(),
+                user_id: item.user_id.clone(),
+                reason: format!("Knock not reviewed within {after}"),
+                audit_id: item.audit_id,
+                notify: false,
+            })?);
+        } else {
+            store.settle_pending(item.audit_id, Outcome::Resolved(how.clone()), now)?;
+        }
+        ops.push(store.outbox_push(Action::ReviewClosed { number: item.number, reply: true })?);
+    }
+    store.commit(&ops)?;
+    if !ops.is_empty() {
+        shared.outbox_ready.notify_one();
+    }
+    Ok(closed)
+}
+
+/// Sweeps until the service stops.
+pub async fn run(shared: Shared) {
+    let mut stopping = shared.stopping.clone();
+    let every = interval(shared.config.review.expire_after);
+    loop {
+        if *stopping.borrow() {
+            return;
+        }
+        if let Err(e) = sweep(&shared, now_ms()) {
+            tracing::error!(error = %e, "review expiry sweep failed; trying again later");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stopping.changed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweeps_often_enough_but_not_too_often() {
+        assert_eq!(interval(Duration::from_secs(7 * 86_400)), Duration::from_secs(60));
+        assert_eq!(interval(Duration::from_secs(2)), Duration::from_millis(500));
+        assert_eq!(interval(Duration::from_millis(10)), Duration::from_millis(100));
+    }
+}
