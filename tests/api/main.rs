@@ -8,4 +8,5 @@ mod membership;
 mod pipeline;
 mod policies;
 mod routes;
+mod synapse;
 mod transactions;

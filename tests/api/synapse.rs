@@ -1,0 +1,463 @@
+//! End to end on a real Synapse (installed from PyPI into a venv cached under `target/`) and
+//! the real `knockwarden` binary, both as child processes. Test users are plain HTTP clients.
+//! Every assertion reads what the homeserver reports (memberships, control-room messages),
+//! not knockwarden's own belief. If Synapse cannot be installed or started, the tests fail.
+
+mod client;
+mod homeserver;
+mod knockwarden;
+mod process;
+
+use std::{future::Future, time::Duration};
+
+use serde_json::{Value, json};
+
+use self::{
+    client::User,
+    homeserver::{Synapse, Tls},
+    knockwarden::Knockwarden,
+};
+
+/// Polls `f` until it gives a value (up to 60 s).
+async fn wait_for<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+/// A Synapse with knockwarden registered and running, a control room (owner, a moderator with
+/// power 50, a member with power 0) and managed rooms.
+struct Env {
+    hs: Synapse,
+    kw: Knockwarden,
+    owner: User,
+    moderator: User,
+    pleb: User,
+    control: String,
+    /// Managed rooms by alias localpart.
+    rooms: Vec<(String, String)>,
+    // Last: removed after the processes stop.
+    _dir: tempfile::TempDir,
+}
+
+/// A managed room to create: alias localpart, room version, join rule, whether the bot gets
+/// power 100 (else it has 0, with kick and ban at 50).
+struct RoomSpec {
+    alias: &'static str,
+    version: &'static str,
+    join_rule: &'static str,
+    bot_power: bool,
+}
+
+const LOBBY: RoomSpec = RoomSpec { alias: "lobby", version: "10", join_rule: "knock", bot_power: true };
+
+impl Env {
+    /// Sets everything up; `policies` maps the server name to (file name, YAML) pairs.
+    async fn start(rooms: &[RoomSpec], policies: impl Fn(&str) -> Vec<(&'static str, String)>) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let mut hs =
+            Synapse::configure(&dir.path().join("synapse"), Some(&dir.path().join("kw/registration.yaml")), None);
+        let server = hs.server_name.clone();
+        let mut kw = Knockwarden::configure(
+            &dir.path().join("kw"),
+            &server,
+            hs.port,
+            &format!("#control:{server}"),
+            &policies(&server),
+            "",
+        );
+        hs.start().await;
+        let url = hs.url();
+        let (owner, moderator, pleb) = tokio::join!(
+            User::register(&url, "owner"),
+            User::register(&url, "moderator"),
+            User::register(&url, "pleb")
+        );
+        let control = owner
+            .create_room(json!({
+                "preset": "private_chat", "room_alias_name": "control", "name": "knockwarden control",
+                "invite": [&kw.bot, &moderator.id, &pleb.id],
+                "power_level_content_override": {"users": {&moderator.id: 50}}
+            }))
+            .await;
+        assert_eq!(moderator.join(&control).await.0, 200);
+        assert_eq!(pleb.join(&control).await.0, 200);
+        let mut created = Vec::new();
+        for spec in rooms {
+            created.push((spec.alias.to_owned(), create_managed(&owner, &kw.bot, spec).await));
+        }
+        kw.start().await;
+        let env = Env { hs, kw, owner, moderator, pleb, control, rooms: created, _dir: dir };
+        env.ping().await;
+        for (_, room) in &env.rooms {
+            env.wait_membership(room, &env.kw.bot, "join").await;
+        }
+        env
+    }
+
+    fn room(&self, alias: &str) -> &str {
+        &self.rooms.iter().find(|(a, _)| a == alias).unwrap().1
+    }
+
+    fn alias(&self, localpart: &str) -> String {
+        format!("#{localpart}:{}", self.hs.server_name)
+    }
+
+    /// Asks Synapse to ping knockwarden, which also makes it retry queued transactions now.
+    async fn ping(&self) {
+        let bot = User::with_token(&self.hs.url(), &self.kw.bot, &self.kw.as_token);
+        let (status, v) = bot.call(reqwest::Method::POST, "v1/appservice/knockwarden/ping", Some(json!({}))).await;
+        assert_eq!(status, 200, "appservice ping: {v}");
+    }
+
+    /// Waits until the homeserver reports `membership` for `user` in `room`; returns the reason.
+    async fn wait_membership(&self, room: &str, user: &str, membership: &str) -> Option<String> {
+        wait_for(&format!("{user} to be {membership} in {room}"), || async {
+            let (m, reason) = self.owner.membership(room, user).await;
+            (m.as_deref() == Some(membership)).then_some(reason)
+        })
+        .await
+    }
+
+    async fn register(&self, name: &str) -> User {
+        User::register(&self.hs.url(), name).await
+    }
+
+    /// The bot's messages in the control room.
+    async fn bot_messages(&self) -> Vec<Value> {
+        let bot = self.kw.bot.clone();
+        self.moderator
+            .messages(&self.control)
+            .await
+            .into_iter()
+            .filter(|e| e["type"] == "m.room.message" && e["sender"] == bot.as_str())
+            .collect()
+    }
+
+    /// Waits for a bot notice whose body contains every `needle`; returns it.
+    async fn notice(&self, needles: &[&str]) -> Value {
+        wait_for(&format!("a control-room notice with {needles:?}"), || async {
+            self.bot_messages().await.into_iter().find(|e| {
+                let body = e["content"]["body"].as_str().unwrap_or("");
+                needles.iter().all(|n| body.contains(n))
+            })
+        })
+        .await
+    }
+
+    /// Waits for the review notice of `user`; returns (event ID, number).
+    async fn review_notice(&self, user: &str) -> (String, u64) {
+        let e = self.notice(&[user, "waiting for review"]).await;
+        let body = e["content"]["body"].as_str().unwrap();
+        let number = body.strip_prefix('#').and_then(|b| b.split(' ').next()).and_then(|n| n.parse().ok());
+        (e["event_id"].as_str().unwrap().to_owned(), number.unwrap_or_else(|| panic!("no number in {body}")))
+    }
+
+    /// Waits for the bot's reply to `event`; returns its body.
+    async fn reply_to(&self, event: &str) -> String {
+        wait_for(&format!("a reply to {event}"), || async {
+            self.bot_messages()
+                .await
+                .into_iter()
+                .find(|e| e["content"]["m.relates_to"]["m.in_reply_to"]["event_id"] == event)
+                .map(|e| e["content"]["body"].as_str().unwrap().to_owned())
+        })
+        .await
+    }
+
+    /// How many times the bot set `user`'s membership in `room` to `membership`.
+    async fn bot_changes(&self, room: &str, user: &str, membership: &str) -> usize {
+        self.owner
+            .messages(room)
+            .await
+            .iter()
+            .filter(|e| {
+                e["type"] == "m.room.member"
+                    && e["state_key"] == user
+                    && e["sender"] == self.kw.bot.as_str()
+                    && e["content"]["membership"] == membership
+            })
+            .count()
+    }
+}
+
+async fn create_managed(owner: &User, bot: &str, spec: &RoomSpec) -> String {
+    let mut users = serde_json::Map::new();
+    if spec.version != "12" {
+        users.insert(owner.id.clone(), json!(100));
+    }
+    if spec.bot_power {
+        users.insert(bot.to_owned(), json!(100));
+    }
+    let mut join_rules = json!({"join_rule": spec.join_rule});
+    if spec.join_rule == "knock_restricted" {
+        join_rules["allow"] = json!([]);
+    }
+    owner
+        .create_room(json!({
+            "preset": "private_chat", "room_version": spec.version, "room_alias_name": spec.alias,
+            "initial_state": [{"type": "m.room.join_rules", "state_key": "", "content": join_rules}],
+            "power_level_content_override": {"users": users, "kick": 50, "ban": 50, "invite": 0},
+            "invite": [bot]
+        }))
+        .await
+}
+
+const RULES: &str = r#"default: review
+rules:
+  - name: spam
+    when: { reason: { contains: [casino] } }
+    action: ban
+    reason: "Spam"
+  - name: no-reason
+    when: { reason: { missing: true } }
+    action: deny
+    reason: "Please tell us who you are"
+  - name: friends
+    when: { reason: { contains: [friend] } }
+    action: accept
+"#;
+
+fn lobby_policy(server: &str) -> Vec<(&'static str, String)> {
+    vec![("lobby.yaml", format!("rooms: [\"#lobby:{server}\"]\n{RULES}"))]
+}
+
+/// Scenarios 1-8: rules, reviews by command and reaction, non-moderators, aliases and long
+/// reasons, withdrawal, and a person acting first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synapse_rules_reviews_and_people() {
+    let env = Env::start(&[LOBBY], lobby_policy).await;
+    let lobby = env.room("lobby").to_owned();
+    let alias = env.alias("lobby");
+
+    // 1. Accepted by rule (knocking by alias): invited, then joins.
+    let alice = env.register("alice").await;
+    assert_eq!(alice.knock(&alias, Some("I am a friend of the owner"), None).await.0, 200);
+    env.wait_membership(&lobby, &alice.id, "invite").await;
+    assert_eq!(alice.join(&lobby).await.0, 200);
+    env.wait_membership(&lobby, &alice.id, "join").await;
+
+    // 2. Denied by rule (no reason): kicked with our reason; may knock again.
+    let bob = env.register("bob").await;
+    assert_eq!(bob.knock(&alias, None, None).await.0, 200);
+    let reason = env.wait_membership(&lobby, &bob.id, "leave").await;
+    assert_eq!(reason.as_deref(), Some("Please tell us who you are"));
+    assert_eq!(bob.knock(&alias, Some("sorry, I am Bob from the meetup"), None).await.0, 200);
+    env.review_notice(&bob.id).await;
+
+    // 3. Banned by rule.
+    let carol = env.register("carol").await;
+    assert_eq!(carol.knock(&alias, Some("cheap casino chips"), None).await.0, 200);
+    env.wait_membership(&lobby, &carol.id, "ban").await;
+
+    // 4. Review: approved by command; another denied by reaction.
+    let dave = env.register("dave").await;
+    assert_eq!(dave.knock(&alias, Some("hello there"), None).await.0, 200);
+    env.review_notice(&dave.id).await;
+    let cmd = env.moderator.say(&env.control, &format!("!knock approve {}", dave.id)).await;
+    let reply = env.reply_to(&cmd).await;
+    assert!(reply.contains(&format!("{} invited to", dave.id)), "{reply}");
+    env.wait_membership(&lobby, &dave.id, "invite").await;
+    let erin = env.register("erin").await;
+    assert_eq!(erin.knock(&alias, Some("hi, it is erin"), None).await.0, 200);
+    let (notice, _) = env.review_notice(&erin.id).await;
+    env.moderator.react(&env.control, &notice, "❌").await;
+    env.wait_membership(&lobby, &erin.id, "leave").await;
+    let reply = env.reply_to(&notice).await;
+    assert!(reply.contains("denied by @moderator"), "{reply}");
+
+    // 5. A non-moderator's approve changes nothing.
+    let frank = env.register("frank").await;
+    assert_eq!(frank.knock(&alias, Some("hello"), None).await.0, 200);
+    let (_, n) = env.review_notice(&frank.id).await;
+    let cmd = env.pleb.say(&env.control, &format!("!knock approve {n}")).await;
+    let reply = env.reply_to(&cmd).await;
+    assert!(reply.contains("is not a moderator"), "{reply}");
+    assert_eq!(env.owner.membership(&lobby, &frank.id).await.0.as_deref(), Some("knock"));
+
+    // 6. A 10,000-character reason (by room ID this time).
+    let gus = env.register("gus").await;
+    let long = format!("I am a friend. {}", "x".repeat(10_000 - 15));
+    assert_eq!(long.chars().count(), 10_000);
+    assert_eq!(gus.knock(&lobby, Some(&long), None).await.0, 200);
+    env.wait_membership(&lobby, &gus.id, "invite").await;
+
+    // 7. Withdrawn while pending: the item closes as withdrawn.
+    let hank = env.register("hank").await;
+    assert_eq!(hank.knock(&alias, Some("hi"), None).await.0, 200);
+    let (notice, _) = env.review_notice(&hank.id).await;
+    hank.leave(&lobby).await;
+    let reply = env.reply_to(&notice).await;
+    assert!(reply.ends_with(": withdrawn"), "{reply}");
+
+    // 8. A person invites a pending knocker: the item closes as accepted by them.
+    let ivy = env.register("ivy").await;
+    assert_eq!(ivy.knock(&alias, Some("hi"), None).await.0, 200);
+    let (notice, _) = env.review_notice(&ivy.id).await;
+    env.owner.invite(&lobby, &ivy.id).await;
+    let reply = env.reply_to(&notice).await;
+    assert!(reply.ends_with(&format!(": accepted by {}", env.owner.id)), "{reply}");
+}
+
+/// Scenario 9: policy files edited on disk take effect without a restart; a broken edit keeps
+/// the old policy and is reported in the control room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synapse_policy_edits_apply_without_restart() {
+    let env = Env::start(&[LOBBY], lobby_policy).await;
+    let lobby = env.room("lobby").to_owned();
+    let alias = env.alias("lobby");
+    let file = env.kw.dir.join("policies/lobby.yaml");
+
+    let a = env.register("a").await;
+    assert_eq!(a.knock(&alias, Some("please let me in"), None).await.0, 200);
+    env.review_notice(&a.id).await;
+
+    let edited = std::fs::read_to_string(&file).unwrap().replace("contains: [friend]", "contains: [friend, please]");
+    std::fs::write(&file, &edited).unwrap();
+    env.notice(&["policy version 2 is active"]).await;
+    let b = env.register("b").await;
+    assert_eq!(b.knock(&alias, Some("please let me in"), None).await.0, 200);
+    env.wait_membership(&lobby, &b.id, "invite").await;
+
+    std::fs::write(&file, edited.replace("action: accept", "action: acept")).unwrap();
+    let refused = env.notice(&["refused", "lobby.yaml:"]).await;
+    let body = refused["content"]["body"].as_str().unwrap();
+    assert!(body.contains("version 2 stays active") && body.contains("accept"), "{body}");
+    let c = env.register("c").await;
+    assert_eq!(c.knock(&alias, Some("please let me in"), None).await.0, 200);
+    env.wait_membership(&lobby, &c.id, "invite").await;
+}
+
+/// Scenarios 10 and 11: knockwarden killed while knocks arrive, then Synapse restarted: every
+/// knock is acted on once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synapse_crashes_and_restarts_lose_nothing_and_double_nothing() {
+    let mut env = Env::start(&[LOBBY], lobby_policy).await;
+    let lobby = env.room("lobby").to_owned();
+    let alias = env.alias("lobby");
+
+    env.kw.crash();
+    let mut knockers = Vec::new();
+    for i in 0..5 {
+        let u = env.register(&format!("k{i}")).await;
+        assert_eq!(u.knock(&alias, Some("a friend of the house"), None).await.0, 200);
+        knockers.push(u);
+    }
+    env.kw.start().await;
+    env.ping().await;
+    for u in &knockers {
+        env.wait_membership(&lobby, &u.id, "invite").await;
+    }
+
+    // Synapse restarts (its transaction IDs start again); later knocks are handled.
+    env.hs.stop();
+    env.hs.start().await;
+    env.ping().await;
+    let late = env.register("late").await;
+    assert_eq!(late.knock(&alias, Some("friend, late"), None).await.0, 200);
+    env.wait_membership(&lobby, &late.id, "invite").await;
+
+    // Resent transactions and the start-up catch-up did not make anything happen twice.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for u in knockers.iter().chain([&late]) {
+        assert_eq!(env.bot_changes(&lobby, &u.id, "invite").await, 1, "{} invited once", u.id);
+    }
+}
+
+/// Scenarios 12 and 13: room versions 10 and 12, `knock_restricted`, and a bot without power
+/// to kick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synapse_room_versions_join_rules_and_missing_power() {
+    let rooms = [
+        RoomSpec { alias: "v12", version: "12", join_rule: "knock", bot_power: true },
+        RoomSpec { alias: "restricted", version: "10", join_rule: "knock_restricted", bot_power: true },
+        RoomSpec { alias: "weak", version: "10", join_rule: "knock", bot_power: false },
+    ];
+    let env = Env::start(&rooms, |_| vec![("all.yaml", format!("rooms: [\"*\"]\n{RULES}"))]).await;
+    let u = env.register("u").await;
+    for alias in ["v12", "restricted"] {
+        let room = env.room(alias).to_owned();
+        assert_eq!(u.knock(&room, Some("a friend"), None).await.0, 200, "{alias}");
+        env.wait_membership(&room, &u.id, "invite").await;
+        let reviewed = env.register(&format!("r-{alias}")).await;
+        assert_eq!(reviewed.knock(&room, None, None).await.0, 200);
+        env.wait_membership(&room, &reviewed.id, "leave").await;
+    }
+    let weak = env.room("weak").to_owned();
+    let w = env.register("w").await;
+    assert_eq!(w.knock(&weak, None, None).await.0, 200);
+    let n = env.notice(&["deny failed", "knockwarden needs power level 50 to kick in", "(it has 0)"]).await;
+    assert!(n["content"]["body"].as_str().unwrap().contains(&w.id));
+    assert_eq!(env.owner.membership(&weak, &w.id).await.0.as_deref(), Some("knock"));
+}
+
+/// Scenario 14: over federation. A user of server B knocks on a room of server A
+/// (make_knock/send_knock); the bot on A accepts and the user joins from B; another user of B
+/// is denied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synapse_knocks_over_federation() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = Tls::generate(dir.path());
+    let mut a = Synapse::configure(&dir.path().join("a"), Some(&dir.path().join("kw/registration.yaml")), Some(&tls));
+    let mut b = Synapse::configure(&dir.path().join("b"), None, Some(&tls));
+    let server_a = a.server_name.clone();
+    let mut kw = Knockwarden::configure(
+        &dir.path().join("kw"),
+        &server_a,
+        a.port,
+        &format!("#control:{server_a}"),
+        &lobby_policy(&server_a),
+        "",
+    );
+    tokio::join!(a.start(), b.start());
+    let owner = User::register(&a.url(), "owner").await;
+    let control =
+        owner.create_room(json!({"preset": "private_chat", "room_alias_name": "control", "invite": [&kw.bot]})).await;
+    let lobby = create_managed(&owner, &kw.bot, &LOBBY).await;
+    kw.start().await;
+    let bot = User::with_token(&a.url(), &kw.bot, &kw.as_token);
+    bot.ok(reqwest::Method::POST, "v1/appservice/knockwarden/ping", Some(json!({}))).await;
+    wait_for("the bot joins the lobby", || async {
+        (owner.membership(&lobby, &kw.bot).await.0.as_deref() == Some("join")).then_some(())
+    })
+    .await;
+    let _control = control;
+
+    let alias = format!("#lobby:{server_a}");
+    let remote = User::register(&b.url(), "remote").await;
+    assert!(remote.id.ends_with(&format!(":{}", b.server_name)));
+    let (status, v) = remote.knock(&alias, Some("a friend from B"), None).await;
+    assert_eq!(status, 200, "knock over federation: {v}");
+    wait_for("the remote knocker is invited (seen on A)", || async {
+        (owner.membership(&lobby, &remote.id).await.0.as_deref() == Some("invite")).then_some(())
+    })
+    .await;
+    wait_for("the remote knocker joins from B", || async {
+        let (status, _) = remote.join(&alias).await;
+        (status == 200).then_some(())
+    })
+    .await;
+    wait_for("joined, as A sees it", || async {
+        (owner.membership(&lobby, &remote.id).await.0.as_deref() == Some("join")).then_some(())
+    })
+    .await;
+
+    let other = User::register(&b.url(), "other").await;
+    let (status, v) = other.knock(&lobby, None, Some(&server_a)).await;
+    assert_eq!(status, 200, "knock by room ID with server_name: {v}");
+    wait_for("the other remote knocker is denied (seen on A)", || async {
+        (owner.membership(&lobby, &other.id).await.0.as_deref() == Some("leave")).then_some(())
+    })
+    .await;
+}
