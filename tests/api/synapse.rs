@@ -461,3 +461,31 @@ async fn synapse_knocks_over_federation() {
     })
     .await;
 }
+
+/// `scripts/demo.sh`'s steps (after its build and install): one user let in, one refused, both
+/// reported in the control room; then `stop` stops exactly what it started.
+#[test]
+fn the_demo_lets_one_in_and_refuses_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/demo.py");
+    let run = |step: &str| {
+        std::process::Command::new(homeserver::python())
+            .arg(&script)
+            .arg(step)
+            .arg(&demo)
+            .env("KNOCKWARDEN_BIN", env!("CARGO_BIN_EXE_knockwarden"))
+            .output()
+            .unwrap()
+    };
+    let out = run("start");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let stopped = run("stop");
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("@alice:localhost  invite"), "{text}");
+    assert!(text.contains("@bob:localhost    leave"), "{text}");
+    assert!(text.contains("→ denied (kicked) · rule too-short"), "{text}");
+    assert!(text.contains("Stop them with: scripts/demo.sh stop"), "{text}");
+    let stopped = String::from_utf8_lossy(&stopped.stdout).into_owned();
+    assert!(stopped.contains("stopped knockwarden") && stopped.contains("stopped synapse"), "{stopped}");
+}
