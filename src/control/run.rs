@@ -342,7 +342,16 @@ impl Ctx<'_> {
                 m.text(&format!("{number}{} {done_text} {label} ({how})", found.user));
                 Ok(Done { reply: m, ok: true, follow_ups })
             }
-            Outcome::Cancelled(why) => Ok(Done::text(false, &format!("{number}Nothing done: {why}."))),
+            Outcome::Cancelled(why) => {
+                // Whatever happened to the knock, there is nothing left to review.
+                let mut done = Done::text(false, &format!("{number}Nothing done: {why}."));
+                if let Some(item) = &found.review
+                    && self.store().close_review(item.number, &why)?
+                {
+                    done.follow_ups.push(Action::ReviewClosed { number: item.number, reply: false });
+                }
+                Ok(done)
+            }
             Outcome::Failed(why) => Ok(Done::text(false, &format!("{number}Not {verb}: {why}"))),
             other => Ok(Done::text(false, &format!("{number}Not {verb}: {other:?}"))),
         }

@@ -443,3 +443,18 @@ async fn dry_run_is_switched_at_run_time_and_kept() {
     eventually("banned for real", || !app.posted("ban").is_empty()).await;
     assert!(app.posted("ban").iter().all(|r| r.body["user_id"] == "@tia:x.example"));
 }
+
+#[tokio::test]
+async fn a_verdict_on_someone_no_longer_knocking_does_nothing_and_closes_the_item() {
+    let app = app().await;
+    app.knock_on("1", "$k1", "@oz:x.example", Some("hi")).await;
+    let notice = app.review_notice(1).await;
+    // The knocker left, and the homeserver has not told us yet.
+    app.homeserver.set_membership(ROOM, "@oz:x.example", "leave");
+    let r = app.say("2", "$c1", "!knock ban 1").await;
+    assert_eq!(r, "#1 Nothing done: @oz:x.example is no longer knocking (membership: leave).");
+    assert!(app.posted("ban").is_empty());
+    assert_eq!(app.reactions_on("$c1"), vec!["⏳", "❌"]);
+    assert!(app.store.review(1).unwrap().unwrap().closed.unwrap().contains("no longer knocking"));
+    eventually("the notice is edited", || !app.edits_of(&notice).is_empty()).await;
+}
