@@ -191,7 +191,7 @@ impl LivePolicies {
             return Ok(SetOutcome::BadName);
         }
         let files = read_dir(&self.dir)?;
-        if let Some(file) = files.iter().find(|f| file_policy_name(f).as_deref() == Some(name)) {
+        if let Some(file) = files.iter().find(|f| f.policy_name() == name) {
             return Ok(SetOutcome::FileOwned { file: file.path.clone() });
         }
         let mut room = self.store.room_policies()?;
@@ -257,19 +257,6 @@ pub fn room_source(name: &str, text: &str) -> Source {
 /// The policy name of a source set from the control room, if it is one.
 pub fn room_policy_name(path: &str) -> Option<&str> {
     path.strip_prefix(ROOM_POLICY_DIR)?.strip_prefix('/')?.strip_suffix(".yaml")
-}
-
-/// The name of the policy a file defines (its `name:`, else its file name), even when the
-/// file has problems elsewhere.
-fn file_policy_name(file: &Source) -> Option<String> {
-    let stem = std::path::Path::new(&file.path).file_stem()?.to_str()?.to_owned();
-    let named = yaml_serde_name(&file.text);
-    Some(named.unwrap_or(stem))
-}
-
-fn yaml_serde_name(text: &str) -> Option<String> {
-    let v: serde_yaml::Value = serde_yaml::from_str(text).ok()?;
-    v.get("name")?.as_str().map(str::to_owned)
 }
 
 /// The policy files and the policies set from the control room, as one list of sources.

@@ -75,7 +75,7 @@ pub struct KnockNotice<'a> {
 }
 
 /// One concise notice about a decision.
-pub fn knock(n: &KnockNotice) -> Action {
+pub fn knock(n: &KnockNotice) -> Msg {
     let who = match n.displayname {
         Some(d) if !d.trim().is_empty() => format!("{} ({})", clip(d), n.user),
         _ => n.user.to_owned(),
@@ -112,7 +112,7 @@ pub fn knock(n: &KnockNotice) -> Action {
             "<br>Reply <code>!knock approve {r}</code> / <code>!knock deny {r}</code> / <code>!knock ban {r}</code>, or react ✅ ❌ 🔨"
         ));
     }
-    Action::Notice { plain, html }
+    Msg { plain, html }
 }
 
 /// A message built in plain text and HTML side by side; every piece of text is escaped.
@@ -167,10 +167,6 @@ impl Msg {
         self.plain.push_str(block);
         self.html.push_str(&format!("<pre><code>{}</code></pre>", escape(block)));
         self
-    }
-
-    pub fn take(&mut self) -> Msg {
-        std::mem::take(self)
     }
 
     /// As a notice in the control room.

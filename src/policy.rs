@@ -88,6 +88,15 @@ pub struct Source {
 }
 
 impl Source {
+    /// The name of the policy this source defines (its `name:`, else its file name), read
+    /// even when the rest of the file has problems.
+    pub fn policy_name(&self) -> String {
+        let named = serde_yaml::from_str::<serde_yaml::Value>(&self.text)
+            .ok()
+            .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(str::to_owned));
+        named.unwrap_or_else(|| self.stem().to_owned())
+    }
+
     fn stem(&self) -> &str {
         let name = self.path.rsplit('/').next().unwrap_or(&self.path);
         name.strip_suffix(".yaml").or_else(|| name.strip_suffix(".yml")).unwrap_or(name)

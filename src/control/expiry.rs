@@ -20,29 +20,26 @@ pub fn interval(expire_after: Duration) -> Duration {
     (expire_after / 4).clamp(Duration::from_millis(100), Duration::from_secs(60))
 }
 
-/// Closes every open item older than `expire_after`; returns how many it closed.
-pub fn sweep(shared: &Shared, now: u64) -> Result<usize, StoreError> {
+/// Closes every open item older than `expire_after`.
+pub fn sweep(shared: &Shared, now: u64) -> Result<(), StoreError> {
     let store = &shared.store;
     let cfg = &shared.config.review;
     let after = duration::format(cfg.expire_after);
     let cutoff = now.saturating_sub(cfg.expire_after.as_millis() as u64);
-    let mut ops: Vec<Op> = Vec::new();
-    let mut closed = 0;
     for item in store.open_reviews()?.into_iter().filter(|i| i.created_ms <= cutoff) {
         let still_knocking =
             store.knock(&item.room_id, &item.user_id)?.is_some_and(|k| k.audit_id == Some(item.audit_id));
-        let how = match (cfg.on_expiry, still_knocking) {
-            (OnExpiry::Deny, true) => format!("expired after {after} without review: denied"),
-            _ => format!("expired after {after} without review"),
+        let deny = cfg.on_expiry == OnExpiry::Deny && still_knocking;
+        let how = if deny {
+            format!("expired after {after} without review: denied")
+        } else {
+            format!("expired after {after} without review")
         };
-        if !store.close_review(item.number, &how)? {
-            continue;
-        }
-        closed += 1;
-        tracing::info!(number = item.number, user = %item.user_id, room = %item.room_id, how = %how, "review item expired");
-        if cfg.on_expiry == OnExpiry::Deny && still_knocking {
+        // What closing leads to is written with the closing itself: a crash cannot lose it.
+        let mut with: Vec<Op> = Vec::new();
+        if deny {
             // The kick settles the audit entry (done, or failed and reported).
-            ops.push(store.outbox_push(Action::Act {
+            with.push(store.outbox_push(Action::Act {
                 change: MembershipChange::Kick,
                 room_id: item.room_id.clone(),
                 user_id: item.user_id.clone(),
@@ -51,15 +48,16 @@ pub fn sweep(shared: &Shared, now: u64) -> Result<usize, StoreError> {
                 notify: false,
             })?);
         } else {
+            // Settled first: after a crash the item is still open and the next sweep closes it.
             store.settle_pending(item.audit_id, Outcome::Resolved(how.clone()), now)?;
         }
-        ops.push(store.outbox_push(Action::ReviewClosed { number: item.number, reply: true })?);
+        with.push(store.outbox_push(Action::ReviewClosed { number: item.number, reply: true })?);
+        if store.close_review(item.number, &how, &with)? {
+            tracing::info!(number = item.number, user = %item.user_id, room = %item.room_id, how = %how, "review item expired");
+            shared.outbox_ready.notify_one();
+        }
     }
-    store.commit(&ops)?;
-    if !ops.is_empty() {
-        shared.outbox_ready.notify_one();
-    }
-    Ok(closed)
+    Ok(())
 }
 
 /// Sweeps until the service stops.

@@ -329,32 +329,29 @@ impl Ctx<'_> {
                 .await?;
         match outcome {
             Outcome::Done => {
-                let mut follow_ups = Vec::new();
-                if let Some(item) = &found.review
-                    && self.store().close_review(item.number, &how)?
-                {
-                    follow_ups.push(Action::ReviewClosed { number: item.number, reply: false });
-                }
+                self.close(found.review.as_ref(), &how)?;
                 if let Some(id) = found.audit_id {
                     self.store().settle(id, Outcome::Resolved(how.clone()), now_ms())?;
                 }
-                let mut m = Msg::new();
-                m.text(&format!("{number}{} {done_text} {label} ({how})", found.user));
-                Ok(Done { reply: m, ok: true, follow_ups })
+                Ok(Done::text(true, &format!("{number}{} {done_text} {label} ({how})", found.user)))
             }
             Outcome::Cancelled(why) => {
                 // Whatever happened to the knock, there is nothing left to review.
-                let mut done = Done::text(false, &format!("{number}Nothing done: {why}."));
-                if let Some(item) = &found.review
-                    && self.store().close_review(item.number, &why)?
-                {
-                    done.follow_ups.push(Action::ReviewClosed { number: item.number, reply: false });
-                }
-                Ok(done)
+                self.close(found.review.as_ref(), &why)?;
+                Ok(Done::text(false, &format!("{number}Nothing done: {why}.")))
             }
             Outcome::Failed(why) => Ok(Done::text(false, &format!("{number}Not {verb}: {why}"))),
             other => Ok(Done::text(false, &format!("{number}Not {verb}: {other:?}"))),
         }
+    }
+
+    /// Closes a review item (if any, and still open) and edits its notice to say how.
+    fn close(&self, item: Option<&ReviewItem>, how: &str) -> Result<(), ActionError> {
+        if let Some(item) = item {
+            let edit = self.store().outbox_push(Action::ReviewClosed { number: item.number, reply: false })?;
+            self.store().close_review(item.number, how, &[edit])?;
+        }
+        Ok(())
     }
 
     fn pending(&self, page: usize) -> Result<Done, ActionError> {
@@ -404,7 +401,7 @@ impl Ctx<'_> {
         let Some(policy) = active.set.policy_for(room_id.as_str(), &aliases) else {
             return Ok(Done::text(true, &format!("No policy governs {}: a knock there is left alone.", room.0)));
         };
-        let ctx = Context::gather(store, &active.set, room_id.as_str(), user.as_str(), now_ms())?;
+        let ctx = Context::gather(store, &active.set, room_id.as_str(), &aliases, user.as_str(), now_ms())?;
         let trace = policy.explain(&ctx.knock(user.as_str(), reason, None));
         let d = &trace.decision;
         let mut m = Msg::new();
@@ -501,19 +498,17 @@ impl Ctx<'_> {
                 let mut m = Msg::new();
                 let mut shown = 0;
                 let mut lines = Vec::new();
-                let text_of = |v: &crate::storage::PolicyVersion, name: &str| {
-                    crate::policy::PolicySet::load(&v.sources)
-                        .ok()
-                        .and_then(|set| set.policy(name).map(|p| p.file.clone()))
-                        .and_then(|file| v.sources.iter().find(|s| s.path == file).map(|s| s.text.clone()))
+                // With NAME: that policy's text in each version, to keep the versions that changed it.
+                let texts: Vec<Option<&str>> = match &name {
+                    Some(n) => versions
+                        .iter()
+                        .map(|v| v.sources.iter().find(|s| &s.policy_name() == n).map(|s| s.text.as_str()))
+                        .collect(),
+                    None => vec![],
                 };
                 for (i, v) in versions.iter().enumerate().rev() {
-                    if let Some(name) = &name {
-                        let now_text = text_of(v, name);
-                        let before = i.checked_sub(1).and_then(|j| text_of(&versions[j], name));
-                        if now_text == before {
-                            continue;
-                        }
+                    if name.is_some() && texts[i] == i.checked_sub(1).and_then(|j| texts[j]) {
+                        continue;
                     }
                     shown += 1;
                     if shown > 15 {
@@ -545,10 +540,6 @@ impl Ctx<'_> {
                         ),
                     );
                     done.follow_ups.push(Action::ResolveAliases);
-                    done.follow_ups.push(notices::with_block(
-                        &format!("Policies rolled back to version {version} by {}", self.sender),
-                        None,
-                    ));
                     done
                 }
                 Err(e @ (live_policies::PolicyError::NoSuchVersion(_) | live_policies::PolicyError::Stale { .. })) => {

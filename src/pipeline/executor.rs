@@ -206,7 +206,7 @@ async fn execute(shared: &Shared, seq: u64, action: &Action, fresh: bool) -> Res
         Action::Command { event_id, sender, text } => {
             crate::control::run::command(shared, seq, event_id, sender, text).await
         }
-        Action::Reaction { event_id: _, sender, target, key } => {
+        Action::Reaction { sender, target, key } => {
             crate::control::run::reaction(shared, seq, sender, target, key).await
         }
         Action::Send { event_type, content } => {

@@ -58,7 +58,7 @@ pub fn entry_notice(
     review: Option<u64>,
     closed: Option<&str>,
 ) -> notices::Msg {
-    let Action::Notice { plain, html } = notices::knock(&notices::KnockNotice {
+    notices::knock(&notices::KnockNotice {
         user: &e.user_id,
         room: &room_label(store, &e.room_id),
         reason: e.reason.as_deref(),
@@ -69,10 +69,7 @@ pub fn entry_notice(
         version: e.policy_version,
         review,
         closed,
-    }) else {
-        unreachable!("notices::knock makes a notice")
-    };
-    notices::Msg { plain, html }
+    })
 }
 
 /// The reason sent with an invite, kick or ban when the rule gives none.
@@ -99,7 +96,15 @@ pub struct Context {
 
 impl Context {
     /// Knock counters (counting one more knock, the one being decided) and the knocker's rooms.
-    pub fn gather(store: &Store, set: &PolicySet, room: &str, user: &str, now: u64) -> Result<Self, StoreError> {
+    /// `aliases` are the room's known aliases (the first names it).
+    pub fn gather(
+        store: &Store,
+        set: &PolicySet,
+        room: &str,
+        aliases: &[String],
+        user: &str,
+        now: u64,
+    ) -> Result<Self, StoreError> {
         let windows = set.windows();
         let mut room_counts = Vec::with_capacity(windows.len());
         let mut user_counts = Vec::with_capacity(windows.len());
@@ -112,7 +117,8 @@ impl Context {
         for r in member_of.clone() {
             member_of.extend(store.aliases_of(&r)?);
         }
-        Ok(Context { label: room_label(store, room), room_counts, user_counts, member_of })
+        let label = aliases.first().cloned().unwrap_or_else(|| room.to_owned());
+        Ok(Context { label, room_counts, user_counts, member_of })
     }
 
     pub fn knock<'a>(&'a self, user: &'a str, reason: Option<&'a str>, displayname: Option<&'a str>) -> Knock<'a> {
@@ -156,10 +162,9 @@ pub fn on_knock(shared: &Shared, entry: &InboxEntry, head: &EventHead, user: &st
         if let Some(id) = earlier.audit_id {
             store.settle_pending(id, Outcome::Resolved("knocked again".into()), now)?;
         }
-        if let Some(item) = store.open_review_for(room, user)?
-            && store.close_review(item.number, "knocked again")?
-        {
-            ops.push(store.outbox_push(Action::ReviewClosed { number: item.number, reply: false })?);
+        if let Some(item) = store.open_review_for(room, user)? {
+            let edit = store.outbox_push(Action::ReviewClosed { number: item.number, reply: false })?;
+            store.close_review(item.number, "knocked again", &[edit])?;
         }
     }
     let aliases = store.aliases_of(room)?;
@@ -170,7 +175,7 @@ pub fn on_knock(shared: &Shared, entry: &InboxEntry, head: &EventHead, user: &st
     };
 
     // What the policies need to know, counting this knock (not committed yet) in.
-    let ctx = Context::gather(store, &active.set, room, user, now)?;
+    let ctx = Context::gather(store, &active.set, room, &aliases, user, now)?;
     let label = ctx.label.clone();
     let d = policy.decide(&ctx.knock(user, rec.reason.as_deref(), rec.displayname.as_deref()));
     let dry_run = shared.dry_run(d.dry_run);
@@ -207,7 +212,7 @@ pub fn on_knock(shared: &Shared, entry: &InboxEntry, head: &EventHead, user: &st
         Verdict::Ban => Some(MembershipChange::Ban),
         Verdict::Review | Verdict::Ignore => None,
     };
-    let notice = |review: Option<u64>| {
+    let notice = || {
         notices::knock(&notices::KnockNotice {
             user,
             room: &label,
@@ -217,16 +222,17 @@ pub fn on_knock(shared: &Shared, entry: &InboxEntry, head: &EventHead, user: &st
             rule: d.rule.as_deref(),
             policy: &d.policy,
             version: d.version,
-            review,
+            review: None,
             closed: None,
         })
+        .notice()
     };
     match (change, d.action) {
         _ if dry_run => {
             audit.outcome = Outcome::DryRun;
             audit.settled_ms = Some(now);
             if notify {
-                ops.push(store.outbox_push(notice(None))?);
+                ops.push(store.outbox_push(notice())?);
             }
         }
         (Some(change), _) => {
@@ -258,7 +264,7 @@ pub fn on_knock(shared: &Shared, entry: &InboxEntry, head: &EventHead, user: &st
             audit.outcome = Outcome::Nothing;
             audit.settled_ms = Some(now);
             if notify {
-                ops.push(store.outbox_push(notice(None))?);
+                ops.push(store.outbox_push(notice())?);
             }
         }
     }
@@ -287,7 +293,7 @@ pub fn on_change(shared: &Shared, head: &EventHead, user: &str, membership: &str
         other => format!("membership is now {other}"),
     };
     tracing::info!(room, user, how = %how, "knock closed");
-    let mut ops = Store::del_knock(room, user);
+    let ops = Store::del_knock(room, user);
     // What knockwarden did itself is settled, and its review item closed, by whatever did it
     // (the executor, a command, expiry), with who decided.
     if by_bot {
@@ -296,10 +302,11 @@ pub fn on_change(shared: &Shared, head: &EventHead, user: &str, membership: &str
     if let Some(id) = rec.audit_id {
         store.settle_pending(id, Outcome::Resolved(how.clone()), now_ms())?;
     }
-    if let Some(item) = store.open_review_for(room, user)?
-        && store.close_review(item.number, &how)?
-    {
-        ops.push(store.outbox_push(Action::ReviewClosed { number: item.number, reply: true })?);
+    if let Some(item) = store.open_review_for(room, user)? {
+        let report = store.outbox_push(Action::ReviewClosed { number: item.number, reply: true })?;
+        if store.close_review(item.number, &how, &[report])? {
+            shared.outbox_ready.notify_one();
+        }
     }
     Ok(ops)
 }

@@ -153,8 +153,8 @@ fn handle(shared: &Shared, entry: &InboxEntry) -> Result<Handled, StoreError> {
             if let Some((target, key)) = control::message::reaction(event)
                 && control::message::Verdict::from_key(&key).is_some()
             {
-                let (event_id, sender) = (head.event_id.to_string(), head.sender.to_string());
-                ops.push(store.outbox_push(Action::Reaction { event_id, sender, target, key })?);
+                let sender = head.sender.to_string();
+                ops.push(store.outbox_push(Action::Reaction { sender, target, key })?);
             }
         }
         _ => tracing::debug!(room, kind = %head.kind, "nothing to do"),

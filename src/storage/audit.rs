@@ -137,19 +137,22 @@ impl Store {
         Ok(Some(item))
     }
 
-    /// Closes a review item (if still open) with how it ended. Returns whether this call
-    /// closed it: of several racing closers (a command, a reaction, expiry, the knocker
-    /// withdrawing) exactly one wins and reports the outcome.
-    pub fn close_review(&self, number: u64, how: &str) -> Result<bool, StoreError> {
-        let mut closed_now = false;
-        self.update_review(number, |item| {
-            if item.closed.is_none() {
-                item.closed = Some(how.to_owned());
-                item.closed_ms = Some(super::now_ms());
-                closed_now = true;
-            }
-        })?;
-        Ok(closed_now)
+    /// Closes a review item (if still open) with how it ended, committing `with` (what the
+    /// closing leads to: a notice edit, a kick) in the same transaction. Returns whether this
+    /// call closed it: of several racing closers (a command, a reaction, expiry, the knocker
+    /// withdrawing) exactly one wins, and only its `with` is written.
+    pub fn close_review(&self, number: u64, how: &str, with: &[Op]) -> Result<bool, StoreError> {
+        let _guard = self.room_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(mut item) = self.review(number)? else { return Ok(false) };
+        if item.closed.is_some() {
+            return Ok(false);
+        }
+        item.closed = Some(how.to_owned());
+        item.closed_ms = Some(super::now_ms());
+        let mut ops = vec![Store::put_review(&item)];
+        ops.extend_from_slice(with);
+        self.commit(&ops)?;
+        Ok(true)
     }
 
     /// Every review item, oldest first.

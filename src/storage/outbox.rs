@@ -33,7 +33,7 @@ pub enum Action {
     /// Carry out a control-room command (`text` is what follows `!knock` or the mention).
     Command { event_id: String, sender: String, text: String },
     /// A reaction on a control-room event: ✅, ❌ or 🔨 on a review notice resolve it.
-    Reaction { event_id: String, sender: String, target: String, key: String },
+    Reaction { sender: String, target: String, key: String },
     /// Post an event (a reply, a reaction, an edit) in the control room.
     Send { event_type: String, content: serde_json::Value },
     /// A review item was closed: edit its notice to say how, and (with `reply`) reply to it so

@@ -161,6 +161,12 @@ async fn a_moderator_approves_by_number_and_the_notice_is_edited() {
     // The bot's own invite, pushed back, does not close the item a second time.
     let invited = crate::helpers::member_event("$i", ROOM, crate::helpers::BOT, "@dave:elsewhere.example", "invite");
     app.push("3", vec![invited]).await;
+    // The time it took counts towards the median in stats.
+    let stats = app.say("5", "$c3", "!knock stats").await;
+    assert!(
+        stats.contains("median time to resolve a review: ") && !stats.contains("no review resolved yet"),
+        "{stats}"
+    );
     let again = app.say("4", "$c2", "!knock approve 1").await;
     assert_eq!(again, "#1 is already closed: approved by @mod:test.local.");
     assert_eq!(app.reactions_on("$c2"), vec!["❌"]);
@@ -260,6 +266,14 @@ async fn a_non_moderator_changes_nothing_and_is_told_once() {
     }
     assert!(app.posted("invite").is_empty());
     assert!(app.store.review(1).unwrap().unwrap().closed.is_none());
+
+    // Power levels are followed from pushed events: given 50, the same member may command.
+    let promoted = json!({"event_id": "$pl", "room_id": CONTROL_ROOM, "sender": "@owner:test.local",
+        "type": "m.room.power_levels", "state_key": "", "origin_server_ts": 1,
+        "content": {"users": {"@owner:test.local": 100, MODERATOR: 50, RANDO: 50}}});
+    app.push("5", vec![promoted, message("$c3", RANDO, "!knock approve 1")]).await;
+    let r = app.reply_to("$c3").await;
+    assert_eq!(r, "#1 @ivy:elsewhere.example invited to !r:test.local (approved by @rando:test.local)");
 }
 
 #[tokio::test]
