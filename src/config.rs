@@ -98,6 +98,15 @@ pub struct ReviewConfig {
     pub on_expiry: OnExpiry,
 }
 
+/// How long knockwarden keeps what it only needs for a while (see [`crate::retention`]).
+#[derive(Debug, Clone)]
+pub struct RetentionConfig {
+    /// Seen event IDs and transaction hashes (to recognise what the homeserver sends again).
+    pub events: Duration,
+    /// Settled audit entries and closed review items.
+    pub audit: Duration,
+}
+
 /// The validated configuration, without the registration (see [`Settings`]).
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -113,6 +122,7 @@ pub struct Config {
     pub dry_run: bool,
     pub log_format: LogFormat,
     pub review: ReviewConfig,
+    pub retention: RetentionConfig,
 }
 
 /// Everything `serve` needs: the configuration and the registration it points at.
@@ -175,6 +185,11 @@ impl Config {
         let expire_after =
             crate::duration::parse(&raw.review.expire_after).map_err(|e| invalid("review.expire_after", e))?;
 
+        let retention = RetentionConfig {
+            events: crate::duration::parse(&raw.retention.events).map_err(|e| invalid("retention.events", e))?,
+            audit: crate::duration::parse(&raw.retention.audit).map_err(|e| invalid("retention.audit", e))?,
+        };
+
         Ok(Config {
             file: file.to_owned(),
             homeserver: HomeserverConfig { url, server_name },
@@ -191,6 +206,7 @@ impl Config {
             dry_run: raw.dry_run,
             log_format: raw.log_format,
             review: ReviewConfig { expire_after, on_expiry: raw.review.on_expiry },
+            retention,
         })
     }
 }

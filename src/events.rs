@@ -4,6 +4,8 @@
 //! be missing or null), with ruma's identifier types, so room IDs without a server part (room
 //! version 12) are accepted.
 
+use std::borrow::Cow;
+
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde::Deserialize;
 
@@ -20,25 +22,42 @@ pub struct EventHead {
 }
 
 #[derive(Deserialize)]
-struct Wire {
+struct Wire<'a> {
     event_id: OwnedEventId,
     room_id: OwnedRoomId,
     sender: OwnedUserId,
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    state_key: Option<String>,
-    #[serde(default)]
-    content: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default, borrow)]
+    state_key: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    content: Option<ContentHead<'a>>,
+}
+
+/// Of the content, only `membership`; everything else is skipped without being built.
+#[derive(Deserialize)]
+struct ContentHead<'a> {
+    #[serde(default, borrow)]
+    membership: Option<Cow<'a, str>>,
 }
 
 impl EventHead {
-    /// Reads the routing fields; the error says which is missing or malformed.
+    /// Reads the routing fields from an event's JSON text, skipping everything else (at any
+    /// depth, without building it); the error says which field is missing or malformed.
+    pub fn from_json(json: &str) -> Result<Self, String> {
+        let w: Wire = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        Self::from_wire(w)
+    }
+
+    /// Reads the routing fields of an event already parsed.
     pub fn parse(event: &serde_json::Value) -> Result<Self, String> {
-        let w = Wire::deserialize(event).map_err(|e| e.to_string())?;
+        Self::from_wire(Wire::deserialize(event).map_err(|e| e.to_string())?)
+    }
+
+    fn from_wire(w: Wire) -> Result<Self, String> {
         let membership = if w.kind == "m.room.member" {
-            let m = w.content.as_ref().and_then(|c| c.get("membership")).and_then(|m| m.as_str());
-            Some(m.ok_or("m.room.member event without content.membership")?.to_owned())
+            let m = w.content.and_then(|c| c.membership);
+            Some(m.ok_or("m.room.member event without content.membership")?.into_owned())
         } else {
             None
         };
@@ -46,10 +65,16 @@ impl EventHead {
             event_id: w.event_id,
             room_id: w.room_id,
             sender: w.sender,
-            kind: w.kind,
-            state_key: w.state_key,
+            kind: w.kind.into_owned(),
+            state_key: w.state_key.map(Cow::into_owned),
             membership,
         })
+    }
+
+    /// Whether this is a room state event of `kind` (its state key is empty, as for every
+    /// state event knockwarden reads apart from memberships).
+    pub fn is_room_state(&self) -> bool {
+        self.state_key.as_deref() == Some("")
     }
 
     /// Whether this is the membership event of `user`.
@@ -87,7 +112,10 @@ pub fn is_wanted(head: &EventHead, view: &impl Interests) -> bool {
         // Until an alias control room is resolved, keep commands from any managed room;
         // the worker drops those that turn out not to be from the control room.
         "m.room.message" | "m.reaction" => in_control || (control.is_none() && view.is_managed(&head.room_id)),
-        "m.room.power_levels" | "m.room.join_rules" | "m.room.create" => in_control || view.is_managed(&head.room_id),
+        // State of the room itself has an empty state key; anything else is not room state.
+        "m.room.power_levels" | "m.room.join_rules" | "m.room.create" => {
+            head.is_room_state() && (in_control || view.is_managed(&head.room_id))
+        }
         _ => false,
     }
 }

@@ -105,8 +105,9 @@ pub trait Homeserver: Send + Sync + 'static {
     /// `GET /_matrix/client/v3/rooms/{roomId}/joined_members`: the joined user IDs.
     async fn joined_members(&self, room: &RoomId) -> Result<Vec<String>, HsError>;
 
-    /// `GET /_matrix/client/v3/rooms/{roomId}/members?membership=knock`: the knock events.
-    async fn knocking_members(&self, room: &RoomId) -> Result<Vec<serde_json::Value>, HsError>;
+    /// `GET /_matrix/client/v3/rooms/{roomId}/members?membership=knock`: the knock events, each
+    /// as its JSON text (read one by one, so that one bad event costs only itself).
+    async fn knocking_members(&self, room: &RoomId) -> Result<Vec<Box<serde_json::value::RawValue>>, HsError>;
 
     /// `PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}`: a message-like event
     /// (a notice, a reaction, an edit). The homeserver posts the same `txn_id` only once.

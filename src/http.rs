@@ -63,15 +63,15 @@ async fn wrong_method() -> Result<HttpResponse, ApiError> {
     Err(ApiError::wrong_method())
 }
 
-/// `GET /health`: 200 with counts when storage answers, 503 otherwise. Not authenticated, and
-/// says nothing secret.
+/// `GET /health`: 200 with the queues' depths when storage answers, 503 otherwise. Not
+/// authenticated, and says nothing secret; it neither writes nor scans anything.
 async fn health(state: web::Data<HttpState>) -> HttpResponse {
     let store = &state.shared.store;
     if store.is_healthy() {
         HttpResponse::Ok().json(serde_json::json!({
             "status": "ok",
-            "inbox": store.inbox_len(),
-            "outbox": store.outbox_len(),
+            "inbox": store.queue_depth(crate::storage::T::Inbox),
+            "outbox": store.queue_depth(crate::storage::T::Outbox),
         }))
     } else {
         HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "storage unavailable"}))

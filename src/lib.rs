@@ -19,6 +19,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod power;
 pub mod registration;
+pub mod retention;
 pub mod rooms;
 pub mod startup;
 pub mod storage;

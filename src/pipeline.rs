@@ -75,3 +75,19 @@ pub(crate) async fn wait_for(notify: &Notify, stopping: &mut watch::Receiver<boo
         _ = stopping.changed() => false,
     }
 }
+
+/// Runs `pass` now and then every `every`, until the service stops (for the periodic jobs:
+/// review expiry, retention).
+pub(crate) async fn periodically(shared: &Shared, every: std::time::Duration, mut pass: impl FnMut()) {
+    let mut stopping = shared.stopping.clone();
+    loop {
+        if *stopping.borrow() {
+            return;
+        }
+        pass();
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stopping.changed() => return,
+        }
+    }
+}

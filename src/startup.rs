@@ -151,6 +151,7 @@ impl Application {
         let worker = tokio::spawn(pipeline::worker::run(shared.clone()));
         let executor = tokio::spawn(pipeline::executor::run(shared.clone()));
         let expiry = tokio::spawn(crate::control::expiry::run(shared.clone()));
+        let retention = tokio::spawn(crate::retention::run(shared.clone()));
         // Whatever was left in the inbox by a previous run is handled now.
         shared.inbox_ready.notify_one();
         shared.outbox_ready.notify_one();
@@ -162,6 +163,7 @@ impl Application {
         let _ = worker.await;
         let _ = executor.await;
         let _ = expiry.await;
+        let _ = retention.await;
         // Stop watching and wait for the watcher's thread, which holds the database open.
         tokio::task::spawn_blocking(move || watcher.stop()).await.ok();
         shared.store.flush().await.map_err(StartError::Flush)?;
@@ -200,17 +202,10 @@ fn report_reload(store: &Store, outbox_ready: &Notify, outcome: Result<Reload, l
     }
 }
 
-/// On every start: forget knock times no counter window reaches, join the control room, and
-/// catch up on knocks in every joined room.
+/// On every start: join the control room, and catch up on knocks in every joined room. (Old
+/// records are pruned by [`crate::retention`], at start and then periodically.)
 fn queue_startup_actions(shared: &Shared) {
     let store = &shared.store;
-    let longest = shared.policies.current().set.windows().into_iter().max().unwrap_or_default();
-    let keep = longest.max(std::time::Duration::from_secs(86_400)).as_millis() as u64;
-    match store.prune_knock_times(crate::storage::now_ms().saturating_sub(keep)) {
-        Ok(n) if n > 0 => tracing::info!(removed = n, "forgot old knock times"),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "cannot prune old knock times"),
-    }
     let pending: Vec<Action> = store.outbox_all().unwrap_or_default().into_iter().map(|(_, e)| e.action).collect();
     let mut actions = vec![Action::JoinControlRoom, Action::ResolveAliases];
     for room in store.joined_rooms().unwrap_or_default() {

@@ -14,8 +14,11 @@ mod inbox;
 mod outbox;
 mod policies;
 mod records;
+mod retention;
 
 use std::path::Path;
+
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use serde::{Serialize, de::DeserializeOwned};
 use sled::{
@@ -28,6 +31,7 @@ pub use inbox::{InboxEntry, InboxItem, IngestOutcome, Origin};
 pub use outbox::{Action, OutboxEntry};
 pub use policies::{KEEP_VERSIONS, PolicyVersion};
 pub use records::{BotMembership, KnockRecord, RoomRecord};
+pub use retention::Pruned;
 
 /// The trees of the database. The discriminant is the index into [`Store::trees`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,9 +73,18 @@ pub enum T {
     Reviews,
     /// alias -> room ID it resolves to (or null).
     Aliases,
+    /// notice event ID -> review number (u64 BE): the review item a notice announced.
+    ReviewNotices,
+    /// room \0 user -> review number (u64 BE), for open review items only.
+    OpenReviews,
+    /// received time (u64 BE) \0 event_id -> (): when each [`T::Seen`] entry was taken in,
+    /// for pruning after `retention.events`.
+    SeenTimes,
+    /// received time (u64 BE) \0 txn_id -> (): the same for [`T::Txns`].
+    TxnTimes,
 }
 
-const TREE_NAMES: [&str; 18] = [
+const TREE_NAMES: [&str; 22] = [
     "meta",
     "seen",
     "txns",
@@ -90,6 +103,10 @@ const TREE_NAMES: [&str; 18] = [
     "audit",
     "reviews",
     "aliases",
+    "review_notices",
+    "open_reviews",
+    "seen_times",
+    "txn_times",
 ];
 
 /// One write, applied inside [`Store::commit`]'s transaction.
@@ -137,20 +154,47 @@ pub struct Store {
     room_lock: std::sync::Arc<std::sync::Mutex<()>>,
     /// Set when a write or flush failed: `/health` then answers 503 until restart.
     failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Entries in the inbox and the outbox, kept up to date by [`Store::commit`], so that
+    /// `/health` reports them without counting (sled counts a tree by scanning it).
+    depth: std::sync::Arc<Depth>,
+}
+
+/// How many entries the queues hold.
+#[derive(Default)]
+struct Depth {
+    inbox: AtomicI64,
+    outbox: AtomicI64,
+}
+
+impl Depth {
+    fn of(&self, t: T) -> Option<&AtomicI64> {
+        match t {
+            T::Inbox => Some(&self.inbox),
+            T::Outbox => Some(&self.outbox),
+            _ => None,
+        }
+    }
 }
 
 impl Store {
     /// Opens (creating if needed) the database directory.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(path).mode(sled::Mode::HighThroughput).open()?;
+        let db = open_db(path)?;
         let trees = TREE_NAMES.iter().map(|n| db.open_tree(n)).collect::<Result<Vec<_>, _>>()?;
-        Ok(Self {
+        let store_depth = Depth::default();
+        store_depth.inbox.store(trees[T::Inbox as usize].len() as i64, Ordering::SeqCst);
+        store_depth.outbox.store(trees[T::Outbox as usize].len() as i64, Ordering::SeqCst);
+        let store = Self {
             db,
             trees,
             ingest_lock: Default::default(),
             room_lock: Default::default(),
             failed: Default::default(),
-        })
+            depth: std::sync::Arc::new(store_depth),
+        };
+        store.index_reviews()?;
+        store.index_times()?;
+        Ok(store)
     }
 
     fn tree(&self, t: T) -> &sled::Tree {
@@ -177,14 +221,27 @@ impl Store {
                 Op::Add { .. } => touch(T::Counters),
             }
         }
-        let res: Result<(), TransactionError<()>> = trees.as_slice().transaction(|view| {
+        // Queue entries added and removed (counted afresh whenever sled reruns the transaction).
+        let res: Result<[i64; 2], TransactionError<()>> = trees.as_slice().transaction(|view| {
+            let mut delta = [0i64; 2];
             for op in ops {
+                let queue = match op {
+                    Op::Put { tree: T::Inbox, .. } | Op::Del { tree: T::Inbox, .. } => Some(0),
+                    Op::Put { tree: T::Outbox, .. } | Op::Del { tree: T::Outbox, .. } => Some(1),
+                    _ => None,
+                };
                 match op {
                     Op::Put { tree, key, value } => {
-                        view[slot[*tree as usize]].insert(key.as_slice(), value.as_slice())?;
+                        let old = view[slot[*tree as usize]].insert(key.as_slice(), value.as_slice())?;
+                        if let (Some(q), None) = (queue, old) {
+                            delta[q] += 1;
+                        }
                     }
                     Op::Del { tree, key } => {
-                        view[slot[*tree as usize]].remove(key.as_slice())?;
+                        let old = view[slot[*tree as usize]].remove(key.as_slice())?;
+                        if let (Some(q), Some(_)) = (queue, old) {
+                            delta[q] -= 1;
+                        }
                     }
                     Op::Add { counter, by } => {
                         let t = &view[slot[T::Counters as usize]];
@@ -193,12 +250,25 @@ impl Store {
                     }
                 }
             }
-            Ok::<(), ConflictableTransactionError<()>>(())
+            Ok::<[i64; 2], ConflictableTransactionError<()>>(delta)
         });
-        res.map_err(|e| match e {
+        let delta = res.map_err(|e| match e {
             TransactionError::Storage(e) => self.mark_failed(StoreError::Sled(e)),
             TransactionError::Abort(()) => unreachable!("commit never aborts"),
-        })
+        })?;
+        for (t, d) in [(T::Inbox, delta[0]), (T::Outbox, delta[1])] {
+            if d != 0
+                && let Some(n) = self.depth.of(t)
+            {
+                n.fetch_add(d, Ordering::SeqCst);
+            }
+        }
+        Ok(())
+    }
+
+    /// Entries in the inbox or the outbox, without counting them.
+    pub fn queue_depth(&self, t: T) -> u64 {
+        self.depth.of(t).map(|n| n.load(Ordering::SeqCst).max(0) as u64).unwrap_or(0)
     }
 
     /// Makes everything written so far durable.
@@ -210,7 +280,7 @@ impl Store {
     /// Records that storage failed (so `/health` says so) and passes the error on.
     pub fn mark_failed(&self, e: StoreError) -> StoreError {
         tracing::error!(error = %e, "storage failed");
-        self.failed.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.failed.store(true, Ordering::SeqCst);
         e
     }
 
@@ -225,13 +295,10 @@ impl Store {
         Ok(self.db.generate_id()?)
     }
 
-    /// Whether the database answers reads and writes (for `/health`).
+    /// Whether storage is usable (for `/health`): no write or flush has failed, and a read
+    /// answers. Writes nothing, so an unauthenticated caller cannot make it work.
     pub fn is_healthy(&self) -> bool {
-        if self.failed.load(std::sync::atomic::Ordering::SeqCst) {
-            return false;
-        }
-        let t = self.tree(T::Meta);
-        t.insert(b"health", &[1u8]).is_ok() && t.get(b"health").ok().flatten().is_some()
+        !self.failed.load(Ordering::SeqCst) && self.tree(T::Meta).get(b"health").is_ok()
     }
 
     pub fn get_json<V: DeserializeOwned>(&self, tree: T, key: &[u8]) -> Result<Option<V>, StoreError> {
@@ -294,6 +361,22 @@ impl Store {
     pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
         self.tree(T::Meta).insert(key.as_bytes(), value.as_bytes())?;
         Ok(())
+    }
+}
+
+/// Opens sled's database. The file lock of a database just closed in this process (a restart
+/// within one process, as in tests) is released by sled's background threads a moment later:
+/// wait up to a second for it.
+fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
+    let mut tries = 0;
+    loop {
+        match sled::Config::new().path(path).mode(sled::Mode::HighThroughput).open() {
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return Ok(other?),
+        }
     }
 }
 

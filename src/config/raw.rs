@@ -24,6 +24,30 @@ pub struct RawConfig {
     pub log_format: LogFormat,
     #[serde(default)]
     pub review: RawReview,
+    #[serde(default)]
+    pub retention: RawRetention,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetention {
+    #[serde(default = "default_retention_events")]
+    pub events: String,
+    #[serde(default = "default_retention_audit")]
+    pub audit: String,
+}
+
+impl Default for RawRetention {
+    fn default() -> Self {
+        Self { events: default_retention_events(), audit: default_retention_audit() }
+    }
+}
+
+fn default_retention_events() -> String {
+    "30d".into()
+}
+fn default_retention_audit() -> String {
+    "365d".into()
 }
 
 #[derive(Debug, Deserialize)]

@@ -62,20 +62,13 @@ pub fn sweep(shared: &Shared, now: u64) -> Result<(), StoreError> {
 
 /// Sweeps until the service stops.
 pub async fn run(shared: Shared) {
-    let mut stopping = shared.stopping.clone();
     let every = interval(shared.config.review.expire_after);
-    loop {
-        if *stopping.borrow() {
-            return;
-        }
+    crate::pipeline::periodically(&shared, every, || {
         if let Err(e) = sweep(&shared, now_ms()) {
             tracing::error!(error = %e, "review expiry sweep failed; trying again later");
         }
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = stopping.changed() => return,
-        }
-    }
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -116,7 +116,7 @@ pub async fn reaction(
 fn not_a_moderator(shared: &Shared, sender: &str) -> Msg {
     let mut m = Msg::new();
     m.text(&format!(
-        "{sender} is not a moderator, so nothing was done. Moderators are members of this room with power level {} or more, and the users listed in knockwarden's config.",
+        "{sender} is not a moderator, so nothing was done. Moderators are the members of this room with power level {} or more, and those members listed in knockwarden's config.",
         shared.config.moderators.power_level
     ));
     m
@@ -398,7 +398,7 @@ impl Ctx<'_> {
         if room.0.as_str().starts_with('#') && !aliases.iter().any(|a| a == room.0.as_str()) {
             aliases.push(room.0.to_string());
         }
-        let Some(policy) = active.set.policy_for(room_id.as_str(), &aliases) else {
+        let Some(policy) = knocks::governing_policy(self.shared, &active.set, room_id.as_str(), &aliases) else {
             return Ok(Done::text(true, &format!("No policy governs {}: a knock there is left alone.", room.0)));
         };
         let ctx = Context::gather(store, &active.set, room_id.as_str(), &aliases, user.as_str(), now_ms())?;

@@ -160,14 +160,11 @@ impl Homeserver for MatrixHomeserver {
         Ok(res.joined.into_keys().map(|u| u.to_string()).collect())
     }
 
-    async fn knocking_members(&self, room: &RoomId) -> Result<Vec<serde_json::Value>, HsError> {
+    async fn knocking_members(&self, room: &RoomId) -> Result<Vec<Box<serde_json::value::RawValue>>, HsError> {
         let mut req = get_member_events::v3::Request::new(room.to_owned());
         req.membership = Some(MembershipState::Knock);
         let res = self.client.send(req).await.map_err(hs_error)?;
-        res.chunk
-            .into_iter()
-            .map(|raw| serde_json::from_str(raw.json().get()).map_err(|e| HsError::Unexpected(e.to_string())))
-            .collect()
+        Ok(res.chunk.into_iter().map(|raw| raw.into_json()).collect())
     }
 
     async fn state(&self, room: &RoomId, event_type: &str, state_key: &str) -> Result<Option<StateEvent>, HsError> {

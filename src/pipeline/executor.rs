@@ -12,7 +12,7 @@ use ruma::{OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
 
 use super::{Shared, intake, knocks, wait_for, worker};
 use crate::{
-    homeserver::{HsError, MembershipChange},
+    homeserver::{HsError, MembershipChange, notice_content},
     notices, power,
     storage::{Action, AuditEntry, BotMembership, Op, Origin, OutboxEntry, Outcome, Store, now_ms},
 };
@@ -150,7 +150,11 @@ async fn execute(shared: &Shared, seq: u64, action: &Action, fresh: bool) -> Res
             let id = hs.join(&shared.config.control_room).await?;
             worker::remember_control_room(&shared.store, id.as_str())?;
             tracing::info!(room = %id, "in the control room");
-            Ok(vec![Action::FetchRoomState { room_id: id.to_string() }])
+            // Its power levels say who may steer knockwarden, its members who still can.
+            Ok(vec![
+                Action::FetchRoomState { room_id: id.to_string() },
+                Action::FetchMembers { room_id: id.to_string() },
+            ])
         }
         Action::AnswerInvite { room_id: room, inviter } => {
             let room = room_id(room)?;
@@ -168,7 +172,7 @@ async fn execute(shared: &Shared, seq: u64, action: &Action, fresh: bool) -> Res
             let knocks = hs.knocking_members(&room).await?;
             let n = knocks.len();
             let origin = Origin::CatchUp { room_id: room.to_string() };
-            let (outcome, _, _) = intake::take_events(shared, &origin, None, knocks)?;
+            let (outcome, _, _) = intake::take_events(shared, &origin, None, knocks.iter().map(|k| k.get()))?;
             shared.store.flush().await?;
             if outcome.stored > 0 {
                 shared.inbox_ready.notify_one();
@@ -180,7 +184,7 @@ async fn execute(shared: &Shared, seq: u64, action: &Action, fresh: bool) -> Res
             let Some(control) = shared.control_room_id() else {
                 return Err(HsError::Transport("the control room is not joined yet".into()).into());
             };
-            hs.send_notice(&control, &format!("kw{seq}"), plain, html).await?;
+            send_fitted(shared, &control, seq, "m.room.message", &notice_content(plain, html)).await?;
             Ok(vec![])
         }
         Action::FetchMembers { room_id: room } => {
@@ -213,7 +217,7 @@ async fn execute(shared: &Shared, seq: u64, action: &Action, fresh: bool) -> Res
             let Some(control) = shared.control_room_id() else {
                 return Err(HsError::Transport("the control room is not joined yet".into()).into());
             };
-            hs.send(&control, &format!("kw{seq}"), event_type, content).await?;
+            send_fitted(shared, &control, seq, event_type, content).await?;
             Ok(vec![])
         }
         Action::ReviewClosed { number, reply } => crate::control::run::review_closed(shared, *number, *reply),
@@ -239,9 +243,38 @@ async fn execute(shared: &Shared, seq: u64, action: &Action, fresh: bool) -> Res
             };
             let outcome = notices::verdict(entry.action, entry.dry_run);
             let notices::Msg { plain, html } = knocks::entry_notice(store, &entry, outcome, Some(*number), None);
-            let event = hs.send_notice(&control, &format!("kw{seq}"), &plain, &html).await?;
+            let event = send_fitted(shared, &control, seq, "m.room.message", &notice_content(&plain, &html)).await?;
             store.update_review(*number, |item| item.notice_event = Some(event.to_string()))?;
             Ok(vec![])
+        }
+    }
+}
+
+/// Sends a control-room message, fitted to the homeserver's event size limit
+/// ([`notices::fit`]). Should the homeserver still refuse it as too large (413), it is sent
+/// again, shorter each time: a reply may be cut, but it always arrives. Each try has its own
+/// transaction ID (a refused one created no event); the first is `kw{seq}`, so a retried
+/// action is posted once.
+async fn send_fitted(
+    shared: &Shared,
+    room: &RoomId,
+    seq: u64,
+    event_type: &str,
+    content: &serde_json::Value,
+) -> Result<ruma::OwnedEventId, HsError> {
+    let mut budget = notices::MAX_CONTENT_BYTES;
+    let mut attempt = 0;
+    loop {
+        let txn = if attempt == 0 { format!("kw{seq}") } else { format!("kw{seq}-fit{attempt}") };
+        let fitted = notices::fit(content, budget);
+        match shared.homeserver.send(room, &txn, event_type, &fitted).await {
+            Err(HsError::Api { status: 413, .. }) if budget > 1_000 => {
+                let sent = serde_json::to_vec(&fitted).map(|b| b.len()).unwrap_or(budget);
+                tracing::warn!(bytes = sent, "the homeserver refused a message as too large; sending it shorter");
+                budget = sent.min(budget) / 2;
+                attempt += 1;
+            }
+            other => return other,
         }
     }
 }
@@ -349,8 +382,10 @@ fn outcome_notice(shared: &Shared, e: &AuditEntry, outcome: &Outcome) -> Action 
     knocks::entry_notice(&shared.store, e, &text, None, None).notice()
 }
 
-/// Reads a room's create event, join rule and power levels into the store.
+/// Reads a room's create event, join rule and power levels into the store. A state event
+/// pushed while the snapshot was being fetched is newer than it: that one is kept.
 async fn fetch_room_state(shared: &Shared, room: &RoomId) -> Result<(), ActionError> {
+    let began = shared.store.next_id()?;
     for kind in ["m.room.create", "m.room.join_rules", "m.room.power_levels"] {
         if let Some(ev) = shared.homeserver.state(room, kind, "").await? {
             // The create event's sender is the creator; old versions also name it in content.
@@ -358,22 +393,32 @@ async fn fetch_room_state(shared: &Shared, room: &RoomId) -> Result<(), ActionEr
                 .sender
                 .or_else(|| ev.content.get("creator").and_then(|c| c.as_str()).map(str::to_owned))
                 .unwrap_or_default();
-            shared.store.update_room(room.as_str(), |rec| worker::apply_state(rec, kind, ev.content, &sender))?;
+            shared.store.update_room(room.as_str(), |rec| {
+                if rec.pushed.get(kind).is_some_and(|&at| at > began) {
+                    tracing::debug!(%room, kind, "a newer pushed state event stands; the snapshot is not applied");
+                } else {
+                    worker::apply_state(rec, kind, ev.content, &sender);
+                }
+            })?;
         }
     }
     Ok(())
 }
 
-/// Whether `user` may steer knockwarden: listed in `moderators.users`, or with at least
-/// `moderators.power_level` in the control room.
+/// Whether `user` may steer knockwarden: joined to the control room, and listed in
+/// `moderators.users` or with at least `moderators.power_level` there. A moderator who left or
+/// was banned no longer counts.
 pub async fn is_moderator(shared: &Shared, user: &str) -> Result<bool, ActionError> {
+    let Some(control) = shared.control_room_id() else {
+        return Err(ActionError::Homeserver(HsError::Transport("the control room is not joined yet".into())));
+    };
+    if !shared.store.is_member(control.as_str(), user)? {
+        return Ok(false);
+    }
     let cfg = &shared.config.moderators;
     if cfg.users.iter().any(|u| u.as_str() == user) {
         return Ok(true);
     }
-    let Some(control) = shared.control_room_id() else {
-        return Err(ActionError::Homeserver(HsError::Transport("the control room is not joined yet".into())));
-    };
     let mut rec = shared.store.room(control.as_str())?.unwrap_or_default();
     if rec.power_levels.is_none() {
         fetch_room_state(shared, &control).await?;

@@ -82,9 +82,10 @@ pub async fn take_transaction(shared: &Shared, txn_id: &str, body: &[u8]) -> Res
     if shared.store.is_replay(txn_id, &hash)? {
         return Ok(TxnOutcome::Replay);
     }
-    let events = parse_push(txn_id, body)?;
+    let push = parse_push(body)?;
     let origin = Origin::Push { txn_id: txn_id.to_owned() };
-    let (outcome, dropped, malformed) = take_events(shared, &origin, Some((txn_id, &hash)), events)?;
+    let (outcome, dropped, malformed) =
+        take_events(shared, &origin, Some((txn_id, &hash)), push.events.iter().map(|e| e.get()))?;
     // The worker may start on the events while they are being flushed; the homeserver hears
     // 200 only once they are durable. Should knockwarden die before the flush completes, the
     // homeserver sends the transaction again, and acting twice is prevented by the executor's
@@ -96,43 +97,70 @@ pub async fn take_transaction(shared: &Shared, txn_id: &str, body: &[u8]) -> Res
     Ok(TxnOutcome::Taken { outcome, dropped, malformed })
 }
 
-/// Parses a body as the spec's `PUT /_matrix/app/v1/transactions/{txnId}` request (ruma's
-/// `push_events` request type): not JSON is `NotJson`, JSON of the wrong shape is `BadJson`.
-fn parse_push(txn_id: &str, body: &[u8]) -> Result<Vec<serde_json::Value>, IntakeError> {
-    use ruma::api::{IncomingRequest, appservice::event::push_events};
-    serde_json::from_slice::<serde::de::IgnoredAny>(body).map_err(|e| IntakeError::NotJson(e.to_string()))?;
-    let req = http::Request::builder()
-        .method(http::Method::PUT)
-        .uri("/_matrix/app/v1/transactions/txn")
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(body)
-        .map_err(|e| IntakeError::BadJson(e.to_string()))?;
-    let push = push_events::v1::Request::try_from_http_request(req, &[txn_id])
-        .map_err(|e| IntakeError::BadJson(format!("not a transaction: {e}")))?;
-    push.events
-        .into_iter()
-        .map(|raw| serde_json::from_str(raw.json().get()).map_err(|e| IntakeError::BadJson(e.to_string())))
-        .collect()
+/// The body of `PUT /_matrix/app/v1/transactions/{txnId}`: each event is kept as its JSON
+/// text, so that one event that cannot be read (too deep, wrong types, too large) costs only
+/// itself. Other fields (`ephemeral`, `to_device`, …) are skipped.
+#[derive(serde::Deserialize)]
+struct Push<'a> {
+    #[serde(borrow)]
+    events: Vec<&'a serde_json::value::RawValue>,
 }
 
-/// Filters and stores events (not flushed; the caller flushes). Returns what was stored, how
-/// many were not needed, and how many were malformed.
-pub fn take_events(
+/// Splits a body into its events' JSON texts, in one pass: not JSON is `NotJson`, JSON without
+/// an `events` array is `BadJson`.
+fn parse_push(body: &[u8]) -> Result<Push<'_>, IntakeError> {
+    let text = std::str::from_utf8(body).map_err(|e| IntakeError::NotJson(format!("the body is not UTF-8: {e}")))?;
+    serde_json::from_str::<Push>(text).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            IntakeError::NotJson(e.to_string())
+        } else {
+            IntakeError::BadJson(format!("not a transaction: {e}"))
+        }
+    })
+}
+
+/// The event ID of an event that could not be read, for the log (best effort).
+fn event_id_of(json: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        event_id: Option<String>,
+    }
+    serde_json::from_str::<Id>(json).ok().and_then(|i| i.event_id).unwrap_or_else(|| "<no event_id>".to_owned())
+}
+
+/// Filters and stores events, given as JSON texts (not flushed; the caller flushes). An event
+/// that cannot be read is dropped and counted as malformed, with its ID in the log; the others
+/// are taken in. Returns what was stored, how many were not needed, and how many were
+/// malformed.
+pub fn take_events<'a>(
     shared: &Shared,
     origin: &Origin,
     txn: Option<(&str, &[u8; 32])>,
-    events: Vec<serde_json::Value>,
+    events: impl IntoIterator<Item = &'a str>,
 ) -> Result<(IngestOutcome, u64, u64), StoreError> {
     let mut view = View { shared, control: shared.control_room_id(), overlay: HashMap::new() };
     let mut kept = Vec::new();
     let mut extra = Vec::new();
     let (mut dropped, mut malformed) = (0u64, 0u64);
-    for event in events {
-        let head = match EventHead::parse(&event) {
+    for json in events {
+        let head = match EventHead::from_json(json) {
             Ok(h) => h,
             Err(e) => {
-                let id = event.get("event_id").and_then(|v| v.as_str()).unwrap_or("<no event_id>");
-                tracing::warn!(event_id = id, error = %e, "dropping a malformed event");
+                tracing::warn!(event_id = %event_id_of(json), error = %e, "dropping an event that cannot be read");
+                malformed += 1;
+                continue;
+            }
+        };
+        if !is_wanted(&head, &view) {
+            tracing::trace!(event_id = %head.event_id, kind = %head.kind, "not needed");
+            dropped += 1;
+            continue;
+        }
+        // Kept: the whole event is read once, here (its depth is limited by the parser).
+        let event: serde_json::Value = match serde_json::from_str(json) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(event_id = %head.event_id, error = %e, "dropping an event that cannot be read");
                 malformed += 1;
                 continue;
             }
@@ -143,14 +171,9 @@ pub fn take_events(
             view.overlay.insert(head.room_id.clone(), m);
             extra.push(Store::put_bot_membership(head.room_id.as_str(), m));
         }
-        if is_wanted(&head, &view) {
-            kept.push((head.event_id.to_string(), event));
-        } else {
-            tracing::trace!(event_id = %head.event_id, kind = %head.kind, "not needed");
-            dropped += 1;
-        }
+        kept.push((head.event_id.to_string(), event));
     }
-    let outcome = shared.store.ingest(origin, txn, kept, dropped + malformed, extra)?;
+    let outcome = shared.store.ingest(origin, txn, kept, dropped, malformed, extra)?;
     tracing::debug!(
         ?origin,
         stored = outcome.stored,

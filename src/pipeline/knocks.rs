@@ -85,6 +85,20 @@ fn default_reason(action: Verdict, rule: Option<&str>) -> String {
     }
 }
 
+/// The policy that governs `room`: never one for the control room, which is left to the
+/// people in it (a `"*"` policy does not cover it).
+pub fn governing_policy<'p>(
+    shared: &Shared,
+    set: &'p PolicySet,
+    room: &str,
+    aliases: &[String],
+) -> Option<&'p crate::policy::CompiledPolicy> {
+    if shared.control_room_id().is_some_and(|c| c.as_str() == room) {
+        return None;
+    }
+    set.policy_for(room, aliases)
+}
+
 /// What is known around a knock, for deciding it (or explaining what would be decided).
 pub struct Context {
     /// The room as the policies and people name it: its first alias, else its ID.
@@ -147,6 +161,9 @@ pub fn on_knock(shared: &Shared, entry: &InboxEntry, head: &EventHead, user: &st
     let text = |k: &str| content.and_then(|c| c.get(k)).and_then(Value::as_str).map(str::to_owned);
     let now = now_ms();
     let ts = event.get("origin_server_ts").and_then(Value::as_u64).unwrap_or(0);
+    // Counters go by knockwarden's clock: the event's own timestamp is whatever the sending
+    // server chose (a knock dated 2100 would count as recent forever, one dated 1970 never).
+    let received = entry.item.received_ms;
     let mut rec = KnockRecord {
         room_id: room.to_owned(),
         user_id: user.to_owned(),
@@ -156,7 +173,7 @@ pub fn on_knock(shared: &Shared, entry: &InboxEntry, head: &EventHead, user: &st
         origin_server_ts: ts,
         audit_id: None,
     };
-    let mut ops = Store::record_knock_time(room, user, if ts > 0 { ts } else { now }, entry.seq);
+    let mut ops = Store::record_knock_time(room, user, received, entry.seq);
     // A knock while already knocking: the earlier one is superseded.
     if let Some(earlier) = store.knock(room, user)? {
         if let Some(id) = earlier.audit_id {
@@ -168,7 +185,19 @@ pub fn on_knock(shared: &Shared, entry: &InboxEntry, head: &EventHead, user: &st
         }
     }
     let aliases = store.aliases_of(room)?;
-    let Some(policy) = active.set.policy_for(room, &aliases) else {
+    if shared.control_room_id().as_deref() == Some(head.room_id.as_ref()) {
+        tracing::info!(room, user, "a knock on the control room: left to the people there");
+        ops.extend(Store::put_knock(&rec));
+        let mut m = notices::Msg::new();
+        m.bold(user).text(" knocked on the control room");
+        if let Some(r) = rec.reason.as_deref().filter(|r| !r.trim().is_empty()) {
+            m.text(": ").quote(r);
+        }
+        m.line().text("No policy governs the control room: knockwarden leaves this knock to the people here.");
+        ops.push(store.outbox_push(m.notice())?);
+        return Ok(Knocked::Ops(ops));
+    }
+    let Some(policy) = governing_policy(shared, &active.set, room, &aliases) else {
         tracing::debug!(room, user, "knock in a room no policy governs: left alone");
         ops.extend(Store::put_knock(&rec));
         return Ok(Knocked::Ops(ops));
@@ -244,7 +273,7 @@ pub fn on_knock(shared: &Shared, entry: &InboxEntry, head: &EventHead, user: &st
         (None, Verdict::Review) => {
             let number = store.next_review_number()?;
             audit.review = Some(number);
-            ops.push(Store::put_review(&ReviewItem {
+            ops.extend(Store::put_review(&ReviewItem {
                 number,
                 audit_id,
                 room_id: room.to_owned(),

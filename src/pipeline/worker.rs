@@ -133,10 +133,16 @@ fn handle(shared: &Shared, entry: &InboxEntry) -> Result<Handled, StoreError> {
                 None => {}
             }
         }
-        "m.room.power_levels" | "m.room.join_rules" | "m.room.create" => {
+        // Room state has an empty state key: an event of these types with another (or none)
+        // is not the room's state, whoever sent it.
+        "m.room.power_levels" | "m.room.join_rules" | "m.room.create" if head.is_room_state() => {
             let content = event.get("content").cloned().unwrap_or(Value::Null);
             let sender = head.sender.to_string();
-            let rec = store.update_room(room, |rec| apply_state(rec, &head.kind, content, &sender))?;
+            let mark = store.next_id()?;
+            let rec = store.update_room(room, |rec| {
+                apply_state(rec, &head.kind, content, &sender);
+                rec.pushed.insert(head.kind.clone(), mark);
+            })?;
             if !in_control && store.bot_membership(room)? == Some(crate::storage::BotMembership::Joined) {
                 ops.extend(warn_if_changed(shared, room, &rec)?);
             }

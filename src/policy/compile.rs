@@ -23,20 +23,24 @@ use super::{
     words,
 };
 
-/// Size limit of one compiled regex.
-pub const REGEX_SIZE_LIMIT: usize = 256 * 1024;
+/// Size limit of one compiled regex: 1 MiB, enough for Unicode classes repeated a few times
+/// (`\w{2,20}`), not for a pattern that would take megabytes.
+pub const REGEX_SIZE_LIMIT: usize = 1024 * 1024;
 
-/// Checks a regex: its syntax (with the regex engine's message) and its compiled size.
+/// Checks a regex by building exactly the matcher the service builds for it ([`build_regex`]),
+/// so that a regex the check accepts never fails to build while deciding. The set a policy's
+/// regexes are searched with is built when the policy is compiled, which the check does too.
 pub fn check_regex(pattern: &str) -> Result<(), String> {
-    let hir = regex_syntax::Parser::new().parse(pattern).map_err(|e| e.to_string())?;
-    regex_automata::nfa::thompson::Compiler::new()
-        .configure(regex_automata::nfa::thompson::Config::new().nfa_size_limit(Some(REGEX_SIZE_LIMIT)))
-        .build_from_hir(&hir)
-        .map(|_| ())
-        .map_err(|_| format!("compiled, it is over the size limit of {} KiB", REGEX_SIZE_LIMIT / 1024))
+    regex_syntax::Parser::new().parse(pattern).map_err(|e| e.to_string())?;
+    build_regex(pattern).map(|_| ()).map_err(|e| match e.as_str() {
+        e if e.contains("size limit") => {
+            format!("compiled, it is over the size limit of {} KiB", REGEX_SIZE_LIMIT / 1024)
+        }
+        _ => e,
+    })
 }
 
-/// Builds one checked regex (for the plain path).
+/// Builds one regex (for the plain path).
 pub fn build_regex(pattern: &str) -> Result<Regex, String> {
     RegexBuilder::new(pattern).size_limit(REGEX_SIZE_LIMIT).build().map_err(|e| e.to_string())
 }
@@ -98,8 +102,9 @@ fn glob(pattern: &str) -> Result<globset::Glob, String> {
 #[derive(Debug, Clone)]
 pub(crate) struct CompiledAtom {
     pub atom: Atom,
-    /// For regex atoms: the pattern's own regex, built on first use.
-    regex: OnceLock<Regex>,
+    /// For regex atoms: the pattern's own regex, built on first use (the check built the
+    /// same, so it never fails; were it to, the atom would not match rather than panic).
+    regex: OnceLock<Option<Regex>>,
     /// For `contains`: each phrase as lowercase words.
     pub phrases: Vec<Vec<String>>,
     globs: OnceLock<GlobSet>,
@@ -112,13 +117,13 @@ impl CompiledAtom {
             Atom::UserRegex(r) | Atom::ReasonMatches(r) | Atom::DisplaynameMatches(r) => r,
             _ => return false,
         };
-        self.regex.get_or_init(|| build_regex(pattern).expect("regexes were checked when read")).is_match(text)
+        self.regex.get_or_init(|| build_regex(pattern).ok()).as_ref().is_some_and(|re| re.is_match(text))
     }
 
     /// The atom's own glob matcher (lowercase), built on first use.
     pub fn globs(&self) -> &GlobSet {
         self.globs.get_or_init(|| match &self.atom {
-            Atom::User(g) | Atom::Server(g) => build_globset(g).expect("globs were checked when read"),
+            Atom::User(g) | Atom::Server(g) => build_globset(g).unwrap_or_else(|_| GlobSet::empty()),
             _ => GlobSet::empty(),
         })
     }

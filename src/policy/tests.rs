@@ -224,6 +224,23 @@ rules:
 }
 
 #[test]
+fn a_regex_the_check_accepts_is_one_the_service_builds() {
+    // `\w{2,6}` used to pass the check (its NFA alone fit) while its regex did not build:
+    // the first knock that reached the rule panicked the worker.
+    let yaml = "rooms: \"!r:x\"\nrules:\n  - name: w\n    when: { reason: { matches: '\\w{2,6}' } }\n    action: accept\n  - name: d\n    when: { reason: { matches: '^[0-9]+$' } }\n    action: ban\n";
+    let s = set(yaml);
+    assert_eq!(rule_of(&s, &knock("@a:x", Some("hello there"))).as_deref(), Some("w"));
+    let explained = s.policies()[0].explain(&knock("@a:x", Some("hello there")));
+    assert_eq!(explained.decision.rule.as_deref(), Some("w"));
+    // Over the limit is refused, with the size.
+    let ms =
+        messages("rooms: \"*\"\nrules:\n  - name: r\n    when: { reason: { matches: '\\w{50}' } }\n    action: deny\n");
+    assert_eq!(ms.len(), 1, "{ms:?}");
+    assert!(ms[0].starts_with("4: "), "{ms:?}");
+    assert!(ms[0].contains("1024 KiB"), "{ms:?}");
+}
+
+#[test]
 fn regex_errors_carry_the_engine_message_and_the_size_limit_holds() {
     let ms = messages("rooms: \"*\"\nrules:\n  - name: r\n    when: { user_regex: \"a{99999}\" }\n    action: deny\n");
     assert_eq!(ms.len(), 1);
@@ -355,6 +372,66 @@ mod property {
             0u64..6,
         )
             .prop_map(|(u, r, d, m, n)| (u.to_owned(), r.map(str::to_owned), d.map(str::to_owned), m, n))
+    }
+
+    /// A regex made of pieces that stress the engine's size limits and syntax.
+    fn regex() -> impl Strategy<Value = String> {
+        let piece = prop::sample::select(vec![
+            r"\w", r"\d", r"\s", r"\b", ".", "a", "(?i)", "[a-z]", "[^x]", "(", ")", "|", "*", "+", "?", "{2,6}",
+            "{3}", "{1,20}", "^", "$", r"\p{L}", "é", "[", "]", "\\",
+        ]);
+        prop::collection::vec(piece, 1..8).prop_map(|ps| ps.concat())
+    }
+
+    /// A glob made of pieces, valid or not.
+    fn glob() -> impl Strategy<Value = String> {
+        let piece = prop::sample::select(vec!["*", "?", "a", ".org", ":", "@", "[ab]", "{x,y}", "[", "}", "**", "\\"]);
+        prop::collection::vec(piece, 1..6).prop_map(|ps| ps.concat())
+    }
+
+    fn hostile_policy() -> impl Strategy<Value = String> {
+        let cond = prop_oneof![
+            regex().prop_map(|r| format!("reason: {{ matches: '{}' }}", r.replace('\'', "''"))),
+            regex().prop_map(|r| format!("user_regex: '{}'", r.replace('\'', "''"))),
+            regex().prop_map(|r| format!("displayname: {{ matches: '{}' }}", r.replace('\'', "''"))),
+            glob().prop_map(|g| format!("server: '{g}'")),
+            glob().prop_map(|g| format!("user: '{g}'")),
+        ];
+        prop::collection::vec(cond, 1..8).prop_map(|conds| {
+            let mut y = String::from("rooms: \"!r:x\"\nrules:\n");
+            for (i, c) in conds.iter().enumerate() {
+                y.push_str(&format!("  - name: r{i}\n    when: {{ {c} }}\n    action: deny\n"));
+            }
+            y
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        /// Whatever a policy author writes: what the check accepts decides and explains every
+        /// knock without panicking, and the indexes agree with the plain path.
+        #[test]
+        fn what_the_check_accepts_decides_every_knock(
+            yaml in hostile_policy(),
+            texts in prop::collection::vec("[a-zé0-9 @:.]{0,30}", 1..6),
+        ) {
+            let Ok(set) = PolicySet::load(&[Source { path: "p.yaml".into(), text: yaml.clone() }]) else {
+                return Ok(());
+            };
+            let p = &set.policies()[0];
+            for t in &texts {
+                let user = format!("@{}:a.org", t.replace([' ', '@', ':'], ""));
+                let k = Knock {
+                    user: &user,
+                    room: "!r:x",
+                    reason: Some(t),
+                    displayname: Some(t),
+                    ..Default::default()
+                };
+                prop_assert_eq!(p.decide(&k), p.decide_plainly(&k), "{}", yaml);
+                prop_assert_eq!(p.decide(&k), p.explain(&k).decision);
+            }
+        }
     }
 
     proptest! {

@@ -83,6 +83,11 @@ impl Store {
             .collect())
     }
 
+    /// Whether the bot knows `user` is joined to `room`.
+    pub fn is_member(&self, room: &str, user: &str) -> Result<bool, StoreError> {
+        self.contains(T::Members, &pair_key(room, user))
+    }
+
     /// Members of `room` that the bot knows are joined.
     pub fn members_of(&self, room: &str) -> Result<Vec<String>, StoreError> {
         Ok(self

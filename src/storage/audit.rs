@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Op, Store, StoreError, T};
+use super::{Op, Store, StoreError, T, pair_key};
 use crate::policy::Action as Verdict;
 
 /// What came of a decision.
@@ -119,8 +119,44 @@ impl Store {
         self.counter("review_number")
     }
 
-    pub fn put_review(item: &ReviewItem) -> Op {
-        Op::put_json(T::Reviews, item.number.to_be_bytes(), item)
+    /// The ops that write a review item and its indexes (the open items by knocker, the
+    /// items by notice event).
+    pub fn put_review(item: &ReviewItem) -> Vec<Op> {
+        let number = item.number.to_be_bytes().to_vec();
+        let mut ops = vec![Op::put_json(T::Reviews, item.number.to_be_bytes(), item)];
+        let by_knocker = pair_key(&item.room_id, &item.user_id);
+        ops.push(match item.closed {
+            None => Op::Put { tree: T::OpenReviews, key: by_knocker, value: number.clone() },
+            Some(_) => Op::del(T::OpenReviews, by_knocker),
+        });
+        if let Some(notice) = &item.notice_event {
+            ops.push(Op::Put { tree: T::ReviewNotices, key: notice.as_bytes().to_vec(), value: number });
+        }
+        ops
+    }
+
+    /// Ops that forget a review item and its indexes.
+    pub(super) fn del_review(item: &ReviewItem) -> Vec<Op> {
+        let mut ops = vec![Op::del(T::Reviews, item.number.to_be_bytes())];
+        if item.closed.is_none() {
+            ops.push(Op::del(T::OpenReviews, pair_key(&item.room_id, &item.user_id)));
+        }
+        if let Some(notice) = &item.notice_event {
+            ops.push(Op::del(T::ReviewNotices, notice.as_bytes().to_vec()));
+        }
+        ops
+    }
+
+    /// Builds the review indexes of a database written before they existed.
+    pub(super) fn index_reviews(&self) -> Result<(), StoreError> {
+        if !self.tree(T::OpenReviews).is_empty() || !self.tree(T::ReviewNotices).is_empty() {
+            return Ok(());
+        }
+        let ops: Vec<Op> = self.reviews()?.iter().flat_map(Store::put_review).collect();
+        if !ops.is_empty() {
+            tracing::info!(reviews = ops.len(), "indexing the review items");
+        }
+        self.commit(&ops)
     }
 
     /// Read-modify-write of a review item, serialized with other such updates, so that the
@@ -133,7 +169,7 @@ impl Store {
         let _guard = self.room_lock.lock().unwrap_or_else(|p| p.into_inner());
         let Some(mut item) = self.review(number)? else { return Ok(None) };
         f(&mut item);
-        self.commit(&[Store::put_review(&item)])?;
+        self.commit(&Store::put_review(&item))?;
         Ok(Some(item))
     }
 
@@ -149,7 +185,7 @@ impl Store {
         }
         item.closed = Some(how.to_owned());
         item.closed_ms = Some(super::now_ms());
-        let mut ops = vec![Store::put_review(&item)];
+        let mut ops = Store::put_review(&item);
         ops.extend_from_slice(with);
         self.commit(&ops)?;
         Ok(true)
@@ -160,9 +196,12 @@ impl Store {
         Ok(self.scan_json::<ReviewItem>(T::Reviews, b"")?.into_iter().map(|(_, r)| r).collect())
     }
 
-    /// The review item a control-room notice announced.
+    /// The review item a control-room notice announced (one index lookup).
     pub fn review_by_notice(&self, event_id: &str) -> Result<Option<ReviewItem>, StoreError> {
-        Ok(self.reviews()?.into_iter().rev().find(|r| r.notice_event.as_deref() == Some(event_id)))
+        match self.tree(T::ReviewNotices).get(event_id.as_bytes())? {
+            Some(n) => self.review(super::decode_u64(&n)),
+            None => Ok(None),
+        }
     }
 
     /// The last `n` audit entries, newest first.
@@ -182,19 +221,26 @@ impl Store {
         self.get_json(T::Reviews, &number.to_be_bytes())
     }
 
-    /// Open review items, oldest first.
+    /// Open review items, oldest first (read through the index of open items).
     pub fn open_reviews(&self) -> Result<Vec<ReviewItem>, StoreError> {
-        Ok(self
-            .scan_json::<ReviewItem>(T::Reviews, b"")?
-            .into_iter()
-            .map(|(_, r)| r)
-            .filter(|r| r.closed.is_none())
-            .collect())
+        let mut numbers = Vec::new();
+        for v in self.tree(T::OpenReviews).iter().values() {
+            numbers.push(super::decode_u64(&v?));
+        }
+        numbers.sort_unstable();
+        let mut out = Vec::with_capacity(numbers.len());
+        for n in numbers {
+            out.extend(self.review(n)?.filter(|r| r.closed.is_none()));
+        }
+        Ok(out)
     }
 
-    /// The open review item for a knocker in a room, if any.
+    /// The open review item for a knocker in a room, if any (one index lookup).
     pub fn open_review_for(&self, room: &str, user: &str) -> Result<Option<ReviewItem>, StoreError> {
-        Ok(self.open_reviews()?.into_iter().find(|r| r.room_id == room && r.user_id == user))
+        match self.tree(T::OpenReviews).get(pair_key(room, user))? {
+            Some(n) => Ok(self.review(super::decode_u64(&n))?.filter(|r| r.closed.is_none())),
+            None => Ok(None),
+        }
     }
 
     /// Records what an alias resolves to (`None`: it does not exist).

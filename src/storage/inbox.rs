@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Op, Store, StoreError, T, now_ms};
+use super::{Op, Store, StoreError, T, now_ms, retention::time_key};
 
 /// Where an inbox item came from.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -40,20 +40,24 @@ pub struct IngestOutcome {
 }
 
 impl Store {
-    /// Whether `txn_id` was already answered with exactly this body.
+    /// Whether `txn_id` was already answered with exactly this body. (The stored value is the
+    /// body's hash, then the time it was taken in.)
     pub fn is_replay(&self, txn_id: &str, body_hash: &[u8; 32]) -> Result<bool, StoreError> {
-        Ok(self.tree(T::Txns).get(txn_id.as_bytes())?.is_some_and(|h| h.as_ref() == body_hash))
+        Ok(self.tree(T::Txns).get(txn_id.as_bytes())?.is_some_and(|h| h.get(..32) == Some(body_hash.as_slice())))
     }
 
     /// Writes the events not seen before to the inbox, with `extra` writes, in one transaction.
     /// `txn` records the transaction ID and body hash for replay detection; `dropped` counts
-    /// events the caller did not keep. The caller flushes before acknowledging.
+    /// events the caller did not need, `malformed` those it could not read (both are counted
+    /// in `events_dropped`, the malformed also in `events_malformed`). The caller flushes
+    /// before acknowledging.
     pub fn ingest(
         &self,
         origin: &Origin,
         txn: Option<(&str, &[u8; 32])>,
         events: Vec<(String, serde_json::Value)>,
         dropped: u64,
+        malformed: u64,
         extra: Vec<Op>,
     ) -> Result<IngestOutcome, StoreError> {
         // One ingest at a time, so the "seen" check and the write cannot interleave.
@@ -68,6 +72,7 @@ impl Store {
                 continue;
             }
             let seq = self.next_id()?;
+            ops.push(Op::Put { tree: T::SeenTimes, key: time_key(received_ms, &event_id), value: vec![] });
             ops.push(Op::Put { tree: T::Seen, key: event_id.into_bytes(), value: seq.to_be_bytes().to_vec() });
             ops.push(Op::put_json(
                 T::Inbox,
@@ -77,11 +82,15 @@ impl Store {
             outcome.stored += 1;
         }
         if let Some((id, hash)) = txn {
-            ops.push(Op::Put { tree: T::Txns, key: id.as_bytes().to_vec(), value: hash.to_vec() });
+            let mut value = hash.to_vec();
+            value.extend_from_slice(&received_ms.to_be_bytes());
+            ops.push(Op::Put { tree: T::Txns, key: id.as_bytes().to_vec(), value });
+            ops.push(Op::Put { tree: T::TxnTimes, key: time_key(received_ms, id), value: vec![] });
         }
         ops.push(Op::Add { counter: "events_stored".into(), by: outcome.stored as u64 });
         ops.push(Op::Add { counter: "events_duplicate".into(), by: outcome.duplicates as u64 });
-        ops.push(Op::Add { counter: "events_dropped".into(), by: dropped });
+        ops.push(Op::Add { counter: "events_dropped".into(), by: dropped + malformed });
+        ops.push(Op::Add { counter: "events_malformed".into(), by: malformed });
         self.commit(&ops)?;
         Ok(outcome)
     }
@@ -121,11 +130,11 @@ mod tests {
         let s = Store::open(dir.path()).unwrap();
         let o = Origin::Push { txn_id: "1".into() };
         let ev = |id: &str| (id.to_owned(), json!({"event_id": id}));
-        let r = s.ingest(&o, Some(("1", &[1; 32])), vec![ev("$a"), ev("$b"), ev("$a")], 2, vec![]).unwrap();
+        let r = s.ingest(&o, Some(("1", &[1; 32])), vec![ev("$a"), ev("$b"), ev("$a")], 2, 0, vec![]).unwrap();
         assert_eq!(r, IngestOutcome { stored: 2, duplicates: 1 });
         assert!(s.is_replay("1", &[1; 32]).unwrap());
         assert!(!s.is_replay("1", &[2; 32]).unwrap());
-        let r = s.ingest(&o, Some(("1", &[2; 32])), vec![ev("$b"), ev("$c")], 0, vec![]).unwrap();
+        let r = s.ingest(&o, Some(("1", &[2; 32])), vec![ev("$b"), ev("$c")], 0, 0, vec![]).unwrap();
         assert_eq!(r, IngestOutcome { stored: 1, duplicates: 1 });
         assert_eq!(s.inbox_len(), 3);
         assert_eq!(s.counter("events_dropped").unwrap(), 2);

@@ -32,6 +32,11 @@ pub struct RoomRecord {
     /// The warnings last posted about this room (so they are not repeated).
     #[serde(default)]
     pub warned: Vec<String>,
+    /// For each state event type applied from a pushed event: when (a [`Store::next_id`]
+    /// number). A snapshot fetched from the homeserver never overwrites a change pushed after
+    /// the fetch began.
+    #[serde(default)]
+    pub pushed: std::collections::BTreeMap<String, u64>,
 }
 
 /// A knock on record: pending until the knocker's membership changes.

@@ -30,6 +30,10 @@ async fn homeserver() -> FakeHomeserver {
         "@owner:test.local",
         json!({"users": {"@owner:test.local": 100, MODERATOR: 50, RANDO: 0}}),
     );
+    // Moderators count while they are members of the control room.
+    for user in ["@owner:test.local", MODERATOR, RANDO] {
+        hs.set_membership(CONTROL_ROOM, user, "join");
+    }
     hs
 }
 

@@ -38,11 +38,18 @@ pub struct AppOptions {
     pub extra_config: String,
     /// The control room (ID or alias).
     pub control_room: String,
+    /// `moderators.users`.
+    pub moderators: Vec<String>,
 }
 
 impl Default for AppOptions {
     fn default() -> Self {
-        Self { max_body_bytes: 1024 * 1024, extra_config: String::new(), control_room: CONTROL_ROOM.to_owned() }
+        Self {
+            max_body_bytes: 1024 * 1024,
+            extra_config: String::new(),
+            control_room: CONTROL_ROOM.to_owned(),
+            moderators: vec![],
+        }
     }
 }
 
@@ -84,13 +91,14 @@ policies: "policies"
 control_room: "{control}"
 moderators:
   power_level: 50
-  users: []
+  users: {users}
 notify: all
 log_format: pretty
 {extra}"#,
         max = opts.max_body_bytes,
         extra = opts.extra_config,
         control = opts.control_room,
+        users = serde_json::to_string(&opts.moderators).unwrap(),
     );
     let path = dir.join("config.yaml");
     std::fs::write(&path, config).unwrap();

@@ -4,6 +4,7 @@
 mod binary;
 mod control;
 mod helpers;
+mod hostile;
 mod membership;
 mod pipeline;
 mod policies;

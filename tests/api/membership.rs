@@ -23,6 +23,7 @@ async fn joins_when_a_moderator_invites_and_catches_up_on_knocks() {
     let hs = app.homeserver.clone();
     hs.set_state(CONTROL_ROOM, "m.room.power_levels", "", "@owner:test.local", fixture_power_levels());
     hs.set_knocks(ROOM, vec![knock_event("$before", ROOM, "@early:test.local", Some("knocked before the bot came"))]);
+    joins_control_room(&app, MODERATOR).await;
 
     let invite = member_event("$inv", ROOM, MODERATOR, BOT, "invite");
     assert_eq!(app.put_txn("1", &json!({"events": [invite]})).await.status(), 200);
@@ -70,6 +71,7 @@ async fn the_creator_of_a_v12_control_room_is_a_moderator() {
         store.room(CONTROL_ROOM).unwrap().is_some_and(|r| r.room_version.as_deref() == Some("12"))
     })
     .await;
+    joins_control_room(&app, "@owner:test.local").await;
     let invite = member_event("$inv", ROOM, "@owner:test.local", BOT, "invite");
     assert_eq!(app.put_txn("1", &json!({"events": [invite]})).await.status(), 200);
     eventually("the bot joins", || !hs.requests_to("POST", &format!("/join/{ROOM}")).is_empty()).await;
@@ -86,6 +88,12 @@ async fn a_resolved_knock_is_forgotten() {
     let invited = member_event("$i", ROOM, MODERATOR, "@g:test.local", "invite");
     assert_eq!(app.put_txn("2", &json!({"events": [invited]})).await.status(), 200);
     eventually("knock resolved", || store.knock(ROOM, "@g:test.local").unwrap().is_none()).await;
+}
+
+/// `user` joins the control room (moderators count while they are members).
+async fn joins_control_room(app: &crate::helpers::TestApp, user: &str) {
+    let join = member_event(&format!("$cj-{user}"), CONTROL_ROOM, user, user, "join");
+    assert_eq!(app.put_txn(&format!("cj-{user}"), &json!({"events": [join]})).await.status(), 200);
 }
 
 fn fixture_power_levels() -> serde_json::Value {
@@ -118,6 +126,7 @@ async fn a_homeserver_that_is_down_gets_the_action_once_it_is_back() {
     let app = spawn_app().await;
     let hs = app.homeserver.clone();
     eventually("start-up join done", || app.store.outbox_len() == 0).await;
+    joins_control_room(&app, MODERATOR).await;
     hs.go_down().await;
     hs.set_state(CONTROL_ROOM, "m.room.power_levels", "", "@owner:test.local", fixture_power_levels());
     let invite = member_event("$inv", ROOM, MODERATOR, BOT, "invite");

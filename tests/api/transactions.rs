@@ -82,6 +82,7 @@ async fn a_non_empty_inbox_is_drained_on_restart() {
                 Some(("99", &[0; 32])),
                 vec![("$left-behind".into(), ev)],
                 0,
+                0,
                 vec![],
             )
             .unwrap();

@@ -41,6 +41,8 @@ struct State {
     /// Answer every other membership change (invite, kick, ban) with 500.
     flaky: bool,
     flaky_count: u64,
+    /// Requests whose path contains the key are answered only after this long.
+    delays: Vec<(String, std::time::Duration)>,
     /// Down: new connections are refused (the server is stopped), and any kept-alive
     /// connection gets 503.
     down: bool,
@@ -112,6 +114,12 @@ impl FakeHomeserver {
         self.state.lock().unwrap().scripted.push((fragment.to_owned(), answers.into_iter().collect()));
     }
 
+    /// Requests whose path contains `fragment` are answered `by` later, as a slow homeserver
+    /// would: with what the fake held when they arrived.
+    pub fn delay(&self, fragment: &str, by: std::time::Duration) {
+        self.state.lock().unwrap().delays.push((fragment.to_owned(), by));
+    }
+
     pub fn set_knocks(&self, room: &str, events: Vec<Value>) {
         self.state.lock().unwrap().knocks.insert(room.to_owned(), events);
     }
@@ -170,6 +178,17 @@ async fn answer(req: HttpRequest, body: web::Bytes, state: web::Data<Mutex<State
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
         authorization: req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned),
     };
+    let response = respond(&req, &body, &state, recorded);
+    let delay = state.lock().unwrap().delays.iter().find(|(f, _)| path.contains(f.as_str())).map(|(_, d)| *d);
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
+    response
+}
+
+/// The answer, as of the moment the request arrived.
+fn respond(req: &HttpRequest, body: &web::Bytes, state: &web::Data<Mutex<State>>, recorded: Recorded) -> HttpResponse {
+    let path = req.path().to_owned();
     let mut st = state.lock().unwrap();
     if st.down {
         return matrix_error(503, "M_UNKNOWN", "down");
@@ -206,7 +225,7 @@ async fn answer(req: HttpRequest, body: web::Bytes, state: web::Data<Mutex<State
             }
             // Like Synapse: the membership changes, and inviting a member is refused.
             let Some(user) =
-                serde_json::from_slice::<Value>(&body).ok().and_then(|b| b["user_id"].as_str().map(str::to_owned))
+                serde_json::from_slice::<Value>(body).ok().and_then(|b| b["user_id"].as_str().map(str::to_owned))
             else {
                 return matrix_error(400, "M_BAD_JSON", "user_id missing");
             };
@@ -229,11 +248,27 @@ async fn answer(req: HttpRequest, body: web::Bytes, state: web::Data<Mutex<State
             None => matrix_error(404, "M_NOT_FOUND", "Room alias not found"),
         },
         ("PUT", ["rooms", _room, "send", _kind, txn]) => {
+            // Like Synapse: an event over 65,536 bytes (its content, plus about a kilobyte of
+            // envelope: IDs, hashes, signatures) is refused.
+            if body.len() + 1024 > 65_536 {
+                return matrix_error(413, "M_TOO_LARGE", "event too large");
+            }
             HttpResponse::Ok().json(json!({"event_id": format!("$sent-{txn}")}))
         }
         ("GET", ["rooms", room, "joined_members"]) => {
-            let joined: serde_json::Map<String, Value> =
-                st.members.get(*room).into_iter().flatten().map(|u| (u.clone(), json!({}))).collect();
+            // The members set by hand, and those whose membership state is `join`.
+            let by_state = st.state.iter().filter(|((r, kind, _), ev)| {
+                r == room && kind == "m.room.member" && ev["content"]["membership"] == "join"
+            });
+            let joined: serde_json::Map<String, Value> = st
+                .members
+                .get(*room)
+                .into_iter()
+                .flatten()
+                .cloned()
+                .chain(by_state.map(|((_, _, user), _)| user.clone()))
+                .map(|u| (u, json!({})))
+                .collect();
             HttpResponse::Ok().json(json!({"joined": joined}))
         }
         ("GET", ["rooms", room, "members"]) => {

@@ -1,0 +1,251 @@
+//! Pruning: what knockwarden keeps only for a while.
+//!
+//! Seen event IDs and transaction hashes (kept for `retention.events`, to recognise what the
+//! homeserver sends again) are indexed by the time they were taken in ([`T::SeenTimes`],
+//! [`T::TxnTimes`]), so pruning them is a range scan from the oldest. Audit entries and review
+//! items are keyed by increasing numbers, so their oldest come first too. Nothing that is
+//! still pending (a decision not carried out, an open review) is pruned.
+
+use super::{AuditEntry, BotMembership, Op, Outcome, ReviewItem, Store, StoreError, T, split_pair};
+
+/// Deletes are committed in batches of this many ops.
+const BATCH: usize = 1_000;
+
+/// What one pruning pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub seen: usize,
+    pub txns: usize,
+    pub audit: usize,
+    pub reviews: usize,
+    pub members: usize,
+    pub knock_times: usize,
+}
+
+impl Pruned {
+    pub fn total(&self) -> usize {
+        self.seen + self.txns + self.audit + self.reviews + self.members + self.knock_times
+    }
+}
+
+/// Key of a time index entry: `time (u64 BE) \0 id`.
+pub(super) fn time_key(ms: u64, id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + id.len());
+    k.extend_from_slice(&ms.to_be_bytes());
+    k.push(0);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn time_of(key: &[u8]) -> u64 {
+    key.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(0)
+}
+
+fn id_of(key: &[u8]) -> &[u8] {
+    key.get(9..).unwrap_or_default()
+}
+
+impl Store {
+    /// Removes seen event IDs and transaction hashes taken in before `events_before_ms`,
+    /// settled audit entries and closed review items older than `audit_before_ms`, knock times
+    /// before `knock_times_before_ms`, and what the bot knew of the members of rooms it left.
+    pub fn prune(
+        &self,
+        events_before_ms: u64,
+        audit_before_ms: u64,
+        knock_times_before_ms: u64,
+    ) -> Result<Pruned, StoreError> {
+        let mut pruned = Pruned { seen: self.prune_seen(events_before_ms)?, ..Default::default() };
+        pruned.txns = self.prune_txns(events_before_ms)?;
+        pruned.audit = self.prune_audit(audit_before_ms)?;
+        pruned.reviews = self.prune_reviews(audit_before_ms)?;
+        pruned.members = self.prune_members_of_left_rooms()?;
+        pruned.knock_times = self.prune_knock_times(knock_times_before_ms)?;
+        Ok(pruned)
+    }
+
+    fn prune_seen(&self, before_ms: u64) -> Result<usize, StoreError> {
+        let mut n = 0;
+        let mut ops = Vec::new();
+        for key in self.tree(T::SeenTimes).range(..before_ms.to_be_bytes().to_vec()).keys() {
+            let key = key?;
+            ops.push(Op::del(T::Seen, id_of(&key).to_vec()));
+            ops.push(Op::del(T::SeenTimes, key.to_vec()));
+            n += 1;
+            self.commit_batch(&mut ops, false)?;
+        }
+        self.commit_batch(&mut ops, true)?;
+        Ok(n)
+    }
+
+    fn prune_txns(&self, before_ms: u64) -> Result<usize, StoreError> {
+        let mut n = 0;
+        let mut ops = Vec::new();
+        for key in self.tree(T::TxnTimes).range(..before_ms.to_be_bytes().to_vec()).keys() {
+            let key = key?;
+            let txn = id_of(&key);
+            // A reused txnId has a newer entry: keep its hash until that one is old too.
+            let stored = self.tree(T::Txns).get(txn)?;
+            let newer = stored
+                .as_deref()
+                .and_then(|v| v.get(32..40))
+                .map(|t| u64::from_be_bytes(t.try_into().unwrap_or_default()) > time_of(&key));
+            if newer != Some(true) {
+                ops.push(Op::del(T::Txns, txn.to_vec()));
+                n += 1;
+            }
+            ops.push(Op::del(T::TxnTimes, key.to_vec()));
+            self.commit_batch(&mut ops, false)?;
+        }
+        self.commit_batch(&mut ops, true)?;
+        Ok(n)
+    }
+
+    fn prune_audit(&self, before_ms: u64) -> Result<usize, StoreError> {
+        let mut n = 0;
+        let mut ops = Vec::new();
+        for kv in self.tree(T::Audit).iter() {
+            let (key, value) = kv?;
+            let e: AuditEntry = super::decode(T::Audit, &value)?;
+            if e.time_ms >= before_ms {
+                break;
+            }
+            if e.outcome != Outcome::Pending {
+                ops.push(Op::del(T::Audit, key.to_vec()));
+                n += 1;
+                self.commit_batch(&mut ops, false)?;
+            }
+        }
+        self.commit_batch(&mut ops, true)?;
+        Ok(n)
+    }
+
+    fn prune_reviews(&self, before_ms: u64) -> Result<usize, StoreError> {
+        let mut n = 0;
+        let mut ops = Vec::new();
+        for kv in self.tree(T::Reviews).iter().values() {
+            let item: ReviewItem = super::decode(T::Reviews, &kv?)?;
+            if item.created_ms >= before_ms {
+                break;
+            }
+            if item.closed.is_some() && item.closed_ms.unwrap_or(0) < before_ms {
+                ops.extend(Store::del_review(&item));
+                n += 1;
+                self.commit_batch(&mut ops, false)?;
+            }
+        }
+        self.commit_batch(&mut ops, true)?;
+        Ok(n)
+    }
+
+    fn prune_members_of_left_rooms(&self) -> Result<usize, StoreError> {
+        let mut n = 0;
+        let mut ops = Vec::new();
+        for (room, m) in self.scan_json::<BotMembership>(T::BotRooms, b"")? {
+            if m != BotMembership::Left {
+                continue;
+            }
+            let room = String::from_utf8_lossy(&room).into_owned();
+            for key in self.scan_keys(T::Members, &super::pair_key(&room, ""))? {
+                if let Some((_, user)) = split_pair(&key) {
+                    ops.extend(Store::set_member(&room, &user, false));
+                    n += 1;
+                    self.commit_batch(&mut ops, false)?;
+                }
+            }
+        }
+        self.commit_batch(&mut ops, true)?;
+        Ok(n)
+    }
+
+    /// Gives seen event IDs and transaction hashes of a database written before they were
+    /// indexed by time the time of this start, so that they are pruned in their turn.
+    pub(super) fn index_times(&self) -> Result<(), StoreError> {
+        let now = super::now_ms();
+        for (tree, times) in [(T::Seen, T::SeenTimes), (T::Txns, T::TxnTimes)] {
+            if !self.tree(times).is_empty() || self.tree(tree).is_empty() {
+                continue;
+            }
+            let mut ops = Vec::new();
+            for key in self.tree(tree).iter().keys() {
+                ops.push(Op::Put { tree: times, key: time_key(now, &String::from_utf8_lossy(&key?)), value: vec![] });
+                self.commit_batch(&mut ops, false)?;
+            }
+            self.commit_batch(&mut ops, true)?;
+        }
+        Ok(())
+    }
+
+    /// Commits `ops` once there are [`BATCH`] of them, or (with `last`) whatever is left.
+    fn commit_batch(&self, ops: &mut Vec<Op>, last: bool) -> Result<(), StoreError> {
+        if ops.len() >= BATCH || (last && !ops.is_empty()) {
+            self.commit(ops)?;
+            ops.clear();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::storage::{Origin, ReviewItem};
+
+    fn review(number: u64, created_ms: u64, closed_ms: Option<u64>) -> ReviewItem {
+        ReviewItem {
+            number,
+            audit_id: number,
+            room_id: "!r:x".into(),
+            user_id: format!("@u{number}:x"),
+            event_id: format!("$k{number}"),
+            reason: None,
+            created_ms,
+            notice_event: Some(format!("$n{number}")),
+            closed: closed_ms.map(|_| "approved".into()),
+            closed_ms,
+        }
+    }
+
+    #[test]
+    fn old_records_go_and_pending_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let o = Origin::Push { txn_id: "1".into() };
+        s.ingest(&o, Some(("1", &[1; 32])), vec![("$a".into(), json!({}))], 0, 0, vec![]).unwrap();
+        let now = super::super::now_ms();
+        let mut ops = Vec::new();
+        ops.extend(Store::put_review(&review(1, 10, Some(20))));
+        ops.extend(Store::put_review(&review(2, 10, None)));
+        ops.extend(Store::put_review(&review(3, now, Some(now))));
+        s.commit(&ops).unwrap();
+        // Nothing is old enough yet.
+        assert_eq!(s.prune(0, 0, 0).unwrap().total(), 0);
+        let p = s.prune(now + 1_000, 1_000, 0).unwrap();
+        assert_eq!((p.seen, p.txns, p.reviews), (1, 1, 1));
+        assert!(!s.was_seen("$a").unwrap());
+        assert!(!s.is_replay("1", &[1; 32]).unwrap());
+        assert!(s.review(1).unwrap().is_none());
+        assert!(s.review_by_notice("$n1").unwrap().is_none());
+        // The open item and the recent one stay, with their indexes.
+        assert_eq!(s.open_review_for("!r:x", "@u2:x").unwrap().unwrap().number, 2);
+        assert_eq!(s.review_by_notice("$n3").unwrap().unwrap().number, 3);
+    }
+
+    #[test]
+    fn a_reused_txn_id_keeps_its_newer_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let o = Origin::Push { txn_id: "1".into() };
+        s.commit(&[
+            Op::Put { tree: T::TxnTimes, key: time_key(5, "1"), value: vec![] },
+            Op::Put { tree: T::TxnTimes, key: time_key(50, "1"), value: vec![] },
+        ])
+        .unwrap();
+        s.ingest(&o, Some(("1", &[2; 32])), vec![], 0, 0, vec![]).unwrap();
+        // The entry of time 5 goes, the newer hash (written now) stays.
+        s.prune(10, 0, 0).unwrap();
+        assert!(s.is_replay("1", &[2; 32]).unwrap());
+    }
+}
