@@ -6,17 +6,13 @@
 //! client) against the in-process fake homeserver of the test suite. The sender plays Synapse:
 //! one transaction in flight at a time, each carrying every knock that arrived meanwhile.
 
-#[allow(dead_code)]
-#[path = "../tests/api/helpers/fake_homeserver.rs"]
-mod fake_homeserver;
+mod support;
 
 use std::{
     collections::HashMap,
     time::{Duration, Instant},
 };
 
-use fake_homeserver::FakeHomeserver;
-use knockwarden::{config::Settings, registration::NewRegistration, startup::Application};
 use serde_json::json;
 
 const ROOM: &str = "!bench:test.local";
@@ -29,35 +25,9 @@ fn main() {
 }
 
 async fn run() {
-    let hs = FakeHomeserver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let reg = NewRegistration {
-        id: "knockwarden",
-        url: "http://127.0.0.1:0",
-        localpart: "knockwarden",
-        server_name: ruma::server_name!("test.local"),
-    }
-    .write(&dir.path().join("registration.yaml"), false)
-    .unwrap();
-    std::fs::create_dir(dir.path().join("policies")).unwrap();
-    std::fs::write(
-        dir.path().join("policies/bench.yaml"),
-        format!("rooms: [\"{ROOM}\"]\nrules:\n  - {{ name: everyone, action: accept }}\n"),
-    )
-    .unwrap();
-    let config = format!(
-        "homeserver: {{url: \"{}\", server_name: test.local}}\nappservice: {{listen: \"127.0.0.1:0\"}}\ncontrol_room: \"!ctrl:test.local\"\nnotify: none\n",
-        hs.url()
-    );
-    std::fs::write(dir.path().join("config.yaml"), config).unwrap();
-    let app = Application::build(Settings::load(&dir.path().join("config.yaml")).unwrap()).await.unwrap();
-    let url = format!("http://127.0.0.1:{}/_matrix/app/v1/transactions", app.port());
-    let store = app.store().clone();
-    let stopper = app.stopper();
-    let running = tokio::spawn(app.run_until_stopped());
-    while store.outbox_len() > 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let bench =
+        support::start(&format!("rooms: [\"{ROOM}\"]\nrules:\n  - {{ name: everyone, action: accept }}\n"), "").await;
+    let (hs, url, hs_token) = (bench.hs.clone(), bench.url.clone(), bench.hs_token.clone());
 
     let total = RATE * SECONDS;
     let users: Vec<String> = (0..total).map(|i| format!("@knocker{i}:elsewhere.example")).collect();
@@ -77,13 +47,7 @@ async fn run() {
             tokio::time::sleep(Duration::from_micros(200)).await;
             continue;
         }
-        let events: Vec<_> = (next..due)
-            .map(|i| {
-                json!({"event_id": format!("$k{i}"), "room_id": ROOM, "sender": users[i], "state_key": users[i],
-                       "type": "m.room.member", "content": {"membership": "knock", "reason": "hello"},
-                       "origin_server_ts": 1_795_403_555_095u64, "unsigned": {}})
-            })
-            .collect();
+        let events: Vec<_> = (next..due).map(|i| support::knock(i, ROOM, &users[i])).collect();
         let t = Instant::now();
         for u in &users[next..due] {
             sent_at.insert(u.clone(), t);
@@ -92,7 +56,7 @@ async fn run() {
         txn += 1;
         let res = client
             .put(format!("{url}/{txn}"))
-            .bearer_auth(&reg.hs_token)
+            .bearer_auth(&hs_token)
             .json(&json!({"events": events}))
             .send()
             .await
@@ -131,6 +95,5 @@ async fn run() {
         pct(0.99),
         latencies[latencies.len() - 1]
     );
-    stopper.stop().await;
-    running.await.unwrap().unwrap();
+    bench.stop().await;
 }

@@ -4,7 +4,8 @@
 //! - seen event IDs and transaction hashes: after `retention.events` (default 30 days; the
 //!   homeserver resends within minutes, or after its own restart);
 //! - settled audit entries and closed review items: after `retention.audit` (default 365 days);
-//! - knock times no counter window of the active policies reaches (at least a minute's worth);
+//! - knock times no counter window of the active policies reaches (all of them when no policy
+//!   counts knocks: a policy that starts counting later counts from then);
 //! - what the bot knew of the members of rooms it has left.
 //!
 //! A pass runs at start and then every quarter of the shorter retention (between 250 ms and
@@ -26,9 +27,8 @@ pub fn interval(events: Duration, audit: Duration) -> Duration {
 pub fn prune(shared: &Shared, now: u64) -> Result<Pruned, StoreError> {
     let cfg = &shared.config.retention;
     let longest_window = shared.policies.current().set.windows().into_iter().max().unwrap_or_default();
-    let knock_times = longest_window.max(Duration::from_secs(60));
     let before = |d: Duration| now.saturating_sub(d.as_millis() as u64);
-    shared.store.prune(before(cfg.events), before(cfg.audit), before(knock_times))
+    shared.store.prune(before(cfg.events), before(cfg.audit), before(longest_window))
 }
 
 /// Prunes until the service stops.

@@ -159,6 +159,15 @@ pub struct Store {
     depth: std::sync::Arc<Depth>,
 }
 
+/// What one tree holds (see [`Store::tree_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeStats {
+    pub name: &'static str,
+    pub entries: u64,
+    /// Bytes of keys and values.
+    pub bytes: u64,
+}
+
 /// How many entries the queues hold.
 #[derive(Default)]
 struct Depth {
@@ -344,6 +353,22 @@ impl Store {
             None => Ok(None),
             Some((k, v)) => Ok(Some((k.to_vec(), decode(tree, &v)?))),
         }
+    }
+
+    /// Each tree's name, number of entries and bytes of keys and values (a scan of every
+    /// tree: for benchmarks and admins, not for hot paths).
+    pub fn tree_stats(&self) -> Result<Vec<TreeStats>, StoreError> {
+        let mut out = Vec::with_capacity(TREE_NAMES.len());
+        for (name, tree) in TREE_NAMES.iter().zip(&self.trees) {
+            let mut stats = TreeStats { name, entries: 0, bytes: 0 };
+            for kv in tree.iter() {
+                let (k, v) = kv?;
+                stats.entries += 1;
+                stats.bytes += (k.len() + v.len()) as u64;
+            }
+            out.push(stats);
+        }
+        Ok(out)
     }
 
     pub fn len(&self, tree: T) -> usize {

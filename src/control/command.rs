@@ -420,4 +420,85 @@ mod tests {
         // An unclosed block runs to the end.
         assert_eq!(split_block("set x\n```\na: 1").1.as_deref(), Some("a: 1"));
     }
+
+    mod property {
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use crate::control::message::command_text;
+
+        fn word() -> impl Strategy<Value = String> {
+            prop_oneof![
+                prop::sample::select(vec![
+                    "pending",
+                    "approve",
+                    "deny",
+                    "ban",
+                    "explain",
+                    "policy",
+                    "set",
+                    "show",
+                    "history",
+                    "rollback",
+                    "list",
+                    "reload",
+                    "rooms",
+                    "stats",
+                    "log",
+                    "dry-run",
+                    "on",
+                    "off",
+                    "help",
+                    "--help",
+                    "-h",
+                    "#3",
+                    "3",
+                    "0",
+                    "-1",
+                    "99999999999999999999",
+                    "@u:x",
+                    "!r:x",
+                    "#a:x",
+                    "24h",
+                    "```",
+                    "```yaml",
+                    "\n",
+                    "--",
+                    "\u{0}",
+                    "\u{202e}",
+                ])
+                .prop_map(str::to_owned),
+                ".{0,12}",
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1000))]
+            /// Whatever a member types, the command parser answers (a command, help or an
+            /// error) and never panics, and the answer fits in one event once fitted.
+            #[test]
+            fn any_message_is_parsed_or_refused(words in prop::collection::vec(word(), 0..10)) {
+                let body = format!("!knock {}", words.join(" "));
+                let event = serde_json::json!({"content": {"msgtype": "m.text", "body": body}});
+                let text = command_text(&event, "@kw:x").expect("starts with !knock");
+                let (line, _block) = split_block(&text);
+                let reply = match parse(&line) {
+                    Parsed::Command(_) => return Ok(()),
+                    Parsed::Help(t) | Parsed::Error(t) => t,
+                };
+                let content = crate::homeserver::notice_content(&reply, &crate::notices::escape(&reply));
+                let fitted = crate::notices::fit(&content, 4_000);
+                prop_assert!(serde_json::to_vec(&fitted).unwrap().len() <= 4_000);
+            }
+
+            /// Any text at all, command or not.
+            #[test]
+            fn any_text_is_safe(body in ".{0,200}") {
+                let event = serde_json::json!({"content": {"msgtype": "m.text", "body": body}});
+                if let Some(text) = command_text(&event, "@kw:x") {
+                    let _ = parse(&split_block(&text).0);
+                }
+            }
+        }
+    }
 }

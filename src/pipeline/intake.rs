@@ -82,10 +82,9 @@ pub async fn take_transaction(shared: &Shared, txn_id: &str, body: &[u8]) -> Res
     if shared.store.is_replay(txn_id, &hash)? {
         return Ok(TxnOutcome::Replay);
     }
-    let push = parse_push(body)?;
+    let events = split_events(body)?;
     let origin = Origin::Push { txn_id: txn_id.to_owned() };
-    let (outcome, dropped, malformed) =
-        take_events(shared, &origin, Some((txn_id, &hash)), push.events.iter().map(|e| e.get()))?;
+    let (outcome, dropped, malformed) = take_events(shared, &origin, Some((txn_id, &hash)), events)?;
     // The worker may start on the events while they are being flushed; the homeserver hears
     // 200 only once they are durable. Should knockwarden die before the flush completes, the
     // homeserver sends the transaction again, and acting twice is prevented by the executor's
@@ -98,25 +97,27 @@ pub async fn take_transaction(shared: &Shared, txn_id: &str, body: &[u8]) -> Res
 }
 
 /// The body of `PUT /_matrix/app/v1/transactions/{txnId}`: each event is kept as its JSON
-/// text, so that one event that cannot be read (too deep, wrong types, too large) costs only
-/// itself. Other fields (`ephemeral`, `to_device`, …) are skipped.
+/// text, so that one event that cannot be read (too deep, wrong types) costs only itself.
+/// Other fields (`ephemeral`, `to_device`, …) are skipped.
 #[derive(serde::Deserialize)]
 struct Push<'a> {
     #[serde(borrow)]
     events: Vec<&'a serde_json::value::RawValue>,
 }
 
-/// Splits a body into its events' JSON texts, in one pass: not JSON is `NotJson`, JSON without
-/// an `events` array is `BadJson`.
-fn parse_push(body: &[u8]) -> Result<Push<'_>, IntakeError> {
+/// Splits a body into its events' JSON texts, in one pass that builds nothing: not JSON is
+/// `NotJson`, JSON without an `events` array is `BadJson`. Each event is then read on its own
+/// ([`EventHead::from_json`], in [`take_events`]).
+pub fn split_events(body: &[u8]) -> Result<Vec<&str>, IntakeError> {
     let text = std::str::from_utf8(body).map_err(|e| IntakeError::NotJson(format!("the body is not UTF-8: {e}")))?;
-    serde_json::from_str::<Push>(text).map_err(|e| {
+    let push = serde_json::from_str::<Push>(text).map_err(|e| {
         if e.is_syntax() || e.is_eof() {
             IntakeError::NotJson(e.to_string())
         } else {
             IntakeError::BadJson(format!("not a transaction: {e}"))
         }
-    })
+    })?;
+    Ok(push.events.into_iter().map(|e| e.get()).collect())
 }
 
 /// The event ID of an event that could not be read, for the log (best effort).
@@ -183,4 +184,97 @@ pub fn take_events<'a>(
         "took in events"
     );
     Ok((outcome, dropped, malformed))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// Any JSON value, nested up to `depth` levels, with strings that may be IDs or junk.
+    fn value(depth: u32) -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+            prop::sample::select(vec!["m.room.member", "knock", "join", "@a:x", "!r:x", "$e", "", "\u{0}"])
+                .prop_map(Value::from),
+            ".{0,20}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(depth, 64, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                prop::collection::btree_map(
+                    prop::sample::select(vec![
+                        "event_id",
+                        "room_id",
+                        "sender",
+                        "type",
+                        "state_key",
+                        "content",
+                        "membership",
+                        "x",
+                    ])
+                    .prop_map(str::to_owned),
+                    inner,
+                    0..7,
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A value `n` levels deep.
+    fn nested(n: usize) -> Value {
+        (0..n).fold(json!(1), |v, _| json!([v]))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// Any bytes: refused with a reason or split, never a panic.
+        #[test]
+        fn any_body_is_split_or_refused(body in prop::collection::vec(any::<u8>(), 0..200)) {
+            let _ = split_events(&body);
+        }
+
+        /// Any events in a transaction: the body is taken, each event is read on its own, and
+        /// one that cannot be read says why.
+        #[test]
+        fn every_event_stands_alone(events in prop::collection::vec(value(4), 0..12), deep in 0usize..400) {
+            let mut events = events;
+            events.push(nested(deep));
+            let body = serde_json::to_vec(&json!({"events": events, "ephemeral": []})).unwrap();
+            let split = split_events(&body).expect("a body with an events array is a transaction");
+            prop_assert_eq!(split.len(), events.len());
+            for (text, original) in split.iter().zip(&events) {
+                match EventHead::from_json(text) {
+                    Ok(head) => prop_assert_eq!(head.event_id.as_str(), original["event_id"].as_str().unwrap()),
+                    Err(why) => prop_assert!(!why.is_empty()),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn only_bodies_without_events_are_refused() {
+        assert!(matches!(split_events(b"{\"events\": 3}"), Err(IntakeError::BadJson(_))));
+        assert!(matches!(split_events(b"{}"), Err(IntakeError::BadJson(_))));
+        assert!(matches!(split_events(b"{\"events\": ["), Err(IntakeError::NotJson(_))));
+        assert!(matches!(split_events(b"\xff"), Err(IntakeError::NotJson(_))));
+        let deep = format!("{{\"events\": [{}1{}, {{}}]}}", "[".repeat(100_000), "]".repeat(100_000));
+        let events = split_events(deep.as_bytes()).unwrap();
+        assert_eq!(events.len(), 2, "depth costs only the event");
+        assert!(EventHead::from_json(events[0]).is_err());
+        // Deep where knockwarden does not look: the routing fields are still read.
+        let ev = format!(
+            "{{\"event_id\":\"$e\",\"room_id\":\"!r:x\",\"sender\":\"@a:x\",\"type\":\"m.room.message\",\"content\":{{\"x\":{}1{}}}}}",
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert_eq!(EventHead::from_json(&ev).unwrap().kind, "m.room.message");
+    }
 }

@@ -13,7 +13,6 @@
 use std::{collections::HashMap, sync::OnceLock, time::Duration};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-use regex::{Regex, RegexBuilder};
 use regex_automata::{Input, MatchKind, PatternSet, meta};
 
 use super::{
@@ -27,22 +26,30 @@ use super::{
 /// (`\w{2,20}`), not for a pattern that would take megabytes.
 pub const REGEX_SIZE_LIMIT: usize = 1024 * 1024;
 
-/// Checks a regex by building exactly the matcher the service builds for it ([`build_regex`]),
-/// so that a regex the check accepts never fails to build while deciding. The set a policy's
-/// regexes are searched with is built when the policy is compiled, which the check does too.
+/// Checks a regex: its syntax (with the regex engine's message), then what building its
+/// matcher ([`build_regex`]) can fail on, under the same configuration: the forward NFA (with
+/// captures) and the reverse NFA, each within the size limit. Cheaper than building the whole
+/// matcher (no literal extraction, no lazy engines), and it fails exactly when that would.
 pub fn check_regex(pattern: &str) -> Result<(), String> {
-    regex_syntax::Parser::new().parse(pattern).map_err(|e| e.to_string())?;
-    build_regex(pattern).map(|_| ()).map_err(|e| match e.as_str() {
-        e if e.contains("size limit") => {
-            format!("compiled, it is over the size limit of {} KiB", REGEX_SIZE_LIMIT / 1024)
-        }
-        _ => e,
-    })
+    use regex_automata::nfa::thompson::{Compiler, Config, WhichCaptures};
+    let hir = regex_syntax::Parser::new().parse(pattern).map_err(|e| e.to_string())?;
+    let too_big = |_| format!("compiled, it is over the size limit of {} KiB", REGEX_SIZE_LIMIT / 1024);
+    let forward = Config::new().nfa_size_limit(Some(REGEX_SIZE_LIMIT)).shrink(false);
+    let reverse = forward.clone().which_captures(WhichCaptures::None).reverse(true);
+    Compiler::new().configure(forward).build_from_hir(&hir).map_err(too_big)?;
+    Compiler::new().configure(reverse).build_from_hir(&hir).map_err(too_big)?;
+    Ok(())
 }
 
-/// Builds one regex (for the plain path).
-pub fn build_regex(pattern: &str) -> Result<Regex, String> {
-    RegexBuilder::new(pattern).size_limit(REGEX_SIZE_LIMIT).build().map_err(|e| e.to_string())
+/// How every regex is built: one pattern's own matcher, and the sets (whose size limit grows
+/// with their number of patterns). No literal prefilter: see [`ReSet`].
+fn regex_config(patterns: usize) -> meta::Config {
+    meta::Config::new().auto_prefilter(false).nfa_size_limit(Some(REGEX_SIZE_LIMIT.saturating_mul(patterns.max(1))))
+}
+
+/// Builds one checked regex (for the plain path).
+pub fn build_regex(pattern: &str) -> Result<meta::Regex, String> {
+    meta::Regex::builder().configure(regex_config(1)).build(pattern).map_err(|e| e.to_string())
 }
 
 /// Many regexes searched at once, reporting every one that matches (like `regex::RegexSet`).
@@ -58,11 +65,7 @@ impl ReSet {
         if patterns.is_empty() {
             return Ok(Self { re: None });
         }
-        let config = meta::Config::new()
-            .match_kind(MatchKind::All)
-            .auto_prefilter(false)
-            .nfa_size_limit(Some(REGEX_SIZE_LIMIT.saturating_mul(patterns.len())))
-            .hybrid_cache_capacity(16 * 1024 * 1024);
+        let config = regex_config(patterns.len()).match_kind(MatchKind::All).hybrid_cache_capacity(16 * 1024 * 1024);
         meta::Regex::builder()
             .configure(config)
             .build_many(patterns)
@@ -104,7 +107,7 @@ pub(crate) struct CompiledAtom {
     pub atom: Atom,
     /// For regex atoms: the pattern's own regex, built on first use (the check built the
     /// same, so it never fails; were it to, the atom would not match rather than panic).
-    regex: OnceLock<Option<Regex>>,
+    regex: OnceLock<Option<meta::Regex>>,
     /// For `contains`: each phrase as lowercase words.
     pub phrases: Vec<Vec<String>>,
     globs: OnceLock<GlobSet>,

@@ -406,6 +406,72 @@ mod property {
         })
     }
 
+    /// Text made of policy-file pieces, in any order: mostly not a valid policy.
+    fn policy_text() -> impl Strategy<Value = String> {
+        let piece = prop::sample::select(vec![
+            "rooms: \"*\"\n",
+            "rooms: [\"!r:x\", \"#a:x\"]\n",
+            "rules:\n",
+            "  - name: a\n",
+            "    when: ",
+            "{ reason: { matches: '\\w{2,6}' } }\n",
+            "{ server: '*.x' }\n",
+            "{ any: [ { user: '@*' } ] }\n",
+            "    action: deny\n",
+            "    action: nope\n",
+            "default: review\n",
+            "dry_run: true\n",
+            "- ",
+            ": ",
+            "{",
+            "}",
+            "[",
+            "]",
+            "'",
+            "\"",
+            "&a ",
+            "*a ",
+            "!!str ",
+            "\t",
+            "\n",
+            "#c\n",
+            "---\n",
+            "\u{0}",
+            "é",
+            "9999999999999999999999",
+        ]);
+        prop::collection::vec(piece, 0..30).prop_map(|ps| ps.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+        /// Any text as a policy file: problems with positions, or a policy that decides;
+        /// never a panic.
+        #[test]
+        fn any_policy_text_is_checked_or_refused(text in policy_text()) {
+            match PolicySet::load(&[Source { path: "p.yaml".into(), text }]) {
+                Ok(set) => {
+                    for p in set.policies() {
+                        let k = Knock { user: "@a:x", room: "!r:x", reason: Some("hello there"), ..Default::default() };
+                        prop_assert_eq!(p.decide(&k), p.explain(&k).decision);
+                    }
+                }
+                Err(problems) => prop_assert!(!problems.is_empty()),
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        /// The check is exact: a regex it accepts builds, and one it refuses does not.
+        #[test]
+        fn the_regex_check_is_the_build(r in regex()) {
+            let checked = crate::policy::compile::check_regex(&r);
+            let built = crate::policy::compile::build_regex(&r);
+            prop_assert_eq!(checked.is_ok(), built.is_ok(), "{}: {:?} / {:?}", r, checked, built.err());
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(200))]
         /// Whatever a policy author writes: what the check accepts decides and explains every

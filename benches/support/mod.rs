@@ -1,0 +1,70 @@
+#![allow(dead_code)] // each benchmark uses part of it
+
+//! What the benchmarks share: the real `Application` on a temporary database, against the
+//! test suite's in-process fake homeserver.
+
+#[allow(dead_code)]
+#[path = "../../tests/api/helpers/fake_homeserver.rs"]
+pub mod fake_homeserver;
+
+use std::time::Duration;
+
+use fake_homeserver::FakeHomeserver;
+use knockwarden::{config::Settings, registration::NewRegistration, startup::Application, storage::Store};
+
+/// A running knockwarden for a benchmark.
+pub struct Bench {
+    pub hs: FakeHomeserver,
+    pub dir: tempfile::TempDir,
+    pub store: Store,
+    /// Where transactions are PUT (append `/{txnId}`).
+    pub url: String,
+    pub hs_token: String,
+    stopper: knockwarden::startup::Stopper,
+    running: tokio::task::JoinHandle<Result<(), knockwarden::startup::StartError>>,
+}
+
+/// Starts knockwarden with one policy file and `extra_config` appended to the config; returns
+/// once start-up actions are done.
+pub async fn start(policy: &str, extra_config: &str) -> Bench {
+    let hs = FakeHomeserver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let reg = NewRegistration {
+        id: "knockwarden",
+        url: "http://127.0.0.1:0",
+        localpart: "knockwarden",
+        server_name: ruma::server_name!("test.local"),
+    }
+    .write(&dir.path().join("registration.yaml"), false)
+    .unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(dir.path().join("policies/bench.yaml"), policy).unwrap();
+    let config = format!(
+        "homeserver: {{url: \"{}\", server_name: test.local}}\nappservice: {{listen: \"127.0.0.1:0\"}}\ncontrol_room: \"!ctrl:test.local\"\nnotify: none\n{extra_config}",
+        hs.url()
+    );
+    std::fs::write(dir.path().join("config.yaml"), config).unwrap();
+    let app = Application::build(Settings::load(&dir.path().join("config.yaml")).unwrap()).await.unwrap();
+    let url = format!("http://127.0.0.1:{}/_matrix/app/v1/transactions", app.port());
+    let store = app.store().clone();
+    let stopper = app.stopper();
+    let running = tokio::spawn(app.run_until_stopped());
+    while store.outbox_len() > 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Bench { hs, dir, store, url, hs_token: reg.hs_token, stopper, running }
+}
+
+impl Bench {
+    pub async fn stop(self) {
+        self.stopper.stop().await;
+        self.running.await.unwrap().unwrap();
+    }
+}
+
+/// A Synapse-shaped knock by `user` on `room`.
+pub fn knock(i: usize, room: &str, user: &str) -> serde_json::Value {
+    serde_json::json!({"event_id": format!("$k{i}"), "room_id": room, "sender": user, "state_key": user,
+           "type": "m.room.member", "content": {"membership": "knock", "reason": "hello"},
+           "origin_server_ts": 1_795_403_555_095u64, "unsigned": {}})
+}

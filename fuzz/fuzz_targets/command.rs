@@ -1,0 +1,21 @@
+//! A control-room message through the command parser: which messages are commands, the
+//! code block taken out, the words parsed (a command, help, or an error).
+#![no_main]
+
+use knockwarden::control::{
+    command::{Parsed, parse, split_block},
+    message::command_text,
+};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|body: &str| {
+    let event = serde_json::json!({"content": {"msgtype": "m.text", "body": body}});
+    if let Some(text) = command_text(&event, "@knockwarden:example.org") {
+        let (line, _block) = split_block(&text);
+        if let Parsed::Help(t) | Parsed::Error(t) = parse(&line) {
+            let content = knockwarden::homeserver::notice_content(&t, &knockwarden::notices::escape(&t));
+            let fitted = knockwarden::notices::fit(&content, knockwarden::notices::MAX_CONTENT_BYTES);
+            assert!(serde_json::to_vec(&fitted).unwrap().len() <= knockwarden::notices::MAX_CONTENT_BYTES);
+        }
+    }
+});
