@@ -405,6 +405,21 @@ async fn fetch_room_state(shared: &Shared, room: &RoomId) -> Result<(), ActionEr
     Ok(())
 }
 
+/// Whether `user` is joined to `room`: as the store knows it (from the members fetched on
+/// joining, and the membership events pushed since), else as the homeserver says (the fetch
+/// may not have run yet: an invitation can be answered before it).
+async fn is_member(shared: &Shared, room: &RoomId, user: &str) -> Result<bool, ActionError> {
+    if shared.store.is_member(room.as_str(), user)? {
+        return Ok(true);
+    }
+    let ev = shared.homeserver.state(room, "m.room.member", user).await?;
+    let joined = ev.is_some_and(|e| e.content.get("membership").and_then(|m| m.as_str()) == Some("join"));
+    if joined {
+        shared.store.commit(&Store::set_member(room.as_str(), user, true))?;
+    }
+    Ok(joined)
+}
+
 /// Whether `user` may steer knockwarden: joined to the control room, and listed in
 /// `moderators.users` or with at least `moderators.power_level` there. A moderator who left or
 /// was banned no longer counts.
@@ -412,7 +427,7 @@ pub async fn is_moderator(shared: &Shared, user: &str) -> Result<bool, ActionErr
     let Some(control) = shared.control_room_id() else {
         return Err(ActionError::Homeserver(HsError::Transport("the control room is not joined yet".into())));
     };
-    if !shared.store.is_member(control.as_str(), user)? {
+    if !is_member(shared, &control, user).await? {
         return Ok(false);
     }
     let cfg = &shared.config.moderators;

@@ -276,6 +276,25 @@ async fn a_moderator_who_left_can_no_longer_command() {
 }
 
 #[tokio::test]
+async fn a_moderator_counts_before_the_control_rooms_members_are_fetched() {
+    let hs = homeserver().await;
+    // Joining the control room at start is slow: an invitation pushed meanwhile is answered
+    // before the control room's members are fetched (which follows the join).
+    hs.delay(&format!("/join/{CONTROL_ROOM}"), std::time::Duration::from_millis(800));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+    std::fs::write(dir.path().join("policies/p.yaml"), ACCEPT_ALL).unwrap();
+    let app = spawn_app_in(dir, hs, AppOptions::default()).await;
+    app.push_ok("1", vec![member_event("$inv", ROOM, MODERATOR, BOT, "invite")]).await;
+    eventually("the bot joins at the moderator's invitation", || {
+        !app.homeserver.requests_to("POST", &format!("/join/{ROOM}")).is_empty()
+            || !app.homeserver.requests_to("POST", &format!("/rooms/{ROOM}/leave")).is_empty()
+    })
+    .await;
+    assert!(app.homeserver.requests_to("POST", &format!("/rooms/{ROOM}/leave")).is_empty(), "declined");
+}
+
+#[tokio::test]
 async fn a_listed_moderator_who_is_not_in_the_control_room_cannot_command() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("policies")).unwrap();
