@@ -168,20 +168,15 @@ pub struct TreeStats {
     pub bytes: u64,
 }
 
-/// How many entries the queues hold.
-#[derive(Default)]
-struct Depth {
-    inbox: AtomicI64,
-    outbox: AtomicI64,
-}
+/// How many entries the queues hold: the inbox, then the outbox (see [`queue_index`]).
+type Depth = [AtomicI64; 2];
 
-impl Depth {
-    fn of(&self, t: T) -> Option<&AtomicI64> {
-        match t {
-            T::Inbox => Some(&self.inbox),
-            T::Outbox => Some(&self.outbox),
-            _ => None,
-        }
+/// The index of a queue tree in [`Depth`].
+fn queue_index(t: T) -> Option<usize> {
+    match t {
+        T::Inbox => Some(0),
+        T::Outbox => Some(1),
+        _ => None,
     }
 }
 
@@ -190,20 +185,30 @@ impl Store {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = open_db(path)?;
         let trees = TREE_NAMES.iter().map(|n| db.open_tree(n)).collect::<Result<Vec<_>, _>>()?;
-        let store_depth = Depth::default();
-        store_depth.inbox.store(trees[T::Inbox as usize].len() as i64, Ordering::SeqCst);
-        store_depth.outbox.store(trees[T::Outbox as usize].len() as i64, Ordering::SeqCst);
+        let depth = [T::Inbox, T::Outbox].map(|t| AtomicI64::new(trees[t as usize].len() as i64));
         let store = Self {
             db,
             trees,
             ingest_lock: Default::default(),
             room_lock: Default::default(),
             failed: Default::default(),
-            depth: std::sync::Arc::new(store_depth),
+            depth: std::sync::Arc::new(depth),
         };
-        store.index_reviews()?;
-        store.index_times()?;
+        store.upgrade()?;
         Ok(store)
+    }
+
+    /// Builds, once per database, the indexes that a database written by an earlier version
+    /// lacks (review items by notice and by knocker, seen events and transactions by time).
+    /// A meta key records that it was done, so no later start scans anything for it.
+    fn upgrade(&self) -> Result<(), StoreError> {
+        const INDEXED: &str = "indexes_built";
+        if self.get_meta(INDEXED)?.is_some() {
+            return Ok(());
+        }
+        self.index_reviews()?;
+        self.index_times()?;
+        self.set_meta(INDEXED, "1")
     }
 
     fn tree(&self, t: T) -> &sled::Tree {
@@ -234,21 +239,16 @@ impl Store {
         let res: Result<[i64; 2], TransactionError<()>> = trees.as_slice().transaction(|view| {
             let mut delta = [0i64; 2];
             for op in ops {
-                let queue = match op {
-                    Op::Put { tree: T::Inbox, .. } | Op::Del { tree: T::Inbox, .. } => Some(0),
-                    Op::Put { tree: T::Outbox, .. } | Op::Del { tree: T::Outbox, .. } => Some(1),
-                    _ => None,
-                };
                 match op {
                     Op::Put { tree, key, value } => {
                         let old = view[slot[*tree as usize]].insert(key.as_slice(), value.as_slice())?;
-                        if let (Some(q), None) = (queue, old) {
+                        if let (Some(q), None) = (queue_index(*tree), old) {
                             delta[q] += 1;
                         }
                     }
                     Op::Del { tree, key } => {
                         let old = view[slot[*tree as usize]].remove(key.as_slice())?;
-                        if let (Some(q), Some(_)) = (queue, old) {
+                        if let (Some(q), Some(_)) = (queue_index(*tree), old) {
                             delta[q] -= 1;
                         }
                     }
@@ -265,10 +265,8 @@ impl Store {
             TransactionError::Storage(e) => self.mark_failed(StoreError::Sled(e)),
             TransactionError::Abort(()) => unreachable!("commit never aborts"),
         })?;
-        for (t, d) in [(T::Inbox, delta[0]), (T::Outbox, delta[1])] {
-            if d != 0
-                && let Some(n) = self.depth.of(t)
-            {
+        for (n, d) in self.depth.iter().zip(delta) {
+            if d != 0 {
                 n.fetch_add(d, Ordering::SeqCst);
             }
         }
@@ -277,7 +275,7 @@ impl Store {
 
     /// Entries in the inbox or the outbox, without counting them.
     pub fn queue_depth(&self, t: T) -> u64 {
-        self.depth.of(t).map(|n| n.load(Ordering::SeqCst).max(0) as u64).unwrap_or(0)
+        queue_index(t).map(|q| self.depth[q].load(Ordering::SeqCst).max(0) as u64).unwrap_or(0)
     }
 
     /// Makes everything written so far durable.

@@ -147,11 +147,9 @@ impl Store {
         ops
     }
 
-    /// Builds the review indexes of a database written before they existed.
+    /// Builds the review indexes of a database written before they existed. Runs once per
+    /// database (see [`Store::upgrade`]).
     pub(super) fn index_reviews(&self) -> Result<(), StoreError> {
-        if !self.tree(T::OpenReviews).is_empty() || !self.tree(T::ReviewNotices).is_empty() {
-            return Ok(());
-        }
         let ops: Vec<Op> = self.reviews()?.iter().flat_map(Store::put_review).collect();
         if !ops.is_empty() {
             tracing::info!(reviews = ops.len(), "indexing the review items");

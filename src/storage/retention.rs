@@ -65,36 +65,37 @@ impl Store {
     }
 
     fn prune_seen(&self, before_ms: u64) -> Result<usize, StoreError> {
-        let mut n = 0;
-        let mut ops = Vec::new();
-        for key in self.tree(T::SeenTimes).range(..before_ms.to_be_bytes().to_vec()).keys() {
-            let key = key?;
-            ops.push(Op::del(T::Seen, id_of(&key).to_vec()));
-            ops.push(Op::del(T::SeenTimes, key.to_vec()));
-            n += 1;
-            self.commit_batch(&mut ops, false)?;
-        }
-        self.commit_batch(&mut ops, true)?;
-        Ok(n)
+        self.prune_time_index(T::SeenTimes, before_ms, |event_id, _| Ok(Some(Op::del(T::Seen, event_id.to_vec()))))
     }
 
     fn prune_txns(&self, before_ms: u64) -> Result<usize, StoreError> {
-        let mut n = 0;
-        let mut ops = Vec::new();
-        for key in self.tree(T::TxnTimes).range(..before_ms.to_be_bytes().to_vec()).keys() {
-            let key = key?;
-            let txn = id_of(&key);
+        self.prune_time_index(T::TxnTimes, before_ms, |txn, at| {
             // A reused txnId has a newer entry: keep its hash until that one is old too.
             let stored = self.tree(T::Txns).get(txn)?;
-            let newer = stored
-                .as_deref()
-                .and_then(|v| v.get(32..40))
-                .map(|t| u64::from_be_bytes(t.try_into().unwrap_or_default()) > time_of(&key));
-            if newer != Some(true) {
-                ops.push(Op::del(T::Txns, txn.to_vec()));
+            let stored_at = stored.as_deref().and_then(|v| v.get(32..40)).and_then(|t| t.try_into().ok());
+            let newer = stored_at.is_some_and(|t| u64::from_be_bytes(t) > at);
+            Ok((!newer).then(|| Op::del(T::Txns, txn.to_vec())))
+        })
+    }
+
+    /// Walks a time index ([`T::SeenTimes`], [`T::TxnTimes`]) from its oldest entry up to
+    /// `before_ms`, removing each entry and what `forget(id, time)` says goes with it; returns
+    /// how many of those went.
+    fn prune_time_index(
+        &self,
+        times: T,
+        before_ms: u64,
+        mut forget: impl FnMut(&[u8], u64) -> Result<Option<Op>, StoreError>,
+    ) -> Result<usize, StoreError> {
+        let mut n = 0;
+        let mut ops = Vec::new();
+        for key in self.tree(times).range(..before_ms.to_be_bytes().to_vec()).keys() {
+            let key = key?;
+            if let Some(op) = forget(id_of(&key), time_of(&key))? {
+                ops.push(op);
                 n += 1;
             }
-            ops.push(Op::del(T::TxnTimes, key.to_vec()));
+            ops.push(Op::del(times, key.to_vec()));
             self.commit_batch(&mut ops, false)?;
         }
         self.commit_batch(&mut ops, true)?;
@@ -159,13 +160,11 @@ impl Store {
     }
 
     /// Gives seen event IDs and transaction hashes of a database written before they were
-    /// indexed by time the time of this start, so that they are pruned in their turn.
+    /// indexed by time the time of this start, so that they are pruned in their turn. Runs
+    /// once per database (see [`Store::upgrade`]).
     pub(super) fn index_times(&self) -> Result<(), StoreError> {
         let now = super::now_ms();
         for (tree, times) in [(T::Seen, T::SeenTimes), (T::Txns, T::TxnTimes)] {
-            if !self.tree(times).is_empty() || self.tree(tree).is_empty() {
-                continue;
-            }
             let mut ops = Vec::new();
             for key in self.tree(tree).iter().keys() {
                 ops.push(Op::Put { tree: times, key: time_key(now, &String::from_utf8_lossy(&key?)), value: vec![] });

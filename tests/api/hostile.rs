@@ -449,6 +449,11 @@ async fn storage_stays_bounded_under_a_long_stream() {
         s.len(T::Seen) <= 100 && s.len(T::Txns) <= 6 && s.audit_len() <= 100
     })
     .await;
+    // No policy counts knocks here: no knock time outlives the pass that finds it.
+    eventually("knock times no window reaches are pruned", || {
+        app.store.len(T::RoomKnockTimes) <= 25 && app.store.len(T::UserKnockTimes) <= 25
+    })
+    .await;
     eventually("members of a room the bot left are forgotten", || {
         app.store.rooms_of("@member:test.local").unwrap().is_empty()
     })
