@@ -87,10 +87,14 @@ impl Store {
             ops.push(Op::Put { tree: T::Txns, key: id.as_bytes().to_vec(), value });
             ops.push(Op::Put { tree: T::TxnTimes, key: time_key(received_ms, id), value: vec![] });
         }
-        ops.push(Op::Add { counter: "events_stored".into(), by: outcome.stored as u64 });
-        ops.push(Op::Add { counter: "events_duplicate".into(), by: outcome.duplicates as u64 });
-        ops.push(Op::Add { counter: "events_dropped".into(), by: dropped + malformed });
-        ops.push(Op::Add { counter: "events_malformed".into(), by: malformed });
+        // Only the counters that change take part (each is a read and a write).
+        let counts = [
+            ("events_stored", outcome.stored as u64),
+            ("events_duplicate", outcome.duplicates as u64),
+            ("events_dropped", dropped + malformed),
+            ("events_malformed", malformed),
+        ];
+        ops.extend(counts.into_iter().filter(|(_, n)| *n > 0).map(|(c, by)| Op::Add { counter: c.into(), by }));
         self.commit(&ops)?;
         Ok(outcome)
     }
