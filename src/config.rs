@@ -74,6 +74,15 @@ pub struct HomeserverConfig {
     /// Client-server API base URL.
     pub url: Url,
     pub server_name: OwnedServerName,
+    /// Requests to the homeserver in flight at once (actions run concurrently up to this).
+    pub max_concurrent_requests: usize,
+}
+
+/// How actions are carried out (see [`crate::runner`]).
+#[derive(Debug, Clone)]
+pub struct ActionsConfig {
+    /// An action still failing after this long moves to the failed list.
+    pub give_up_after: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -123,6 +132,7 @@ pub struct Config {
     pub log_format: LogFormat,
     pub review: ReviewConfig,
     pub retention: RetentionConfig,
+    pub actions: ActionsConfig,
 }
 
 /// Everything `serve` needs: the configuration and the registration it points at.
@@ -190,9 +200,16 @@ impl Config {
             audit: crate::duration::parse(&raw.retention.audit).map_err(|e| invalid("retention.audit", e))?,
         };
 
+        let max_concurrent_requests = raw.homeserver.max_concurrent_requests;
+        if max_concurrent_requests == 0 {
+            return Err(invalid("homeserver.max_concurrent_requests", "must be at least 1".into()));
+        }
+        let give_up_after =
+            crate::duration::parse(&raw.actions.give_up_after).map_err(|e| invalid("actions.give_up_after", e))?;
+
         Ok(Config {
             file: file.to_owned(),
-            homeserver: HomeserverConfig { url, server_name },
+            homeserver: HomeserverConfig { url, server_name, max_concurrent_requests },
             appservice: AppserviceConfig {
                 listen,
                 registration: resolve(&raw.appservice.registration),
@@ -207,6 +224,7 @@ impl Config {
             log_format: raw.log_format,
             review: ReviewConfig { expire_after, on_expiry: raw.review.on_expiry },
             retention,
+            actions: ActionsConfig { give_up_after },
         })
     }
 }
@@ -243,6 +261,8 @@ mod tests {
         assert_eq!(c.notify, Notify::Review);
         assert_eq!(c.review.expire_after, Duration::from_secs(7 * 86400));
         assert_eq!(c.review.on_expiry, OnExpiry::Ignore);
+        assert_eq!(c.homeserver.max_concurrent_requests, 32);
+        assert_eq!(c.actions.give_up_after, Duration::from_secs(86_400));
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //!
 //! - [`message`] tells which control-room events are commands or verdict reactions (pure).
 //! - [`command`] is the `!knock` syntax, a clap `Subcommand` enum (pure).
-//! - [`run`] carries commands and reactions out (the executor calls it for
-//!   [`crate::storage::Action::Command`] and [`crate::storage::Action::Reaction`]), and
-//!   reports closed review items.
+//! - [`run`] is where a command or reaction is carried out (the runner performs
+//!   [`crate::storage::Action::Command`] and [`crate::storage::Action::Reaction`] through it);
+//!   each concern has its module: [`moderators`] (who may), [`targets`] (which knock),
+//!   [`verdicts`] (approve, deny, ban: queued like a policy's decision), [`reports`],
+//!   [`policy_admin`], [`failed`] (the failed list).
 //! - [`expiry`] closes review items nobody resolved in time.
 //!
 //! Commands travel like everything else: the worker queues them in the outbox, in the same
@@ -13,5 +15,11 @@
 
 pub mod command;
 pub mod expiry;
+pub mod failed;
 pub mod message;
+pub mod moderators;
+pub mod policy_admin;
+pub mod reports;
 pub mod run;
+pub mod targets;
+pub mod verdicts;

@@ -4,6 +4,7 @@
 //! implementation (matrix-sdk, acting as the appservice bot with the as_token); tests put a
 //! fake HTTP homeserver behind it, or a fake implementation of the trait.
 
+mod limited;
 mod matrix;
 
 use std::time::Duration;
@@ -32,6 +33,7 @@ impl MembershipChange {
     }
 }
 
+pub use limited::Limited;
 pub use matrix::MatrixHomeserver;
 
 /// A failed call to the homeserver.
@@ -134,6 +136,8 @@ pub trait Homeserver: Send + Sync + 'static {
 pub struct StateEvent {
     /// Its sender, when the homeserver gave the whole event (`format=event`).
     pub sender: Option<String>,
+    /// Its event ID, likewise.
+    pub event_id: Option<String>,
     pub content: serde_json::Value,
 }
 
@@ -142,12 +146,20 @@ impl StateEvent {
     pub fn from_answer(v: serde_json::Value) -> Self {
         let whole = v.get("type").is_some_and(|t| t.is_string()) && v.get("content").is_some_and(|c| c.is_object());
         if whole {
-            let sender = v.get("sender").and_then(|s| s.as_str()).map(str::to_owned);
+            let text = |k: &str| v.get(k).and_then(|s| s.as_str()).map(str::to_owned);
+            let (sender, event_id) = (text("sender"), text("event_id"));
             let content = v.get("content").cloned().unwrap_or_default();
-            StateEvent { sender, content }
+            StateEvent { sender, event_id, content }
         } else {
-            StateEvent { sender: None, content: v }
+            StateEvent { sender: None, event_id: None, content: v }
         }
+    }
+}
+
+impl StateEvent {
+    /// The `membership` of an `m.room.member` event.
+    pub fn membership(&self) -> Option<&str> {
+        self.content.get("membership").and_then(|m| m.as_str())
     }
 }
 

@@ -9,7 +9,7 @@
 //! | `POST /_matrix/app/v1/ping` | the homeserver checks we are up |
 //! | `GET /_matrix/app/v1/users/{userId}` (and legacy `/users/{userId}`) | user query |
 //! | `GET /_matrix/app/v1/rooms/{roomAlias}` (and legacy `/rooms/{roomAlias}`) | alias query |
-//! | `GET /health` | storage usable: 200, else 503 |
+//! | `GET /health` | storage usable and the worker and runner running: 200, else 503 |
 
 mod appservice;
 mod auth;
@@ -63,17 +63,27 @@ async fn wrong_method() -> Result<HttpResponse, ApiError> {
     Err(ApiError::wrong_method())
 }
 
-/// `GET /health`: 200 with the queues' depths when storage answers, 503 otherwise. Not
+/// `GET /health`: 200 with the queues' depths and the age of the oldest queued action when
+/// storage answers and the worker and the runner run; 503 with the reason otherwise. Not
 /// authenticated, and says nothing secret; it neither writes nor scans anything.
 async fn health(state: web::Data<HttpState>) -> HttpResponse {
-    let store = &state.shared.store;
-    if store.is_healthy() {
-        HttpResponse::Ok().json(serde_json::json!({
-            "status": "ok",
+    let shared = &state.shared;
+    let store = &shared.store;
+    let stopped: Vec<&str> = shared.tasks.stopped().into_iter().map(|t| t.name()).collect();
+    let oldest_ms = shared.tasks.oldest_action().map(|t| crate::storage::now_ms().saturating_sub(t));
+    let body = |status: String| {
+        serde_json::json!({
+            "status": status,
             "inbox": store.queue_depth(crate::storage::T::Inbox),
             "outbox": store.queue_depth(crate::storage::T::Outbox),
-        }))
-    } else {
+            "oldest_action_age_ms": oldest_ms,
+        })
+    };
+    if !store.is_healthy() {
         HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "storage unavailable"}))
+    } else if !stopped.is_empty() {
+        HttpResponse::ServiceUnavailable().json(body(format!("not running: {}", stopped.join(", "))))
+    } else {
+        HttpResponse::Ok().json(body("ok".into()))
     }
 }

@@ -1,10 +1,13 @@
 //! knockwarden: a Matrix application service that moderates knocks by policy.
 //!
 //! Follow the modules: [`http`] is what the homeserver talks to; [`pipeline`] turns pushed
-//! events into actions ([`pipeline::intake`] -> [`pipeline::worker`] ->
-//! [`pipeline::executor`]); [`homeserver`] is how the bot acts; [`storage`] is the only code
-//! that touches sled; [`config`] and [`registration`] are the files an admin writes.
+//! events into actions ([`pipeline::intake`] -> [`pipeline::worker`]); [`runner`] carries
+//! the actions out and [`actions`] says what each does; [`control`] is the control room;
+//! [`homeserver`] is how the bot acts; [`storage`] is the only code that touches sled;
+//! [`supervise`] tells `/health` which tasks run; [`config`] and [`registration`] are the
+//! files an admin writes.
 
+pub mod actions;
 pub mod cli;
 pub mod config;
 pub mod control;
@@ -20,7 +23,10 @@ pub mod policy;
 pub mod power;
 pub mod registration;
 pub mod retention;
+pub mod room_state;
 pub mod rooms;
+pub mod runner;
 pub mod startup;
 pub mod storage;
+pub mod supervise;
 pub mod telemetry;

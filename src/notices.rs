@@ -26,7 +26,7 @@ pub fn with_block(headline: &str, block: Option<&str>) -> Action {
         }
         None => (headline.to_owned(), format!("<p>{}</p>", escape(headline))),
     };
-    Action::Notice { plain, html }
+    Action::Notice { plain, html, about_failure: false }
 }
 
 /// Longest user text (reason, display name) quoted in a notice, in characters.
@@ -256,7 +256,7 @@ impl Msg {
 
     /// As a notice in the control room.
     pub fn notice(self) -> Action {
-        Action::Notice { plain: self.plain, html: self.html }
+        Action::Notice { plain: self.plain, html: self.html, about_failure: false }
     }
 
     /// As a notice replying to `event_id`.
@@ -327,7 +327,7 @@ mod tests {
     #[test]
     fn user_text_is_escaped() {
         assert_eq!(escape("<b>\"hi\" & 'bye'</b>"), "&lt;b&gt;&quot;hi&quot; &amp; &#39;bye&#39;&lt;/b&gt;");
-        let Action::Notice { plain, html } = with_block("Refused:", Some("a.yaml:1:1: <bad>")) else { panic!() };
+        let Action::Notice { plain, html, .. } = with_block("Refused:", Some("a.yaml:1:1: <bad>")) else { panic!() };
         assert_eq!(plain, "Refused:\na.yaml:1:1: <bad>");
         assert!(html.contains("&lt;bad&gt;"));
     }

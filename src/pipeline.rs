@@ -4,10 +4,11 @@
 //!   inbox (each event ID once, ever) and records the bot's own membership.
 //! - [`worker`] drains the inbox in order: each event turns into state updates and outbox
 //!   actions, written in the same transaction that removes it from the inbox.
-//! - [`executor`] drains the outbox in order, calling the homeserver, retrying transient
-//!   failures with back-off (the outbox is in sled, so retries survive restarts).
+//! - [`knocks`] is what the worker does with knocks and knockers' membership changes.
+//!
+//! The outbox is carried out by [`crate::runner`] (concurrently, in order per subject), with
+//! what each action does in [`crate::actions`].
 
-pub mod executor;
 pub mod intake;
 pub mod knocks;
 pub mod worker;
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use ruma::{OwnedRoomId, OwnedUserId};
 use tokio::sync::{Notify, watch};
 
-use crate::{config::Config, homeserver::Homeserver, live_policies::LivePolicies, storage::Store};
+use crate::{config::Config, homeserver::Homeserver, live_policies::LivePolicies, storage::Store, supervise::Tasks};
 
 /// What the pipeline's parts share.
 #[derive(Clone)]
@@ -30,8 +31,10 @@ pub struct Shared {
     pub policies: Arc<LivePolicies>,
     /// Wakes the worker when the inbox has something.
     pub inbox_ready: Arc<Notify>,
-    /// Wakes the executor when the outbox has something.
+    /// Wakes the runner when the outbox has something.
     pub outbox_ready: Arc<Notify>,
+    /// Which long-running tasks are alive (for `/health`).
+    pub tasks: Arc<Tasks>,
     /// Becomes true when the service is stopping.
     pub stopping: watch::Receiver<bool>,
     /// When this process started (ms since the epoch): actions queued earlier, or retried,

@@ -2,7 +2,7 @@
 //!
 //! `build` checks everything that can fail before anything starts (storage, homeserver client,
 //! listener), so a bad start leaves nothing half-running. `run_until_stopped` serves until
-//! stopped, then lets the worker and executor finish the item in hand, and flushes storage.
+//! stopped, then lets the worker and the runner finish what they have in hand, and flushes storage.
 
 use std::{net::TcpListener, sync::Arc};
 
@@ -11,7 +11,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::{
     config::Settings,
-    homeserver::{Homeserver, MatrixHomeserver},
+    homeserver::{Homeserver, Limited, MatrixHomeserver},
     http::{self, HttpState},
     live_policies::{self, LivePolicies, Reload},
     notices,
@@ -78,7 +78,8 @@ impl Application {
         )
         .await
         .map_err(StartError::Homeserver)?;
-        Self::build_with(settings, Arc::new(hs)).await
+        let limit = settings.config.homeserver.max_concurrent_requests;
+        Self::build_with(settings, Arc::new(Limited::new(hs, limit))).await
     }
 
     /// Builds the service with a given homeserver (tests put a fake here).
@@ -105,6 +106,7 @@ impl Application {
             policies,
             inbox_ready: Arc::new(Notify::new()),
             outbox_ready: Arc::new(Notify::new()),
+            tasks: Arc::new(crate::supervise::Tasks::default()),
             stopping,
             started_ms: crate::storage::now_ms(),
         };
@@ -149,7 +151,18 @@ impl Application {
         let Application { server, shared, stop_tx, _watcher: watcher, .. } = self;
         queue_startup_actions(&shared);
         let worker = tokio::spawn(pipeline::worker::run(shared.clone()));
-        let executor = tokio::spawn(pipeline::executor::run(shared.clone()));
+        let runner = tokio::spawn(crate::runner::run(
+            Arc::new(crate::actions::Actions { shared: shared.clone() }),
+            shared.store.clone(),
+            shared.outbox_ready.clone(),
+            shared.stopping.clone(),
+            crate::runner::Settings {
+                max_in_flight: shared.config.homeserver.max_concurrent_requests,
+                give_up_after: shared.config.actions.give_up_after,
+                started_ms: shared.started_ms,
+            },
+            shared.tasks.clone(),
+        ));
         let expiry = tokio::spawn(crate::control::expiry::run(shared.clone()));
         let retention = tokio::spawn(crate::retention::run(shared.clone()));
         // Whatever was left in the inbox by a previous run is handled now.
@@ -161,7 +174,7 @@ impl Application {
         tracing::info!("stopping: finishing in-flight work");
         let _ = stop_tx.send(true);
         let _ = worker.await;
-        let _ = executor.await;
+        let _ = runner.await;
         let _ = expiry.await;
         let _ = retention.await;
         // Stop watching and wait for the watcher's thread, which holds the database open.

@@ -10,10 +10,12 @@
 
 mod activity;
 mod audit;
+mod failed;
 mod inbox;
 mod outbox;
 mod policies;
 mod records;
+mod resolution;
 mod retention;
 
 use std::path::Path;
@@ -27,10 +29,12 @@ use sled::{
 };
 
 pub use audit::{AuditEntry, Outcome, ReviewItem};
+pub use failed::{FailedEntry, FailedItem};
 pub use inbox::{InboxEntry, InboxItem, IngestOutcome, Origin};
-pub use outbox::{Action, OutboxEntry};
+pub use outbox::{Action, ModeratorVerdict, OutboxEntry, Subject};
 pub use policies::{KEEP_VERSIONS, PolicyVersion};
 pub use records::{BotMembership, KnockRecord, RoomRecord};
+pub use resolution::Resolution;
 pub use retention::Pruned;
 
 /// The trees of the database. The discriminant is the index into [`Store::trees`].
@@ -82,9 +86,11 @@ pub enum T {
     SeenTimes,
     /// received time (u64 BE) \0 txn_id -> (): the same for [`T::Txns`].
     TxnTimes,
+    /// number (u64 BE) -> [`FailedEntry`]: actions and events given up on, kept for people.
+    Failed,
 }
 
-const TREE_NAMES: [&str; 22] = [
+const TREE_NAMES: [&str; 23] = [
     "meta",
     "seen",
     "txns",
@@ -107,6 +113,7 @@ const TREE_NAMES: [&str; 22] = [
     "open_reviews",
     "seen_times",
     "txn_times",
+    "failed",
 ];
 
 /// One write, applied inside [`Store::commit`]'s transaction.
@@ -151,12 +158,32 @@ pub struct Store {
     db: sled::Db,
     trees: Vec<sled::Tree>,
     ingest_lock: std::sync::Arc<std::sync::Mutex<()>>,
-    room_lock: std::sync::Arc<std::sync::Mutex<()>>,
+    /// Serializes read-modify-write updates (see [`Store::serialized`]).
+    write_lock: std::sync::Arc<std::sync::Mutex<()>>,
     /// Set when a write or flush failed: `/health` then answers 503 until restart.
     failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Entries in the inbox and the outbox, kept up to date by [`Store::commit`], so that
     /// `/health` reports them without counting (sled counts a tree by scanning it).
     depth: std::sync::Arc<Depth>,
+    /// Actions queued since the runner last looked (`None` until it watches), see
+    /// [`Store::watch_outbox`].
+    feed: std::sync::Arc<std::sync::Mutex<Option<Vec<u64>>>>,
+}
+
+thread_local! {
+    /// Whether this thread holds [`Store::serialized`]'s lock (so it is not taken twice).
+    static HOLDS_WRITE_LOCK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The write lock, held; releases the thread's mark with it.
+struct WriteGuard<'a> {
+    _guard: std::sync::MutexGuard<'a, ()>,
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        HOLDS_WRITE_LOCK.with(|h| h.set(false));
+    }
 }
 
 /// What one tree holds (see [`Store::tree_stats`]).
@@ -190,7 +217,8 @@ impl Store {
             db,
             trees,
             ingest_lock: Default::default(),
-            room_lock: Default::default(),
+            write_lock: Default::default(),
+            feed: Default::default(),
             failed: Default::default(),
             depth: std::sync::Arc::new(depth),
         };
@@ -209,6 +237,25 @@ impl Store {
         self.index_reviews()?;
         self.index_times()?;
         self.set_meta(INDEXED, "1")
+    }
+
+    /// Runs `f` while no other read-modify-write update runs: what `f` reads stays true
+    /// until it commits. Code that reads records and commits ops derived from them (the
+    /// worker, for each event: one transaction) runs inside. The locking updates
+    /// ([`Store::settle`], [`Store::update_room`], …) called inside do not lock again.
+    pub fn serialized<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _guard = self.lock_writes();
+        f()
+    }
+
+    /// Takes the write lock, unless this thread holds it already.
+    fn lock_writes(&self) -> Option<WriteGuard<'_>> {
+        if HOLDS_WRITE_LOCK.with(|h| h.get()) {
+            return None;
+        }
+        let guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        HOLDS_WRITE_LOCK.with(|h| h.set(true));
+        Some(WriteGuard { _guard: guard })
     }
 
     fn tree(&self, t: T) -> &sled::Tree {
@@ -235,15 +282,20 @@ impl Store {
                 Op::Add { .. } => touch(T::Counters),
             }
         }
-        // Queue entries added and removed (counted afresh whenever sled reruns the transaction).
-        let res: Result<[i64; 2], TransactionError<()>> = trees.as_slice().transaction(|view| {
+        // Queue entries added and removed (counted afresh whenever sled reruns the
+        // transaction), and the actions newly queued.
+        let res: Result<([i64; 2], Vec<u64>), TransactionError<()>> = trees.as_slice().transaction(|view| {
             let mut delta = [0i64; 2];
+            let mut queued = Vec::new();
             for op in ops {
                 match op {
                     Op::Put { tree, key, value } => {
                         let old = view[slot[*tree as usize]].insert(key.as_slice(), value.as_slice())?;
                         if let (Some(q), None) = (queue_index(*tree), old) {
                             delta[q] += 1;
+                            if *tree == T::Outbox {
+                                queued.push(inbox::seq_of(key));
+                            }
                         }
                     }
                     Op::Del { tree, key } => {
@@ -259,9 +311,9 @@ impl Store {
                     }
                 }
             }
-            Ok::<[i64; 2], ConflictableTransactionError<()>>(delta)
+            Ok::<_, ConflictableTransactionError<()>>((delta, queued))
         });
-        let delta = res.map_err(|e| match e {
+        let (delta, queued) = res.map_err(|e| match e {
             TransactionError::Storage(e) => self.mark_failed(StoreError::Sled(e)),
             TransactionError::Abort(()) => unreachable!("commit never aborts"),
         })?;
@@ -269,6 +321,11 @@ impl Store {
             if d != 0 {
                 n.fetch_add(d, Ordering::SeqCst);
             }
+        }
+        if !queued.is_empty()
+            && let Some(feed) = self.feed.lock().unwrap_or_else(|p| p.into_inner()).as_mut()
+        {
+            feed.extend(queued);
         }
         Ok(())
     }

@@ -26,6 +26,25 @@ pub struct RawConfig {
     pub review: RawReview,
     #[serde(default)]
     pub retention: RawRetention,
+    #[serde(default)]
+    pub actions: RawActions,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawActions {
+    #[serde(default = "default_give_up_after")]
+    pub give_up_after: String,
+}
+
+impl Default for RawActions {
+    fn default() -> Self {
+        Self { give_up_after: default_give_up_after() }
+    }
+}
+
+fn default_give_up_after() -> String {
+    "24h".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,6 +74,12 @@ fn default_retention_audit() -> String {
 pub struct RawHomeserver {
     pub url: String,
     pub server_name: String,
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
+}
+
+fn default_max_concurrent_requests() -> usize {
+    32
 }
 
 #[derive(Debug, Deserialize)]

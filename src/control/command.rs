@@ -85,6 +85,38 @@ pub enum Command {
         #[arg(value_enum)]
         mode: DryRunMode,
     },
+    /// The actions knockwarden gave up on (refused, failing for too long), and why.
+    Failed {
+        /// Page of 20 entries (1 is the first).
+        #[arg(default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+        page: u64,
+    },
+    /// Put failed actions back in the queue: one by number, or all.
+    Retry {
+        /// `N` (as `!knock failed` numbers them) or `all`.
+        which: Retry,
+    },
+}
+
+/// What `!knock retry` puts back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    One(u64),
+    All,
+}
+
+impl std::str::FromStr for Retry {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("all") {
+            return Ok(Retry::All);
+        }
+        s.strip_prefix('#')
+            .unwrap_or(s)
+            .parse()
+            .map(Retry::One)
+            .map_err(|_| format!("expected a failed action's number (as !knock failed shows it) or `all`, not `{s}`"))
+    }
 }
 
 /// `!knock policy …`
@@ -330,6 +362,9 @@ mod tests {
         assert_eq!(cmd("stats 7d"), Command::Stats { window: Window::Week });
         assert_eq!(cmd("stats 30d"), Command::Stats { window: Window::Month });
         assert_eq!(cmd("log"), Command::Log { n: 10 });
+        assert_eq!(cmd("failed"), Command::Failed { page: 1 });
+        assert_eq!(cmd("retry 3"), Command::Retry { which: Retry::One(3) });
+        assert_eq!(cmd("retry all"), Command::Retry { which: Retry::All });
         assert_eq!(cmd("log 25"), Command::Log { n: 25 });
         assert_eq!(cmd("dry-run on"), Command::DryRun { mode: DryRunMode::On });
         assert_eq!(cmd("dry-run off"), Command::DryRun { mode: DryRunMode::Off });
@@ -446,6 +481,9 @@ mod tests {
                     "stats",
                     "log",
                     "dry-run",
+                    "failed",
+                    "retry",
+                    "all",
                     "on",
                     "off",
                     "help",

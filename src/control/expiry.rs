@@ -12,7 +12,7 @@ use crate::{
     duration,
     homeserver::MembershipChange,
     pipeline::Shared,
-    storage::{Action, Op, Outcome, StoreError, now_ms},
+    storage::{Action, Op, Outcome, Resolution, StoreError, now_ms},
 };
 
 /// How often the sweep runs.
@@ -26,33 +26,40 @@ pub fn sweep(shared: &Shared, now: u64) -> Result<(), StoreError> {
     let cfg = &shared.config.review;
     let after = duration::format(cfg.expire_after);
     let cutoff = now.saturating_sub(cfg.expire_after.as_millis() as u64);
-    for item in store.open_reviews()?.into_iter().filter(|i| i.created_ms <= cutoff) {
-        let still_knocking =
-            store.knock(&item.room_id, &item.user_id)?.is_some_and(|k| k.audit_id == Some(item.audit_id));
-        let deny = cfg.on_expiry == OnExpiry::Deny && still_knocking;
-        let how = if deny {
-            format!("expired after {after} without review: denied")
-        } else {
-            format!("expired after {after} without review")
-        };
+    let expired: Vec<_> = store.open_reviews()?.into_iter().filter(|i| i.created_ms <= cutoff).collect();
+    // Each item is read and closed while no other update runs.
+    store.serialized(|| expire(shared, expired, &after, now))
+}
+
+fn expire(shared: &Shared, items: Vec<crate::storage::ReviewItem>, after: &str, now: u64) -> Result<(), StoreError> {
+    let store = &shared.store;
+    let cfg = &shared.config.review;
+    for item in items {
+        let knock = store.knock(&item.room_id, &item.user_id)?.filter(|k| k.audit_id == Some(item.audit_id));
+        let deny = cfg.on_expiry == OnExpiry::Deny && knock.is_some();
+        let how = Resolution::Expired { after: after.to_owned(), denied: deny };
         // What closing leads to is written with the closing itself: a crash cannot lose it.
         let mut with: Vec<Op> = Vec::new();
-        if deny {
-            // The kick settles the audit entry (done, or failed and reported).
+        if let Some(knock) = knock.filter(|_| deny) {
+            // The kick goes the way of every decision, and settles the audit entry (done, or
+            // failed and reported).
             with.push(store.outbox_push(Action::Act {
                 change: MembershipChange::Kick,
                 room_id: item.room_id.clone(),
                 user_id: item.user_id.clone(),
                 reason: format!("Knock not reviewed within {after}"),
-                audit_id: item.audit_id,
+                audit_id: Some(item.audit_id),
                 notify: false,
+                knock_event: Some(knock.event_id),
+                verdict: None,
             })?);
-        } else {
-            // Settled first: after a crash the item is still open and the next sweep closes it.
-            store.settle_pending(item.audit_id, Outcome::Resolved(how.clone()), now)?;
+        } else if let Some((_, op)) =
+            store.settle_op(item.audit_id, Outcome::Resolved(how.clone()), now, |o| *o == Outcome::Pending)?
+        {
+            with.push(op);
         }
         with.push(store.outbox_push(Action::ReviewClosed { number: item.number, reply: true })?);
-        if store.close_review(item.number, &how, &with)? {
+        if store.close_review(item.number, how.clone(), &with)? {
             tracing::info!(number = item.number, user = %item.user_id, room = %item.room_id, how = %how, "review item expired");
             shared.outbox_ready.notify_one();
         }

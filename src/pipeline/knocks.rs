@@ -16,7 +16,9 @@ use crate::{
     homeserver::MembershipChange,
     notices,
     policy::{Action as Verdict, Knock, PolicySet},
-    storage::{Action, AuditEntry, InboxEntry, KnockRecord, Op, Outcome, ReviewItem, Store, StoreError, now_ms},
+    storage::{
+        Action, AuditEntry, InboxEntry, KnockRecord, Op, Outcome, Resolution, ReviewItem, Store, StoreError, now_ms,
+    },
 };
 
 /// What handling a knock came to.
@@ -176,12 +178,16 @@ pub fn on_knock(shared: &Shared, entry: &InboxEntry, head: &EventHead, user: &st
     let mut ops = Store::record_knock_time(room, user, received, entry.seq);
     // A knock while already knocking: the earlier one is superseded.
     if let Some(earlier) = store.knock(room, user)? {
-        if let Some(id) = earlier.audit_id {
-            store.settle_pending(id, Outcome::Resolved("knocked again".into()), now)?;
+        if let Some(id) = earlier.audit_id
+            && let Some((_, op)) = store.settle_op(id, Outcome::Resolved(Resolution::KnockedAgain), now, is_pending)?
+        {
+            ops.push(op);
         }
-        if let Some(item) = store.open_review_for(room, user)? {
-            let edit = store.outbox_push(Action::ReviewClosed { number: item.number, reply: false })?;
-            store.close_review(item.number, "knocked again", &[edit])?;
+        if let Some(item) = store.open_review_for(room, user)?
+            && let Some(closing) = store.close_review_ops(item.number, Resolution::KnockedAgain)?
+        {
+            ops.extend(closing);
+            ops.push(store.outbox_push(Action::ReviewClosed { number: item.number, reply: false })?);
         }
     }
     let aliases = store.aliases_of(room)?;
@@ -266,12 +272,21 @@ pub fn on_knock(shared: &Shared, entry: &InboxEntry, head: &EventHead, user: &st
         }
         (Some(change), _) => {
             let reason = d.reason.clone().unwrap_or_else(|| default_reason(d.action, d.rule.as_deref()));
-            let act =
-                Action::Act { change, room_id: room.to_owned(), user_id: user.to_owned(), reason, audit_id, notify };
+            let act = Action::Act {
+                change,
+                room_id: room.to_owned(),
+                user_id: user.to_owned(),
+                reason,
+                audit_id: Some(audit_id),
+                notify,
+                knock_event: Some(rec.event_id.clone()),
+                verdict: None,
+            };
             ops.push(store.outbox_push(act)?);
         }
         (None, Verdict::Review) => {
-            let number = store.next_review_number()?;
+            let (number, reserve) = store.reserve_review_number()?;
+            ops.push(reserve);
             audit.review = Some(number);
             ops.extend(Store::put_review(&ReviewItem {
                 number,
@@ -310,32 +325,37 @@ pub fn on_change(shared: &Shared, head: &EventHead, user: &str, membership: &str
     let Some(rec) = store.knock(room, user)? else { return Ok(vec![]) };
     let sender = head.sender.as_str();
     let by_bot = sender == shared.bot.as_str();
+    let by = head.sender.clone();
     let how = match membership {
-        "invite" if by_bot => "invited by knockwarden".to_owned(),
-        "invite" => format!("accepted by {sender}"),
-        "join" => "joined".to_owned(),
-        "leave" if sender == user => "withdrawn".to_owned(),
-        "leave" if by_bot => "denied by knockwarden".to_owned(),
-        "leave" => format!("denied by {sender}"),
-        "ban" if by_bot => "banned by knockwarden".to_owned(),
-        "ban" => format!("banned by {sender}"),
-        other => format!("membership is now {other}"),
+        "invite" | "leave" | "ban" if by_bot => Resolution::ByKnockwarden { membership: membership.to_owned() },
+        "invite" => Resolution::InvitedBy { by },
+        "join" => Resolution::Joined,
+        "leave" if sender == user => Resolution::Withdrawn,
+        "leave" => Resolution::KickedBy { by },
+        "ban" => Resolution::BannedBy { by },
+        other => Resolution::Membership { membership: other.to_owned() },
     };
     tracing::info!(room, user, how = %how, "knock closed");
-    let ops = Store::del_knock(room, user);
+    let mut ops = Store::del_knock(room, user);
     // What knockwarden did itself is settled, and its review item closed, by whatever did it
-    // (the executor, a command, expiry), with who decided.
+    // (the runner, for a policy, a verdict or expiry), with who decided.
     if by_bot {
         return Ok(ops);
     }
-    if let Some(id) = rec.audit_id {
-        store.settle_pending(id, Outcome::Resolved(how.clone()), now_ms())?;
+    if let Some(id) = rec.audit_id
+        && let Some((_, op)) = store.settle_op(id, Outcome::Resolved(how.clone()), now_ms(), is_pending)?
+    {
+        ops.push(op);
     }
-    if let Some(item) = store.open_review_for(room, user)? {
-        let report = store.outbox_push(Action::ReviewClosed { number: item.number, reply: true })?;
-        if store.close_review(item.number, &how, &[report])? {
-            shared.outbox_ready.notify_one();
-        }
+    if let Some(item) = store.open_review_for(room, user)?
+        && let Some(closing) = store.close_review_ops(item.number, how)?
+    {
+        ops.extend(closing);
+        ops.push(store.outbox_push(Action::ReviewClosed { number: item.number, reply: true })?);
     }
     Ok(ops)
+}
+
+fn is_pending(o: &Outcome) -> bool {
+    *o == Outcome::Pending
 }

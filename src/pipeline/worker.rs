@@ -1,32 +1,43 @@
 //! The worker: drains the inbox, oldest first.
 //!
-//! Each event becomes a list of writes (state, outbox actions) committed in the same sled
-//! transaction that removes it from the inbox, so a crash either leaves the event in the inbox
-//! (it is handled again after restart) or has fully handled it: nothing is handled twice.
+//! Each event becomes a list of writes (state, audit entries, review items, outbox actions)
+//! committed in the same sled transaction that removes it from the inbox, so a crash either
+//! leaves the event in the inbox (it is handled again after restart) or has fully handled it:
+//! nothing is handled twice. What the handling reads stays true until that commit
+//! ([`Store::serialized`]).
+//!
+//! A panic while handling one event is caught: the event goes to the failed list, with a
+//! notice, and the worker goes on with the next.
+
+use std::panic::AssertUnwindSafe;
 
 use serde_json::Value;
 
 use super::{
-    CONTROL_ROOM_KEY, Shared,
+    Shared,
     knocks::{self, Knocked},
     wait_for,
 };
 use crate::{
     control,
     events::EventHead,
-    notices,
-    storage::{Action, InboxEntry, Op, RoomRecord, Store, StoreError},
+    notices::Msg,
+    room_state,
+    storage::{Action, FailedItem, InboxEntry, Op, Store, StoreError},
+    supervise::{Task, panic_message},
 };
 
 /// Runs until the service stops, finishing the event in hand first.
 pub async fn run(shared: Shared) {
+    let tasks = shared.tasks.clone();
+    let _running = tasks.running(Task::Worker);
     let mut stopping = shared.stopping.clone();
     loop {
         if *stopping.borrow() {
             return;
         }
         match drain_one(&shared) {
-            Ok(Drained::Handled) => continue,
+            Ok(Drained::Handled | Drained::Queued) => continue,
             Ok(Drained::Empty) => {
                 if !wait_for(&shared.inbox_ready, &mut stopping).await {
                     return;
@@ -52,6 +63,8 @@ pub async fn run(shared: Shared) {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Drained {
     Handled,
+    /// Handled, and actions were queued.
+    Queued,
     Empty,
     /// The oldest entry must wait (e.g. for policy aliases to be resolved).
     Blocked,
@@ -62,17 +75,49 @@ pub fn drain_one(shared: &Shared) -> Result<Drained, StoreError> {
     let Some(entry) = shared.store.inbox_first()? else {
         return Ok(Drained::Empty);
     };
-    let mut ops = match handle(shared, &entry)? {
-        Handled::Ops(ops) => ops,
-        Handled::NotReady => return Ok(Drained::Blocked),
-    };
-    let queued = ops.iter().any(|op| matches!(op, Op::Put { tree: crate::storage::T::Outbox, .. }));
-    ops.push(Store::inbox_done(entry.seq));
-    shared.store.commit(&ops)?;
-    if queued {
+    let store = &shared.store;
+    let handled = store.serialized(|| {
+        let ops = std::panic::catch_unwind(AssertUnwindSafe(|| handle(shared, &entry)));
+        let mut ops = match ops {
+            Ok(Ok(Handled::Ops(ops))) => ops,
+            Ok(Ok(Handled::NotReady)) => return Ok(Drained::Blocked),
+            Ok(Err(e)) => return Err(e),
+            Err(panic) => {
+                #[cfg(debug_assertions)]
+                if panic.is::<WorkerFault>() {
+                    std::panic::resume_unwind(panic);
+                }
+                fail_event(shared, &entry, &panic_message(&*panic))?;
+                return Ok(Drained::Handled);
+            }
+        };
+        let queued = ops.iter().any(|op| matches!(op, Op::Put { tree: crate::storage::T::Outbox, .. }));
+        ops.push(Store::inbox_done(entry.seq));
+        store.commit(&ops)?;
+        Ok(if queued { Drained::Queued } else { Drained::Handled })
+    })?;
+    if handled == Drained::Queued {
         shared.outbox_ready.notify_one();
+        return Ok(Drained::Handled);
     }
-    Ok(Drained::Handled)
+    Ok(handled)
+}
+
+/// Moves an event whose handling panicked to the failed list, with a notice.
+fn fail_event(shared: &Shared, entry: &InboxEntry, panic: &str) -> Result<(), StoreError> {
+    let event_id = entry.item.event.get("event_id").and_then(Value::as_str).unwrap_or("(no ID)").to_owned();
+    let why = format!("knockwarden failed while handling it (a bug): {panic}");
+    tracing::error!(event_id, error = %why, "handling an event panicked; it is kept in the failed list");
+    let store = &shared.store;
+    let failed = FailedItem::Event { seq: entry.seq, item: entry.item.clone() };
+    store.fail(failed, &why, |number| {
+        let mut m = Msg::new();
+        m.text(&format!("⚠️ Could not handle the event {event_id}: {why}"));
+        m.line().text(&format!("Kept as failed item {number}: !knock retry {number} tries again."));
+        Ok(vec![store.outbox_push(crate::actions::failure_notice(m))?])
+    })?;
+    shared.outbox_ready.notify_one();
+    Ok(())
 }
 
 /// What handling an inbox entry came to.
@@ -139,13 +184,16 @@ fn handle(shared: &Shared, entry: &InboxEntry) -> Result<Handled, StoreError> {
             let content = event.get("content").cloned().unwrap_or(Value::Null);
             let sender = head.sender.to_string();
             let mark = store.next_id()?;
-            let rec = store.update_room(room, |rec| {
-                apply_state(rec, &head.kind, content, &sender);
-                rec.pushed.insert(head.kind.clone(), mark);
-            })?;
+            let mut rec = store.room(room)?.unwrap_or_default();
+            room_state::apply(&mut rec, &head.kind, content, &sender);
+            rec.pushed.insert(head.kind.clone(), mark);
             if !in_control && store.bot_membership(room)? == Some(crate::storage::BotMembership::Joined) {
-                ops.extend(warn_if_changed(shared, room, &rec)?);
+                let (_, notice) = room_state::check_warnings(shared, room, &mut rec);
+                if let Some(n) = notice {
+                    ops.push(store.outbox_push(n)?);
+                }
             }
+            ops.push(Store::put_room(room, &rec));
         }
         // The bot never answers itself.
         "m.room.message" | "m.reaction" if in_control && head.sender == shared.bot => {}
@@ -163,28 +211,31 @@ fn handle(shared: &Shared, entry: &InboxEntry) -> Result<Handled, StoreError> {
                 ops.push(store.outbox_push(Action::Reaction { sender, target, key })?);
             }
         }
+        #[cfg(debug_assertions)]
+        FAULT_EVENT_TYPE => fault(event),
         _ => tracing::debug!(room, kind = %head.kind, "nothing to do"),
     }
     Ok(Handled::Ops(ops))
 }
 
-/// Warns in the control room when knocking cannot work in a managed room, once per change.
-pub fn warn_if_changed(shared: &Shared, room: &str, rec: &RoomRecord) -> Result<Vec<Op>, StoreError> {
-    let store = &shared.store;
-    let warnings = crate::rooms::warnings(rec, shared.bot.as_str(), &knocks::room_label(store, room));
-    if warnings == rec.warned {
-        return Ok(vec![]);
+/// Debug builds only (the test suite): an event of this type injects a fault, to test that
+/// knockwarden survives and reports it. `content.fault` is `handler` (a panic while handling
+/// this event) or `worker` (a panic that stops the worker task).
+#[cfg(debug_assertions)]
+pub const FAULT_EVENT_TYPE: &str = "org.knockwarden.test.fault";
+
+#[cfg(debug_assertions)]
+fn fault(event: &Value) {
+    match event.pointer("/content/fault").and_then(Value::as_str) {
+        Some("handler") => panic!("fault injected while handling an event"),
+        Some("worker") => std::panic::resume_unwind(Box::new(WorkerFault)),
+        _ => {}
     }
-    store.update_room(room, |r| r.warned = warnings.clone())?;
-    if warnings.is_empty() {
-        return Ok(vec![]);
-    }
-    for w in &warnings {
-        tracing::warn!(room, "{w}");
-    }
-    let text = warnings.join("\n");
-    Ok(vec![store.outbox_push(notices::with_block("⚠️ Knocking cannot work as configured:", Some(&text)))?])
 }
+
+/// The panic payload that stops the worker (it is not caught per event).
+#[cfg(debug_assertions)]
+struct WorkerFault;
 
 /// Whether an invite is to the control room given as an alias that is not resolved yet: the
 /// invite's stripped state names the room's canonical alias.
@@ -199,31 +250,4 @@ fn is_configured_control_alias_target(shared: &Shared, invite: &Value) -> bool {
                 && e.pointer("/content/alias").and_then(Value::as_str) == Some(alias.as_str())
         })
     })
-}
-
-/// Applies a state event's content to what we know of the room.
-pub fn apply_state(rec: &mut crate::storage::RoomRecord, kind: &str, content: Value, sender: &str) {
-    match kind {
-        "m.room.power_levels" => rec.power_levels = Some(content),
-        "m.room.join_rules" => {
-            rec.join_rule = content.get("join_rule").and_then(Value::as_str).map(str::to_owned);
-        }
-        "m.room.create" => {
-            let version = content.get("room_version").and_then(Value::as_str).unwrap_or("1").to_owned();
-            if crate::rooms::creators_have_infinite_power(&version) {
-                let mut creators = vec![sender.to_owned()];
-                if let Some(extra) = content.get("additional_creators").and_then(Value::as_array) {
-                    creators.extend(extra.iter().filter_map(Value::as_str).map(str::to_owned));
-                }
-                rec.creators = creators;
-            }
-            rec.room_version = Some(version);
-        }
-        _ => {}
-    }
-}
-
-/// Keeps the resolved control room ID.
-pub fn remember_control_room(store: &Store, room_id: &str) -> Result<(), StoreError> {
-    store.set_meta(CONTROL_ROOM_KEY, room_id)
 }

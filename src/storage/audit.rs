@@ -2,7 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Op, Store, StoreError, T, pair_key};
+use super::{
+    Op, Store, StoreError, T, pair_key,
+    resolution::{Resolution, lenient, lenient_opt},
+};
 use crate::policy::Action as Verdict;
 
 /// What came of a decision.
@@ -18,11 +21,11 @@ pub enum Outcome {
     /// Nothing to do (`ignore`), or no policy governs the room.
     Nothing,
     /// Not carried out, and why (the knocker withdrew, a person acted first, …).
-    Cancelled(String),
-    /// The homeserver refused, and why.
+    Cancelled(#[serde(deserialize_with = "lenient")] Resolution),
+    /// The homeserver refused, or the action was given up on, and why (an error message).
     Failed(String),
-    /// Resolved by someone else: "accepted by @x", "withdrawn", …
-    Resolved(String),
+    /// Resolved by a person, or by what became of the knock: approved by a moderator, withdrawn, …
+    Resolved(#[serde(deserialize_with = "lenient")] Resolution),
 }
 
 /// One decision on one knock.
@@ -64,12 +67,16 @@ pub struct ReviewItem {
     pub created_ms: u64,
     /// The control-room notice announcing it, once posted.
     pub notice_event: Option<String>,
-    /// `None` while open; else how it ended ("approved by @mod:example.org", "withdrawn", …).
-    pub closed: Option<String>,
+    /// `None` while open; else how it ended.
+    #[serde(default, deserialize_with = "lenient_opt")]
+    pub closed: Option<Resolution>,
     /// When it was closed.
     #[serde(default)]
     pub closed_ms: Option<u64>,
 }
+
+/// Counter of the review numbers given out.
+const REVIEW_NUMBER: &str = "review_number";
 
 impl Store {
     pub fn put_audit(entry: &AuditEntry) -> Op {
@@ -95,28 +102,46 @@ impl Store {
         self.settle_if(id, outcome, now_ms, |o| *o == Outcome::Pending)
     }
 
-    fn settle_if(
+    /// Sets an entry's outcome if `when` its current one.
+    pub fn settle_if(
         &self,
         id: u64,
         outcome: Outcome,
         now_ms: u64,
         when: impl FnOnce(&Outcome) -> bool,
     ) -> Result<Option<AuditEntry>, StoreError> {
-        let _guard = self.room_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.serialized(|| {
+            let Some((e, op)) = self.settle_op(id, outcome, now_ms, when)? else { return Ok(None) };
+            self.commit(&[op])?;
+            Ok(Some(e))
+        })
+    }
+
+    /// The op that sets an entry's outcome if `when` its current one, and the entry as
+    /// settled (for callers inside [`Store::serialized`], which commit it with their other
+    /// writes).
+    pub fn settle_op(
+        &self,
+        id: u64,
+        outcome: Outcome,
+        now_ms: u64,
+        when: impl FnOnce(&Outcome) -> bool,
+    ) -> Result<Option<(AuditEntry, Op)>, StoreError> {
         let Some(mut e) = self.audit(id)? else { return Ok(None) };
         if !when(&e.outcome) {
             return Ok(None);
         }
         e.outcome = outcome;
         e.settled_ms = Some(now_ms);
-        self.commit(&[Store::put_audit(&e)])?;
-        Ok(Some(e))
+        let op = Store::put_audit(&e);
+        Ok(Some((e, op)))
     }
 
-    /// The next review number (1, 2, …), reserved at once.
-    pub fn next_review_number(&self) -> Result<u64, StoreError> {
-        self.commit(&[Op::Add { counter: "review_number".into(), by: 1 }])?;
-        self.counter("review_number")
+    /// The next review number (1, 2, …) and the op that reserves it. Only the worker opens
+    /// review items, one event at a time, so the number cannot be taken twice; it commits the
+    /// op with the item.
+    pub fn reserve_review_number(&self) -> Result<(u64, Op), StoreError> {
+        Ok((self.counter(REVIEW_NUMBER)? + 1, Op::Add { counter: REVIEW_NUMBER.into(), by: 1 }))
     }
 
     /// The ops that write a review item and its indexes (the open items by knocker, the
@@ -158,35 +183,43 @@ impl Store {
     }
 
     /// Read-modify-write of a review item, serialized with other such updates, so that the
-    /// worker closing an item and the executor noting its notice cannot undo each other.
+    /// worker closing an item and the runner noting its notice cannot undo each other.
     pub fn update_review(
         &self,
         number: u64,
         f: impl FnOnce(&mut ReviewItem),
     ) -> Result<Option<ReviewItem>, StoreError> {
-        let _guard = self.room_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(mut item) = self.review(number)? else { return Ok(None) };
-        f(&mut item);
-        self.commit(&Store::put_review(&item))?;
-        Ok(Some(item))
+        self.serialized(|| {
+            let Some(mut item) = self.review(number)? else { return Ok(None) };
+            f(&mut item);
+            self.commit(&Store::put_review(&item))?;
+            Ok(Some(item))
+        })
     }
 
     /// Closes a review item (if still open) with how it ended, committing `with` (what the
     /// closing leads to: a notice edit, a kick) in the same transaction. Returns whether this
-    /// call closed it: of several racing closers (a command, a reaction, expiry, the knocker
-    /// withdrawing) exactly one wins, and only its `with` is written.
-    pub fn close_review(&self, number: u64, how: &str, with: &[Op]) -> Result<bool, StoreError> {
-        let _guard = self.room_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(mut item) = self.review(number)? else { return Ok(false) };
+    /// call closed it: of several racing closers (a verdict, expiry, the knocker withdrawing)
+    /// exactly one wins, and only its `with` is written.
+    pub fn close_review(&self, number: u64, how: Resolution, with: &[Op]) -> Result<bool, StoreError> {
+        self.serialized(|| {
+            let Some(mut ops) = self.close_review_ops(number, how)? else { return Ok(false) };
+            ops.extend_from_slice(with);
+            self.commit(&ops)?;
+            Ok(true)
+        })
+    }
+
+    /// The ops that close a review item, if it is still open (for callers inside
+    /// [`Store::serialized`]).
+    pub fn close_review_ops(&self, number: u64, how: Resolution) -> Result<Option<Vec<Op>>, StoreError> {
+        let Some(mut item) = self.review(number)? else { return Ok(None) };
         if item.closed.is_some() {
-            return Ok(false);
+            return Ok(None);
         }
-        item.closed = Some(how.to_owned());
+        item.closed = Some(how);
         item.closed_ms = Some(super::now_ms());
-        let mut ops = Store::put_review(&item);
-        ops.extend_from_slice(with);
-        self.commit(&ops)?;
-        Ok(true)
+        Ok(Some(Store::put_review(&item)))
     }
 
     /// Every review item, oldest first.

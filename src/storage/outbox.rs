@@ -3,10 +3,38 @@
 //! Entries are written in the same transaction as the decision that made them and removed
 //! only once the homeserver has done what they say (or they are given up on, with a reason).
 
+use ruma::OwnedUserId;
 use serde::{Deserialize, Serialize};
 
 use super::{Op, Store, StoreError, T, inbox::seq_of, now_ms};
 use crate::homeserver::MembershipChange;
+
+/// What an action is about. Actions about one subject run one at a time, in order; actions
+/// about different subjects run concurrently (see [`crate::runner`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Subject {
+    /// The control room: its messages, edits and reactions, and the commands sent there.
+    ControlRoom,
+    /// One knocker in one room: the decisions on their knocks.
+    Knocker { room_id: String, user_id: String },
+    /// A room's own state: joining, fetching its state and members, catching up.
+    Room(String),
+    /// The policies' aliases.
+    Aliases,
+}
+
+/// A moderator's verdict on a knock (a command or a reaction), carried out as an
+/// [`Action::Act`] like a policy's decision; the reply is posted once it is done.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ModeratorVerdict {
+    pub by: OwnedUserId,
+    /// The event the reply goes to: the command, or the review notice reacted to.
+    pub reply_to: String,
+    /// The review item the verdict closes, if the knock has one.
+    pub review: Option<u64>,
+    /// Given as a command (which gets ✅ or ❌ when done), not as a reaction.
+    pub command: bool,
+}
 
 /// Something to do on the homeserver.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -22,12 +50,34 @@ pub enum Action {
     FetchRoomState { room_id: String },
     /// Fetch the joined members of a room the bot joined.
     FetchMembers { room_id: String },
-    /// Post a notice in the control room.
-    Notice { plain: String, html: String },
+    /// Post a notice in the control room. `about_failure`: it reports a failed action (if
+    /// it fails itself, no notice is posted about that).
+    Notice {
+        plain: String,
+        html: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        about_failure: bool,
+    },
     /// Resolve the aliases the active policies name.
     ResolveAliases,
-    /// Carry out a decision: invite, kick or ban a knocker (unless they stopped knocking).
-    Act { change: MembershipChange, room_id: String, user_id: String, reason: String, audit_id: u64, notify: bool },
+    /// Carry out a decision on one knock: invite, kick or ban the knocker, unless that knock
+    /// is no longer their membership (they knocked again, withdrew, or a person acted).
+    Act {
+        change: MembershipChange,
+        room_id: String,
+        user_id: String,
+        reason: String,
+        /// The decision's audit entry (none for a knock no policy decided).
+        audit_id: Option<u64>,
+        /// Post a notice about what came of it.
+        notify: bool,
+        /// The knock event this answers (absent in actions queued by older versions).
+        #[serde(default)]
+        knock_event: Option<String>,
+        /// Set when a moderator decided, not a policy.
+        #[serde(default)]
+        verdict: Option<ModeratorVerdict>,
+    },
     /// Announce a review item in the control room.
     ReviewNotice { number: u64 },
     /// Carry out a control-room command (`text` is what follows `!knock` or the mention).
@@ -39,6 +89,67 @@ pub enum Action {
     /// A review item was closed: edit its notice to say how, and (with `reply`) reply to it so
     /// the control room reads as a log.
     ReviewClosed { number: u64, reply: bool },
+}
+
+impl Action {
+    /// What the action is about (see [`Subject`]).
+    pub fn subject(&self) -> Subject {
+        match self {
+            Action::Act { room_id, user_id, .. } => {
+                Subject::Knocker { room_id: room_id.clone(), user_id: user_id.clone() }
+            }
+            Action::AnswerInvite { room_id, .. }
+            | Action::CatchUp { room_id }
+            | Action::FetchRoomState { room_id }
+            | Action::FetchMembers { room_id } => Subject::Room(room_id.clone()),
+            Action::ResolveAliases => Subject::Aliases,
+            Action::JoinControlRoom
+            | Action::Notice { .. }
+            | Action::ReviewNotice { .. }
+            | Action::Command { .. }
+            | Action::Reaction { .. }
+            | Action::Send { .. }
+            | Action::ReviewClosed { .. } => Subject::ControlRoom,
+        }
+    }
+
+    /// What it does, for people (the failed list, logs).
+    pub fn describe(&self) -> String {
+        match self {
+            Action::JoinControlRoom => "join the control room".into(),
+            Action::AnswerInvite { room_id, inviter } => format!("answer {inviter}'s invitation to {room_id}"),
+            Action::CatchUp { room_id } => format!("catch up on the knocks in {room_id}"),
+            Action::FetchRoomState { room_id } => format!("read the state of {room_id}"),
+            Action::FetchMembers { room_id } => format!("read the members of {room_id}"),
+            Action::Notice { plain, .. } => {
+                format!("post the notice \"{}\"", crate::notices::clip(plain.lines().next().unwrap_or("")))
+            }
+            Action::ResolveAliases => "look up the policies' room aliases".into(),
+            Action::Act { change, room_id, user_id, verdict, .. } => {
+                let by = verdict.as_ref().map(|v| format!(" (decided by {})", v.by)).unwrap_or_default();
+                let to = match change {
+                    MembershipChange::Invite => "to",
+                    MembershipChange::Kick | MembershipChange::Ban => "from",
+                };
+                format!("{} {user_id} {to} {room_id}{by}", change.as_str())
+            }
+            Action::ReviewNotice { number } => format!("announce review item #{number}"),
+            Action::Command { sender, text, .. } => {
+                format!("run {sender}'s command \"!knock {}\"", crate::notices::clip(text.lines().next().unwrap_or("")))
+            }
+            Action::Reaction { sender, key, .. } => format!("take {sender}'s {key} reaction"),
+            Action::Send { event_type, .. } => format!("send a {event_type} to the control room"),
+            Action::ReviewClosed { number, .. } => format!("report that review item #{number} closed"),
+        }
+    }
+
+    /// Whether it posts in the control room (its own failure can then not be posted there).
+    pub fn is_message(&self) -> bool {
+        matches!(
+            self,
+            Action::Notice { .. } | Action::Send { .. } | Action::ReviewNotice { .. } | Action::ReviewClosed { .. }
+        )
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -88,6 +199,22 @@ impl Store {
     /// Records a failed attempt.
     pub fn outbox_retry_later(&self, seq: u64, entry: &OutboxEntry) -> Result<(), StoreError> {
         self.commit(&[Op::put_json(T::Outbox, seq.to_be_bytes(), entry)])
+    }
+
+    /// One pending action.
+    pub fn outbox_entry(&self, seq: u64) -> Result<Option<OutboxEntry>, StoreError> {
+        self.get_json(T::Outbox, &seq.to_be_bytes())
+    }
+
+    /// Starts recording the sequence numbers of actions queued from now on, for
+    /// [`Store::take_queued`] (the runner's feed: it learns of new actions without scanning).
+    pub fn watch_outbox(&self) {
+        self.feed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(Vec::new);
+    }
+
+    /// The actions queued since the last call (after [`Store::watch_outbox`]).
+    pub fn take_queued(&self) -> Vec<u64> {
+        self.feed.lock().unwrap_or_else(|p| p.into_inner()).as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     pub fn outbox_len(&self) -> usize {

@@ -60,11 +60,29 @@ impl Store {
 
     /// Read-modify-write of a room's record (serialized with other updates).
     pub fn update_room(&self, room_id: &str, f: impl FnOnce(&mut RoomRecord)) -> Result<RoomRecord, StoreError> {
-        let _guard = self.room_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.serialized(|| {
+            let (rec, op) = self.room_update_op(room_id, f)?;
+            self.commit(&[op])?;
+            Ok(rec)
+        })
+    }
+
+    /// The op that updates a room's record, and the record as updated (for callers inside
+    /// [`Store::serialized`], which commit it with their other writes).
+    pub fn room_update_op(
+        &self,
+        room_id: &str,
+        f: impl FnOnce(&mut RoomRecord),
+    ) -> Result<(RoomRecord, Op), StoreError> {
         let mut rec = self.room(room_id)?.unwrap_or_default();
         f(&mut rec);
-        self.commit(&[Op::put_json(T::Rooms, room_id, &rec)])?;
-        Ok(rec)
+        let op = Op::put_json(T::Rooms, room_id, &rec);
+        Ok((rec, op))
+    }
+
+    /// The op that writes a room's record.
+    pub fn put_room(room_id: &str, rec: &RoomRecord) -> Op {
+        Op::put_json(T::Rooms, room_id, rec)
     }
 
     /// The bot's membership in a room, as last pushed.

@@ -202,7 +202,7 @@ mod tests {
             reason: None,
             created_ms,
             notice_event: Some(format!("$n{number}")),
-            closed: closed_ms.map(|_| "approved".into()),
+            closed: closed_ms.map(|_| crate::storage::Resolution::Text { text: "approved".into() }),
             closed_ms,
         }
     }

@@ -1,7 +1,7 @@
 //! The control room: moderators' commands and reactions arrive as pushed events; the fake
 //! homeserver receives the invites, kicks and bans, replies, reactions and edits.
 
-use knockwarden::storage::Outcome;
+use knockwarden::storage::{Outcome, Resolution};
 use serde_json::{Value, json};
 
 use crate::helpers::{
@@ -67,7 +67,7 @@ impl TestApp {
 
     /// `user` knocks on ROOM (the fake homeserver then says they are knocking).
     async fn knock_on(&self, txn: &str, id: &str, user: &str, reason: Option<&str>) {
-        self.homeserver.set_membership(ROOM, user, "knock");
+        self.homeserver.set_knocking(ROOM, user, id);
         self.push(txn, vec![crate::helpers::knock_event(id, ROOM, user, reason)]).await;
     }
 
@@ -154,9 +154,9 @@ async fn a_moderator_approves_by_number_and_the_notice_is_edited() {
     assert_eq!(app.reactions_on("$c1"), vec!["⏳", "✅"], "⏳ while carried out, then ✅");
 
     let item = app.store.review(1).unwrap().unwrap();
-    assert_eq!(item.closed.as_deref(), Some("approved by @mod:test.local"));
+    assert_eq!(item.closed.map(|c| c.to_string()).as_deref(), Some("approved by @mod:test.local"));
     let audit = app.store.audit(item.audit_id).unwrap().unwrap();
-    assert_eq!(audit.outcome, Outcome::Resolved("approved by @mod:test.local".into()));
+    assert_eq!(audit.outcome, Outcome::Resolved(Resolution::Approved { by: MODERATOR.try_into().unwrap() }));
     eventually("the review notice is edited", || !app.edits_of(&notice).is_empty()).await;
     let edit = &app.edits_of(&notice)[0];
     assert!(edit.starts_with("#1 dave (@dave:elsewhere.example) knocked on !r:test.local"), "{edit}");
@@ -470,9 +470,9 @@ async fn a_verdict_on_someone_no_longer_knocking_does_nothing_and_closes_the_ite
     // The knocker left, and the homeserver has not told us yet.
     app.homeserver.set_membership(ROOM, "@oz:x.example", "leave");
     let r = app.say("2", "$c1", "!knock ban 1").await;
-    assert_eq!(r, "#1 Nothing done: @oz:x.example is no longer knocking (membership: leave).");
+    assert_eq!(r, "#1 Nothing done for @oz:x.example: no longer knocking (membership: leave).");
     assert!(app.posted("ban").is_empty());
     assert_eq!(app.reactions_on("$c1"), vec!["⏳", "❌"]);
-    assert!(app.store.review(1).unwrap().unwrap().closed.unwrap().contains("no longer knocking"));
+    assert!(app.store.review(1).unwrap().unwrap().closed.unwrap().to_string().contains("no longer knocking"));
     eventually("the notice is edited", || !app.edits_of(&notice).is_empty()).await;
 }

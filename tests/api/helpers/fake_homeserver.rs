@@ -134,6 +134,13 @@ impl FakeHomeserver {
         self.set_state(room, "m.room.member", user, user, json!({"membership": membership}));
     }
 
+    /// Says `user` is knocking on `room` with the knock event `event_id` (the check before
+    /// acting compares it with the knock an action answers).
+    pub fn set_knocking(&self, room: &str, user: &str, event_id: &str) {
+        let ev = json!({"type": "m.room.member", "state_key": user, "sender": user, "room_id": room, "content": {"membership": "knock"}, "event_id": event_id});
+        self.state.lock().unwrap().state.insert((room.to_owned(), "m.room.member".to_owned(), user.to_owned()), ev);
+    }
+
     /// The membership the fake holds for a user.
     pub fn membership(&self, room: &str, user: &str) -> Option<String> {
         let st = self.state.lock().unwrap();

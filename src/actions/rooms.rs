@@ -1,0 +1,100 @@
+//! Rooms: joining the control room, answering invitations, reading a room's state and
+//! members, catching up on knocks, resolving the policies' aliases.
+
+use ruma::{OwnedRoomId, RoomAliasId};
+
+use crate::{
+    control::moderators,
+    homeserver::HsError,
+    notices,
+    pipeline::{Shared, intake},
+    room_state,
+    runner::ActionError,
+    storage::{Action, BotMembership, Origin, Store},
+};
+
+pub(crate) fn room_id(s: &str) -> Result<OwnedRoomId, ActionError> {
+    OwnedRoomId::try_from(s).map_err(|e| ActionError::Permanent(format!("bad room ID {s}: {e}")))
+}
+
+pub async fn join_control_room(shared: &Shared) -> Result<Vec<Action>, ActionError> {
+    let id = shared.homeserver.join(&shared.config.control_room).await?;
+    shared.store.set_meta(crate::pipeline::CONTROL_ROOM_KEY, id.as_str())?;
+    tracing::info!(room = %id, "in the control room");
+    // Its power levels say who may steer knockwarden, its members who still can.
+    Ok(vec![Action::FetchRoomState { room_id: id.to_string() }, Action::FetchMembers { room_id: id.to_string() }])
+}
+
+pub async fn answer_invite(shared: &Shared, room: &str, inviter: &str) -> Result<Vec<Action>, ActionError> {
+    let room = room_id(room)?;
+    if moderators::is_moderator(shared, inviter).await? {
+        shared.homeserver.join(<&ruma::RoomOrAliasId>::from(&*room)).await?;
+        tracing::info!(%room, %inviter, "joined at a moderator's invitation");
+    } else {
+        shared.homeserver.leave(&room).await?;
+        tracing::warn!(%room, %inviter, "declined an invitation from a non-moderator");
+    }
+    Ok(vec![])
+}
+
+/// Fetches knocks the bot could not see and takes them in, like pushed ones.
+pub async fn catch_up(shared: &Shared, room: &str) -> Result<Vec<Action>, ActionError> {
+    let room = room_id(room)?;
+    let knocks = shared.homeserver.knocking_members(&room).await?;
+    let n = knocks.len();
+    let origin = Origin::CatchUp { room_id: room.to_string() };
+    let (outcome, _, _) = intake::take_events(shared, &origin, None, knocks.iter().map(|k| k.get()))?;
+    shared.store.flush().await?;
+    if outcome.stored > 0 {
+        shared.inbox_ready.notify_one();
+    }
+    tracing::info!(%room, knocking = n, new = outcome.stored, "caught up on knocks");
+    Ok(vec![])
+}
+
+pub async fn fetch_members(shared: &Shared, room: &str) -> Result<Vec<Action>, ActionError> {
+    let room = room_id(room)?;
+    let members = shared.homeserver.joined_members(&room).await?;
+    let ops: Vec<_> = members.iter().flat_map(|u| Store::set_member(room.as_str(), u, true)).collect();
+    shared.store.commit(&ops)?;
+    tracing::debug!(%room, members = members.len(), "learned the members");
+    Ok(vec![])
+}
+
+pub async fn fetch_state(shared: &Shared, room: &str) -> Result<Vec<Action>, ActionError> {
+    let room = room_id(room)?;
+    room_state::fetch(shared, &room).await?;
+    let is_control = shared.control_room_id().as_deref() == Some(room.as_ref());
+    if !is_control && shared.store.bot_membership(room.as_str())? == Some(BotMembership::Joined) {
+        room_state::warn_if_changed(shared, room.as_str())?;
+        shared.outbox_ready.notify_one();
+    }
+    Ok(vec![])
+}
+
+/// Looks up every alias the active policies name, so knocks can be matched to policies.
+pub async fn resolve_aliases(shared: &Shared) -> Result<Vec<Action>, ActionError> {
+    let active = shared.policies.current();
+    let mut ops = Vec::new();
+    let mut follow_ups = Vec::new();
+    for a in active.set.aliases() {
+        let Ok(alias) = RoomAliasId::parse(&a) else { continue };
+        match shared.homeserver.resolve_alias(&alias).await {
+            Ok(room) => ops.push(Store::put_alias(&a, Some(room.as_str()))),
+            Err(HsError::Api { status: 404, .. }) => {
+                tracing::warn!(alias = %a, "a policy names an alias that does not exist");
+                ops.push(Store::put_alias(&a, None));
+                follow_ups.push(notices::with_block(
+                    &format!(
+                        "⚠️ A policy names the room {a}, which does not exist: knocks there cannot be matched to it."
+                    ),
+                    None,
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    shared.store.commit(&ops)?;
+    shared.inbox_ready.notify_one();
+    Ok(follow_ups)
+}

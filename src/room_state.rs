@@ -1,0 +1,97 @@
+//! What knockwarden knows of a room's state (create event, join rule, power levels): applied
+//! from pushed events by the worker, fetched from the homeserver when the bot joins, and the
+//! warnings posted when knocking cannot work as configured.
+
+use ruma::RoomId;
+use serde_json::Value;
+
+use crate::{
+    notices,
+    pipeline::{Shared, knocks},
+    runner::ActionError,
+    storage::{Action, RoomRecord, Store, StoreError},
+};
+
+/// The state event types knockwarden follows.
+pub const KINDS: [&str; 3] = ["m.room.create", "m.room.join_rules", "m.room.power_levels"];
+
+/// Applies a state event's content to what we know of the room.
+pub fn apply(rec: &mut RoomRecord, kind: &str, content: Value, sender: &str) {
+    match kind {
+        "m.room.power_levels" => rec.power_levels = Some(content),
+        "m.room.join_rules" => {
+            rec.join_rule = content.get("join_rule").and_then(Value::as_str).map(str::to_owned);
+        }
+        "m.room.create" => {
+            let version = content.get("room_version").and_then(Value::as_str).unwrap_or("1").to_owned();
+            if crate::rooms::creators_have_infinite_power(&version) {
+                let mut creators = vec![sender.to_owned()];
+                if let Some(extra) = content.get("additional_creators").and_then(Value::as_array) {
+                    creators.extend(extra.iter().filter_map(Value::as_str).map(str::to_owned));
+                }
+                rec.creators = creators;
+            }
+            rec.room_version = Some(version);
+        }
+        _ => {}
+    }
+}
+
+/// Reads a room's create event, join rule and power levels into the store. A state event
+/// pushed while the snapshot was being fetched is newer than it: that one is kept.
+pub async fn fetch(shared: &Shared, room: &RoomId) -> Result<(), ActionError> {
+    let began = shared.store.next_id()?;
+    for kind in KINDS {
+        if let Some(ev) = shared.homeserver.state(room, kind, "").await? {
+            // The create event's sender is the creator; old versions also name it in content.
+            let sender = ev
+                .sender
+                .or_else(|| ev.content.get("creator").and_then(|c| c.as_str()).map(str::to_owned))
+                .unwrap_or_default();
+            shared.store.update_room(room.as_str(), |rec| {
+                if rec.pushed.get(kind).is_some_and(|&at| at > began) {
+                    tracing::debug!(%room, kind, "a newer pushed state event stands; the snapshot is not applied");
+                } else {
+                    apply(rec, kind, ev.content, &sender);
+                }
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Brings `rec.warned` up to date with what cannot work in a managed room; returns whether
+/// it changed, and the control-room notice to queue about new warnings. The caller writes
+/// `rec` (the warnings are posted once per change).
+pub fn check_warnings(shared: &Shared, room: &str, rec: &mut RoomRecord) -> (bool, Option<Action>) {
+    let warnings = crate::rooms::warnings(rec, shared.bot.as_str(), &knocks::room_label(&shared.store, room));
+    if warnings == rec.warned {
+        return (false, None);
+    }
+    rec.warned = warnings.clone();
+    if warnings.is_empty() {
+        return (true, None);
+    }
+    for w in &warnings {
+        tracing::warn!(room, "{w}");
+    }
+    let text = warnings.join("\n");
+    (true, Some(notices::with_block("⚠️ Knocking cannot work as configured:", Some(&text))))
+}
+
+/// Checks the warnings of a room as the store holds it, writing what changed (after a fetch).
+pub fn warn_if_changed(shared: &Shared, room: &str) -> Result<(), StoreError> {
+    let store = &shared.store;
+    store.serialized(|| {
+        let mut rec = store.room(room)?.unwrap_or_default();
+        let (changed, notice) = check_warnings(shared, room, &mut rec);
+        if !changed {
+            return Ok(());
+        }
+        let mut ops = vec![Store::put_room(room, &rec)];
+        if let Some(n) = notice {
+            ops.push(store.outbox_push(n)?);
+        }
+        store.commit(&ops)
+    })
+}

@@ -1,0 +1,118 @@
+//! The failed list: actions and events knockwarden gave up on, kept until a moderator puts
+//! them back (`!knock retry`). Nothing a policy or a moderator asked for is dropped.
+//!
+//! An entry moves here in the same transaction that takes it out of the outbox (or the
+//! inbox), and back in the same transaction that removes it from here.
+
+use serde::{Deserialize, Serialize};
+
+use super::{InboxItem, Op, OutboxEntry, Store, StoreError, T, now_ms};
+
+/// What was given up on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FailedItem {
+    /// An action from the outbox.
+    Action { seq: u64, entry: OutboxEntry },
+    /// An event from the inbox whose handling failed (a bug: it panicked).
+    Event { seq: u64, item: InboxItem },
+}
+
+/// One entry of the failed list.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FailedEntry {
+    /// The number moderators use (`!knock retry 3`).
+    pub number: u64,
+    pub item: FailedItem,
+    /// Why it failed.
+    pub error: String,
+    pub failed_ms: u64,
+}
+
+/// Counter of the failed-list numbers given out.
+const FAILED_NUMBER: &str = "failed_number";
+
+impl Store {
+    /// Moves an item from its queue to the failed list, committing what `with` returns for
+    /// its number there (a notice, the audit entry settled) in the same transaction; returns
+    /// the number.
+    pub fn fail(
+        &self,
+        item: FailedItem,
+        error: &str,
+        with: impl FnOnce(u64) -> Result<Vec<Op>, StoreError>,
+    ) -> Result<u64, StoreError> {
+        self.serialized(|| {
+            let number = self.counter(FAILED_NUMBER)? + 1;
+            let mut ops = with(number)?;
+            ops.push(match &item {
+                FailedItem::Action { seq, .. } => Store::outbox_done(*seq),
+                FailedItem::Event { seq, .. } => Store::inbox_done(*seq),
+            });
+            ops.push(Op::Add { counter: FAILED_NUMBER.into(), by: 1 });
+            let entry = FailedEntry { number, item, error: error.to_owned(), failed_ms: now_ms() };
+            ops.push(Op::put_json(T::Failed, number.to_be_bytes(), &entry));
+            self.commit(&ops)?;
+            Ok(number)
+        })
+    }
+
+    /// The failed list, oldest first.
+    pub fn failed(&self) -> Result<Vec<FailedEntry>, StoreError> {
+        Ok(self.scan_json::<FailedEntry>(T::Failed, b"")?.into_iter().map(|(_, e)| e).collect())
+    }
+
+    pub fn failed_entry(&self, number: u64) -> Result<Option<FailedEntry>, StoreError> {
+        self.get_json(T::Failed, &number.to_be_bytes())
+    }
+
+    /// Puts a failed item back in its queue (an action in the outbox, an event in the inbox)
+    /// and removes it from the list, in one transaction. An action goes back due now, with
+    /// its attempts kept (so it is checked against the homeserver before it acts) and its
+    /// give-up clock restarted. Returns the entry, or `None` if there is no such number.
+    pub fn retry_failed(&self, number: u64) -> Result<Option<FailedEntry>, StoreError> {
+        self.serialized(|| {
+            let Some(entry) = self.failed_entry(number)? else { return Ok(None) };
+            let seq = self.next_id()?;
+            let now = now_ms();
+            let put = match &entry.item {
+                FailedItem::Action { entry: e, .. } => {
+                    let mut e = e.clone();
+                    e.attempts = e.attempts.max(1);
+                    e.created_ms = now;
+                    e.not_before_ms = now;
+                    Op::put_json(T::Outbox, seq.to_be_bytes(), &e)
+                }
+                FailedItem::Event { item, .. } => Op::put_json(T::Inbox, seq.to_be_bytes(), item),
+            };
+            self.commit(&[put, Op::del(T::Failed, number.to_be_bytes())])?;
+            Ok(Some(entry))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::Action;
+
+    #[test]
+    fn failed_actions_are_kept_and_put_back_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.enqueue([Action::ResolveAliases]).unwrap();
+        let (seq, entry) = s.outbox_first().unwrap().unwrap();
+        let n = s.fail(FailedItem::Action { seq, entry }, "refused", |_| Ok(vec![])).unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(s.outbox_len(), 0);
+        assert_eq!(s.failed().unwrap().len(), 1);
+        assert!(s.retry_failed(n).unwrap().is_some());
+        assert!(s.retry_failed(n).unwrap().is_none());
+        assert!(s.failed().unwrap().is_empty());
+        let (new_seq, back) = s.outbox_first().unwrap().unwrap();
+        assert!(new_seq > seq);
+        assert_eq!(back.action, Action::ResolveAliases);
+        assert_eq!(back.attempts, 1);
+        assert_eq!(s.queue_depth(T::Outbox), 1);
+    }
+}
