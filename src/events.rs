@@ -116,6 +116,9 @@ pub fn is_wanted(head: &EventHead, view: &impl Interests) -> bool {
         "m.room.power_levels" | "m.room.join_rules" | "m.room.create" => {
             head.is_room_state() && (in_control || view.is_managed(&head.room_id))
         }
+        // Debug builds (the test suite) only: injected faults (see the worker).
+        #[cfg(debug_assertions)]
+        crate::pipeline::worker::FAULT_EVENT_TYPE => true,
         _ => false,
     }
 }

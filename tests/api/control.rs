@@ -8,7 +8,7 @@ use crate::helpers::{
     AppOptions, CONTROL_ROOM, FakeHomeserver, MODERATOR, TestApp, eventually, fake_homeserver::Recorded, spawn_app_in,
 };
 
-const ROOM: &str = "!r:test.local";
+pub(crate) const ROOM: &str = "!r:test.local";
 const OTHER: &str = "!other:test.local";
 const RANDO: &str = "@rando:test.local";
 
@@ -21,7 +21,7 @@ rules:
 "#;
 
 /// A homeserver whose control room gives the moderator power level 50.
-async fn homeserver() -> FakeHomeserver {
+pub(crate) async fn homeserver() -> FakeHomeserver {
     let hs = FakeHomeserver::start().await;
     hs.set_state(
         CONTROL_ROOM,
@@ -37,7 +37,7 @@ async fn homeserver() -> FakeHomeserver {
     hs
 }
 
-async fn start(dir: tempfile::TempDir, hs: FakeHomeserver, extra_config: &str) -> TestApp {
+pub(crate) async fn start(dir: tempfile::TempDir, hs: FakeHomeserver, extra_config: &str) -> TestApp {
     std::fs::create_dir_all(dir.path().join("policies")).unwrap();
     std::fs::write(dir.path().join("policies/p.yaml"), POLICY).unwrap();
     let opts = AppOptions { extra_config: extra_config.to_owned(), ..Default::default() };
@@ -50,7 +50,7 @@ async fn app() -> TestApp {
     start(tempfile::tempdir().unwrap(), homeserver().await, "").await
 }
 
-fn message(id: &str, sender: &str, body: &str) -> Value {
+pub(crate) fn message(id: &str, sender: &str, body: &str) -> Value {
     json!({"event_id": id, "room_id": CONTROL_ROOM, "sender": sender, "type": "m.room.message",
            "origin_server_ts": 1, "content": {"msgtype": "m.text", "body": body}})
 }
@@ -61,18 +61,18 @@ fn reaction(id: &str, sender: &str, on: &str, key: &str) -> Value {
 }
 
 impl TestApp {
-    async fn push(&self, txn: &str, events: Vec<Value>) {
+    pub(crate) async fn push(&self, txn: &str, events: Vec<Value>) {
         assert_eq!(self.put_txn(txn, &json!({"events": events})).await.status(), 200);
     }
 
     /// `user` knocks on ROOM (the fake homeserver then says they are knocking).
-    async fn knock_on(&self, txn: &str, id: &str, user: &str, reason: Option<&str>) {
+    pub(crate) async fn knock_on(&self, txn: &str, id: &str, user: &str, reason: Option<&str>) {
         self.homeserver.set_knocking(ROOM, user, id);
         self.push(txn, vec![crate::helpers::knock_event(id, ROOM, user, reason)]).await;
     }
 
     /// Waits for review item `n` to be announced; returns its notice's event ID.
-    async fn review_notice(&self, n: u64) -> String {
+    pub(crate) async fn review_notice(&self, n: u64) -> String {
         let store = self.store.clone();
         eventually(&format!("review #{n} announced"), || {
             store.review(n).unwrap().is_some_and(|i| i.notice_event.is_some())
@@ -81,12 +81,12 @@ impl TestApp {
         self.store.review(n).unwrap().unwrap().notice_event.unwrap()
     }
 
-    fn sent(&self, kind: &str) -> Vec<Recorded> {
+    pub(crate) fn sent(&self, kind: &str) -> Vec<Recorded> {
         self.homeserver.requests_to("PUT", &format!("/rooms/{CONTROL_ROOM}/send/{kind}/"))
     }
 
     /// Bodies of the notices replying to `event_id`.
-    fn replies_to(&self, event_id: &str) -> Vec<String> {
+    pub(crate) fn replies_to(&self, event_id: &str) -> Vec<String> {
         self.sent("m.room.message")
             .into_iter()
             .filter(|r| r.body["m.relates_to"]["m.in_reply_to"]["event_id"] == event_id)
@@ -94,7 +94,7 @@ impl TestApp {
             .collect()
     }
 
-    async fn reply_to(&self, event_id: &str) -> String {
+    pub(crate) async fn reply_to(&self, event_id: &str) -> String {
         eventually(&format!("a reply to {event_id}"), || !self.replies_to(event_id).is_empty()).await;
         let replies = self.replies_to(event_id);
         assert_eq!(replies.len(), 1, "one message per command: {replies:#?}");
@@ -102,7 +102,7 @@ impl TestApp {
     }
 
     /// The reaction keys the bot put on `event_id`.
-    fn reactions_on(&self, event_id: &str) -> Vec<String> {
+    pub(crate) fn reactions_on(&self, event_id: &str) -> Vec<String> {
         self.sent("m.reaction")
             .into_iter()
             .filter(|r| r.body["m.relates_to"]["event_id"] == event_id)
@@ -111,7 +111,7 @@ impl TestApp {
     }
 
     /// The edits of `event_id`: their new plain text.
-    fn edits_of(&self, event_id: &str) -> Vec<String> {
+    pub(crate) fn edits_of(&self, event_id: &str) -> Vec<String> {
         self.sent("m.room.message")
             .into_iter()
             .filter(|r| {
@@ -121,12 +121,12 @@ impl TestApp {
             .collect()
     }
 
-    fn posted(&self, verb: &str) -> Vec<Recorded> {
+    pub(crate) fn posted(&self, verb: &str) -> Vec<Recorded> {
         self.homeserver.requests_to("POST", &format!("/rooms/{ROOM}/{verb}"))
     }
 
     /// A moderator's command; returns the one reply.
-    async fn say(&self, txn: &str, id: &str, body: &str) -> String {
+    pub(crate) async fn say(&self, txn: &str, id: &str, body: &str) -> String {
         self.push(txn, vec![message(id, MODERATOR, body)]).await;
         let reply = self.reply_to(id).await;
         eventually("the command's ✅/❌", || self.reactions_on(id).iter().any(|k| k == "✅" || k == "❌")).await;

@@ -2,10 +2,11 @@
 
 pub mod fake_homeserver;
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use knockwarden::{
     config::Settings,
+    homeserver::{Homeserver, MatrixHomeserver},
     registration::{AppRegistration, NewRegistration},
     startup::{Application, Stopper},
     storage::Store,
@@ -121,8 +122,29 @@ pub async fn spawn_app_in(dir: tempfile::TempDir, homeserver: FakeHomeserver, op
     init_logs();
     let config_path = write_config(dir.path(), &homeserver.url(), &opts);
     let settings = Settings::load(&config_path).unwrap();
+    let app = Application::build(settings.clone()).await.expect("knockwarden starts");
+    run(app, &settings, dir, homeserver)
+}
+
+/// Like [`spawn_app_in`], with the bot's homeserver client wrapped by `wrap` (to inject
+/// faults between knockwarden and the fake).
+pub async fn spawn_app_wrapping(
+    dir: tempfile::TempDir,
+    homeserver: FakeHomeserver,
+    opts: AppOptions,
+    wrap: impl FnOnce(MatrixHomeserver) -> Arc<dyn Homeserver>,
+) -> TestApp {
+    init_logs();
+    let config_path = write_config(dir.path(), &homeserver.url(), &opts);
+    let settings = Settings::load(&config_path).unwrap();
+    let reg = &settings.registration;
+    let client = MatrixHomeserver::new(&settings.config.homeserver.url, &reg.bot_user_id, &reg.as_token).await.unwrap();
+    let app = Application::build_with(settings.clone(), wrap(client)).await.expect("knockwarden starts");
+    run(app, &settings, dir, homeserver)
+}
+
+fn run(app: Application, settings: &Settings, dir: tempfile::TempDir, homeserver: FakeHomeserver) -> TestApp {
     let hs_token = settings.registration.hs_token.clone();
-    let app = Application::build(settings).await.expect("knockwarden starts");
     let address = format!("http://127.0.0.1:{}", app.port());
     let store = app.store().clone();
     let stopper = app.stopper();

@@ -9,5 +9,6 @@ mod membership;
 mod pipeline;
 mod policies;
 mod routes;
+mod runner;
 mod synapse;
 mod transactions;

@@ -40,6 +40,8 @@ struct State {
     members: HashMap<String, Vec<String>>,
     /// Answer every other membership change (invite, kick, ban) with 500.
     flaky: bool,
+    /// Membership changes of these users are answered with this status, always.
+    failing_users: HashMap<String, u16>,
     flaky_count: u64,
     /// Requests whose path contains the key are answered only after this long.
     delays: Vec<(String, std::time::Duration)>,
@@ -149,6 +151,16 @@ impl FakeHomeserver {
             .and_then(|e| e["content"]["membership"].as_str().map(str::to_owned))
     }
 
+    /// Answers every invite, kick or ban of `user` with `status` (e.g. 502: their server is
+    /// down), until set to 0.
+    pub fn fail_user(&self, user: &str, status: u16) {
+        let mut st = self.state.lock().unwrap();
+        match status {
+            0 => st.failing_users.remove(user),
+            s => st.failing_users.insert(user.to_owned(), s),
+        };
+    }
+
     /// Makes every other invite, kick or ban fail with 500.
     pub fn set_flaky(&self, flaky: bool) {
         self.state.lock().unwrap().flaky = flaky;
@@ -236,6 +248,9 @@ fn respond(req: &HttpRequest, body: &web::Bytes, state: &web::Data<Mutex<State>>
             else {
                 return matrix_error(400, "M_BAD_JSON", "user_id missing");
             };
+            if let Some(&status) = st.failing_users.get(&user) {
+                return matrix_error(status, "M_UNKNOWN", "Failed to make the remote server answer");
+            }
             let key = (room.to_string(), "m.room.member".to_owned(), user.clone());
             let current = st.state.get(&key).and_then(|e| e["content"]["membership"].as_str().map(str::to_owned));
             if *verb == "invite" && current.as_deref() == Some("join") {
