@@ -8,12 +8,7 @@
 
 mod support;
 
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant},
-};
-
-use serde_json::json;
+use std::time::{Duration, Instant};
 
 const ROOM: &str = "!bench:test.local";
 const RATE: u64 = 1_000;
@@ -27,7 +22,7 @@ fn main() {
 async fn run() {
     let bench =
         support::start(&format!("rooms: [\"{ROOM}\"]\nrules:\n  - {{ name: everyone, action: accept }}\n"), "").await;
-    let (hs, url, hs_token) = (bench.hs.clone(), bench.url.clone(), bench.hs_token.clone());
+    let hs = bench.hs.clone();
 
     let total = RATE * SECONDS;
     let users: Vec<String> = (0..total).map(|i| format!("@knocker{i}:elsewhere.example")).collect();
@@ -35,35 +30,8 @@ async fn run() {
         hs.set_membership(ROOM, u, "knock");
     }
     let client = reqwest::Client::new();
-    let mut sent_at: HashMap<String, Instant> = HashMap::new();
     let start = Instant::now();
-    let mut next = 0usize;
-    let mut txn = 0u64;
-    let mut batches = Vec::new();
-    while next < users.len() {
-        // Knocks that have "arrived" by now go out in one transaction.
-        let due = ((start.elapsed().as_micros() as u64 * RATE / 1_000_000) as usize + 1).min(users.len());
-        if due <= next {
-            tokio::time::sleep(Duration::from_micros(200)).await;
-            continue;
-        }
-        let events: Vec<_> = (next..due).map(|i| support::knock(i, ROOM, &users[i])).collect();
-        let t = Instant::now();
-        for u in &users[next..due] {
-            sent_at.insert(u.clone(), t);
-        }
-        batches.push(due - next);
-        txn += 1;
-        let res = client
-            .put(format!("{url}/{txn}"))
-            .bearer_auth(&hs_token)
-            .json(&json!({"events": events}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
-        next = due;
-    }
+    let (sent_at, txn, mut batches) = bench.send_paced(&client, ROOM, &users, RATE, 0).await;
     let sending = start.elapsed();
     let deadline = Instant::now() + Duration::from_secs(120);
     // Poll cheaply (a look-up, not a copy of every request) so the harness does not hold the

@@ -64,14 +64,7 @@ async fn phase(label: &str, extra: &str, rounds: usize, pause: Duration) {
                 })
                 .collect();
             txn += 1;
-            let res = client
-                .put(format!("{}/{txn}", bench.url))
-                .bearer_auth(&bench.hs_token)
-                .json(&json!({"events": events}))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(res.status(), 200);
+            bench.put(&client, txn, events).await;
         }
         while bench.store.outbox_len() > 0 || bench.store.inbox_len() > 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -74,7 +74,7 @@ impl Perform for Actions {
             Performed::Acted(acted) => membership::record(&self.shared, &entry.action, acted),
             Performed::Announced { number, event } => {
                 let Some(mut item) = store.review(number)? else { return Ok(vec![]) };
-                item.notice_event = Some(event.to_string());
+                item.notice_event = Some(event);
                 Ok(Store::put_review(&item))
             }
         }

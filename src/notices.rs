@@ -260,14 +260,16 @@ impl Msg {
     }
 
     /// As a notice replying to `event_id`.
-    pub fn reply_to(self, event_id: &str) -> Action {
+    pub fn reply_to(self, event_id: impl AsRef<str>) -> Action {
+        let event_id = event_id.as_ref();
         let mut content = crate::homeserver::notice_content(&self.plain, &self.html);
         content["m.relates_to"] = serde_json::json!({"m.in_reply_to": {"event_id": event_id}});
         Action::Send { event_type: "m.room.message".into(), content }
     }
 
     /// As an edit (`m.replace`) of the notice `event_id`.
-    pub fn replacing(self, event_id: &str) -> Action {
+    pub fn replacing(self, event_id: impl AsRef<str>) -> Action {
+        let event_id = event_id.as_ref();
         let new = crate::homeserver::notice_content(&self.plain, &self.html);
         let mut content = crate::homeserver::notice_content(&format!("* {}", self.plain), &format!("* {}", self.html));
         content["m.new_content"] = new;
@@ -277,7 +279,8 @@ impl Msg {
 }
 
 /// A reaction (`m.annotation`) with `key` on `event_id`.
-pub fn react(event_id: &str, key: &str) -> Action {
+pub fn react(event_id: impl AsRef<str>, key: &str) -> Action {
+    let event_id = event_id.as_ref();
     Action::Send {
         event_type: "m.reaction".into(),
         content: serde_json::json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": event_id, "key": key}}),

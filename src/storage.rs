@@ -470,7 +470,8 @@ fn decode_u64(bytes: &[u8]) -> u64 {
 }
 
 /// Key of a (first, second) pair: `first \0 second`.
-pub fn pair_key(first: &str, second: &str) -> Vec<u8> {
+pub fn pair_key(first: impl AsRef<str>, second: impl AsRef<str>) -> Vec<u8> {
+    let (first, second) = (first.as_ref(), second.as_ref());
     let mut k = Vec::with_capacity(first.len() + second.len() + 1);
     k.extend_from_slice(first.as_bytes());
     k.push(0);

@@ -56,6 +56,53 @@ pub async fn start(policy: &str, extra_config: &str) -> Bench {
 }
 
 impl Bench {
+    /// PUTs transaction `txn` with `events`, as the homeserver would; it must be taken in.
+    pub async fn put(&self, client: &reqwest::Client, txn: u64, events: Vec<serde_json::Value>) {
+        let res = client
+            .put(format!("{}/{txn}", self.url))
+            .bearer_auth(&self.hs_token)
+            .json(&serde_json::json!({"events": events}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+
+    /// Sends knocks by `users` on `room` at `rate` per second as Synapse would: one
+    /// transaction in flight, each carrying every knock that has arrived meanwhile (numbered
+    /// from `txn + 1`). Returns when each user's knock was sent, the last transaction number,
+    /// and the number of knocks in each transaction.
+    pub async fn send_paced(
+        &self,
+        client: &reqwest::Client,
+        room: &str,
+        users: &[String],
+        rate: u64,
+        mut txn: u64,
+    ) -> (std::collections::HashMap<String, std::time::Instant>, u64, Vec<usize>) {
+        let mut sent_at = std::collections::HashMap::new();
+        let mut batches = Vec::new();
+        let start = std::time::Instant::now();
+        let mut next = 0;
+        while next < users.len() {
+            let due = ((start.elapsed().as_micros() as u64 * rate / 1_000_000) as usize + 1).min(users.len());
+            if due <= next {
+                tokio::time::sleep(Duration::from_micros(200)).await;
+                continue;
+            }
+            let events: Vec<_> = (next..due).map(|i| knock(i, room, &users[i])).collect();
+            let t = std::time::Instant::now();
+            for u in &users[next..due] {
+                sent_at.insert(u.clone(), t);
+            }
+            batches.push(due - next);
+            txn += 1;
+            self.put(client, txn, events).await;
+            next = due;
+        }
+        (sent_at, txn, batches)
+    }
+
     pub async fn stop(self) {
         self.stopper.stop().await;
         self.running.await.unwrap().unwrap();

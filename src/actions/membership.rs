@@ -12,9 +12,9 @@
 //! "Already in the room" is recognised by the membership, not by the homeserver's wording: a
 //! refused invite of someone the homeserver shows invited or joined is done.
 
-use ruma::{OwnedUserId, RoomId, UserId};
+use ruma::{RoomId, UserId};
 
-use super::{failure_notice, rooms::room_id};
+use super::failure_notice;
 use crate::{
     control::verdicts::{self, Finished},
     homeserver::{HsError, MembershipChange},
@@ -45,12 +45,11 @@ pub async fn perform(shared: &Shared, action: &Action, fresh: bool) -> Result<Ac
     else {
         return Err(ActionError::Permanent(format!("not an invite, kick or ban: {}", action.describe())));
     };
-    let room = room_id(room)?;
-    let user = OwnedUserId::try_from(user.as_str()).map_err(|e| ActionError::Permanent(e.to_string()))?;
+    let (room, user) = (room.clone(), user.clone());
     let check = if fresh && verdict.is_none() {
-        check_store(shared, &room, &user, knock_event.as_deref(), *audit_id)?
+        check_store(shared, &room, &user, knock_event.as_deref().map(|e| e.as_str()), *audit_id)?
     } else {
-        check_homeserver(shared, *change, &room, &user, knock_event.as_deref()).await?
+        check_homeserver(shared, *change, &room, &user, knock_event.as_deref().map(|e| e.as_str())).await?
     };
     match check {
         Check::Go => {}

@@ -21,7 +21,7 @@ pub(super) struct Found {
     pub review: Option<ReviewItem>,
     pub audit_id: Option<u64>,
     /// The knock event the verdict answers.
-    pub knock_event: String,
+    pub knock_event: ruma::OwnedEventId,
 }
 
 impl Ctx<'_> {

@@ -6,7 +6,7 @@
 //! [`finish`] writes what came of it (the audit entry, the review item, the reply) when it is
 //! done, in the transaction that removes it from the outbox.
 
-use ruma::OwnedUserId;
+use ruma::{OwnedEventId, OwnedUserId, RoomId, UserId};
 
 use super::{
     command::{RoomArg, Target},
@@ -62,15 +62,15 @@ impl Ctx<'_> {
         tracing::info!(by = %by, user = %found.user, room = %found.room, ?verdict, "verdict queued");
         let act = Action::Act {
             change: verdict.change(),
-            room_id: found.room.to_string(),
-            user_id: found.user.to_string(),
+            room_id: found.room,
+            user_id: found.user.clone(),
             reason,
             audit_id: found.audit_id,
             notify: false,
             knock_event: Some(found.knock_event),
             verdict: Some(ModeratorVerdict {
                 by,
-                reply_to: self.reply_to.to_owned(),
+                reply_to: OwnedEventId::try_from(self.reply_to).map_err(|e| ActionError::Permanent(e.to_string()))?,
                 review: found.review.map(|r| r.number),
                 command: !self.by_reaction,
             }),
@@ -101,8 +101,8 @@ pub fn finish(
     store: &Store,
     v: &ModeratorVerdict,
     change: MembershipChange,
-    room: &str,
-    user: &str,
+    room: &RoomId,
+    user: &UserId,
     audit_id: Option<u64>,
     finished: Finished,
 ) -> Result<Vec<Op>, StoreError> {

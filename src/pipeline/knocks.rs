@@ -47,7 +47,8 @@ fn aliases_ready(store: &Store, set: &PolicySet) -> Result<bool, StoreError> {
 }
 
 /// A room as shown to people: its first known alias, else its ID.
-pub fn room_label(store: &Store, room: &str) -> String {
+pub fn room_label(store: &Store, room: impl AsRef<str>) -> String {
+    let room = room.as_ref();
     store.aliases_of(room).ok().and_then(|a| a.into_iter().next()).unwrap_or_else(|| room.to_owned())
 }
 
@@ -61,7 +62,7 @@ pub fn entry_notice(
     closed: Option<&str>,
 ) -> notices::Msg {
     notices::knock(&notices::KnockNotice {
-        user: &e.user_id,
+        user: e.user_id.as_str(),
         room: &room_label(store, &e.room_id),
         reason: e.reason.as_deref(),
         displayname: e.displayname.as_deref(),
@@ -155,6 +156,10 @@ pub fn on_knock(shared: &Shared, entry: &InboxEntry, head: &EventHead, user: &st
     let store = &shared.store;
     let event = &entry.item.event;
     let room = head.room_id.as_str();
+    let Ok(user_id) = ruma::OwnedUserId::try_from(user) else {
+        tracing::warn!(room, state_key = user, event_id = %head.event_id, "a knock whose state key is not a user ID; dropped");
+        return Ok(Knocked::Ops(vec![]));
+    };
     let active = shared.policies.current();
     if !aliases_ready(store, &active.set)? {
         return Ok(Knocked::NotReady);
@@ -167,9 +172,9 @@ pub fn on_knock(shared: &Shared, entry: &InboxEntry, head: &EventHead, user: &st
     // server chose (a knock dated 2100 would count as recent forever, one dated 1970 never).
     let received = entry.item.received_ms;
     let mut rec = KnockRecord {
-        room_id: room.to_owned(),
-        user_id: user.to_owned(),
-        event_id: head.event_id.to_string(),
+        room_id: head.room_id.clone(),
+        user_id: user_id.clone(),
+        event_id: head.event_id.clone(),
         reason: text("reason"),
         displayname: text("displayname"),
         origin_server_ts: ts,
@@ -226,8 +231,8 @@ pub fn on_knock(shared: &Shared, entry: &InboxEntry, head: &EventHead, user: &st
     let mut audit = AuditEntry {
         id: audit_id,
         time_ms: now,
-        room_id: room.to_owned(),
-        user_id: user.to_owned(),
+        room_id: head.room_id.clone(),
+        user_id: user_id.clone(),
         event_id: rec.event_id.clone(),
         reason: clip(rec.reason.clone(), MAX_AUDIT_TEXT),
         displayname: clip(rec.displayname.clone(), MAX_AUDIT_TEXT),
@@ -274,8 +279,8 @@ pub fn on_knock(shared: &Shared, entry: &InboxEntry, head: &EventHead, user: &st
             let reason = d.reason.clone().unwrap_or_else(|| default_reason(d.action, d.rule.as_deref()));
             let act = Action::Act {
                 change,
-                room_id: room.to_owned(),
-                user_id: user.to_owned(),
+                room_id: head.room_id.clone(),
+                user_id: user_id.clone(),
                 reason,
                 audit_id: Some(audit_id),
                 notify,
@@ -291,8 +296,8 @@ pub fn on_knock(shared: &Shared, entry: &InboxEntry, head: &EventHead, user: &st
             ops.extend(Store::put_review(&ReviewItem {
                 number,
                 audit_id,
-                room_id: room.to_owned(),
-                user_id: user.to_owned(),
+                room_id: head.room_id.clone(),
+                user_id: user_id.clone(),
                 event_id: rec.event_id.clone(),
                 reason: clip(rec.reason.clone(), MAX_AUDIT_TEXT),
                 created_ms: now,

@@ -121,8 +121,8 @@ mod tests {
     fn act(user: &str, due: u64) -> OutboxEntry {
         let action = Action::Act {
             change: MembershipChange::Invite,
-            room_id: "!r:x".into(),
-            user_id: user.into(),
+            room_id: "!r:x".try_into().unwrap(),
+            user_id: user.try_into().unwrap(),
             reason: String::new(),
             audit_id: None,
             notify: false,

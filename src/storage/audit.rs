@@ -1,5 +1,6 @@
 //! The audit log (every decision and what came of it), review items, and the alias cache.
 
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -33,10 +34,10 @@ pub enum Outcome {
 pub struct AuditEntry {
     pub id: u64,
     pub time_ms: u64,
-    pub room_id: String,
-    pub user_id: String,
+    pub room_id: OwnedRoomId,
+    pub user_id: OwnedUserId,
     /// The knock event.
-    pub event_id: String,
+    pub event_id: OwnedEventId,
     /// The knock's reason and display name (clipped to 1,000 characters).
     pub reason: Option<String>,
     pub displayname: Option<String>,
@@ -60,13 +61,13 @@ pub struct ReviewItem {
     /// The short number moderators use (`#12`).
     pub number: u64,
     pub audit_id: u64,
-    pub room_id: String,
-    pub user_id: String,
-    pub event_id: String,
+    pub room_id: OwnedRoomId,
+    pub user_id: OwnedUserId,
+    pub event_id: OwnedEventId,
     pub reason: Option<String>,
     pub created_ms: u64,
     /// The control-room notice announcing it, once posted.
-    pub notice_event: Option<String>,
+    pub notice_event: Option<OwnedEventId>,
     /// `None` while open; else how it ended.
     #[serde(default, deserialize_with = "lenient_opt")]
     pub closed: Option<Resolution>,
@@ -267,8 +268,12 @@ impl Store {
     }
 
     /// The open review item for a knocker in a room, if any (one index lookup).
-    pub fn open_review_for(&self, room: &str, user: &str) -> Result<Option<ReviewItem>, StoreError> {
-        match self.tree(T::OpenReviews).get(pair_key(room, user))? {
+    pub fn open_review_for(
+        &self,
+        room: impl AsRef<str>,
+        user: impl AsRef<str>,
+    ) -> Result<Option<ReviewItem>, StoreError> {
+        match self.tree(T::OpenReviews).get(pair_key(room.as_ref(), user.as_ref()))? {
             Some(n) => Ok(self.review(super::decode_u64(&n))?.filter(|r| r.closed.is_none())),
             None => Ok(None),
         }

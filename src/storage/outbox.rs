@@ -3,7 +3,7 @@
 //! Entries are written in the same transaction as the decision that made them and removed
 //! only once the homeserver has done what they say (or they are given up on, with a reason).
 
-use ruma::OwnedUserId;
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 use serde::{Deserialize, Serialize};
 
 use super::{Op, Store, StoreError, T, inbox::seq_of, now_ms};
@@ -16,7 +16,7 @@ pub enum Subject {
     /// The control room: its messages, edits and reactions, and the commands sent there.
     ControlRoom,
     /// One knocker in one room: the decisions on their knocks.
-    Knocker { room_id: String, user_id: String },
+    Knocker { room_id: OwnedRoomId, user_id: OwnedUserId },
     /// A room's own state: joining, fetching its state and members, catching up.
     Room(String),
     /// The policies' aliases.
@@ -29,7 +29,7 @@ pub enum Subject {
 pub struct ModeratorVerdict {
     pub by: OwnedUserId,
     /// The event the reply goes to: the command, or the review notice reacted to.
-    pub reply_to: String,
+    pub reply_to: OwnedEventId,
     /// The review item the verdict closes, if the knock has one.
     pub review: Option<u64>,
     /// Given as a command (which gets ✅ or ❌ when done), not as a reaction.
@@ -64,8 +64,8 @@ pub enum Action {
     /// is no longer their membership (they knocked again, withdrew, or a person acted).
     Act {
         change: MembershipChange,
-        room_id: String,
-        user_id: String,
+        room_id: OwnedRoomId,
+        user_id: OwnedUserId,
         reason: String,
         /// The decision's audit entry (none for a knock no policy decided).
         audit_id: Option<u64>,
@@ -73,7 +73,7 @@ pub enum Action {
         notify: bool,
         /// The knock event this answers (absent in actions queued by older versions).
         #[serde(default)]
-        knock_event: Option<String>,
+        knock_event: Option<OwnedEventId>,
         /// Set when a moderator decided, not a policy.
         #[serde(default)]
         verdict: Option<ModeratorVerdict>,

@@ -1,5 +1,6 @@
 //! What the bot remembers about rooms and knocks.
 
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 use serde::{Deserialize, Serialize};
 
 use super::{Op, Store, StoreError, T, pair_key};
@@ -42,9 +43,9 @@ pub struct RoomRecord {
 /// A knock on record: pending until the knocker's membership changes.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct KnockRecord {
-    pub room_id: String,
-    pub user_id: String,
-    pub event_id: String,
+    pub room_id: OwnedRoomId,
+    pub user_id: OwnedUserId,
+    pub event_id: OwnedEventId,
     pub reason: Option<String>,
     pub displayname: Option<String>,
     pub origin_server_ts: u64,
@@ -105,8 +106,8 @@ impl Store {
             .collect())
     }
 
-    pub fn knock(&self, room_id: &str, user_id: &str) -> Result<Option<KnockRecord>, StoreError> {
-        self.get_json(T::Knocks, &pair_key(room_id, user_id))
+    pub fn knock(&self, room_id: impl AsRef<str>, user_id: impl AsRef<str>) -> Result<Option<KnockRecord>, StoreError> {
+        self.get_json(T::Knocks, &pair_key(room_id.as_ref(), user_id.as_ref()))
     }
 
     /// Ops that record a knock (and index its user).

@@ -196,12 +196,12 @@ mod tests {
         ReviewItem {
             number,
             audit_id: number,
-            room_id: "!r:x".into(),
-            user_id: format!("@u{number}:x"),
-            event_id: format!("$k{number}"),
+            room_id: "!r:x".try_into().unwrap(),
+            user_id: format!("@u{number}:x").try_into().unwrap(),
+            event_id: format!("$k{number}").try_into().unwrap(),
             reason: None,
             created_ms,
-            notice_event: Some(format!("$n{number}")),
+            notice_event: Some(format!("$n{number}").try_into().unwrap()),
             closed: closed_ms.map(|_| crate::storage::Resolution::Text { text: "approved".into() }),
             closed_ms,
         }

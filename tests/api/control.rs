@@ -78,7 +78,7 @@ impl TestApp {
             store.review(n).unwrap().is_some_and(|i| i.notice_event.is_some())
         })
         .await;
-        self.store.review(n).unwrap().unwrap().notice_event.unwrap()
+        self.store.review(n).unwrap().unwrap().notice_event.unwrap().to_string()
     }
 
     pub(crate) fn sent(&self, kind: &str) -> Vec<Recorded> {
