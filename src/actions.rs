@@ -90,16 +90,8 @@ impl Perform for Actions {
                 let mut m = Msg::new();
                 m.text(&format!("⚠️ Could not {}: {error}", action.describe()));
                 m.line().text(&format!("Kept as failed action {number}: !knock retry {number} tries again."));
-                Ok(vec![store.outbox_push(failure_notice(m))?])
+                Ok(vec![store.outbox_push(m.failure_notice())?])
             }
         }
-    }
-}
-
-/// A notice about a failed action (if it fails itself, that is not reported again).
-pub fn failure_notice(m: Msg) -> Action {
-    match m.notice() {
-        Action::Notice { plain, html, .. } => Action::Notice { plain, html, about_failure: true },
-        other => other,
     }
 }

@@ -94,6 +94,12 @@ pub trait Interests {
     fn is_knocker(&self, user: &str) -> bool;
 }
 
+/// Debug builds only (the test suite): an event of this type injects a fault, to test that
+/// knockwarden survives and reports it. `content.fault` is `handler` (a panic while handling
+/// this event) or `worker` (a panic that stops the worker task). See the worker.
+#[cfg(debug_assertions)]
+pub const FAULT_EVENT_TYPE: &str = "org.knockwarden.test.fault";
+
 /// Whether knockwarden needs this event: membership events in managed rooms, of pending
 /// knockers and of the bot itself, every knock, messages and reactions in the control room,
 /// power levels and join rules of managed rooms and the control room. Everything else is
@@ -118,7 +124,7 @@ pub fn is_wanted(head: &EventHead, view: &impl Interests) -> bool {
         }
         // Debug builds (the test suite) only: injected faults (see the worker).
         #[cfg(debug_assertions)]
-        crate::pipeline::worker::FAULT_EVENT_TYPE => true,
+        FAULT_EVENT_TYPE => true,
         _ => false,
     }
 }

@@ -259,6 +259,12 @@ impl Msg {
         Action::Notice { plain: self.plain, html: self.html, about_failure: false }
     }
 
+    /// As a notice about a failed action or event (if posting it fails, that is not
+    /// reported again).
+    pub fn failure_notice(self) -> Action {
+        Action::Notice { plain: self.plain, html: self.html, about_failure: true }
+    }
+
     /// As a notice replying to `event_id`.
     pub fn reply_to(self, event_id: impl AsRef<str>) -> Action {
         let event_id = event_id.as_ref();

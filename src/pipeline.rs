@@ -56,14 +56,9 @@ impl Shared {
     /// Whether decisions are only reported: the config's `dry_run`, the policy's, or the
     /// run-time switch kept in the store.
     pub fn dry_run(&self, policy_dry_run: bool) -> bool {
-        self.config.dry_run
-            || policy_dry_run
-            || self.store.get_meta(DRY_RUN_KEY).ok().flatten().as_deref() == Some("on")
+        self.config.dry_run || policy_dry_run || self.store.dry_run_switch().ok().flatten().unwrap_or(false)
     }
 }
-
-/// Meta key of the run-time dry-run switch (`on`/`off`).
-pub const DRY_RUN_KEY: &str = "dry_run";
 
 /// Meta key under which the resolved control room ID is kept.
 pub const CONTROL_ROOM_KEY: &str = "control_room_id";

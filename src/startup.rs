@@ -222,6 +222,7 @@ fn queue_startup_actions(shared: &Shared) {
     let pending: Vec<Action> = store.outbox_all().unwrap_or_default().into_iter().map(|(_, e)| e.action).collect();
     let mut actions = vec![Action::JoinControlRoom, Action::ResolveAliases];
     for room in store.joined_rooms().unwrap_or_default() {
+        let Ok(room) = ruma::OwnedRoomId::try_from(room) else { continue };
         actions.push(Action::FetchRoomState { room_id: room.clone() });
         actions.push(Action::CatchUp { room_id: room });
     }

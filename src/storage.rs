@@ -434,6 +434,15 @@ impl Store {
         Ok(self.tree(T::Counters).get(name.as_bytes())?.map(|v| decode_u64(&v)).unwrap_or(0))
     }
 
+    /// The run-time dry-run switch (`!knock dry-run on|off`), if it was ever set.
+    pub fn dry_run_switch(&self) -> Result<Option<bool>, StoreError> {
+        Ok(self.get_meta(DRY_RUN_KEY)?.map(|v| v == "on"))
+    }
+
+    pub fn set_dry_run_switch(&self, on: bool) -> Result<(), StoreError> {
+        self.set_meta(DRY_RUN_KEY, if on { "on" } else { "off" })
+    }
+
     pub fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self.tree(T::Meta).get(key.as_bytes())?.map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
@@ -443,6 +452,9 @@ impl Store {
         Ok(())
     }
 }
+
+/// Meta key of the run-time dry-run switch (stored as `on`/`off`).
+const DRY_RUN_KEY: &str = "dry_run";
 
 /// Opens sled's database. The file lock of a database just closed in this process (a restart
 /// within one process, as in tests) is released by sled's background threads a moment later:

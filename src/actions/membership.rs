@@ -14,7 +14,6 @@
 
 use ruma::{RoomId, UserId};
 
-use super::failure_notice;
 use crate::{
     control::verdicts::{self, Finished},
     homeserver::{HsError, MembershipChange},
@@ -187,7 +186,7 @@ pub fn record_failure(shared: &Shared, action: &Action, error: &str, number: u64
     if let Some((_, op)) = settled {
         ops.push(op);
     }
-    ops.push(store.outbox_push(failure_notice(m))?);
+    ops.push(store.outbox_push(m.failure_notice())?);
     Ok(ops)
 }
 

@@ -1,7 +1,7 @@
 //! Rooms: joining the control room, answering invitations, reading a room's state and
 //! members, catching up on knocks, resolving the policies' aliases.
 
-use ruma::{OwnedRoomId, RoomAliasId};
+use ruma::{RoomAliasId, RoomId, UserId};
 
 use crate::{
     control::moderators,
@@ -13,33 +13,27 @@ use crate::{
     storage::{Action, BotMembership, Origin, Store},
 };
 
-pub(crate) fn room_id(s: &str) -> Result<OwnedRoomId, ActionError> {
-    OwnedRoomId::try_from(s).map_err(|e| ActionError::Permanent(format!("bad room ID {s}: {e}")))
-}
-
 pub async fn join_control_room(shared: &Shared) -> Result<Vec<Action>, ActionError> {
     let id = shared.homeserver.join(&shared.config.control_room).await?;
     shared.store.set_meta(crate::pipeline::CONTROL_ROOM_KEY, id.as_str())?;
     tracing::info!(room = %id, "in the control room");
     // Its power levels say who may steer knockwarden, its members who still can.
-    Ok(vec![Action::FetchRoomState { room_id: id.to_string() }, Action::FetchMembers { room_id: id.to_string() }])
+    Ok(vec![Action::FetchRoomState { room_id: id.clone() }, Action::FetchMembers { room_id: id }])
 }
 
-pub async fn answer_invite(shared: &Shared, room: &str, inviter: &str) -> Result<Vec<Action>, ActionError> {
-    let room = room_id(room)?;
-    if moderators::is_moderator(shared, inviter).await? {
-        shared.homeserver.join(<&ruma::RoomOrAliasId>::from(&*room)).await?;
+pub async fn answer_invite(shared: &Shared, room: &RoomId, inviter: &UserId) -> Result<Vec<Action>, ActionError> {
+    if moderators::is_moderator(shared, inviter.as_str()).await? {
+        shared.homeserver.join(<&ruma::RoomOrAliasId>::from(room)).await?;
         tracing::info!(%room, %inviter, "joined at a moderator's invitation");
     } else {
-        shared.homeserver.leave(&room).await?;
+        shared.homeserver.leave(room).await?;
         tracing::warn!(%room, %inviter, "declined an invitation from a non-moderator");
     }
     Ok(vec![])
 }
 
 /// Fetches knocks the bot could not see and takes them in, like pushed ones.
-pub async fn catch_up(shared: &Shared, room: &str) -> Result<Vec<Action>, ActionError> {
-    let room = room_id(room)?;
+pub async fn catch_up(shared: &Shared, room: &RoomId) -> Result<Vec<Action>, ActionError> {
     let knocks = shared.homeserver.knocking_members(&room).await?;
     let n = knocks.len();
     let origin = Origin::CatchUp { room_id: room.to_string() };
@@ -52,8 +46,7 @@ pub async fn catch_up(shared: &Shared, room: &str) -> Result<Vec<Action>, Action
     Ok(vec![])
 }
 
-pub async fn fetch_members(shared: &Shared, room: &str) -> Result<Vec<Action>, ActionError> {
-    let room = room_id(room)?;
+pub async fn fetch_members(shared: &Shared, room: &RoomId) -> Result<Vec<Action>, ActionError> {
     let members = shared.homeserver.joined_members(&room).await?;
     let ops: Vec<_> = members.iter().flat_map(|u| Store::set_member(room.as_str(), u, true)).collect();
     shared.store.commit(&ops)?;
@@ -61,8 +54,7 @@ pub async fn fetch_members(shared: &Shared, room: &str) -> Result<Vec<Action>, A
     Ok(vec![])
 }
 
-pub async fn fetch_state(shared: &Shared, room: &str) -> Result<Vec<Action>, ActionError> {
-    let room = room_id(room)?;
+pub async fn fetch_state(shared: &Shared, room: &RoomId) -> Result<Vec<Action>, ActionError> {
     room_state::fetch(shared, &room).await?;
     let is_control = shared.control_room_id().as_deref() == Some(room.as_ref());
     if !is_control && shared.store.bot_membership(room.as_str())? == Some(BotMembership::Joined) {

@@ -8,10 +8,7 @@ use super::{
 use crate::{
     live_policies::{self, SetOutcome},
     notices::Msg,
-    pipeline::{
-        DRY_RUN_KEY,
-        knocks::{self, Context},
-    },
+    pipeline::knocks::{self, Context},
     policy::format_problems,
     runner::ActionError,
     storage::{Action, now_ms},
@@ -239,7 +236,7 @@ impl Ctx<'_> {
         match mode {
             DryRunMode::On | DryRunMode::Off => {
                 let on = mode == DryRunMode::On;
-                store.set_meta(DRY_RUN_KEY, if on { "on" } else { "off" })?;
+                store.set_dry_run_switch(on)?;
                 tracing::info!(by = self.sender, on, "dry run switched");
                 let mut text = format!(
                     "Dry run is now {} (set by {}): {}",
@@ -253,8 +250,9 @@ impl Ctx<'_> {
                 Ok(Done::text(true, &text))
             }
             DryRunMode::Status => {
-                let switch = store.get_meta(DRY_RUN_KEY)?.unwrap_or_else(|| "off".into());
-                let on = config || switch == "on";
+                let switch = store.dry_run_switch()?.unwrap_or(false);
+                let on = config || switch;
+                let switch = if switch { "on" } else { "off" };
                 let text = format!(
                     "Dry run is {}: config dry_run {}, run-time switch {switch}. Policies may also set dry_run for their rooms.",
                     if on { "on" } else { "off" },

@@ -9,6 +9,8 @@
 //! [`super::verdicts`], [`super::reports`] (pending, rooms, stats, log),
 //! [`super::policy_admin`] (policy, explain, dry-run), [`super::failed`] (failed, retry).
 
+use ruma::{EventId, UserId};
+
 use super::{
     command::{self, Command, Parsed, Target},
     message::Verdict,
@@ -48,7 +50,13 @@ impl Done {
 pub(super) type Refusal = Done;
 
 /// Runs a command sent by `sender` in message `event_id`; returns the actions to queue.
-pub async fn command(shared: &Shared, event_id: &str, sender: &str, text: &str) -> Result<Vec<Action>, ActionError> {
+pub async fn command(
+    shared: &Shared,
+    event_id: &EventId,
+    sender: &UserId,
+    text: &str,
+) -> Result<Vec<Action>, ActionError> {
+    let (event_id, sender) = (event_id.as_str(), sender.as_str());
     if !moderators::is_moderator(shared, sender).await? {
         tracing::warn!(sender, "a command from someone who is not a moderator; nothing done");
         return Ok(vec![moderators::not_a_moderator(shared, sender).reply_to(event_id)]);
@@ -82,7 +90,13 @@ pub async fn command(shared: &Shared, event_id: &str, sender: &str, text: &str) 
 
 /// Handles a reaction on a control-room event: ✅ approves, ❌ denies, 🔨 bans the review
 /// item whose notice it is on. Other reactions, and reactions on other events, are ignored.
-pub async fn reaction(shared: &Shared, sender: &str, target: &str, key: &str) -> Result<Vec<Action>, ActionError> {
+pub async fn reaction(
+    shared: &Shared,
+    sender: &UserId,
+    target: &EventId,
+    key: &str,
+) -> Result<Vec<Action>, ActionError> {
+    let (sender, target) = (sender.as_str(), target.as_str());
     let Some(verdict) = Verdict::from_key(key) else { return Ok(vec![]) };
     let Some(item) = shared.store.review_by_notice(target)? else { return Ok(vec![]) };
     if !moderators::is_moderator(shared, sender).await? {

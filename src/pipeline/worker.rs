@@ -114,7 +114,7 @@ fn fail_event(shared: &Shared, entry: &InboxEntry, panic: &str) -> Result<(), St
         let mut m = Msg::new();
         m.text(&format!("⚠️ Could not handle the event {event_id}: {why}"));
         m.line().text(&format!("Kept as failed item {number}: !knock retry {number} tries again."));
-        Ok(vec![store.outbox_push(crate::actions::failure_notice(m))?])
+        Ok(vec![store.outbox_push(m.failure_notice())?])
     })?;
     shared.outbox_ready.notify_one();
     Ok(())
@@ -147,16 +147,16 @@ fn handle(shared: &Shared, entry: &InboxEntry) -> Result<Handled, StoreError> {
                 let action = if in_control || is_configured_control_alias_target(shared, event) {
                     Action::JoinControlRoom
                 } else {
-                    Action::AnswerInvite { room_id: room.to_owned(), inviter: head.sender.to_string() }
+                    Action::AnswerInvite { room_id: head.room_id.clone(), inviter: head.sender.clone() }
                 };
                 tracing::info!(room, inviter = %head.sender, "invited");
                 ops.push(store.outbox_push(action)?);
             }
             Some("join") => {
                 tracing::info!(room, "joined");
-                ops.push(store.outbox_push(Action::FetchRoomState { room_id: room.to_owned() })?);
-                ops.push(store.outbox_push(Action::FetchMembers { room_id: room.to_owned() })?);
-                ops.push(store.outbox_push(Action::CatchUp { room_id: room.to_owned() })?);
+                ops.push(store.outbox_push(Action::FetchRoomState { room_id: head.room_id.clone() })?);
+                ops.push(store.outbox_push(Action::FetchMembers { room_id: head.room_id.clone() })?);
+                ops.push(store.outbox_push(Action::CatchUp { room_id: head.room_id.clone() })?);
             }
             Some(m) => {
                 tracing::info!(room, membership = m, by = %head.sender, "the bot's membership changed")
@@ -199,31 +199,27 @@ fn handle(shared: &Shared, entry: &InboxEntry) -> Result<Handled, StoreError> {
         "m.room.message" | "m.reaction" if in_control && head.sender == shared.bot => {}
         "m.room.message" if in_control => {
             if let Some(text) = control::message::command_text(event, shared.bot.as_str()) {
-                let (event_id, sender) = (head.event_id.to_string(), head.sender.to_string());
+                let (event_id, sender) = (head.event_id.clone(), head.sender.clone());
                 ops.push(store.outbox_push(Action::Command { event_id, sender, text })?);
             }
         }
         "m.reaction" if in_control => {
             if let Some((target, key)) = control::message::reaction(event)
                 && control::message::Verdict::from_key(&key).is_some()
+                && let Ok(target) = ruma::OwnedEventId::try_from(target)
             {
-                let sender = head.sender.to_string();
+                let sender = head.sender.clone();
                 ops.push(store.outbox_push(Action::Reaction { sender, target, key })?);
             }
         }
         #[cfg(debug_assertions)]
-        FAULT_EVENT_TYPE => fault(event),
+        crate::events::FAULT_EVENT_TYPE => fault(event),
         _ => tracing::debug!(room, kind = %head.kind, "nothing to do"),
     }
     Ok(Handled::Ops(ops))
 }
 
-/// Debug builds only (the test suite): an event of this type injects a fault, to test that
-/// knockwarden survives and reports it. `content.fault` is `handler` (a panic while handling
-/// this event) or `worker` (a panic that stops the worker task).
-#[cfg(debug_assertions)]
-pub const FAULT_EVENT_TYPE: &str = "org.knockwarden.test.fault";
-
+/// Debug builds only: injects the fault an [`crate::events::FAULT_EVENT_TYPE`] event asks for.
 #[cfg(debug_assertions)]
 fn fault(event: &Value) {
     match event.pointer("/content/fault").and_then(Value::as_str) {

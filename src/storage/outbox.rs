@@ -18,7 +18,7 @@ pub enum Subject {
     /// One knocker in one room: the decisions on their knocks.
     Knocker { room_id: OwnedRoomId, user_id: OwnedUserId },
     /// A room's own state: joining, fetching its state and members, catching up.
-    Room(String),
+    Room(OwnedRoomId),
     /// The policies' aliases.
     Aliases,
 }
@@ -43,13 +43,13 @@ pub enum Action {
     /// Join the control room (on every start).
     JoinControlRoom,
     /// The bot was invited to a room: join if the inviter is a moderator, else decline.
-    AnswerInvite { room_id: String, inviter: String },
+    AnswerInvite { room_id: OwnedRoomId, inviter: OwnedUserId },
     /// Fetch knocks the bot could not see (`/members?membership=knock`) and take them in.
-    CatchUp { room_id: String },
+    CatchUp { room_id: OwnedRoomId },
     /// Fetch a room's power levels (and, for managed rooms, its join rule and version).
-    FetchRoomState { room_id: String },
+    FetchRoomState { room_id: OwnedRoomId },
     /// Fetch the joined members of a room the bot joined.
-    FetchMembers { room_id: String },
+    FetchMembers { room_id: OwnedRoomId },
     /// Post a notice in the control room. `about_failure`: it reports a failed action (if
     /// it fails itself, no notice is posted about that).
     Notice {
@@ -81,9 +81,9 @@ pub enum Action {
     /// Announce a review item in the control room.
     ReviewNotice { number: u64 },
     /// Carry out a control-room command (`text` is what follows `!knock` or the mention).
-    Command { event_id: String, sender: String, text: String },
+    Command { event_id: OwnedEventId, sender: OwnedUserId, text: String },
     /// A reaction on a control-room event: ✅, ❌ or 🔨 on a review notice resolve it.
-    Reaction { sender: String, target: String, key: String },
+    Reaction { sender: OwnedUserId, target: OwnedEventId, key: String },
     /// Post an event (a reply, a reaction, an edit) in the control room.
     Send { event_type: String, content: serde_json::Value },
     /// A review item was closed: edit its notice to say how, and (with `reply`) reply to it so
@@ -219,5 +219,24 @@ impl Store {
 
     pub fn outbox_len(&self) -> usize {
         self.len(T::Outbox)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_queued_by_the_previous_version_read_back() {
+        // As 0.1 wrote them: IDs as strings, no knock event, audit ID a plain number.
+        let old = r#"{"action":{"action":"act","change":"kick","room_id":"!r:x","user_id":"@u:x","reason":"no","audit_id":7,"notify":true},"created_ms":1,"attempts":2,"not_before_ms":3,"last_error":null}"#;
+        let e: OutboxEntry = serde_json::from_str(old).unwrap();
+        let Action::Act { audit_id, knock_event, verdict, user_id, .. } = &e.action else { panic!("{e:?}") };
+        assert_eq!((*audit_id, knock_event, verdict), (Some(7), &None, &None));
+        assert_eq!(user_id.as_str(), "@u:x");
+        let cmd = r#"{"action":"command","event_id":"$c","sender":"@m:x","text":"pending"}"#;
+        assert!(matches!(serde_json::from_str::<Action>(cmd).unwrap(), Action::Command { .. }));
+        let notice = r#"{"action":"notice","plain":"p","html":"h"}"#;
+        assert!(matches!(serde_json::from_str::<Action>(notice).unwrap(), Action::Notice { about_failure: false, .. }));
     }
 }
