@@ -34,7 +34,7 @@ pub async fn answer_invite(shared: &Shared, room: &RoomId, inviter: &UserId) -> 
 
 /// Fetches knocks the bot could not see and takes them in, like pushed ones.
 pub async fn catch_up(shared: &Shared, room: &RoomId) -> Result<Vec<Action>, ActionError> {
-    let knocks = shared.homeserver.knocking_members(&room).await?;
+    let knocks = shared.homeserver.knocking_members(room).await?;
     let n = knocks.len();
     let origin = Origin::CatchUp { room_id: room.to_string() };
     let (outcome, _, _) = intake::take_events(shared, &origin, None, knocks.iter().map(|k| k.get()))?;
@@ -47,7 +47,7 @@ pub async fn catch_up(shared: &Shared, room: &RoomId) -> Result<Vec<Action>, Act
 }
 
 pub async fn fetch_members(shared: &Shared, room: &RoomId) -> Result<Vec<Action>, ActionError> {
-    let members = shared.homeserver.joined_members(&room).await?;
+    let members = shared.homeserver.joined_members(room).await?;
     let ops: Vec<_> = members.iter().flat_map(|u| Store::set_member(room.as_str(), u, true)).collect();
     shared.store.commit(&ops)?;
     tracing::debug!(%room, members = members.len(), "learned the members");
@@ -55,8 +55,8 @@ pub async fn fetch_members(shared: &Shared, room: &RoomId) -> Result<Vec<Action>
 }
 
 pub async fn fetch_state(shared: &Shared, room: &RoomId) -> Result<Vec<Action>, ActionError> {
-    room_state::fetch(shared, &room).await?;
-    let is_control = shared.control_room_id().as_deref() == Some(room.as_ref());
+    room_state::fetch(shared, room).await?;
+    let is_control = shared.control_room_id().as_deref() == Some(room);
     if !is_control && shared.store.bot_membership(room.as_str())? == Some(BotMembership::Joined) {
         room_state::warn_if_changed(shared, room.as_str())?;
         shared.outbox_ready.notify_one();
