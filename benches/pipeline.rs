@@ -2,7 +2,7 @@
 //! moment the invite request reaches the homeserver, at 1,000 knocks per second.
 //!
 //! Run with `cargo bench --bench pipeline`. knockwarden runs in this process (the real
-//! `Application`: HTTP server, sled on a temporary directory, worker, executor, matrix-sdk
+//! `Application`: HTTP server, sled on a temporary directory, worker, runner, matrix-sdk
 //! client) against the in-process fake homeserver of the test suite. The sender plays Synapse:
 //! one transaction in flight at a time, each carrying every knock that arrived meanwhile.
 

@@ -33,7 +33,7 @@ use tokio::{
 use crate::{
     homeserver::HsError,
     storage::{FailedItem, Op, OutboxEntry, Store, StoreError, now_ms},
-    supervise::{Task, Tasks, panic_message},
+    supervise::{Tasks, panic_message},
 };
 
 /// Longest wait between two attempts.
@@ -138,7 +138,6 @@ pub async fn run<P: Perform>(
     settings: Settings,
     tasks: Arc<Tasks>,
 ) {
-    let _running = tasks.running(Task::Runner);
     let mut lanes = lanes::Lanes::default();
     let mut in_flight: JoinSet<(u64, Next)> = JoinSet::new();
     // Learn of new actions from the store's feed, then read what is queued already.

@@ -17,6 +17,7 @@ use crate::{
     notices,
     pipeline::{self, Shared},
     storage::{Action, Store, StoreError},
+    supervise::{Running, Task},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -150,18 +151,24 @@ impl Application {
     pub async fn run_until_stopped(self) -> Result<(), StartError> {
         let Application { server, shared, stop_tx, _watcher: watcher, .. } = self;
         queue_startup_actions(&shared);
-        let worker = tokio::spawn(pipeline::worker::run(shared.clone()));
-        let runner = tokio::spawn(crate::runner::run(
-            Arc::new(crate::actions::Actions { shared: shared.clone() }),
-            shared.store.clone(),
-            shared.outbox_ready.clone(),
-            shared.stopping.clone(),
-            crate::runner::Settings {
-                max_in_flight: shared.config.homeserver.max_concurrent_requests,
-                give_up_after: shared.config.actions.give_up_after,
-                started_ms: shared.started_ms,
-            },
-            shared.tasks.clone(),
+        // Marked running before they are spawned, so /health never sees them not started; a
+        // task that ends, or panics, clears its mark.
+        let (worker_mark, runner_mark) = (shared.tasks.running(Task::Worker), shared.tasks.running(Task::Runner));
+        let worker = tokio::spawn(supervised(worker_mark, pipeline::worker::run(shared.clone())));
+        let runner = tokio::spawn(supervised(
+            runner_mark,
+            crate::runner::run(
+                Arc::new(crate::actions::Actions { shared: shared.clone() }),
+                shared.store.clone(),
+                shared.outbox_ready.clone(),
+                shared.stopping.clone(),
+                crate::runner::Settings {
+                    max_in_flight: shared.config.homeserver.max_concurrent_requests,
+                    give_up_after: shared.config.actions.give_up_after,
+                    started_ms: shared.started_ms,
+                },
+                shared.tasks.clone(),
+            ),
         ));
         let expiry = tokio::spawn(crate::control::expiry::run(shared.clone()));
         let retention = tokio::spawn(crate::retention::run(shared.clone()));
@@ -183,6 +190,12 @@ impl Application {
         tracing::info!("stopped");
         served.map_err(StartError::Server)
     }
+}
+
+/// Runs a long-running task holding its [`Running`] mark.
+async fn supervised(mark: Running, task: impl std::future::Future<Output = ()>) {
+    let _mark = mark;
+    task.await
 }
 
 /// Reloads policies when their files change; tells the log and the control room.

@@ -5,7 +5,10 @@
 //! to a single event or action that panics is up to its task (it is caught there, and the
 //! item goes to the failed list).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, AtomicU64, Ordering},
+};
 
 /// The tasks `/health` reports on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,10 +45,10 @@ impl Tasks {
         }
     }
 
-    /// Marks `t` running until the returned mark is dropped.
-    pub fn running(&self, t: Task) -> Running<'_> {
+    /// Marks `t` running until the returned mark is dropped (move it into the task).
+    pub fn running(self: &Arc<Self>, t: Task) -> Running {
         self.flag(t).store(true, Ordering::SeqCst);
-        Running { tasks: self, task: t }
+        Running { tasks: self.clone(), task: t }
     }
 
     pub fn is_running(&self, t: Task) -> bool {
@@ -69,12 +72,12 @@ impl Tasks {
 }
 
 /// A task's mark: cleared on drop (the task returned, or unwound from a panic).
-pub struct Running<'a> {
-    tasks: &'a Tasks,
+pub struct Running {
+    tasks: Arc<Tasks>,
     task: Task,
 }
 
-impl Drop for Running<'_> {
+impl Drop for Running {
     fn drop(&mut self) {
         self.tasks.flag(self.task).store(false, Ordering::SeqCst);
         if std::thread::panicking() {

@@ -87,7 +87,7 @@ pub async fn take_transaction(shared: &Shared, txn_id: &str, body: &[u8]) -> Res
     let (outcome, dropped, malformed) = take_events(shared, &origin, Some((txn_id, &hash)), events)?;
     // The worker may start on the events while they are being flushed; the homeserver hears
     // 200 only once they are durable. Should knockwarden die before the flush completes, the
-    // homeserver sends the transaction again, and acting twice is prevented by the executor's
+    // homeserver sends the transaction again, and acting twice is prevented by the runner's
     // check of the knocker's membership before it acts.
     if outcome.stored > 0 {
         shared.inbox_ready.notify_one();

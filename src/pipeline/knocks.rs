@@ -323,7 +323,7 @@ pub fn on_knock(shared: &Shared, entry: &InboxEntry, head: &EventHead, user: &st
 }
 
 /// A knocker's membership changed away from `knock`: close the knock, its audit entry (unless
-/// knockwarden itself acted: the executor settles those) and its review item.
+/// knockwarden itself acted: the runner settles those) and its review item.
 pub fn on_change(shared: &Shared, head: &EventHead, user: &str, membership: &str) -> Result<Vec<Op>, StoreError> {
     let store = &shared.store;
     let room = head.room_id.as_str();

@@ -24,13 +24,11 @@ use crate::{
     notices::Msg,
     room_state,
     storage::{Action, FailedItem, InboxEntry, Op, Store, StoreError},
-    supervise::{Task, panic_message},
+    supervise::panic_message,
 };
 
 /// Runs until the service stops, finishing the event in hand first.
 pub async fn run(shared: Shared) {
-    let tasks = shared.tasks.clone();
-    let _running = tasks.running(Task::Worker);
     let mut stopping = shared.stopping.clone();
     loop {
         if *stopping.borrow() {

@@ -14,7 +14,7 @@ pub enum BotMembership {
     Left,
 }
 
-/// What knockwarden knows of a room's state (written by the worker and the executor through
+/// What knockwarden knows of a room's state (written by the worker and the runner through
 /// [`Store::update_room`]; the bot's own membership is kept apart, see [`Store::bot_membership`]).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct RoomRecord {
