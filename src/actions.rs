@@ -45,6 +45,7 @@ impl Perform for Actions {
         let then = |v: Vec<Action>| Ok(Performed::Then(v));
         match &entry.action {
             Action::JoinControlRoom => then(rooms::join_control_room(shared).await?),
+            Action::Reconcile => then(rooms::reconcile(shared).await?),
             Action::AnswerInvite { room_id, inviter } => then(rooms::answer_invite(shared, room_id, inviter).await?),
             Action::CatchUp { room_id } => then(rooms::catch_up(shared, room_id).await?),
             Action::FetchMembers { room_id } => then(rooms::fetch_members(shared, room_id).await?),

@@ -104,6 +104,9 @@ pub trait Homeserver: Send + Sync + 'static {
     /// `POST /_matrix/client/v3/rooms/{roomId}/leave` (also declines an invite).
     async fn leave(&self, room: &RoomId) -> Result<(), HsError>;
 
+    /// `GET /_matrix/client/v3/joined_rooms`: the rooms the bot is joined to.
+    async fn joined_rooms(&self) -> Result<Vec<OwnedRoomId>, HsError>;
+
     /// `GET /_matrix/client/v3/rooms/{roomId}/joined_members`: the joined user IDs.
     async fn joined_members(&self, room: &RoomId) -> Result<Vec<String>, HsError>;
 

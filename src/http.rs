@@ -9,6 +9,7 @@
 //! | `POST /_matrix/app/v1/ping` | the homeserver checks we are up |
 //! | `GET /_matrix/app/v1/users/{userId}` (and legacy `/users/{userId}`) | user query |
 //! | `GET /_matrix/app/v1/rooms/{roomAlias}` (and legacy `/rooms/{roomAlias}`) | alias query |
+//! | `GET /ready` | policies loaded and the start-up catch-up done: 200, else 503 |
 //! | `GET /health` | storage usable and the worker and runner running: 200, else 503 |
 
 mod appservice;
@@ -51,7 +52,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(appservice::ping))
             .default_service(web::to(wrong_method)),
     )
-    .service(web::resource("/health").route(web::get().to(health)).default_service(web::to(wrong_method)));
+    .service(web::resource("/health").route(web::get().to(health)).default_service(web::to(wrong_method)))
+    .service(web::resource("/ready").route(web::get().to(ready)).default_service(web::to(wrong_method)));
 }
 
 /// For `App::default_service`: any other path.
@@ -85,5 +87,17 @@ async fn health(state: web::Data<HttpState>) -> HttpResponse {
         HttpResponse::ServiceUnavailable().json(body(format!("not running: {}", stopped.join(", "))))
     } else {
         HttpResponse::Ok().json(body("ok".into()))
+    }
+}
+
+/// `GET /ready`: 200 once the policies are loaded (they are before anything listens) and the
+/// start-up reconciliation with the homeserver, with its catch-up on knocks, is done; 503
+/// before. Not authenticated; reads one flag.
+async fn ready(state: web::Data<HttpState>) -> HttpResponse {
+    if state.shared.tasks.is_ready() {
+        HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({"status": "starting: catching up with the homeserver"}))
     }
 }

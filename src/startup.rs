@@ -228,17 +228,13 @@ fn report_reload(store: &Store, outbox_ready: &Notify, outcome: Result<Reload, l
     }
 }
 
-/// On every start: join the control room, and catch up on knocks in every joined room. (Old
-/// records are pruned by [`crate::retention`], at start and then periodically.)
+/// On every start: join the control room, resolve the policies' aliases, and learn from the
+/// homeserver which rooms the bot is in, catching up on knocks in each ([`Action::Reconcile`]).
+/// (Old records are pruned by [`crate::retention`], at start and then periodically.)
 fn queue_startup_actions(shared: &Shared) {
     let store = &shared.store;
     let pending: Vec<Action> = store.outbox_all().unwrap_or_default().into_iter().map(|(_, e)| e.action).collect();
-    let mut actions = vec![Action::JoinControlRoom, Action::ResolveAliases];
-    for room in store.joined_rooms().unwrap_or_default() {
-        let Ok(room) = ruma::OwnedRoomId::try_from(room) else { continue };
-        actions.push(Action::FetchRoomState { room_id: room.clone() });
-        actions.push(Action::CatchUp { room_id: room });
-    }
+    let mut actions = vec![Action::JoinControlRoom, Action::ResolveAliases, Action::Reconcile];
     actions.retain(|a| !pending.contains(a));
     if let Err(e) = store.enqueue(actions) {
         tracing::error!(error = %e, "cannot queue the start-up actions");

@@ -35,6 +35,8 @@ pub struct Tasks {
     runner: AtomicBool,
     /// When the oldest queued action was queued (ms since the epoch; 0: none queued).
     oldest_action_ms: AtomicU64,
+    /// The start-up reconciliation with the homeserver (and its catch-up) is done.
+    ready: AtomicBool,
 }
 
 impl Tasks {
@@ -58,6 +60,15 @@ impl Tasks {
     /// The tasks that should run and do not.
     pub fn stopped(&self) -> Vec<Task> {
         [Task::Worker, Task::Runner].into_iter().filter(|t| !self.is_running(*t)).collect()
+    }
+
+    /// The first reconciliation with the homeserver is done: knockwarden is ready.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
     }
 
     /// Set by the runner whenever its queue changes.

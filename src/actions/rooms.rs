@@ -1,7 +1,9 @@
 //! Rooms: joining the control room, answering invitations, reading a room's state and
 //! members, catching up on knocks, resolving the policies' aliases.
 
-use ruma::{RoomAliasId, RoomId, UserId};
+use std::collections::BTreeSet;
+
+use ruma::{OwnedRoomId, RoomAliasId, RoomId, UserId};
 
 use crate::{
     control::moderators,
@@ -30,6 +32,60 @@ pub async fn answer_invite(shared: &Shared, room: &RoomId, inviter: &UserId) -> 
         tracing::warn!(%room, %inviter, "declined an invitation from a non-moderator");
     }
     Ok(vec![])
+}
+
+/// Makes the store agree with the homeserver on which rooms the bot is in (the homeserver is
+/// the source of truth: a database restored from a backup, or started afresh, does not know
+/// of rooms the bot joined), then reads each joined room's state, members and the knocks made
+/// while knockwarden was not running. A room that cannot be read now is queued to be read
+/// again. Marks knockwarden ready (`/ready`) when done.
+pub async fn reconcile(shared: &Shared) -> Result<Vec<Action>, ActionError> {
+    let store = &shared.store;
+    let known: BTreeSet<String> = store.joined_rooms()?.into_iter().collect();
+    let joined: BTreeSet<OwnedRoomId> = match shared.homeserver.joined_rooms().await {
+        Ok(rooms) => rooms.into_iter().collect(),
+        // A homeserver without the endpoint (it is in every spec version: none should) says
+        // nothing; the store's view stands.
+        Err(HsError::Api { status: 404, errcode, .. }) if errcode == "M_UNRECOGNIZED" => {
+            tracing::warn!("the homeserver does not answer joined_rooms; going by the rooms the store knows");
+            known.iter().filter_map(|r| OwnedRoomId::try_from(r.as_str()).ok()).collect()
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let mut ops = Vec::new();
+    for gone in known.iter().filter(|r| !joined.iter().any(|j| j.as_str() == r.as_str())) {
+        tracing::info!(room = %gone, "the homeserver says the bot is no longer in this room");
+        ops.push(Store::put_bot_membership(gone, BotMembership::Left));
+    }
+    let mut new = Vec::new();
+    for room in joined.iter().filter(|j| !known.contains(j.as_str())) {
+        tracing::info!(%room, "the homeserver says the bot is in this room; it was not on record");
+        ops.push(Store::put_bot_membership(room.as_str(), BotMembership::Joined));
+        new.push(room.clone());
+    }
+    store.commit(&ops)?;
+    let control = shared.control_room_id();
+    let mut follow_ups = Vec::new();
+    for room in &joined {
+        if new.contains(room) {
+            follow_ups.push(Action::FetchMembers { room_id: room.clone() });
+        }
+        if control.as_ref() == Some(room) {
+            continue;
+        }
+        // Each room on its own: one that fails is read again later, the others go on.
+        if let Err(e) = fetch_state(shared, room).await {
+            tracing::warn!(%room, error = %e, "cannot read the room's state now; queued");
+            follow_ups.push(Action::FetchRoomState { room_id: room.clone() });
+        }
+        if let Err(e) = catch_up(shared, room).await {
+            tracing::warn!(%room, error = %e, "cannot catch up on the room's knocks now; queued");
+            follow_ups.push(Action::CatchUp { room_id: room.clone() });
+        }
+    }
+    tracing::info!(rooms = joined.len(), "rooms reconciled with the homeserver; caught up");
+    shared.tasks.set_ready();
+    Ok(follow_ups)
 }
 
 /// Fetches knocks the bot could not see and takes them in, like pushed ones.

@@ -50,6 +50,10 @@ impl<H: Homeserver> Homeserver for Limited<H> {
         limited!(self, self.inner.leave(room))
     }
 
+    async fn joined_rooms(&self) -> Result<Vec<OwnedRoomId>, HsError> {
+        limited!(self, self.inner.joined_rooms())
+    }
+
     async fn joined_members(&self, room: &RoomId) -> Result<Vec<String>, HsError> {
         limited!(self, self.inner.joined_members(room))
     }

@@ -17,8 +17,8 @@ use matrix_sdk::{
         client::{
             alias::get_alias,
             membership::{
-                ban_user, get_member_events, invite_user, join_room_by_id_or_alias, joined_members, kick_user,
-                leave_room,
+                ban_user, get_member_events, invite_user, join_room_by_id_or_alias, joined_members, joined_rooms,
+                kick_user, leave_room,
             },
             message::send_message_event,
             state::get_state_event_for_key,
@@ -153,6 +153,10 @@ impl Homeserver for MatrixHomeserver {
             Raw::from_json(raw),
         );
         Ok(self.client.send(req).await.map_err(hs_error)?.event_id)
+    }
+
+    async fn joined_rooms(&self) -> Result<Vec<OwnedRoomId>, HsError> {
+        Ok(self.client.send(joined_rooms::v3::Request::new()).await.map_err(hs_error)?.joined_rooms)
     }
 
     async fn joined_members(&self, room: &RoomId) -> Result<Vec<String>, HsError> {

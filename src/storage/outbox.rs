@@ -21,6 +21,8 @@ pub enum Subject {
     Room(OwnedRoomId),
     /// The policies' aliases.
     Aliases,
+    /// Which rooms the bot is in.
+    Rooms,
 }
 
 /// A moderator's verdict on a knock (a command or a reaction), carried out as an
@@ -42,6 +44,9 @@ pub struct ModeratorVerdict {
 pub enum Action {
     /// Join the control room (on every start).
     JoinControlRoom,
+    /// On every start: ask the homeserver which rooms the bot is in, make the store agree, and
+    /// read each joined room's state and the knocks made there meanwhile.
+    Reconcile,
     /// The bot was invited to a room: join if the inviter is a moderator, else decline.
     AnswerInvite { room_id: OwnedRoomId, inviter: OwnedUserId },
     /// Fetch knocks the bot could not see (`/members?membership=knock`) and take them in.
@@ -103,6 +108,7 @@ impl Action {
             | Action::FetchRoomState { room_id }
             | Action::FetchMembers { room_id } => Subject::Room(room_id.clone()),
             Action::ResolveAliases => Subject::Aliases,
+            Action::Reconcile => Subject::Rooms,
             Action::JoinControlRoom
             | Action::Notice { .. }
             | Action::ReviewNotice { .. }
@@ -117,6 +123,7 @@ impl Action {
     pub fn describe(&self) -> String {
         match self {
             Action::JoinControlRoom => "join the control room".into(),
+            Action::Reconcile => "learn from the homeserver which rooms the bot is in".into(),
             Action::AnswerInvite { room_id, inviter } => format!("answer {inviter}'s invitation to {room_id}"),
             Action::CatchUp { room_id } => format!("catch up on the knocks in {room_id}"),
             Action::FetchRoomState { room_id } => format!("read the state of {room_id}"),

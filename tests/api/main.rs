@@ -6,6 +6,7 @@ mod control;
 mod helpers;
 mod hostile;
 mod membership;
+mod operations;
 mod pipeline;
 mod policies;
 mod routes;

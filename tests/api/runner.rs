@@ -257,6 +257,9 @@ impl Homeserver for Buggy {
     async fn leave(&self, room: &RoomId) -> Result<(), HsError> {
         self.0.leave(room).await
     }
+    async fn joined_rooms(&self) -> Result<Vec<OwnedRoomId>, HsError> {
+        self.0.joined_rooms().await
+    }
     async fn joined_members(&self, room: &RoomId) -> Result<Vec<String>, HsError> {
         self.0.joined_members(room).await
     }

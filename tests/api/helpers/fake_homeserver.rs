@@ -38,6 +38,9 @@ struct State {
     aliases: HashMap<String, String>,
     /// room ID -> joined user IDs.
     members: HashMap<String, Vec<String>>,
+    /// The rooms the bot is in, for `GET /joined_rooms` (`None`: answered 404 M_UNRECOGNIZED,
+    /// so knockwarden keeps the store's view; most tests push the bot's joins instead).
+    bot_rooms: Option<Vec<String>>,
     /// Answer every other membership change (invite, kick, ban) with 500.
     flaky: bool,
     /// Membership changes of these users are answered with this status, always.
@@ -170,6 +173,11 @@ impl FakeHomeserver {
         self.state.lock().unwrap().members.insert(room.to_owned(), users.iter().map(|u| u.to_string()).collect());
     }
 
+    /// The rooms `GET /joined_rooms` lists from now on.
+    pub fn set_joined_rooms(&self, rooms: &[&str]) {
+        self.state.lock().unwrap().bot_rooms = Some(rooms.iter().map(|r| r.to_string()).collect());
+    }
+
     pub fn set_alias(&self, alias: &str, room: &str) {
         self.state.lock().unwrap().aliases.insert(alias.to_owned(), room.to_owned());
     }
@@ -277,6 +285,10 @@ fn respond(req: &HttpRequest, body: &web::Bytes, state: &web::Data<Mutex<State>>
             }
             HttpResponse::Ok().json(json!({"event_id": format!("$sent-{txn}")}))
         }
+        ("GET", ["joined_rooms"]) => match &st.bot_rooms {
+            Some(rooms) => HttpResponse::Ok().json(json!({"joined_rooms": rooms})),
+            None => matrix_error(404, "M_UNRECOGNIZED", "Unrecognized request"),
+        },
         ("GET", ["rooms", room, "joined_members"]) => {
             // The members set by hand, and those whose membership state is `join`.
             let by_state = st.state.iter().filter(|((r, kind, _), ev)| {

@@ -1,0 +1,97 @@
+//! Operations: the homeserver is the source of truth about the rooms the bot is in, and
+//! `/ready` says when the start-up catch-up is done.
+
+use std::time::Duration;
+
+use knockwarden::storage::BotMembership;
+use serde_json::Value;
+
+use crate::{
+    control::homeserver,
+    helpers::{
+        AppOptions, BOT, CONTROL_ROOM, FakeHomeserver, TestApp, eventually, knock_event, member_event, spawn_app_in,
+    },
+};
+
+const ROOM: &str = "!support:test.local";
+const POLICY: &str = "rooms: [\"!support:test.local\"]\nrules:\n  - { name: everyone, action: accept }\n";
+
+fn dir_with_policy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+    std::fs::write(dir.path().join("policies/p.yaml"), POLICY).unwrap();
+    dir
+}
+
+async fn ready(app: &TestApp) -> (u16, Value) {
+    let res = app.client.get(format!("{}/ready", app.address)).send().await.unwrap();
+    (res.status().as_u16(), res.json().await.unwrap())
+}
+
+async fn until_ready(app: &TestApp) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while ready(app).await.0 != 200 {
+        assert!(std::time::Instant::now() < deadline, "not ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_room_the_bot_is_in_but_the_store_never_saw_is_caught_up_on_start() {
+    // A fresh database; the bot is already in the room, where someone knocked meanwhile.
+    let hs: FakeHomeserver = homeserver().await;
+    hs.set_joined_rooms(&[CONTROL_ROOM, ROOM]);
+    hs.set_knocks(ROOM, vec![knock_event("$early", ROOM, "@early:x.example", Some("hi"))]);
+    hs.set_knocking(ROOM, "@early:x.example", "$early");
+    let app = spawn_app_in(dir_with_policy(), hs, AppOptions::default()).await;
+    until_ready(&app).await;
+    assert_eq!(app.store.bot_membership(ROOM).unwrap(), Some(BotMembership::Joined));
+    eventually("the early knock is invited", || {
+        app.homeserver.membership(ROOM, "@early:x.example").as_deref() == Some("invite")
+    })
+    .await;
+    let r = app.say("1", "$c1", "!knock rooms").await;
+    assert!(r.starts_with("1 managed room(s)"), "{r}");
+    assert!(r.contains(ROOM), "{r}");
+}
+
+#[tokio::test]
+async fn a_room_the_homeserver_says_the_bot_left_is_forgotten_on_start() {
+    let hs: FakeHomeserver = homeserver().await;
+    let app = spawn_app_in(dir_with_policy(), hs, AppOptions::default()).await;
+    until_ready(&app).await;
+    app.push("j", vec![member_event("$j", ROOM, BOT, BOT, "join")]).await;
+    eventually("joined", || app.store.bot_membership(ROOM).unwrap() == Some(BotMembership::Joined)).await;
+    eventually("caught up once", || !app.homeserver.requests_to("GET", &format!("/rooms/{ROOM}/members")).is_empty())
+        .await;
+    let (dir, hs) = app.stop().await;
+    let catch_ups = hs.requests_to("GET", &format!("/rooms/{ROOM}/members")).len();
+    // Removed from the room while knockwarden was not running.
+    hs.set_joined_rooms(&[CONTROL_ROOM]);
+    let app = spawn_app_in(dir, hs, AppOptions::default()).await;
+    until_ready(&app).await;
+    assert_eq!(app.store.bot_membership(ROOM).unwrap(), Some(BotMembership::Left));
+    let r = app.say("1", "$c1", "!knock rooms").await;
+    assert_eq!(r, "knockwarden manages no room yet: a moderator invites it to one.");
+    assert_eq!(
+        app.homeserver.requests_to("GET", &format!("/rooms/{ROOM}/members")).len(),
+        catch_ups,
+        "no catch-up there"
+    );
+}
+
+#[tokio::test]
+async fn ready_waits_for_the_start_up_catch_up() {
+    let hs: FakeHomeserver = homeserver().await;
+    hs.set_joined_rooms(&[CONTROL_ROOM, ROOM]);
+    hs.delay("/members", Duration::from_millis(800));
+    let app = spawn_app_in(dir_with_policy(), hs, AppOptions::default()).await;
+    let (status, body) = ready(&app).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "starting: catching up with the homeserver");
+    until_ready(&app).await;
+    assert!(!app.homeserver.requests_to("GET", &format!("/rooms/{ROOM}/members")).is_empty());
+    // /health does not wait for it.
+    let res = app.client.get(format!("{}/health", app.address)).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+}
