@@ -104,6 +104,10 @@ pub trait Homeserver: Send + Sync + 'static {
     /// `POST /_matrix/client/v3/rooms/{roomId}/leave` (also declines an invite).
     async fn leave(&self, room: &RoomId) -> Result<(), HsError>;
 
+    /// `POST /_matrix/client/v1/appservice/{appserviceId}/ping`: the homeserver calls our
+    /// `/ping` back; returns how long that took it.
+    async fn ping(&self, appservice_id: &str) -> Result<Duration, HsError>;
+
     /// `GET /_matrix/client/v3/joined_rooms`: the rooms the bot is joined to.
     async fn joined_rooms(&self) -> Result<Vec<OwnedRoomId>, HsError>;
 

@@ -18,6 +18,7 @@ pub mod homeserver;
 pub mod http;
 pub mod live_policies;
 pub mod notices;
+pub mod ping;
 pub mod pipeline;
 pub mod policy;
 pub mod power;

@@ -52,6 +52,8 @@ pub struct Application {
     server: Server,
     shared: Shared,
     stop_tx: watch::Sender<bool>,
+    /// The registration's `id`, for the homeserver's ping.
+    appservice_id: String,
     /// Watches the policy directory until stopped.
     _watcher: live_policies::Watcher,
 }
@@ -131,7 +133,8 @@ impl Application {
         let watcher = watch_policies(&shared).map_err(StartError::Watch)?;
         report_reload(&shared.store, &shared.outbox_ready, shared.policies.reload());
 
-        Ok(Self { port, server, shared, stop_tx, _watcher: watcher })
+        let appservice_id = registration.id.clone();
+        Ok(Self { port, server, shared, stop_tx, appservice_id, _watcher: watcher })
     }
 
     /// The port the service listens on (useful when configured with port 0).
@@ -149,7 +152,7 @@ impl Application {
 
     /// Serves until stopped; then finishes in-flight work and flushes storage.
     pub async fn run_until_stopped(self) -> Result<(), StartError> {
-        let Application { server, shared, stop_tx, _watcher: watcher, .. } = self;
+        let Application { server, shared, stop_tx, appservice_id, _watcher: watcher, .. } = self;
         queue_startup_actions(&shared);
         // Marked running before they are spawned, so /health never sees them not started; a
         // task that ends, or panics, clears its mark.
@@ -172,6 +175,7 @@ impl Application {
         ));
         let expiry = tokio::spawn(crate::control::expiry::run(shared.clone()));
         let retention = tokio::spawn(crate::retention::run(shared.clone()));
+        let ping = tokio::spawn(crate::ping::run(shared.clone(), appservice_id));
         // Whatever was left in the inbox by a previous run is handled now.
         shared.inbox_ready.notify_one();
         shared.outbox_ready.notify_one();
@@ -184,6 +188,7 @@ impl Application {
         let _ = runner.await;
         let _ = expiry.await;
         let _ = retention.await;
+        let _ = ping.await;
         // Stop watching and wait for the watcher's thread, which holds the database open.
         tokio::task::spawn_blocking(move || watcher.stop()).await.ok();
         shared.store.flush().await.map_err(StartError::Flush)?;

@@ -50,6 +50,10 @@ impl<H: Homeserver> Homeserver for Limited<H> {
         limited!(self, self.inner.leave(room))
     }
 
+    async fn ping(&self, appservice_id: &str) -> Result<std::time::Duration, HsError> {
+        limited!(self, self.inner.ping(appservice_id))
+    }
+
     async fn joined_rooms(&self) -> Result<Vec<OwnedRoomId>, HsError> {
         limited!(self, self.inner.joined_rooms())
     }

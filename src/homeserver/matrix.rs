@@ -16,6 +16,7 @@ use matrix_sdk::{
         MatrixVersion,
         client::{
             alias::get_alias,
+            appservice::request_ping,
             membership::{
                 ban_user, get_member_events, invite_user, join_room_by_id_or_alias, joined_members, joined_rooms,
                 kick_user, leave_room,
@@ -153,6 +154,13 @@ impl Homeserver for MatrixHomeserver {
             Raw::from_json(raw),
         );
         Ok(self.client.send(req).await.map_err(hs_error)?.event_id)
+    }
+
+    async fn ping(&self, appservice_id: &str) -> Result<std::time::Duration, HsError> {
+        let req = request_ping::v1::Request::new(appservice_id.to_owned());
+        // The endpoint takes the as_token as an appservice token: send it whatever it is called.
+        let config = RequestConfig::new().disable_retry().timeout(REQUEST_TIMEOUT).force_auth();
+        Ok(self.client.send(req).with_request_config(config).await.map_err(hs_error)?.duration)
     }
 
     async fn joined_rooms(&self) -> Result<Vec<OwnedRoomId>, HsError> {

@@ -95,3 +95,38 @@ async fn ready_waits_for_the_start_up_catch_up() {
     let res = app.client.get(format!("{}/health", app.address)).send().await.unwrap();
     assert_eq!(res.status(), 200);
 }
+
+#[tokio::test]
+async fn a_homeserver_that_cannot_reach_knockwarden_is_reported_with_what_to_check() {
+    let hs: FakeHomeserver = homeserver().await;
+    let failed = serde_json::json!({"errcode": "M_CONNECTION_FAILED", "error": "Connection refused"});
+    hs.script("/appservice/knockwarden/ping", (0..3).map(|_| (502, failed.clone(), None)));
+    let app = spawn_app_in(dir_with_policy(), hs, AppOptions::default()).await;
+    eventually("reported in the control room", || {
+        app.sent("m.room.message")
+            .iter()
+            .any(|r| r.body["body"].as_str().is_some_and(|b| b.contains("cannot reach knockwarden")))
+    })
+    .await;
+    let notice: Vec<String> = app
+        .sent("m.room.message")
+        .iter()
+        .filter_map(|r| r.body["body"].as_str().filter(|b| b.contains("ping")).map(str::to_owned))
+        .collect();
+    assert_eq!(notice.len(), 1, "{notice:#?}");
+    assert!(notice[0].contains("registration's `url`") && notice[0].contains("appservice.listen"), "{}", notice[0]);
+    assert_eq!(app.homeserver.requests_to("POST", "/appservice/knockwarden/ping").len(), 3, "tried three times");
+    // Still running: knocks are handled.
+    assert_eq!(app.client.get(format!("{}/health", app.address)).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn a_working_ping_is_only_logged() {
+    let hs: FakeHomeserver = homeserver().await;
+    hs.script("/appservice/knockwarden/ping", [(200, serde_json::json!({"duration_ms": 4}), None)]);
+    let app = spawn_app_in(dir_with_policy(), hs, AppOptions::default()).await;
+    until_ready(&app).await;
+    eventually("pinged", || app.homeserver.requests_to("POST", "/appservice/knockwarden/ping").len() == 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!app.sent("m.room.message").iter().any(|r| r.body["body"].as_str().is_some_and(|b| b.contains("ping"))));
+}

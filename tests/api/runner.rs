@@ -257,6 +257,9 @@ impl Homeserver for Buggy {
     async fn leave(&self, room: &RoomId) -> Result<(), HsError> {
         self.0.leave(room).await
     }
+    async fn ping(&self, id: &str) -> Result<Duration, HsError> {
+        self.0.ping(id).await
+    }
     async fn joined_rooms(&self) -> Result<Vec<OwnedRoomId>, HsError> {
         self.0.joined_rooms().await
     }
