@@ -78,6 +78,13 @@ pub struct HomeserverConfig {
     pub max_concurrent_requests: usize,
 }
 
+/// Prometheus metrics (see [`crate::metrics`]).
+#[derive(Debug, Clone, Default)]
+pub struct MetricsConfig {
+    /// Where `GET /metrics` is served (its own listener); `None`: not served.
+    pub listen: Option<SocketAddr>,
+}
+
 /// How actions are carried out (see [`crate::runner`]).
 #[derive(Debug, Clone)]
 pub struct ActionsConfig {
@@ -133,6 +140,7 @@ pub struct Config {
     pub review: ReviewConfig,
     pub retention: RetentionConfig,
     pub actions: ActionsConfig,
+    pub metrics: MetricsConfig,
 }
 
 /// Everything `serve` needs: the configuration and the registration it points at.
@@ -206,6 +214,12 @@ impl Config {
         }
         let give_up_after =
             crate::duration::parse(&raw.actions.give_up_after).map_err(|e| invalid("actions.give_up_after", e))?;
+        let metrics_listen = match &raw.metrics.listen {
+            None => None,
+            Some(a) => Some(a.parse::<SocketAddr>().map_err(|e| {
+                invalid("metrics.listen", format!("`{a}` is not an IP address and port such as 127.0.0.1:9101: {e}"))
+            })?),
+        };
 
         Ok(Config {
             file: file.to_owned(),
@@ -225,6 +239,7 @@ impl Config {
             review: ReviewConfig { expire_after, on_expiry: raw.review.on_expiry },
             retention,
             actions: ActionsConfig { give_up_after },
+            metrics: MetricsConfig { listen: metrics_listen },
         })
     }
 }

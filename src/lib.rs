@@ -17,6 +17,7 @@ pub mod events;
 pub mod homeserver;
 pub mod http;
 pub mod live_policies;
+pub mod metrics;
 pub mod notices;
 pub mod ping;
 pub mod pipeline;

@@ -35,6 +35,8 @@ pub struct Shared {
     pub outbox_ready: Arc<Notify>,
     /// Which long-running tasks are alive (for `/health`).
     pub tasks: Arc<Tasks>,
+    /// What `/metrics` reports.
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Becomes true when the service is stopping.
     pub stopping: watch::Receiver<bool>,
     /// When this process started (ms since the epoch): actions queued earlier, or retried,

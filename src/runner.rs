@@ -112,7 +112,7 @@ pub trait Perform: Send + Sync + 'static {
 }
 
 /// The runner's settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Settings {
     /// Actions in flight at once.
     pub max_in_flight: usize,
@@ -120,6 +120,8 @@ pub struct Settings {
     pub give_up_after: Duration,
     /// When this process started: actions queued earlier are not fresh.
     pub started_ms: u64,
+    /// Where attempts are counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// What became of one attempt.
@@ -170,7 +172,16 @@ pub async fn run<P: Perform>(
         while in_flight.len() < max {
             let Some((seq, entry)) = lanes.start_next(now) else { break };
             let fresh = entry.attempts == 0 && entry.created_ms >= settings.started_ms;
-            in_flight.spawn(attempt(perform.clone(), store.clone(), seq, entry, fresh, settings.give_up_after));
+            let metrics = settings.metrics.clone();
+            in_flight.spawn(attempt(
+                perform.clone(),
+                store.clone(),
+                seq,
+                entry,
+                fresh,
+                settings.give_up_after,
+                metrics,
+            ));
         }
         let due = lanes.next_due().map(|t| Duration::from_millis(t.saturating_sub(now_ms())));
         tokio::select! {
@@ -217,7 +228,9 @@ async fn attempt<P: Perform>(
     entry: OutboxEntry,
     fresh: bool,
     give_up_after: Duration,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> (u64, Next) {
+    let kind = entry.action.kind();
     let p = perform.clone();
     let e = entry.clone();
     let s = store.clone();
@@ -256,6 +269,12 @@ async fn attempt<P: Perform>(
             give_up(&*perform, &store, seq, entry, &why)
         }
     };
+    let outcome = match next {
+        Next::Done => "done",
+        Next::RetryAt(_) => "retried",
+        Next::Failed => "failed",
+    };
+    metrics.actions.get_or_create(&crate::metrics::ActionLabels { kind, outcome }).inc();
     (seq, next)
 }
 

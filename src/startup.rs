@@ -50,6 +50,8 @@ pub enum StartError {
 pub struct Application {
     port: u16,
     server: Server,
+    /// `GET /metrics`, on `metrics.listen`.
+    metrics_server: Option<(Server, u16)>,
     shared: Shared,
     stop_tx: watch::Sender<bool>,
     /// The registration's `id`, for the homeserver's ping.
@@ -81,13 +83,16 @@ impl Application {
         )
         .await
         .map_err(StartError::Homeserver)?;
-        let limit = settings.config.homeserver.max_concurrent_requests;
-        Self::build_with(settings, Arc::new(Limited::new(hs, limit))).await
+        Self::build_with(settings, Arc::new(hs)).await
     }
 
-    /// Builds the service with a given homeserver (tests put a fake here).
+    /// Builds the service with a given homeserver (tests put a fake here). Its requests are
+    /// limited to `homeserver.max_concurrent_requests` in flight, and timed for `/metrics`.
     pub async fn build_with(settings: Settings, homeserver: Arc<dyn Homeserver>) -> Result<Self, StartError> {
         let Settings { config, registration } = settings;
+        let metrics = crate::metrics::Metrics::new();
+        let homeserver: Arc<dyn Homeserver> =
+            Arc::new(Limited::new(homeserver, config.homeserver.max_concurrent_requests, metrics.clone()));
         let db_path = config.database.display().to_string();
         if let Some(parent) = config.database.parent() {
             std::fs::create_dir_all(parent)
@@ -99,6 +104,12 @@ impl Application {
             .map_err(|source| StartError::Listen { addr: config.appservice.listen.to_string(), source })?;
         let port = listener.local_addr().map_err(|source| StartError::Listen { addr: "?".into(), source })?.port();
 
+        let metrics_listener = match config.metrics.listen {
+            Some(addr) => {
+                Some(TcpListener::bind(addr).map_err(|source| StartError::Listen { addr: addr.to_string(), source })?)
+            }
+            None => None,
+        };
         let (stop_tx, stopping) = watch::channel(false);
         let max_body_bytes = config.appservice.max_body_bytes;
         let shared = Shared {
@@ -110,6 +121,7 @@ impl Application {
             inbox_ready: Arc::new(Notify::new()),
             outbox_ready: Arc::new(Notify::new()),
             tasks: Arc::new(crate::supervise::Tasks::default()),
+            metrics,
             stopping,
             started_ms: crate::storage::now_ms(),
         };
@@ -129,17 +141,30 @@ impl Application {
         .map_err(|source| StartError::Listen { addr: format!("port {port}"), source })?
         .run();
 
+        let metrics_server = match metrics_listener {
+            Some(l) => Some(
+                crate::metrics::serve(l, shared.clone())
+                    .map_err(|source| StartError::Listen { addr: "metrics.listen".into(), source })?,
+            ),
+            None => None,
+        };
+
         // Watch from now on, then catch any edit made since the policies were first read.
         let watcher = watch_policies(&shared).map_err(StartError::Watch)?;
-        report_reload(&shared.store, &shared.outbox_ready, shared.policies.reload());
+        report_reload(&shared, shared.policies.reload());
 
         let appservice_id = registration.id.clone();
-        Ok(Self { port, server, shared, stop_tx, appservice_id, _watcher: watcher })
+        Ok(Self { port, server, metrics_server, shared, stop_tx, appservice_id, _watcher: watcher })
     }
 
     /// The port the service listens on (useful when configured with port 0).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of `GET /metrics`, when `metrics.listen` is set.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_server.as_ref().map(|(_, p)| *p)
     }
 
     pub fn store(&self) -> &Store {
@@ -152,7 +177,11 @@ impl Application {
 
     /// Serves until stopped; then finishes in-flight work and flushes storage.
     pub async fn run_until_stopped(self) -> Result<(), StartError> {
-        let Application { server, shared, stop_tx, appservice_id, _watcher: watcher, .. } = self;
+        let Application { server, metrics_server, shared, stop_tx, appservice_id, _watcher: watcher, .. } = self;
+        let metrics = metrics_server.map(|(s, _)| {
+            let handle = s.handle();
+            (tokio::spawn(s), handle)
+        });
         queue_startup_actions(&shared);
         // Marked running before they are spawned, so /health never sees them not started; a
         // task that ends, or panics, clears its mark.
@@ -169,6 +198,7 @@ impl Application {
                     max_in_flight: shared.config.homeserver.max_concurrent_requests,
                     give_up_after: shared.config.actions.give_up_after,
                     started_ms: shared.started_ms,
+                    metrics: shared.metrics.clone(),
                 },
                 shared.tasks.clone(),
             ),
@@ -182,6 +212,10 @@ impl Application {
         tracing::info!(bot = %shared.bot, "knockwarden is running");
 
         let served = server.await;
+        if let Some((task, handle)) = metrics {
+            handle.stop(true).await;
+            let _ = task.await;
+        }
         tracing::info!("stopping: finishing in-flight work");
         let _ = stop_tx.send(true);
         let _ = worker.await;
@@ -205,13 +239,20 @@ async fn supervised(mark: Running, task: impl std::future::Future<Output = ()>) 
 
 /// Reloads policies when their files change; tells the log and the control room.
 fn watch_policies(shared: &Shared) -> Result<live_policies::Watcher, String> {
-    let store = shared.store.clone();
-    let outbox_ready = shared.outbox_ready.clone();
-    live_policies::watch(shared.policies.clone(), move |outcome| report_reload(&store, &outbox_ready, outcome))
+    let s = shared.clone();
+    live_policies::watch(shared.policies.clone(), move |outcome| report_reload(&s, outcome))
 }
 
-/// Logs a reload outcome and, unless nothing changed, tells the control room.
-fn report_reload(store: &Store, outbox_ready: &Notify, outcome: Result<Reload, live_policies::PolicyError>) {
+/// Logs a reload outcome and, unless nothing changed, tells the control room; counts it.
+fn report_reload(shared: &Shared, outcome: Result<Reload, live_policies::PolicyError>) {
+    let (store, outbox_ready) = (&shared.store, &shared.outbox_ready);
+    let counted = match &outcome {
+        Ok(Reload::Unchanged { .. }) => "unchanged",
+        Ok(Reload::Activated { .. }) => "activated",
+        Ok(Reload::Refused { .. }) | Err(_) => "refused",
+    };
+    crate::metrics::Metrics::add(&shared.metrics.reloads, counted, 1);
+    shared.metrics.policy_version.set(shared.policies.current().version as i64);
     let text = live_policies::describe(&outcome);
     let notice = match &outcome {
         Ok(Reload::Unchanged { .. }) => return,

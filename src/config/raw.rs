@@ -28,6 +28,15 @@ pub struct RawConfig {
     pub retention: RawRetention,
     #[serde(default)]
     pub actions: RawActions,
+    #[serde(default)]
+    pub metrics: RawMetrics,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    #[serde(default)]
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -37,7 +37,14 @@ pub async fn transaction(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_body(&req, payload, state.max_body_bytes).await?;
-    match intake::take_transaction(&state.shared, &txn_id, &body).await {
+    let taken = intake::take_transaction(&state.shared, &txn_id, &body).await;
+    let outcome = match &taken {
+        Ok(TxnOutcome::Replay) => "replayed",
+        Ok(TxnOutcome::Taken { .. }) => "taken",
+        Err(_) => "refused",
+    };
+    crate::metrics::Metrics::add(&state.shared.metrics.transactions, outcome, 1);
+    match taken {
         Ok(TxnOutcome::Replay) => {
             tracing::debug!(txn_id = %txn_id, "transaction replayed; nothing to do");
         }

@@ -5,6 +5,7 @@
 //! then flushed. Only then does the HTTP layer answer 200. The bot's own membership changes
 //! are recorded in the same transaction, so the next events of a room it just joined are kept.
 
+use crate::metrics::Metrics;
 use std::collections::HashMap;
 
 use ruma::{RoomId, UserId};
@@ -175,6 +176,11 @@ pub fn take_events<'a>(
         kept.push((head.event_id.to_string(), event));
     }
     let outcome = shared.store.ingest(origin, txn, kept, dropped, malformed, extra)?;
+    let events = &shared.metrics.events;
+    Metrics::add(events, "stored", outcome.stored as u64);
+    Metrics::add(events, "duplicate", outcome.duplicates as u64);
+    Metrics::add(events, "dropped", dropped);
+    Metrics::add(events, "malformed", malformed);
     tracing::debug!(
         ?origin,
         stored = outcome.stored,

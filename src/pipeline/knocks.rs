@@ -217,7 +217,13 @@ pub fn on_knock(shared: &Shared, entry: &InboxEntry, head: &EventHead, user: &st
     // What the policies need to know, counting this knock (not committed yet) in.
     let ctx = Context::gather(store, &active.set, room, &aliases, user, now)?;
     let label = ctx.label.clone();
+    let started = std::time::Instant::now();
     let d = policy.decide(&ctx.knock(user, rec.reason.as_deref(), rec.displayname.as_deref()));
+    let metrics = &shared.metrics;
+    metrics.decision.observe(started.elapsed().as_secs_f64());
+    let labels =
+        crate::metrics::KnockLabels { room: label.clone(), policy: d.policy.clone(), decision: d.action.as_str() };
+    metrics.knocks.get_or_create(&labels).inc();
     let dry_run = shared.dry_run(d.dry_run);
     let notify = d.notify.unwrap_or(match shared.config.notify {
         Notify::All => d.action != Verdict::Ignore,

@@ -119,6 +119,26 @@ impl Action {
         }
     }
 
+    /// Its kind, as the outbox names it (`act`, `notice`, …): for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::JoinControlRoom => "join_control_room",
+            Action::Reconcile => "reconcile",
+            Action::AnswerInvite { .. } => "answer_invite",
+            Action::CatchUp { .. } => "catch_up",
+            Action::FetchRoomState { .. } => "fetch_room_state",
+            Action::FetchMembers { .. } => "fetch_members",
+            Action::Notice { .. } => "notice",
+            Action::ResolveAliases => "resolve_aliases",
+            Action::Act { change, .. } => change.as_str(),
+            Action::ReviewNotice { .. } => "review_notice",
+            Action::Command { .. } => "command",
+            Action::Reaction { .. } => "reaction",
+            Action::Send { .. } => "send",
+            Action::ReviewClosed { .. } => "review_closed",
+        }
+    }
+
     /// What it does, for people (the failed list, logs).
     pub fn describe(&self) -> String {
         match self {

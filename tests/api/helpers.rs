@@ -57,6 +57,8 @@ impl Default for AppOptions {
 /// A running knockwarden on a random port, with its own database and fake homeserver.
 pub struct TestApp {
     pub address: String,
+    /// Where `GET /metrics` is served, when the config sets `metrics.listen`.
+    pub metrics_address: Option<String>,
     pub hs_token: String,
     pub store: Store,
     pub homeserver: FakeHomeserver,
@@ -146,10 +148,21 @@ pub async fn spawn_app_wrapping(
 fn run(app: Application, settings: &Settings, dir: tempfile::TempDir, homeserver: FakeHomeserver) -> TestApp {
     let hs_token = settings.registration.hs_token.clone();
     let address = format!("http://127.0.0.1:{}", app.port());
+    let metrics_address = app.metrics_port().map(|p| format!("http://127.0.0.1:{p}"));
     let store = app.store().clone();
     let stopper = app.stopper();
     let handle = tokio::spawn(app.run_until_stopped());
-    TestApp { address, hs_token, store, homeserver, dir, client: reqwest::Client::new(), stopper, handle }
+    TestApp {
+        address,
+        metrics_address,
+        hs_token,
+        store,
+        homeserver,
+        dir,
+        client: reqwest::Client::new(),
+        stopper,
+        handle,
+    }
 }
 
 fn init_logs() {

@@ -130,3 +130,49 @@ async fn a_working_ping_is_only_logged() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!app.sent("m.room.message").iter().any(|r| r.body["body"].as_str().is_some_and(|b| b.contains("ping"))));
 }
+
+#[tokio::test]
+async fn metrics_count_what_happened() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+    let policy = "rooms: [\"!support:test.local\"]\ndefault: deny\nrules:\n  - { name: friends, when: { reason: { contains: [friend] } }, action: accept }\n";
+    std::fs::write(dir.path().join("policies/p.yaml"), policy).unwrap();
+    let opts = AppOptions { extra_config: "metrics:\n  listen: \"127.0.0.1:0\"\n".into(), ..Default::default() };
+    let app = spawn_app_in(dir, homeserver().await, opts).await;
+    until_ready(&app).await;
+    for (i, (user, reason)) in
+        [("@a:x.example", "a friend"), ("@b:x.example", "friend of b"), ("@c:x.example", "spam")].iter().enumerate()
+    {
+        app.homeserver.set_knocking(ROOM, user, &format!("$k{i}"));
+        let body = serde_json::json!({"events": [knock_event(&format!("$k{i}"), ROOM, user, Some(reason))]});
+        assert_eq!(app.put_txn(&format!("t{i}"), &body).await.status(), 200);
+    }
+    // The homeserver sends the last one again.
+    let again = serde_json::json!({"events": [knock_event("$k2", ROOM, "@c:x.example", Some("spam"))]});
+    assert_eq!(app.put_txn("t2", &again).await.status(), 200);
+    eventually("settled", || app.store.outbox_len() == 0 && app.store.audit_len() == 3).await;
+    eventually("acted", || app.homeserver.membership(ROOM, "@c:x.example").as_deref() == Some("leave")).await;
+    let url = format!("{}/metrics", app.metrics_address.as_deref().expect("metrics are served"));
+    let text = app.client.get(&url).send().await.unwrap().text().await.unwrap();
+    for line in [
+        "knockwarden_transactions_total{outcome=\"taken\"} 3",
+        "knockwarden_transactions_total{outcome=\"replayed\"} 1",
+        "knockwarden_events_total{outcome=\"stored\"} 3",
+        "knockwarden_knocks_decided_total{room=\"!support:test.local\",policy=\"p\",decision=\"accept\"} 2",
+        "knockwarden_knocks_decided_total{room=\"!support:test.local\",policy=\"p\",decision=\"deny\"} 1",
+        "knockwarden_actions_total{kind=\"invite\",outcome=\"done\"} 2",
+        "knockwarden_actions_total{kind=\"kick\",outcome=\"done\"} 1",
+        "knockwarden_homeserver_request_duration_seconds_count{endpoint=\"invite\",outcome=\"ok\"} 2",
+        "knockwarden_decision_duration_seconds_count 3",
+        "knockwarden_queue_depth{queue=\"outbox\"} 0",
+        "knockwarden_failed_actions 0",
+        "knockwarden_review_items_pending 0",
+        "knockwarden_policy_version 1",
+        "knockwarden_build_info{version=\"0.1.0\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+    }
+    // Not on the appservice port.
+    let res = app.client.get(format!("{}/metrics", app.address)).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+}

@@ -1,0 +1,211 @@
+//! Prometheus metrics, with `prometheus-client`, served on `metrics.listen` (its own listener,
+//! never the appservice port) at `GET /metrics`.
+//!
+//! Names start with `knockwarden_`, carry their unit (`_seconds`, `_total`), and have low
+//! cardinality: rooms and policies are labels (an admin has a handful), users never are.
+//! Counters are counted where things happen; queue depths, the oldest action's age, the
+//! failed list and the pending reviews are read when scraped (from memory, or from small
+//! trees).
+
+use std::{sync::Arc, time::Duration};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::{Registry, Unit},
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KnockLabels {
+    pub room: String,
+    pub policy: String,
+    pub decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub kind: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabel {
+    queue: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+/// Every metric knockwarden keeps.
+pub struct Metrics {
+    registry: Registry,
+    /// Transactions pushed: `taken`, `replayed`, `refused`.
+    pub transactions: Family<OutcomeLabel, Counter>,
+    /// Events pushed or caught up: `stored`, `duplicate`, `dropped`, `malformed`.
+    pub events: Family<OutcomeLabel, Counter>,
+    /// Knocks decided, by room, policy and decision.
+    pub knocks: Family<KnockLabels, Counter>,
+    /// Attempts at actions, by kind and outcome (`done`, `retried`, `failed`).
+    pub actions: Family<ActionLabels, Counter>,
+    /// Homeserver requests, by endpoint and outcome (`ok`, `error`).
+    pub homeserver: Family<EndpointLabels, Histogram>,
+    /// Time to decide one knock (the policy engine).
+    pub decision: Histogram,
+    /// The active policy version.
+    pub policy_version: Gauge,
+    /// Policy reloads: `activated`, `unchanged`, `refused`.
+    pub reloads: Family<OutcomeLabel, Counter>,
+    queue_depth: Family<QueueLabel, Gauge>,
+    oldest_action: Gauge<f64, std::sync::atomic::AtomicU64>,
+    failed: Gauge,
+    reviews_pending: Gauge,
+}
+
+fn seconds_buckets() -> impl Iterator<Item = f64> {
+    // 0.5 ms to about 33 s.
+    prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 17)
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("knockwarden");
+        let transactions = Family::<OutcomeLabel, Counter>::default();
+        registry.register("transactions", "Transactions pushed by the homeserver, by outcome", transactions.clone());
+        let events = Family::<OutcomeLabel, Counter>::default();
+        registry.register("events", "Events pushed or caught up, by outcome", events.clone());
+        let knocks = Family::<KnockLabels, Counter>::default();
+        registry.register("knocks_decided", "Knocks decided, by room, policy and decision", knocks.clone());
+        let actions = Family::<ActionLabels, Counter>::default();
+        registry.register("actions", "Attempts at actions, by kind and outcome", actions.clone());
+        let homeserver =
+            Family::<EndpointLabels, Histogram>::new_with_constructor(|| Histogram::new(seconds_buckets()));
+        registry.register_with_unit(
+            "homeserver_request_duration",
+            "Requests to the homeserver, by endpoint and outcome",
+            Unit::Seconds,
+            homeserver.clone(),
+        );
+        let decision = Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.000_001, 4.0, 12));
+        registry.register_with_unit("decision_duration", "Time to decide one knock", Unit::Seconds, decision.clone());
+        let policy_version = Gauge::default();
+        registry.register("policy_version", "The active policy version", policy_version.clone());
+        let reloads = Family::<OutcomeLabel, Counter>::default();
+        registry.register("policy_reloads", "Policy reloads, by outcome", reloads.clone());
+        let queue_depth = Family::<QueueLabel, Gauge>::default();
+        registry.register("queue_depth", "Entries in the inbox and the outbox", queue_depth.clone());
+        let oldest_action = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register_with_unit(
+            "oldest_action_age",
+            "Age of the oldest queued action (0 when none is queued)",
+            Unit::Seconds,
+            oldest_action.clone(),
+        );
+        let failed = Gauge::default();
+        registry.register("failed_actions", "Entries in the failed list, waiting for !knock retry", failed.clone());
+        let reviews_pending = Gauge::default();
+        registry.register("review_items_pending", "Open review items", reviews_pending.clone());
+        let build = Family::<BuildLabels, Gauge>::default();
+        build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
+        registry.register("build_info", "knockwarden's version", build);
+        Metrics {
+            registry,
+            transactions,
+            events,
+            knocks,
+            actions,
+            homeserver,
+            decision,
+            policy_version,
+            reloads,
+            queue_depth,
+            oldest_action,
+            failed,
+            reviews_pending,
+        }
+    }
+}
+
+/// What is read when scraped.
+pub struct Snapshot {
+    pub inbox: u64,
+    pub outbox: u64,
+    pub oldest_action_age: Option<Duration>,
+    pub failed: u64,
+    pub reviews_pending: u64,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Counts one of `outcome`.
+    pub fn add(family: &Family<OutcomeLabel, Counter>, outcome: &'static str, n: u64) {
+        if n > 0 {
+            family.get_or_create(&OutcomeLabel { outcome }).inc_by(n);
+        }
+    }
+
+    /// The text exposition, with the scrape-time values set from `now`.
+    pub fn render(&self, now: Snapshot) -> String {
+        self.queue_depth.get_or_create(&QueueLabel { queue: "inbox" }).set(now.inbox as i64);
+        self.queue_depth.get_or_create(&QueueLabel { queue: "outbox" }).set(now.outbox as i64);
+        self.oldest_action.set(now.oldest_action_age.map(|d| d.as_secs_f64()).unwrap_or(0.0));
+        self.failed.set(now.failed as i64);
+        self.reviews_pending.set(now.reviews_pending as i64);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+}
+
+/// Serves `GET /metrics` on `listener` (anything else: 404). Not authenticated: bind it where
+/// only the scraper reaches (loopback by default in the example config).
+pub fn serve(
+    listener: std::net::TcpListener,
+    shared: crate::pipeline::Shared,
+) -> std::io::Result<(actix_web::dev::Server, u16)> {
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    let port = listener.local_addr()?.port();
+    let data = web::Data::new(shared);
+    let server = HttpServer::new(move || {
+        App::new().app_data(data.clone()).route(
+            "/metrics",
+            web::get().to(|shared: web::Data<crate::pipeline::Shared>| async move {
+                let store = &shared.store;
+                let snapshot = Snapshot {
+                    inbox: store.queue_depth(crate::storage::T::Inbox),
+                    outbox: store.queue_depth(crate::storage::T::Outbox),
+                    oldest_action_age: shared
+                        .tasks
+                        .oldest_action()
+                        .map(|t| Duration::from_millis(crate::storage::now_ms().saturating_sub(t))),
+                    failed: store.len(crate::storage::T::Failed) as u64,
+                    reviews_pending: store.len(crate::storage::T::OpenReviews) as u64,
+                };
+                HttpResponse::Ok()
+                    .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+                    .body(shared.metrics.render(snapshot))
+            }),
+        )
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(5)
+    .listen(listener)?
+    .run();
+    Ok((server, port))
+}
