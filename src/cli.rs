@@ -1,5 +1,6 @@
-//! The command line: `serve`, `generate-registration` (and `policy`).
+//! The command line: `serve`, `generate-registration`, `policy` and `db`.
 
+mod db;
 mod generate;
 mod policy;
 
@@ -36,6 +37,9 @@ pub enum Command {
     /// Check, explain and describe policies.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// The database: stats, backup, restore (with the service stopped).
+    #[command(subcommand)]
+    Db(db::DbCommand),
 }
 
 /// Entry point of the binary.
@@ -45,6 +49,7 @@ pub fn main() -> ExitCode {
         Command::Serve { config } => serve(&config.config),
         Command::GenerateRegistration(args) => generate::run(&args),
         Command::Policy(cmd) => policy::run(&cmd),
+        Command::Db(cmd) => db::run(&cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
