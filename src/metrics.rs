@@ -209,3 +209,67 @@ pub fn serve(
     .run();
     Ok((server, port))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names in the exposition (`# TYPE` lines), with the suffixes a scraper adds.
+    fn names() -> Vec<String> {
+        // Families show up once they hold a series: give each one.
+        let m = Metrics::default();
+        for f in [&m.transactions, &m.events, &m.reloads] {
+            Metrics::add(f, "x", 1);
+        }
+        m.knocks.get_or_create(&KnockLabels { room: "r".into(), policy: "p".into(), decision: "accept" }).inc();
+        m.actions.get_or_create(&ActionLabels { kind: "invite", outcome: "done" }).inc();
+        m.homeserver.get_or_create(&EndpointLabels { endpoint: "invite", outcome: "ok" }).observe(0.1);
+        let text = m.render(Snapshot { inbox: 0, outbox: 0, oldest_action_age: None, failed: 0, reviews_pending: 0 });
+        let mut out = Vec::new();
+        for line in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+            let (name, kind) = line.split_once(' ').unwrap();
+            match kind {
+                "counter" => out.push(format!("{name}_total")),
+                "histogram" => out.extend(["_bucket", "_count", "_sum"].map(|s| format!("{name}{s}"))),
+                _ => out.push(name.to_owned()),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn names_are_prefixed_and_carry_units() {
+        let names = names();
+        assert!(names.iter().all(|n| n.starts_with("knockwarden_")), "{names:?}");
+        for n in [
+            "knockwarden_actions_total",
+            "knockwarden_homeserver_request_duration_seconds_count",
+            "knockwarden_oldest_action_age_seconds",
+        ] {
+            assert!(names.iter().any(|m| m == n), "{n} not in {names:?}");
+        }
+    }
+
+    #[test]
+    fn the_grafana_dashboard_uses_only_metrics_that_exist() {
+        let names = names();
+        let dash: serde_json::Value =
+            serde_json::from_str(include_str!("../contrib/grafana-dashboard.json")).expect("valid JSON");
+        let re = regex::Regex::new(r"knockwarden_[a-z_]+").unwrap();
+        let mut used = 0;
+        for panel in dash["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                for m in re.find_iter(target["expr"].as_str().unwrap()) {
+                    assert!(
+                        names.iter().any(|n| n == m.as_str()),
+                        "{} uses {}, which is not exported",
+                        panel["title"],
+                        m.as_str()
+                    );
+                    used += 1;
+                }
+            }
+        }
+        assert!(used >= 10);
+    }
+}

@@ -209,7 +209,17 @@ impl Application {
         // Whatever was left in the inbox by a previous run is handled now.
         shared.inbox_ready.notify_one();
         shared.outbox_ready.notify_one();
-        tracing::info!(bot = %shared.bot, "knockwarden is running");
+        let config = &shared.config;
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            bot = %shared.bot,
+            policy_version = shared.policies.current().version,
+            rooms = shared.store.joined_rooms().map(|r| r.len()).unwrap_or(0),
+            listen = %config.appservice.listen,
+            metrics = %config.metrics.listen.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+            database_format = crate::storage::FORMAT,
+            "knockwarden is running"
+        );
 
         let served = server.await;
         if let Some((task, handle)) = metrics {

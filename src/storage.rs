@@ -150,6 +150,11 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("corrupt record in {tree}: {message}")]
     Corrupt { tree: &'static str, message: String },
+    /// Written by a newer knockwarden, in a format this one cannot read.
+    #[error(
+        "the database was written by a newer knockwarden (format {found}; this one reads up to {supported}): run that version, or restore a backup made with this one"
+    )]
+    TooNew { found: u32, supported: u32 },
 }
 
 /// Handle on the database; cheap to clone.
@@ -211,6 +216,10 @@ impl Store {
     /// Opens (creating if needed) the database directory.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = open_db(path)?;
+        let found = format_of(&db.open_tree(TREE_NAMES[T::Meta as usize])?)?;
+        if found > FORMAT {
+            return Err(StoreError::TooNew { found, supported: FORMAT });
+        }
         let trees = TREE_NAMES.iter().map(|n| db.open_tree(n)).collect::<Result<Vec<_>, _>>()?;
         let depth = [T::Inbox, T::Outbox].map(|t| AtomicI64::new(trees[t as usize].len() as i64));
         let store = Self {
@@ -226,17 +235,31 @@ impl Store {
         Ok(store)
     }
 
-    /// Builds, once per database, the indexes that a database written by an earlier version
-    /// lacks (review items by notice and by knocker, seen events and transactions by time).
-    /// A meta key records that it was done, so no later start scans anything for it.
+    /// Brings a database written by an earlier version up to [`FORMAT`], once, and records
+    /// the format, so no later start scans anything for it. Format 1 (before formats were
+    /// recorded) lacks the indexes of review items by notice and by knocker, and of seen
+    /// events and transactions by time: they are built. Records themselves are read
+    /// compatibly (old free-text resolutions, string IDs, actions without a knock event).
     fn upgrade(&self) -> Result<(), StoreError> {
-        const INDEXED: &str = "indexes_built";
-        if self.get_meta(INDEXED)?.is_some() {
+        let found = format_of(self.tree(T::Meta))?;
+        if found >= FORMAT {
             return Ok(());
         }
-        self.index_reviews()?;
-        self.index_times()?;
-        self.set_meta(INDEXED, "1")
+        // Databases of the first indexing release recorded it under its own key.
+        if self.get_meta("indexes_built")?.is_none() {
+            if found > 0 {
+                tracing::info!(from = found, to = FORMAT, "upgrading the database");
+            }
+            self.index_reviews()?;
+            self.index_times()?;
+        }
+        self.tree(T::Meta).insert(FORMAT_KEY, FORMAT.to_string().as_bytes())?;
+        self.flush_blocking()
+    }
+
+    /// The database format (see [`FORMAT`]).
+    pub fn format(&self) -> Result<u32, StoreError> {
+        format_of(self.tree(T::Meta))
     }
 
     /// Runs `f` while no other read-modify-write update runs: what `f` reads stays true
@@ -453,6 +476,25 @@ impl Store {
     }
 }
 
+/// The database format this version writes (and the newest it reads). 1: before formats were
+/// recorded; 2: the review and time indexes, the failed list, typed resolutions.
+pub const FORMAT: u32 = 2;
+
+/// Meta key of the database format.
+const FORMAT_KEY: &str = "format";
+
+/// The format recorded in a meta tree; a database without one is format 1 (or new: 0 trees
+/// written, treated the same).
+fn format_of(meta: &sled::Tree) -> Result<u32, StoreError> {
+    match meta.get(FORMAT_KEY)? {
+        None => Ok(1),
+        Some(v) => String::from_utf8_lossy(&v).parse().map_err(|_| StoreError::Corrupt {
+            tree: "meta",
+            message: format!("format `{}` is not a number", String::from_utf8_lossy(&v)),
+        }),
+    }
+}
+
 /// Meta key of the run-time dry-run switch (stored as `on`/`off`).
 const DRY_RUN_KEY: &str = "dry_run";
 
@@ -524,6 +566,33 @@ mod tests {
         assert_eq!(s.get_json::<String>(T::Rooms, b"b").unwrap().as_deref(), Some("x"));
         assert_eq!(s.counter("n").unwrap(), 5);
         assert!(s.is_healthy());
+    }
+
+    #[test]
+    fn the_format_is_recorded_and_a_newer_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            assert_eq!(s.format().unwrap(), FORMAT);
+            s.tree(T::Meta).insert(FORMAT_KEY, "3").unwrap();
+            s.flush_blocking().unwrap();
+        }
+        let err = Store::open(dir.path()).err().expect("a newer format is refused").to_string();
+        assert!(err.contains("written by a newer knockwarden (format 3; this one reads up to 2)"), "{err}");
+    }
+
+    #[test]
+    fn an_unversioned_database_is_upgraded_once() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            // As the first release left it: no format, no indexes marker.
+            s.tree(T::Meta).remove(FORMAT_KEY).unwrap();
+            s.flush_blocking().unwrap();
+            assert_eq!(s.format().unwrap(), 1);
+        }
+        let s = Store::open(dir.path()).unwrap();
+        assert_eq!(s.format().unwrap(), FORMAT);
     }
 
     #[test]
