@@ -265,3 +265,31 @@ fn which(tool: &str) -> Result<std::path::PathBuf, ()> {
         .find(|p| p.is_file())
         .ok_or(())
 }
+
+#[tokio::test]
+async fn a_database_from_a_newer_knockwarden_is_refused_at_start() {
+    let hs = FakeHomeserver::start().await;
+    let dir = dir_with_policy();
+    let config = crate::helpers::write_config(dir.path(), &hs.url(), &AppOptions::default());
+    {
+        let store = knockwarden::storage::Store::open(&dir.path().join("db")).unwrap();
+        store.set_meta("format", &(knockwarden::storage::FORMAT + 1).to_string()).unwrap();
+        store.flush_blocking().unwrap();
+    }
+    // The database lock of the handle just closed is released a moment later.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_knockwarden"))
+        .args(["serve", "-c"])
+        .arg(&config)
+        .env_remove("KNOCKWARDEN_CONFIG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let expected = format!(
+        "the database was written by a newer knockwarden (format {}; this one reads up to {})",
+        knockwarden::storage::FORMAT + 1,
+        knockwarden::storage::FORMAT
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+}
