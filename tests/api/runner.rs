@@ -91,7 +91,7 @@ async fn a_knocker_whose_server_is_down_does_not_delay_the_others() {
 #[tokio::test]
 async fn a_kick_held_up_by_a_rate_limit_does_not_hit_a_newer_knock() {
     let app = start("").await;
-    let limited = json!({"errcode": "M_LIMIT_EXCEEDED", "error": "Too many requests", "retry_after_ms": 700});
+    let limited = json!({"errcode": "M_LIMIT_EXCEEDED", "error": "Too many requests", "retry_after_ms": 2000});
     app.homeserver.script("/kick", [(429, limited, None)]);
     // A knock without a good reason: kicked, but the homeserver says wait.
     app.knock_on("1", "$k1", "@eve:x.example", Some("hello")).await;
@@ -157,8 +157,8 @@ async fn a_refusal_goes_to_the_failed_list_at_once() {
 #[tokio::test]
 async fn the_control_room_keeps_its_order_while_knocks_go_past_it() {
     let app = start("").await;
-    // Every control-room message takes 100 ms; knocks should not wait for them.
-    app.homeserver.delay("/send/", Duration::from_millis(100));
+    // Every control-room message takes 250 ms; knocks should not wait for them.
+    app.homeserver.delay("/send/", Duration::from_millis(250));
     let commands: Vec<Value> =
         (0..4).map(|i| message(&format!("$c{i}"), MODERATOR, &format!("!knock log {}", i + 1))).collect();
     app.push("cmds", commands).await;
