@@ -169,14 +169,6 @@ impl Action {
             Action::ReviewClosed { number, .. } => format!("report that review item #{number} closed"),
         }
     }
-
-    /// Whether it posts in the control room (its own failure can then not be posted there).
-    pub fn is_message(&self) -> bool {
-        matches!(
-            self,
-            Action::Notice { .. } | Action::Send { .. } | Action::ReviewNotice { .. } | Action::ReviewClosed { .. }
-        )
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
