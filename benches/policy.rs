@@ -10,19 +10,13 @@ use std::{hint::black_box, time::Duration};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use knockwarden::policy::{Knock, PolicySet, Source};
 
+#[path = "support/mix.rs"]
+mod mix;
+
 /// A policy of `n` rules of the realistic mix.
 fn policy(n: usize) -> String {
     let mut y = String::from("name: bench\nrooms: [\"!room:example.org\"]\ndefault: review\nrules:\n");
-    for i in 0..n {
-        let (when, action) = match i % 5 {
-            0 => (format!("server: [\"spam{i}.example\", \"*.bad{i}.example\"]"), "ban"),
-            1 => (format!("user: \"@spammer{i}*:*\""), "ban"),
-            2 => (format!("user_regex: \"^@bot{i}[0-9]+:\""), "ban"),
-            3 => (format!("reason: {{ matches: \"(?i)\\\\bpromo{i}\\\\b\" }}"), "ban"),
-            _ => (format!("reason: {{ contains: [word{i}, \"phrase {i} here\"] }}"), "deny"),
-        };
-        y.push_str(&format!("  - name: rule-{i}\n    when: {{ {when} }}\n    action: {action}\n"));
-    }
+    y.push_str(&mix::rules(n));
     y
 }
 

@@ -3,10 +3,12 @@
 //! - [`membership`]: invite, kick or ban a knocker, checked against the knock it answers.
 //! - [`rooms`]: join and answer invitations, read rooms' state and members, catch up on
 //!   knocks, resolve the policies' aliases.
+//! - [`lists`]: join the ban lists the policies name and read them.
 //! - [`messages`]: post in the control room (fitted to the homeserver's size limit).
 //!
 //! Commands and reactions are carried out by [`crate::control::run`].
 
+pub mod lists;
 pub mod membership;
 pub mod messages;
 pub mod rooms;
@@ -32,6 +34,8 @@ pub enum Performed {
     Then(Vec<Action>),
     /// An invite, kick or ban, and what came of it.
     Acted(membership::Acted),
+    /// A ban list's whole state was read.
+    ListRead(lists::ListRead),
     /// A review item's notice was posted as this event.
     Announced { number: u64, event: ruma::OwnedEventId },
 }
@@ -51,6 +55,7 @@ impl Perform for Actions {
             Action::FetchMembers { room_id } => then(rooms::fetch_members(shared, room_id).await?),
             Action::FetchRoomState { room_id } => then(rooms::fetch_state(shared, room_id).await?),
             Action::ResolveAliases => then(rooms::resolve_aliases(shared).await?),
+            Action::ReadBanList { name } => Ok(Performed::ListRead(lists::read(shared, name, entry.attempts).await?)),
             Action::Notice { plain, html, .. } => then(messages::notice(shared, seq, plain, html).await?),
             Action::Send { event_type, content } => then(messages::send(shared, seq, event_type, content).await?),
             Action::ReviewNotice { number } => match messages::review_notice(shared, seq, *number).await? {
@@ -73,6 +78,7 @@ impl Perform for Actions {
         match performed {
             Performed::Then(actions) => actions.into_iter().map(|a| store.outbox_push(a)).collect(),
             Performed::Acted(acted) => membership::record(&self.shared, &entry.action, acted),
+            Performed::ListRead(read) => lists::record(&self.shared, read),
             Performed::Announced { number, event } => {
                 let Some(mut item) = store.review(number)? else { return Ok(vec![]) };
                 item.notice_event = Some(event);

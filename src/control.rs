@@ -6,7 +6,7 @@
 //!   [`crate::storage::Action::Command`] and [`crate::storage::Action::Reaction`] through it);
 //!   each concern has its module: [`moderators`] (who may), [`targets`] (which knock),
 //!   [`verdicts`] (approve, deny, ban: queued like a policy's decision), [`reports`],
-//!   [`policy_admin`], [`failed`] (the failed list).
+//!   [`policy_admin`], [`failed`] (the failed list), [`lists`] (the ban lists followed).
 //! - [`expiry`] closes review items nobody resolved in time.
 //!
 //! Commands travel like everything else: the worker queues them in the outbox, in the same
@@ -16,6 +16,7 @@
 pub mod command;
 pub mod expiry;
 pub mod failed;
+pub mod lists;
 pub mod message;
 pub mod moderators;
 pub mod policy_admin;

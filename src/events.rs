@@ -92,6 +92,8 @@ pub trait Interests {
     fn is_managed(&self, room: &RoomId) -> bool;
     /// Users with a knock on record.
     fn is_knocker(&self, user: &str) -> bool;
+    /// Ban list rooms knockwarden follows.
+    fn is_list_room(&self, room: &RoomId) -> bool;
 }
 
 /// Debug builds only (the test suite): an event of this type injects a fault, to test that
@@ -107,6 +109,11 @@ pub const FAULT_EVENT_TYPE: &str = "org.knockwarden.test.fault";
 pub fn is_wanted(head: &EventHead, view: &impl Interests) -> bool {
     let control = view.control_room();
     let in_control = control == Some(head.room_id.as_ref());
+    // Of a ban list room: its rules, their redactions, and the bot's own membership.
+    if !in_control && view.is_list_room(&head.room_id) {
+        let rule = head.state_key.is_some() && crate::policy::banlist::EntityKind::of_type(&head.kind).is_some();
+        return rule || head.kind == "m.room.redaction" || head.is_membership_of(view.bot());
+    }
     match head.kind.as_str() {
         "m.room.member" => {
             head.is_membership_of(view.bot())
@@ -148,6 +155,9 @@ mod tests {
         }
         fn is_knocker(&self, user: &str) -> bool {
             user == "@knocker:elsewhere"
+        }
+        fn is_list_room(&self, room: &RoomId) -> bool {
+            room.as_str() == "!list:test.local"
         }
     }
 
@@ -196,6 +206,9 @@ mod tests {
             ev("m.reaction", "!ctrl:test.local", None, None),
             ev("m.room.power_levels", "!ctrl:test.local", Some(""), None),
             ev("m.room.join_rules", "!managed:test.local", Some(""), None),
+            ev("m.policy.rule.user", "!list:test.local", Some("rule:1"), None),
+            ev("org.matrix.mjolnir.rule.server", "!list:test.local", Some("s"), None),
+            ev("m.room.redaction", "!list:test.local", None, None),
         ];
         for h in &keep {
             assert!(is_wanted(h, &View), "dropped {h:?}");
@@ -205,6 +218,10 @@ mod tests {
             ev("m.room.message", "!managed:test.local", None, None),
             ev("m.room.join_rules", "!other:x", Some(""), None),
             ev("m.room.topic", "!managed:test.local", Some(""), None),
+            ev("m.policy.rule.user", "!managed:test.local", Some("rule:1"), None),
+            ev("m.room.redaction", "!managed:test.local", None, None),
+            ev("m.room.member", "!list:test.local", Some("@someone:x"), Some("join")),
+            ev("m.room.message", "!list:test.local", None, None),
         ];
         for h in &drop {
             assert!(!is_wanted(h, &View), "kept {h:?}");

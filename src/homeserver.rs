@@ -86,7 +86,8 @@ impl HsError {
 /// The calls knockwarden makes to its homeserver, as the bot.
 #[async_trait]
 pub trait Homeserver: Send + Sync + 'static {
-    /// `POST /_matrix/client/v3/join/{roomIdOrAlias}`; returns the room ID.
+    /// `POST /_matrix/client/v3/join/{roomIdOrAlias}`; returns the room ID. A room ID is joined
+    /// via its own server (a room on another server is joined over federation).
     async fn join(&self, room: &RoomOrAliasId) -> Result<OwnedRoomId, HsError>;
 
     /// `POST /_matrix/client/v3/rooms/{roomId}/{invite|kick|ban}` with `user_id` and `reason`.
@@ -117,6 +118,10 @@ pub trait Homeserver: Send + Sync + 'static {
     /// `GET /_matrix/client/v3/rooms/{roomId}/members?membership=knock`: the knock events, each
     /// as its JSON text (read one by one, so that one bad event costs only itself).
     async fn knocking_members(&self, room: &RoomId) -> Result<Vec<Box<serde_json::value::RawValue>>, HsError>;
+
+    /// `GET /_matrix/client/v3/rooms/{roomId}/state`: the room's whole current state, each event
+    /// as its JSON text (read one by one, so that one bad event costs only itself).
+    async fn room_state(&self, room: &RoomId) -> Result<Vec<Box<serde_json::value::RawValue>>, HsError>;
 
     /// `PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}`: a message-like event
     /// (a notice, a reaction, an edit). The homeserver posts the same `txn_id` only once.

@@ -4,6 +4,7 @@
 //! events into actions ([`pipeline::intake`] -> [`pipeline::worker`]); [`runner`] carries
 //! the actions out and [`actions`] says what each does; [`control`] is the control room;
 //! [`homeserver`] is how the bot acts; [`storage`] is the only code that touches sled;
+//! [`lists`] holds the ban lists followed (matched by [`policy::banlist`]);
 //! [`supervise`] tells `/health` which tasks run; [`config`] and [`registration`] are the
 //! files an admin writes.
 
@@ -16,6 +17,7 @@ pub mod error;
 pub mod events;
 pub mod homeserver;
 pub mod http;
+pub mod lists;
 pub mod live_policies;
 pub mod metrics;
 pub mod notices;

@@ -5,12 +5,14 @@
 //! - [`worker`] drains the inbox in order: each event turns into state updates and outbox
 //!   actions, written in the same transaction that removes it from the inbox.
 //! - [`knocks`] is what the worker does with knocks and knockers' membership changes.
+//! - [`lists`] is what it does with the rule events of the ban lists followed.
 //!
 //! The outbox is carried out by [`crate::runner`] (concurrently, in order per subject), with
 //! what each action does in [`crate::actions`].
 
 pub mod intake;
 pub mod knocks;
+pub mod lists;
 pub mod worker;
 
 use std::sync::Arc;
@@ -29,6 +31,8 @@ pub struct Shared {
     pub bot: OwnedUserId,
     /// The active policies.
     pub policies: Arc<LivePolicies>,
+    /// The ban lists followed.
+    pub lists: Arc<crate::lists::Lists>,
     /// Wakes the worker when the inbox has something.
     pub inbox_ready: Arc<Notify>,
     /// Wakes the runner when the outbox has something.

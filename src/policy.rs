@@ -5,12 +5,14 @@
 //! - [`decide`] decides a [`Knock`] (fast, indexed), decides it plainly rule by rule, or
 //!   explains it.
 //! - [`PolicySet`] is all the policies of one version: which policy governs which room.
+//! - [`banlist`] holds moderation policy lists (ban lists) and matches knockers against them.
 //! - [`format`] describes the file format for the JSON Schema (`policies/schema.json`).
 //!
 //! The caller hands in everything that needs I/O (knock counters, memberships, resolved
 //! aliases) and performs the decision; this module never does.
 
 mod ast;
+pub mod banlist;
 pub mod compile;
 pub mod decide;
 pub mod format;
@@ -25,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use ast::RoomSel;
+pub use banlist::{BanList, ListHit, ListSource};
 pub use compile::{CompiledPolicy, CompiledRule};
 pub use decide::{Decision, Knock, RuleTrace, Trace};
 pub use problem::{Pos, Problem, format_problems};
@@ -244,6 +247,15 @@ impl PolicySet {
             .map(|&i| &self.policies[i])
     }
 
+    /// The policy naming a room (by its ID or one of its aliases) in its `rooms`; `"*"` does
+    /// not count.
+    pub fn policy_named_for(&self, room_id: &str, aliases: &[String]) -> Option<&CompiledPolicy> {
+        std::iter::once(room_id)
+            .chain(aliases.iter().map(String::as_str))
+            .find_map(|r| self.rooms.get(r))
+            .map(|&i| &self.policies[i])
+    }
+
     /// The aliases named in `rooms` or `member_of` of any policy (to be resolved by the caller).
     pub fn aliases(&self) -> Vec<String> {
         let mut out: Vec<String> = self
@@ -253,6 +265,14 @@ impl PolicySet {
             .chain(self.policies.iter().flat_map(|p| p.member_of_rooms()))
             .filter(|r| r.starts_with('#'))
             .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The ban lists (room IDs or aliases, as written) any policy names, deduplicated, sorted.
+    pub fn ban_lists(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.policies.iter().flat_map(|p| p.ban_lists()).collect();
         out.sort();
         out.dedup();
         out

@@ -100,6 +100,9 @@ impl Application {
         }
         let store = Store::open(&config.database).map_err(|source| StartError::Store { path: db_path, source })?;
         let policies = Arc::new(LivePolicies::start(&config.policies, store.clone())?);
+        let db = config.database.display().to_string();
+        let lists =
+            Arc::new(crate::lists::Lists::load(&store).map_err(|source| StartError::Store { path: db, source })?);
         let listener = TcpListener::bind(config.appservice.listen)
             .map_err(|source| StartError::Listen { addr: config.appservice.listen.to_string(), source })?;
         let port = listener.local_addr().map_err(|source| StartError::Listen { addr: "?".into(), source })?.port();
@@ -118,6 +121,7 @@ impl Application {
             config: Arc::new(config),
             bot: registration.bot_user_id.clone(),
             policies,
+            lists,
             inbox_ready: Arc::new(Notify::new()),
             outbox_ready: Arc::new(Notify::new()),
             tasks: Arc::new(crate::supervise::Tasks::default()),
@@ -276,21 +280,28 @@ fn report_reload(shared: &Shared, outcome: Result<Reload, live_policies::PolicyE
             notices::with_block(head, (!block.is_empty()).then_some(block))
         }
     };
-    // A new version may name new aliases.
-    let resolve = matches!(outcome, Ok(Reload::Activated { .. })).then_some(Action::ResolveAliases);
-    match store.enqueue(resolve.into_iter().chain([notice])) {
+    // A new version may name new aliases and ban lists.
+    let mut follow_ups = Vec::new();
+    if matches!(outcome, Ok(Reload::Activated { .. })) {
+        follow_ups.push(Action::ResolveAliases);
+        follow_ups.extend(crate::actions::lists::read_actions(&shared.policies.current().set));
+    }
+    follow_ups.push(notice);
+    match store.enqueue(follow_ups) {
         Ok(()) => outbox_ready.notify_one(),
         Err(e) => tracing::error!(error = %e, "cannot queue a control-room notice"),
     }
 }
 
-/// On every start: join the control room, resolve the policies' aliases, and learn from the
-/// homeserver which rooms the bot is in, catching up on knocks in each ([`Action::Reconcile`]).
+/// On every start: join the control room, resolve the policies' aliases, read the ban lists
+/// they name again, and learn from the homeserver which rooms the bot is in, catching up on
+/// knocks in each ([`Action::Reconcile`]).
 /// (Old records are pruned by [`crate::retention`], at start and then periodically.)
 fn queue_startup_actions(shared: &Shared) {
     let store = &shared.store;
     let pending: Vec<Action> = store.outbox_all().unwrap_or_default().into_iter().map(|(_, e)| e.action).collect();
     let mut actions = vec![Action::JoinControlRoom, Action::ResolveAliases, Action::Reconcile];
+    actions.extend(crate::actions::lists::read_actions(&shared.policies.current().set));
     actions.retain(|a| !pending.contains(a));
     if let Err(e) = store.enqueue(actions) {
         tracing::error!(error = %e, "cannot queue the start-up actions");

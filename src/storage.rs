@@ -12,6 +12,7 @@ mod activity;
 mod audit;
 mod failed;
 mod inbox;
+mod lists;
 mod outbox;
 mod policies;
 mod records;
@@ -31,6 +32,7 @@ use sled::{
 pub use audit::{AuditEntry, Outcome, ReviewItem};
 pub use failed::{FailedEntry, FailedItem};
 pub use inbox::{InboxEntry, InboxItem, IngestOutcome, Origin};
+pub use lists::ListRecord;
 pub use outbox::{Action, ModeratorVerdict, OutboxEntry, Subject};
 pub use policies::{KEEP_VERSIONS, PolicyVersion};
 pub use records::{BotMembership, KnockRecord, RoomRecord};
@@ -88,9 +90,13 @@ pub enum T {
     TxnTimes,
     /// number (u64 BE) -> [`FailedEntry`]: actions and events given up on, kept for people.
     Failed,
+    /// room_id -> [`ListRecord`]: the ban lists followed.
+    Lists,
+    /// room_id \0 [type, state_key] -> ban rule, for every list.
+    ListRules,
 }
 
-const TREE_NAMES: [&str; 23] = [
+const TREE_NAMES: [&str; 25] = [
     "meta",
     "seen",
     "txns",
@@ -114,6 +120,8 @@ const TREE_NAMES: [&str; 23] = [
     "seen_times",
     "txn_times",
     "failed",
+    "lists",
+    "list_rules",
 ];
 
 /// One write, applied inside [`Store::commit`]'s transaction.

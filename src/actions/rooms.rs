@@ -67,10 +67,11 @@ pub async fn reconcile(shared: &Shared) -> Result<Vec<Action>, ActionError> {
     let control = shared.control_room_id();
     let mut follow_ups = Vec::new();
     for room in &joined {
-        if new.contains(room) {
+        if new.contains(room) && !shared.lists.is_list_room(room.as_str()) {
             follow_ups.push(Action::FetchMembers { room_id: room.clone() });
         }
-        if control.as_ref() == Some(room) {
+        // The control room, and ban lists (read by their own action), are not managed rooms.
+        if control.as_ref() == Some(room) || shared.lists.is_list_room(room.as_str()) {
             continue;
         }
         // Each room on its own: one that fails is read again later, the others go on.
@@ -113,7 +114,10 @@ pub async fn fetch_members(shared: &Shared, room: &RoomId) -> Result<Vec<Action>
 pub async fn fetch_state(shared: &Shared, room: &RoomId) -> Result<Vec<Action>, ActionError> {
     room_state::fetch(shared, room).await?;
     let is_control = shared.control_room_id().as_deref() == Some(room);
-    if !is_control && shared.store.bot_membership(room.as_str())? == Some(BotMembership::Joined) {
+    if !is_control
+        && !shared.lists.is_list_room(room.as_str())
+        && shared.store.bot_membership(room.as_str())? == Some(BotMembership::Joined)
+    {
         room_state::warn_if_changed(shared, room.as_str())?;
         shared.outbox_ready.notify_one();
     }

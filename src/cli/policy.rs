@@ -152,6 +152,25 @@ fn explain(config_file: &Path, a: &ExplainArgs) -> Result<(), String> {
     let windows = set.windows();
     let room_counts: Vec<_> = windows.iter().map(|w| (*w, a.room_knocks)).collect();
     let user_counts: Vec<_> = windows.iter().map(|w| (*w, a.user_knocks)).collect();
+    // The ban lists as stored by the service (readable while it is stopped).
+    let named: Vec<String> = policy.ban_lists().collect();
+    let (lists, lists_note) = if named.is_empty() {
+        (None, None)
+    } else if !config.database.exists() {
+        (None, Some("not read yet (no database): `ban_list` conditions do not hold".to_owned()))
+    } else {
+        match Store::open(&config.database).and_then(|s| crate::lists::Lists::load(&s)) {
+            Ok(l) => (Some(l), Some("the copies stored by the service".to_owned())),
+            Err(_) => (
+                None,
+                Some(
+                    "not read (the database is in use by a running knockwarden: ask `!knock explain` in the control room)"
+                        .to_owned(),
+                ),
+            ),
+        }
+    };
+    let view = lists.as_ref().map(|l| l.view());
     let knock = Knock {
         user: a.user,
         room: a.room,
@@ -160,6 +179,7 @@ fn explain(config_file: &Path, a: &ExplainArgs) -> Result<(), String> {
         member_of: a.member_of,
         room_knocks: &room_counts,
         user_knocks: &user_counts,
+        lists: view.as_ref().map(|v| v as &dyn crate::policy::ListSource),
     };
     let trace = policy.explain(&knock);
     let d = &trace.decision;
@@ -168,6 +188,12 @@ fn explain(config_file: &Path, a: &ExplainArgs) -> Result<(), String> {
     println!("rule:     {}", d.rule.as_deref().unwrap_or("none matched: the policy's default"));
     if let Some(r) = &d.reason {
         println!("reason:   {r}");
+    }
+    if let Some(note) = &lists_note {
+        println!("lists:    {note}");
+    }
+    if let Some(hit) = &d.list {
+        println!("ban list: {}", crate::policy::banlist::describe_hit(hit));
     }
     println!("why:      {}", d.explanation);
     if !trace.rules.is_empty() {

@@ -85,6 +85,8 @@ pub enum Command {
         #[arg(value_enum)]
         mode: DryRunMode,
     },
+    /// The ban lists followed: rule counts, last change, which policies use them.
+    Lists,
     /// The actions knockwarden gave up on (refused, failing for too long), and why.
     Failed {
         /// Page of 20 entries (1 is the first).
@@ -363,6 +365,7 @@ mod tests {
         assert_eq!(cmd("stats 30d"), Command::Stats { window: Window::Month });
         assert_eq!(cmd("log"), Command::Log { n: 10 });
         assert_eq!(cmd("failed"), Command::Failed { page: 1 });
+        assert_eq!(cmd("lists"), Command::Lists);
         assert_eq!(cmd("retry 3"), Command::Retry { which: Retry::One(3) });
         assert_eq!(cmd("retry all"), Command::Retry { which: Retry::All });
         assert_eq!(cmd("log 25"), Command::Log { n: 25 });
@@ -482,6 +485,7 @@ mod tests {
                     "log",
                     "dry-run",
                     "failed",
+                    "lists",
                     "retry",
                     "all",
                     "on",

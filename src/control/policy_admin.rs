@@ -34,8 +34,10 @@ impl Ctx<'_> {
         let Some(policy) = knocks::governing_policy(self.shared, &active.set, room_id.as_str(), &aliases) else {
             return Ok(Done::text(true, &format!("No policy governs {}: a knock there is left alone.", room.0)));
         };
-        let ctx = Context::gather(store, &active.set, room_id.as_str(), &aliases, user.as_str(), now_ms())?;
-        let trace = policy.explain(&ctx.knock(user.as_str(), reason, None));
+        let ctx = Context::gather(store, &active.set, room_id.as_str(), &aliases, user.as_str(), now_ms(), true)?;
+        let lists = self.shared.lists.view();
+        let trace = policy.explain(&ctx.knock(user.as_str(), reason, None).with_lists(&lists));
+        drop(lists);
         let d = &trace.decision;
         let mut m = Msg::new();
         m.text(&format!("A knock by {user} on {} ", ctx.label));
@@ -51,6 +53,9 @@ impl Ctx<'_> {
         m.text(" · policy ").code(&d.policy).text(&format!(" v{}", d.version));
         if let Some(r) = &d.reason {
             m.line().text("reason sent: ").quote(r);
+        }
+        if let Some(hit) = &d.list {
+            m.line().text(&format!("ban list: {}", crate::policy::banlist::describe_hit(hit)));
         }
         m.line().text(&format!("why: {}", d.explanation));
         if !trace.rules.is_empty() {
@@ -121,6 +126,7 @@ impl Ctx<'_> {
                 let mut done = block_reply(ok, &text);
                 if matches!(outcome, Ok(live_policies::Reload::Activated { .. })) {
                     done.follow_ups.push(Action::ResolveAliases);
+                    done.follow_ups.extend(crate::actions::lists::read_actions(&live.current().set));
                 }
                 done
             }
@@ -173,6 +179,7 @@ impl Ctx<'_> {
                         ),
                     );
                     done.follow_ups.push(Action::ResolveAliases);
+                    done.follow_ups.extend(crate::actions::lists::read_actions(&live.current().set));
                     done
                 }
                 Err(e @ (live_policies::PolicyError::NoSuchVersion(_) | live_policies::PolicyError::Stale { .. })) => {
@@ -199,6 +206,7 @@ impl Ctx<'_> {
                             ),
                         );
                         done.follow_ups.push(Action::ResolveAliases);
+                        done.follow_ups.extend(crate::actions::lists::read_actions(&live.current().set));
                         done
                     }
                     SetOutcome::Unchanged { version } => Done::text(

@@ -74,6 +74,7 @@ impl Ctx<'_> {
             .joined_rooms()?
             .into_iter()
             .filter(|r| Some(r.as_str()) != control.as_ref().map(|c| c.as_str()))
+            .filter(|r| !self.shared.lists.is_list_room(r))
             .collect();
         if rooms.is_empty() {
             return Ok(Done::text(true, "knockwarden manages no room yet: a moderator invites it to one."));

@@ -170,6 +170,7 @@ impl Ctx<'_> {
             Command::Log { n } => self.log(n as usize)?,
             Command::DryRun { mode } => self.dry_run(mode)?,
             Command::Failed { page } => self.failed(page as usize)?,
+            Command::Lists => self.lists()?,
             Command::Retry { which } => self.retry(which)?,
         })
     }

@@ -80,6 +80,10 @@ impl Homeserver for Limited {
         limited!(self, "members", self.inner.knocking_members(room))
     }
 
+    async fn room_state(&self, room: &RoomId) -> Result<Vec<Box<serde_json::value::RawValue>>, HsError> {
+        limited!(self, "room_state", self.inner.room_state(room))
+    }
+
     async fn send(
         &self,
         room: &RoomId,

@@ -22,7 +22,7 @@ use matrix_sdk::{
                 kick_user, leave_room,
             },
             message::send_message_event,
-            state::get_state_event_for_key,
+            state::{get_state_event_for_key, get_state_events},
         },
         error::{ErrorBody, ErrorKind, RetryAfter},
     },
@@ -98,7 +98,12 @@ pub(crate) fn hs_error(e: HttpError) -> HsError {
 #[async_trait]
 impl Homeserver for MatrixHomeserver {
     async fn join(&self, room: &RoomOrAliasId) -> Result<OwnedRoomId, HsError> {
-        let req = join_room_by_id_or_alias::v3::Request::new(room.to_owned());
+        let mut req = join_room_by_id_or_alias::v3::Request::new(room.to_owned());
+        if let Ok(id) = <&RoomId>::try_from(room)
+            && let Some(server) = id.server_name()
+        {
+            req.via = vec![server.to_owned()];
+        }
         Ok(self.client.send(req).await.map_err(hs_error)?.room_id)
     }
 
@@ -177,6 +182,11 @@ impl Homeserver for MatrixHomeserver {
         req.membership = Some(MembershipState::Knock);
         let res = self.client.send(req).await.map_err(hs_error)?;
         Ok(res.chunk.into_iter().map(|raw| raw.into_json()).collect())
+    }
+
+    async fn room_state(&self, room: &RoomId) -> Result<Vec<Box<serde_json::value::RawValue>>, HsError> {
+        let res = self.client.send(get_state_events::v3::Request::new(room.to_owned())).await.map_err(hs_error)?;
+        Ok(res.room_state.into_iter().map(|raw| raw.into_json()).collect())
     }
 
     async fn state(&self, room: &RoomId, event_type: &str, state_key: &str) -> Result<Option<StateEvent>, HsError> {

@@ -64,6 +64,9 @@ impl Interests for View<'_> {
     fn is_knocker(&self, user: &str) -> bool {
         self.shared.store.is_knocker(user).unwrap_or(true)
     }
+    fn is_list_room(&self, room: &RoomId) -> bool {
+        self.shared.lists.is_list_room(room.as_str())
+    }
 }
 
 /// The bot's membership that an event of its own membership sets.

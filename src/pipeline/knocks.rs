@@ -89,7 +89,8 @@ fn default_reason(action: Verdict, rule: Option<&str>) -> String {
 }
 
 /// The policy that governs `room`: never one for the control room, which is left to the
-/// people in it (a `"*"` policy does not cover it).
+/// people in it, and a `"*"` policy does not cover the ban lists knockwarden follows (it is in
+/// them to read them).
 pub fn governing_policy<'p>(
     shared: &Shared,
     set: &'p PolicySet,
@@ -98,6 +99,9 @@ pub fn governing_policy<'p>(
 ) -> Option<&'p crate::policy::CompiledPolicy> {
     if shared.control_room_id().is_some_and(|c| c.as_str() == room) {
         return None;
+    }
+    if shared.lists.is_list_room(room) {
+        return set.policy_named_for(room, aliases);
     }
     set.policy_for(room, aliases)
 }
@@ -112,8 +116,9 @@ pub struct Context {
 }
 
 impl Context {
-    /// Knock counters (counting one more knock, the one being decided) and the knocker's rooms.
-    /// `aliases` are the room's known aliases (the first names it).
+    /// Knock counters and the knocker's rooms. `aliases` are the room's known aliases (the
+    /// first names it). With `one_more`, the counters count one more knock: the one being
+    /// decided, not recorded yet.
     pub fn gather(
         store: &Store,
         set: &PolicySet,
@@ -121,14 +126,16 @@ impl Context {
         aliases: &[String],
         user: &str,
         now: u64,
+        one_more: bool,
     ) -> Result<Self, StoreError> {
+        let extra = u64::from(one_more);
         let windows = set.windows();
         let mut room_counts = Vec::with_capacity(windows.len());
         let mut user_counts = Vec::with_capacity(windows.len());
         for w in &windows {
             let since = now.saturating_sub(w.as_millis() as u64);
-            room_counts.push((*w, store.room_knocks_since(room, since)? + 1));
-            user_counts.push((*w, store.user_knocks_since(user, room, since)? + 1));
+            room_counts.push((*w, store.room_knocks_since(room, since)? + extra));
+            user_counts.push((*w, store.user_knocks_since(user, room, since)? + extra));
         }
         let mut member_of = store.rooms_of(user)?;
         for r in member_of.clone() {
@@ -147,7 +154,15 @@ impl Context {
             member_of: &self.member_of,
             room_knocks: &self.room_counts,
             user_knocks: &self.user_counts,
+            lists: None,
         }
+    }
+}
+
+impl<'a> Knock<'a> {
+    /// The same knock, decided against these ban lists.
+    pub fn with_lists(self, lists: &'a dyn crate::policy::ListSource) -> Self {
+        Knock { lists: Some(lists), ..self }
     }
 }
 
@@ -214,31 +229,54 @@ pub fn on_knock(shared: &Shared, entry: &InboxEntry, head: &EventHead, user: &st
         return Ok(Knocked::Ops(ops));
     };
 
+    // The ban lists the policy names must have been read (or found unreadable) once.
+    let lists: Vec<String> = policy.ban_lists().collect();
+    if !shared.lists.tried_all(&lists) {
+        return Ok(Knocked::NotReady);
+    }
     // What the policies need to know, counting this knock (not committed yet) in.
-    let ctx = Context::gather(store, &active.set, room, &aliases, user, now)?;
+    let ctx = Context::gather(store, &active.set, room, &aliases, user, now, true)?;
     let label = ctx.label.clone();
     let started = std::time::Instant::now();
-    let d = policy.decide(&ctx.knock(user, rec.reason.as_deref(), rec.displayname.as_deref()));
+    let view = shared.lists.view();
+    let d = policy.decide(&ctx.knock(user, rec.reason.as_deref(), rec.displayname.as_deref()).with_lists(&view));
+    drop(view);
     let metrics = &shared.metrics;
     metrics.decision.observe(started.elapsed().as_secs_f64());
     let labels =
         crate::metrics::KnockLabels { room: label.clone(), policy: d.policy.clone(), decision: d.action.as_str() };
     metrics.knocks.get_or_create(&labels).inc();
+    tracing::info!(room, user, policy = %d.policy, version = d.version, rule = ?d.rule, action = %d.action, "knock decided");
+    enact(shared, &mut rec, &d, &label, now, None, &mut ops)?;
+    Ok(Knocked::Ops(ops))
+}
+
+/// Writes a decision on a knock: its audit entry (with `why_again` when a knock is decided
+/// again), and what it leads to (an invite, kick or ban; a review item; a notice).
+fn enact(
+    shared: &Shared,
+    rec: &mut KnockRecord,
+    d: &crate::policy::Decision,
+    label: &str,
+    now: u64,
+    why_again: Option<&str>,
+    ops: &mut Vec<Op>,
+) -> Result<(), StoreError> {
+    let store = &shared.store;
+    let user = rec.user_id.as_str();
     let dry_run = shared.dry_run(d.dry_run);
     let notify = d.notify.unwrap_or(match shared.config.notify {
         Notify::All => d.action != Verdict::Ignore,
         Notify::Review => d.action == Verdict::Review,
         Notify::None => false,
     });
-    tracing::info!(room, user, policy = %d.policy, version = d.version, rule = ?d.rule, action = %d.action, dry_run, "knock decided");
-
     let audit_id = store.next_id()?;
     rec.audit_id = Some(audit_id);
     let mut audit = AuditEntry {
         id: audit_id,
         time_ms: now,
-        room_id: head.room_id.clone(),
-        user_id: user_id.clone(),
+        room_id: rec.room_id.clone(),
+        user_id: rec.user_id.clone(),
         event_id: rec.event_id.clone(),
         reason: clip(rec.reason.clone(), MAX_AUDIT_TEXT),
         displayname: clip(rec.displayname.clone(), MAX_AUDIT_TEXT),
@@ -246,7 +284,10 @@ pub fn on_knock(shared: &Shared, entry: &InboxEntry, head: &EventHead, user: &st
         policy_version: d.version,
         rule: d.rule.clone(),
         action: d.action,
-        explanation: d.explanation.clone(),
+        explanation: match why_again {
+            Some(why) => format!("decided again ({why}): {}", d.explanation),
+            None => d.explanation.clone(),
+        },
         dry_run,
         review: None,
         outcome: Outcome::Pending,
@@ -261,7 +302,7 @@ pub fn on_knock(shared: &Shared, entry: &InboxEntry, head: &EventHead, user: &st
     let notice = || {
         notices::knock(&notices::KnockNotice {
             user,
-            room: &label,
+            room: label,
             reason: rec.reason.as_deref(),
             displayname: rec.displayname.as_deref(),
             outcome: notices::verdict(d.action, dry_run),
@@ -285,8 +326,8 @@ pub fn on_knock(shared: &Shared, entry: &InboxEntry, head: &EventHead, user: &st
             let reason = d.reason.clone().unwrap_or_else(|| default_reason(d.action, d.rule.as_deref()));
             let act = Action::Act {
                 change,
-                room_id: head.room_id.clone(),
-                user_id: user_id.clone(),
+                room_id: rec.room_id.clone(),
+                user_id: rec.user_id.clone(),
                 reason,
                 audit_id: Some(audit_id),
                 notify,
@@ -302,8 +343,8 @@ pub fn on_knock(shared: &Shared, entry: &InboxEntry, head: &EventHead, user: &st
             ops.extend(Store::put_review(&ReviewItem {
                 number,
                 audit_id,
-                room_id: head.room_id.clone(),
-                user_id: user_id.clone(),
+                room_id: rec.room_id.clone(),
+                user_id: rec.user_id.clone(),
                 event_id: rec.event_id.clone(),
                 reason: clip(rec.reason.clone(), MAX_AUDIT_TEXT),
                 created_ms: now,
@@ -324,8 +365,53 @@ pub fn on_knock(shared: &Shared, entry: &InboxEntry, head: &EventHead, user: &st
         }
     }
     ops.push(Store::put_audit(&audit));
-    ops.extend(Store::put_knock(&rec));
-    Ok(Knocked::Ops(ops))
+    ops.extend(Store::put_knock(rec));
+    Ok(())
+}
+
+/// Decides again the knocks waiting for review whose knockers a ban list rule that just came
+/// into force (`banned`: whether it bans a user) matches. A knock the policy now decides
+/// otherwise than `review` has its review item closed (the control room is told) and the new
+/// decision carried out, audited as decided again; the others keep waiting.
+pub fn redecide_reviews(shared: &Shared, banned: &dyn Fn(&str) -> bool, why: &str) -> Result<Vec<Op>, StoreError> {
+    let store = &shared.store;
+    let active = shared.policies.current();
+    let now = now_ms();
+    let mut ops = Vec::new();
+    for item in store.open_reviews()? {
+        if !banned(item.user_id.as_str()) {
+            continue;
+        }
+        let (room, user) = (item.room_id.as_str(), item.user_id.as_str());
+        let Some(mut rec) = store.knock(room, user)? else { continue };
+        if rec.event_id != item.event_id {
+            continue;
+        }
+        let aliases = store.aliases_of(room)?;
+        let Some(policy) = governing_policy(shared, &active.set, room, &aliases) else { continue };
+        let ctx = Context::gather(store, &active.set, room, &aliases, user, now, false)?;
+        let view = shared.lists.view();
+        let knock = ctx.knock(user, rec.reason.as_deref(), rec.displayname.as_deref()).with_lists(&view);
+        let d = policy.decide(&knock);
+        drop(view);
+        if d.action == Verdict::Review {
+            continue;
+        }
+        tracing::info!(room, user, review = item.number, action = %d.action, why, "knock decided again");
+        let how = Resolution::DecidedAgain { why: why.to_owned(), action: d.action };
+        if let Some(id) = rec.audit_id
+            && let Some((_, op)) = store.settle_op(id, Outcome::Resolved(how.clone()), now, is_pending)?
+        {
+            ops.push(op);
+        }
+        if let Some(closing) = store.close_review_ops(item.number, how)? {
+            ops.extend(closing);
+            ops.push(store.outbox_push(Action::ReviewClosed { number: item.number, reply: true })?);
+        }
+        let label = ctx.label.clone();
+        enact(shared, &mut rec, &d, &label, now, Some(why), &mut ops)?;
+    }
+    Ok(ops)
 }
 
 /// A knocker's membership changed away from `knock`: close the knock, its audit entry (unless

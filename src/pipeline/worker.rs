@@ -139,6 +139,11 @@ fn handle(shared: &Shared, entry: &InboxEntry) -> Result<Handled, StoreError> {
     let in_control = control.as_deref().map(|c| c.as_str()) == Some(room);
     let store = &shared.store;
     let mut ops = Vec::new();
+    // A ban list room is only read: its rules, nothing else (not even the bot's own join,
+    // which the read of the list made).
+    if !in_control && shared.lists.is_list_room(room) {
+        return Ok(Handled::Ops(super::lists::on_event(shared, &head, event)?));
+    }
     match head.kind.as_str() {
         "m.room.member" if head.is_membership_of(&shared.bot) => match head.membership.as_deref() {
             Some("invite") => {

@@ -60,6 +60,9 @@ pub enum Atom {
     DisplaynameMatches(String),
     /// Rooms (IDs or aliases); holds when the knocker is joined to one of them.
     MemberOf(Vec<String>),
+    /// Ban lists (room IDs or aliases); holds when a ban rule of one of them matches the
+    /// knocker (see [`super::banlist`]).
+    BanList(Vec<String>),
     RoomKnocks {
         more_than: u64,
         within: Duration,

@@ -201,6 +201,14 @@ impl CompiledPolicy {
         })
     }
 
+    /// The ban lists its `ban_list` conditions name.
+    pub fn ban_lists(&self) -> impl Iterator<Item = String> + '_ {
+        self.atoms.iter().flat_map(|a| match &a.atom {
+            Atom::BanList(rooms) => rooms.clone(),
+            _ => Vec::new(),
+        })
+    }
+
     /// The time windows its knock counters use.
     pub fn windows(&self) -> impl Iterator<Item = Duration> + '_ {
         self.atoms.iter().filter_map(|a| match a.atom {

@@ -11,6 +11,7 @@ use globset::Candidate;
 use super::{
     Action,
     ast::Atom,
+    banlist::{self, ListHit, ListSource},
     compile::{CCond, CompiledAtom, CompiledPolicy, ReSet},
     template, words,
 };
@@ -31,6 +32,9 @@ pub struct Knock<'a> {
     pub room_knocks: &'a [(Duration, u64)],
     /// Knocks by this user on this room within each window (the current knock included).
     pub user_knocks: &'a [(Duration, u64)],
+    /// The ban lists as knockwarden holds them (`None`: no list is known, and `ban_list`
+    /// never holds).
+    pub lists: Option<&'a dyn ListSource>,
 }
 
 impl Knock<'_> {
@@ -57,6 +61,8 @@ pub struct Decision {
     pub dry_run: bool,
     /// Why: the conditions that held, or that no rule matched.
     pub explanation: String,
+    /// The ban list entry that matched, when the deciding rule has a `ban_list` that held.
+    pub list: Option<ListHit>,
 }
 
 /// How one rule fared, for `explain`.
@@ -86,6 +92,10 @@ struct Facts<'k> {
     user: Cow<'k, str>,
     server: Cow<'k, str>,
     words: std::cell::OnceCell<words::Tokens>,
+    /// Ban list lookups made so far, by `ban_list` atom (its names' address: atoms live as
+    /// long as the decision), so that deciding, explaining and filling in the reason look
+    /// each up once.
+    list_hits: std::cell::RefCell<Vec<(usize, Option<ListHit>)>>,
 }
 
 fn lowercase(s: &str) -> Cow<'_, str> {
@@ -99,7 +109,19 @@ impl<'k> Facts<'k> {
             user: lowercase(knock.user),
             server: lowercase(knock.server()),
             words: std::cell::OnceCell::new(),
+            list_hits: std::cell::RefCell::new(Vec::new()),
         }
+    }
+
+    /// The entry of the named lists that bans the knocker, if any (looked up once per atom).
+    fn list_hit(&self, names: &[String]) -> Option<ListHit> {
+        let id = names.as_ptr() as usize;
+        if let Some((_, hit)) = self.list_hits.borrow().iter().find(|(i, _)| *i == id) {
+            return hit.clone();
+        }
+        let hit = banlist::find_in(self.knock.lists?, names, self.knock.user);
+        self.list_hits.borrow_mut().push((id, hit.clone()));
+        hit
     }
     fn reason(&self) -> &str {
         self.knock.reason.unwrap_or("")
@@ -125,8 +147,21 @@ fn eval_atom(a: &CompiledAtom, f: &Facts) -> bool {
         Atom::ReasonMaxLength(n) => f.reason().trim().chars().count() <= *n,
         Atom::DisplaynameMissing(m) => k.displayname.unwrap_or("").trim().is_empty() == *m,
         Atom::MemberOf(rooms) => rooms.iter().any(|r| k.member_of.iter().any(|m| m == r)),
+        Atom::BanList(names) => f.list_hit(names).is_some(),
         Atom::RoomKnocks { more_than, within } => count(k.room_knocks, *within) > *more_than,
         Atom::UserKnocks { more_than, within } => count(k.user_knocks, *within) > *more_than,
+    }
+}
+
+/// The first `ban_list` of a condition tree that holds, with its entry.
+fn first_list_hit(c: &CCond, atoms: &[CompiledAtom], f: &Facts) -> Option<ListHit> {
+    match c {
+        CCond::All(cs) | CCond::Any(cs) => cs.iter().find_map(|c| first_list_hit(c, atoms, f)),
+        CCond::Not(_) => None,
+        CCond::Atom(i) => match &atoms[*i].atom {
+            Atom::BanList(names) => f.list_hit(names),
+            _ => None,
+        },
     }
 }
 
@@ -159,7 +194,8 @@ fn eval(c: &CCond, atom: &mut impl FnMut(usize) -> bool) -> bool {
 }
 
 impl CompiledPolicy {
-    fn decision(&self, rule: Option<usize>, knock: &Knock, explanation: String) -> Decision {
+    fn decision(&self, rule: Option<usize>, facts: &Facts, explanation: String) -> Decision {
+        let knock = facts.knock;
         let (name, action, reason, notify) = match rule {
             Some(i) => {
                 let r = &self.rules[i];
@@ -168,10 +204,20 @@ impl CompiledPolicy {
             None => (None, self.default, None, None),
         };
         let rule_name = name.as_deref().unwrap_or("default");
+        let list = rule.and_then(|i| first_list_hit(&self.rules[i].cond, &self.atoms, facts));
+        let values = template::Values {
+            user: knock.user,
+            server: knock.server(),
+            room: knock.room,
+            rule: rule_name,
+            list: list.as_ref().map_or("", |h| h.list.as_str()),
+            list_reason: list.as_ref().map_or("", |h| h.reason.as_str()),
+        };
         Decision {
             policy: self.name.clone(),
             version: self.version,
-            reason: reason.map(|t| template::render(&t, knock.user, knock.server(), knock.room, rule_name)),
+            reason: reason.map(|t| template::render(&t, &values)),
+            list,
             rule: name,
             action,
             notify,
@@ -214,11 +260,11 @@ impl CompiledPolicy {
         };
         for &r in &candidates {
             if eval(&self.rules[r as usize].cond, &mut atom) {
-                let why = self.explain_rule(r as usize, knock).detail;
-                return self.decision(Some(r as usize), knock, why);
+                let why = self.explain_rule(r as usize, &facts).detail;
+                return self.decision(Some(r as usize), &facts, why);
             }
         }
-        self.decision(None, knock, self.default_why.clone())
+        self.decision(None, &facts, self.default_why.clone())
     }
 
     /// Decides a knock rule by rule, without the indexes (the reference for the fast path).
@@ -227,33 +273,33 @@ impl CompiledPolicy {
         let mut atom = |i: usize| eval_atom(&self.atoms[i], &facts);
         for (r, rule) in self.rules.iter().enumerate() {
             if eval(&rule.cond, &mut atom) {
-                let why = self.explain_rule(r, knock).detail;
-                return self.decision(Some(r), knock, why);
+                let why = self.explain_rule(r, &facts).detail;
+                return self.decision(Some(r), &facts, why);
             }
         }
-        self.decision(None, knock, self.default_why.clone())
+        self.decision(None, &facts, self.default_why.clone())
     }
 
     /// Decides a knock and says, for each rule up to the deciding one, why it did or did not
     /// match.
     pub fn explain(&self, knock: &Knock) -> Trace {
+        let facts = Facts::new(knock);
         let mut rules = Vec::new();
         for (r, _) in self.rules.iter().enumerate() {
-            let t = self.explain_rule(r, knock);
+            let t = self.explain_rule(r, &facts);
             let matched = t.matched;
             rules.push(t);
             if matched {
                 let why = rules.last().map(|t| t.detail.clone()).unwrap_or_default();
-                return Trace { decision: self.decision(Some(r), knock, why), rules };
+                return Trace { decision: self.decision(Some(r), &facts, why), rules };
             }
         }
-        Trace { decision: self.decision(None, knock, self.default_why.clone()), rules }
+        Trace { decision: self.decision(None, &facts, self.default_why.clone()), rules }
     }
 
-    fn explain_rule(&self, r: usize, knock: &Knock) -> RuleTrace {
-        let facts = Facts::new(knock);
+    fn explain_rule(&self, r: usize, facts: &Facts) -> RuleTrace {
         let rule = &self.rules[r];
-        let (matched, detail) = self.explain_cond(&rule.cond, &facts);
+        let (matched, detail) = self.explain_cond(&rule.cond, facts);
         let detail = if matched && detail.is_empty() { "no conditions: always matches".to_owned() } else { detail };
         RuleTrace { rule: rule.name.clone(), matched, detail }
     }
@@ -344,6 +390,11 @@ fn describe(a: &CompiledAtom, f: &Facts, ok: bool) -> String {
             format!("display name is{} given", if ok { "" } else { " not" })
         }
         Atom::MemberOf(rooms) => format!("knocker is{is} joined to one of [{}]", quote_list(rooms)),
+        Atom::BanList(names) => match f.list_hit(names) {
+            Some(h) => format!("knocker is listed on {}", banlist::describe_hit(&h)),
+            None if k.lists.is_none() => format!("knocker is not listed on [{}] (no lists known)", quote_list(names)),
+            None => format!("knocker is not listed on any of [{}]", quote_list(names)),
+        },
         Atom::RoomKnocks { more_than, within } => format!(
             "{} knocks on this room within {} ({} more than {more_than})",
             count(k.room_knocks, *within),

@@ -59,6 +59,9 @@ pub struct Condition {
     pub displayname: Option<DisplaynameCondition>,
     /// Holds when the knocker is joined to at least one of these rooms (IDs or aliases).
     pub member_of: Option<OneOrMany<String>>,
+    /// Holds when a ban rule (`m.policy.rule.user` / `m.policy.rule.server` with `m.ban`) of one
+    /// of these moderation policy lists (room IDs or aliases) matches the knocker.
+    pub ban_list: Option<OneOrMany<String>>,
     /// Knocks on this room in a time window (a knock wave).
     pub room_knocks: Option<CountCondition>,
     /// Knocks by this user on this room in a time window.

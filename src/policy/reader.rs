@@ -25,6 +25,7 @@ const WHEN_KEYS: &[&str] = &[
     "reason",
     "displayname",
     "member_of",
+    "ban_list",
     "room_knocks",
     "user_knocks",
     "any",
@@ -349,7 +350,8 @@ impl Reader<'_> {
                 "user_regex" => self.regex(value, "`user_regex`").and_then(|r| atom(Atom::UserRegex(r))),
                 "reason" => self.reason(value),
                 "displayname" => self.displayname(value),
-                "member_of" => self.member_of(value).and_then(|r| atom(Atom::MemberOf(r))),
+                "member_of" => self.named_rooms(value, "`member_of`").and_then(|r| atom(Atom::MemberOf(r))),
+                "ban_list" => self.named_rooms(value, "`ban_list`").and_then(|r| atom(Atom::BanList(r))),
                 "room_knocks" => self
                     .count(value, "`room_knocks`")
                     .and_then(|(n, d)| atom(Atom::RoomKnocks { more_than: n, within: d })),
@@ -457,13 +459,14 @@ impl Reader<'_> {
         })
     }
 
-    fn member_of(&mut self, node: &Node) -> Option<Vec<String>> {
-        let items = self.one_or_many(node, "`member_of`")?;
+    /// Rooms named by ID or alias (`member_of`, `ban_list`).
+    fn named_rooms(&mut self, node: &Node, what: &str) -> Option<Vec<String>> {
+        let items = self.one_or_many(node, what)?;
         let mut ok = true;
         for r in &items {
             let v = r.value.as_str();
             if !matches!(room_sel(v), Ok(RoomSel::Named(_))) {
-                self.problem(r.at, format!("`member_of`: `{v}` is not a room ID (!…) or alias (#…:server)"));
+                self.problem(r.at, format!("{what}: `{v}` is not a room ID (!…) or alias (#…:server)"));
                 ok = false;
             }
         }

@@ -18,6 +18,12 @@ fn knock<'a>(user: &'a str, reason: Option<&'a str>) -> Knock<'a> {
     Knock { user, room: "!r:x", reason, ..Default::default() }
 }
 
+impl<'a> Knock<'a> {
+    fn with_lists_for_tests(self, lists: &'a dyn ListSource) -> Self {
+        Knock { lists: Some(lists), ..self }
+    }
+}
+
 /// Decides with both paths and checks they agree.
 fn decide(set: &PolicySet, k: &Knock) -> Decision {
     let p = set.policy_for("!r:x", &[]).expect("governed");
@@ -518,12 +524,94 @@ mod property {
                     member_of: &rooms,
                     room_knocks: &counts,
                     user_knocks: &[],
+                    lists: None,
                 };
                 prop_assert_eq!(p.decide(&k), p.decide_plainly(&k), "{}", yaml);
                 prop_assert_eq!(p.decide(&k), p.explain(&k).decision);
             }
         }
     }
+}
+
+const BAN_LIST_POLICY: &str = r##"
+name: community
+rooms: ["!r:x"]
+default: review
+rules:
+  - name: community-bans
+    when:
+      ban_list: ["#community-bans:example.org", "!AbCdEf:example.org"]
+    action: ban
+    reason: "Listed on {list}: {list_reason}"
+  - name: friends
+    when:
+      user: "@*:friends.org"
+    action: accept
+"##;
+
+fn ban_lists() -> std::collections::HashMap<String, BanList> {
+    use serde_json::json;
+    let mut bans = BanList::new();
+    let rules = [
+        (
+            "m.policy.rule.user",
+            "u",
+            json!({"entity": "@spam*:friends.org", "recommendation": "m.ban", "reason": "spam"}),
+        ),
+        ("m.policy.rule.server", "s", json!({"entity": "*.evil.org", "recommendation": "m.ban", "reason": "abuse"})),
+    ];
+    for (i, (t, k, c)) in rules.into_iter().enumerate() {
+        let key = banlist::RuleKey { event_type: t.into(), state_key: k.into() };
+        bans.apply(key, banlist::parse(t, &c, &format!("$e{i}")).unwrap());
+    }
+    let mut lists = std::collections::HashMap::new();
+    lists.insert("!AbCdEf:example.org".to_owned(), bans);
+    lists
+}
+
+#[test]
+fn ban_lists_decide_with_the_entry_named() {
+    let set = set(BAN_LIST_POLICY);
+    let lists = ban_lists();
+    let listed = knock("@spammer:friends.org", None).with_lists_for_tests(&lists);
+    let d = decide(&set, &listed);
+    assert_eq!(d.rule.as_deref(), Some("community-bans"));
+    assert_eq!(d.action, Action::Ban);
+    assert_eq!(d.reason.as_deref(), Some("Listed on !AbCdEf:example.org: spam"));
+    let hit = d.list.as_ref().unwrap();
+    assert_eq!((hit.entity.as_str(), hit.kind), ("@spam*:friends.org", banlist::EntityKind::User));
+    assert!(
+        d.explanation.contains("listed on !AbCdEf:example.org, user rule \"@spam*:friends.org\""),
+        "{}",
+        d.explanation
+    );
+    let by_server = decide(&set, &knock("@anyone:chat.evil.org", None).with_lists_for_tests(&lists));
+    assert_eq!(by_server.reason.as_deref(), Some("Listed on !AbCdEf:example.org: abuse"));
+    let friend = decide(&set, &knock("@alice:friends.org", None).with_lists_for_tests(&lists));
+    assert_eq!(friend.rule.as_deref(), Some("friends"));
+    assert_eq!(friend.list, None);
+    // Without lists, `ban_list` never holds, and explain says so.
+    let p = set.policy_for("!r:x", &[]).unwrap();
+    let t = p.explain(&knock("@spammer:friends.org", None));
+    assert_eq!(t.decision.rule.as_deref(), Some("friends"));
+    assert!(t.rules[0].detail.contains("no lists known"), "{}", t.rules[0].detail);
+    assert_eq!(set.ban_lists(), vec!["!AbCdEf:example.org".to_owned(), "#community-bans:example.org".to_owned()]);
+}
+
+#[test]
+fn ban_list_names_rooms() {
+    let ps = problems(&BAN_LIST_POLICY.replace("\"!AbCdEf:example.org\"", "\"bans\""));
+    assert_eq!(ps.len(), 1, "{ps:?}");
+    assert!(
+        ps[0].message.contains("`ban_list`: `bans` is not a room ID (!…) or alias (#…:server)"),
+        "{}",
+        ps[0].message
+    );
+    let one =
+        set(&BAN_LIST_POLICY.replace("[\"#community-bans:example.org\", \"!AbCdEf:example.org\"]", "\"#bans:x\""));
+    assert_eq!(one.ban_lists(), vec!["#bans:x".to_owned()]);
+    let ps = problems(&BAN_LIST_POLICY.replace("{list_reason}", "{list_reasons}"));
+    assert!(ps[0].message.contains("unknown placeholder `{list_reasons}`"), "{}", ps[0].message);
 }
 
 #[test]

@@ -21,6 +21,8 @@ pub enum Subject {
     Room(OwnedRoomId),
     /// The policies' aliases.
     Aliases,
+    /// One ban list (as the policies name it).
+    List(String),
     /// Which rooms the bot is in.
     Rooms,
 }
@@ -65,6 +67,8 @@ pub enum Action {
     },
     /// Resolve the aliases the active policies name.
     ResolveAliases,
+    /// Join a ban list the policies name (a room ID or alias) and read its whole state.
+    ReadBanList { name: String },
     /// Carry out a decision on one knock: invite, kick or ban the knocker, unless that knock
     /// is no longer their membership (they knocked again, withdrew, or a person acted).
     Act {
@@ -108,6 +112,7 @@ impl Action {
             | Action::FetchRoomState { room_id }
             | Action::FetchMembers { room_id } => Subject::Room(room_id.clone()),
             Action::ResolveAliases => Subject::Aliases,
+            Action::ReadBanList { name } => Subject::List(name.clone()),
             Action::Reconcile => Subject::Rooms,
             Action::JoinControlRoom
             | Action::Notice { .. }
@@ -130,6 +135,7 @@ impl Action {
             Action::FetchMembers { .. } => "fetch_members",
             Action::Notice { .. } => "notice",
             Action::ResolveAliases => "resolve_aliases",
+            Action::ReadBanList { .. } => "read_ban_list",
             Action::Act { change, .. } => change.as_str(),
             Action::ReviewNotice { .. } => "review_notice",
             Action::Command { .. } => "command",
@@ -152,6 +158,7 @@ impl Action {
                 format!("post the notice \"{}\"", crate::notices::clip(plain.lines().next().unwrap_or("")))
             }
             Action::ResolveAliases => "look up the policies' room aliases".into(),
+            Action::ReadBanList { name } => format!("read the ban list {name}"),
             Action::Act { change, room_id, user_id, verdict, .. } => {
                 let by = verdict.as_ref().map(|v| format!(" (decided by {})", v.by)).unwrap_or_default();
                 let to = match change {

@@ -58,6 +58,12 @@ pub enum Resolution {
     },
     /// The knock had already been decided: the first verdict stands.
     AlreadyDecided,
+    /// Decided again while it waited for review (a ban list gained a rule that matches the
+    /// knocker), with another outcome.
+    DecidedAgain {
+        why: String,
+        action: crate::policy::Action,
+    },
     /// Written before resolutions were typed.
     Text {
         text: String,
@@ -67,7 +73,7 @@ pub enum Resolution {
 impl Resolution {
     /// Whether a person decided it (a moderator through knockwarden, or someone directly).
     pub fn by_people(&self) -> bool {
-        !matches!(self, Resolution::Expired { .. } | Resolution::ByKnockwarden { .. })
+        !matches!(self, Resolution::Expired { .. } | Resolution::ByKnockwarden { .. } | Resolution::DecidedAgain { .. })
     }
 }
 
@@ -96,6 +102,7 @@ impl fmt::Display for Resolution {
                 write!(f, "no longer knocking (membership: {})", membership.as_deref().unwrap_or("none"))
             }
             Resolution::AlreadyDecided => f.write_str("already decided"),
+            Resolution::DecidedAgain { why, action } => write!(f, "decided again ({why}): {action}"),
             Resolution::Text { text } => f.write_str(text),
         }
     }

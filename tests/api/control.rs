@@ -81,6 +81,15 @@ impl TestApp {
         self.store.review(n).unwrap().unwrap().notice_event.unwrap().to_string()
     }
 
+    /// The plain bodies of the bot's control-room messages that are not replies or edits.
+    pub(crate) fn plain_notices(&self) -> Vec<String> {
+        self.sent("m.room.message")
+            .into_iter()
+            .filter(|r| r.body.get("m.relates_to").is_none())
+            .map(|r| r.body["body"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
     pub(crate) fn sent(&self, kind: &str) -> Vec<Recorded> {
         self.homeserver.requests_to("PUT", &format!("/rooms/{CONTROL_ROOM}/send/{kind}/"))
     }

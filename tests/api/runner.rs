@@ -50,13 +50,8 @@ fn invited(app: &TestApp) -> Vec<String> {
     app.posted("invite").iter().map(|r| r.body["user_id"].as_str().unwrap().to_owned()).collect()
 }
 
-/// The plain bodies of the bot's control-room messages that are not replies or edits.
 fn notices(app: &TestApp) -> Vec<String> {
-    app.sent("m.room.message")
-        .into_iter()
-        .filter(|r| r.body.get("m.relates_to").is_none())
-        .map(|r| r.body["body"].as_str().unwrap_or_default().to_owned())
-        .collect()
+    app.plain_notices()
 }
 
 fn settled(app: &TestApp) -> bool {
@@ -268,6 +263,9 @@ impl Homeserver for Buggy {
     }
     async fn knocking_members(&self, room: &RoomId) -> Result<Vec<Box<serde_json::value::RawValue>>, HsError> {
         self.0.knocking_members(room).await
+    }
+    async fn room_state(&self, room: &RoomId) -> Result<Vec<Box<serde_json::value::RawValue>>, HsError> {
+        self.0.room_state(room).await
     }
     async fn send(&self, room: &RoomId, txn: &str, kind: &str, content: &Value) -> Result<OwnedEventId, HsError> {
         self.0.send(room, txn, kind, content).await

@@ -337,6 +337,55 @@ async fn synapse_policy_edits_apply_without_restart() {
     env.wait_membership(&lobby, &c.id, "invite").await;
 }
 
+/// Scenario 12: a ban list (a moderator's policy room with `m.policy.rule.user` state) named
+/// by a policy: the listed user is banned when they knock, an unlisted one waits for review,
+/// and a rule added to the list later decides that waiting knock again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synapse_ban_lists_ban_listed_knockers() {
+    let env = Env::start(&[LOBBY], lobby_policy).await;
+    let lobby = env.room("lobby").to_owned();
+    let alias = env.alias("lobby");
+    let (listed, unlisted) = (env.register("listed").await, env.register("unlisted").await);
+    let list = env
+        .moderator
+        .create_room(json!({
+            "preset": "public_chat", "room_alias_name": "bans", "name": "community bans",
+            "initial_state": [{"type": "m.policy.rule.user", "state_key": "rule:1",
+                               "content": {"entity": &listed.id, "recommendation": "m.ban", "reason": "spam"}}]
+        }))
+        .await;
+    let bans = env.alias("bans");
+    let file = env.kw.dir.join("policies/lobby.yaml");
+    let policy = format!(
+        "rooms: [\"{alias}\"]\ndefault: review\nrules:\n  - name: community-bans\n    when: {{ ban_list: \"{bans}\" }}\n    action: ban\n    reason: \"Listed on {{list}}: {{list_reason}}\"\n"
+    );
+    std::fs::write(&file, policy).unwrap();
+    env.notice(&[&format!("Following the ban list {bans}"), "1 user rules"]).await;
+    wait_for("the bot to join the list", || async {
+        (env.moderator.membership(&list, &env.kw.bot).await.0.as_deref() == Some("join")).then_some(())
+    })
+    .await;
+    let cmd = env.moderator.say(&env.control, "!knock rooms").await;
+    let rooms = env.reply_to(&cmd).await;
+    assert!(rooms.contains("lobby") && !rooms.contains("bans"), "a list room is not managed: {rooms}");
+
+    assert_eq!(listed.knock(&alias, Some("hello"), None).await.0, 200);
+    let reason = env.wait_membership(&lobby, &listed.id, "ban").await;
+    assert_eq!(reason.as_deref(), Some(format!("Listed on {bans}: spam").as_str()));
+    assert_eq!(unlisted.knock(&alias, Some("hello"), None).await.0, 200);
+    let (notice, _) = env.review_notice(&unlisted.id).await;
+    assert_eq!(env.owner.membership(&lobby, &unlisted.id).await.0.as_deref(), Some("knock"));
+
+    // The list gains a rule: the waiting knock is decided again.
+    let path = format!("v3/rooms/{}/state/m.policy.rule.user/rule:2", client::enc(&list));
+    let content = json!({"entity": &unlisted.id, "recommendation": "m.ban", "reason": "raid"});
+    env.moderator.ok(reqwest::Method::PUT, &path, Some(content)).await;
+    let reason = env.wait_membership(&lobby, &unlisted.id, "ban").await;
+    assert_eq!(reason.as_deref(), Some(format!("Listed on {bans}: raid").as_str()));
+    let reply = env.reply_to(&notice).await;
+    assert!(reply.contains(&format!("decided again ({bans} gained the rule {})", unlisted.id)), "{reply}");
+}
+
 /// Scenarios 10 and 11: knockwarden killed while knocks arrive, then Synapse restarted: every
 /// knock is acted on once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -134,6 +134,17 @@ impl FakeHomeserver {
         self.state.lock().unwrap().state.insert((room.to_owned(), kind.to_owned(), state_key.to_owned()), ev);
     }
 
+    /// Puts a whole state event (it needs `room_id`, `type`, `state_key`); `None` content
+    /// removes it.
+    pub fn put_state_event(&self, event: Value) {
+        let key = (
+            event["room_id"].as_str().unwrap().to_owned(),
+            event["type"].as_str().unwrap().to_owned(),
+            event["state_key"].as_str().unwrap().to_owned(),
+        );
+        self.state.lock().unwrap().state.insert(key, event);
+    }
+
     /// Sets a user's membership in a room (as the pre-check reads it back).
     pub fn set_membership(&self, room: &str, user: &str, membership: &str) {
         self.set_state(room, "m.room.member", user, user, json!({"membership": membership}));
@@ -308,6 +319,10 @@ fn respond(req: &HttpRequest, body: &web::Bytes, state: &web::Data<Mutex<State>>
         ("GET", ["rooms", room, "members"]) => {
             let chunk = st.knocks.get(*room).cloned().unwrap_or_default();
             HttpResponse::Ok().json(json!({"chunk": chunk}))
+        }
+        ("GET", ["rooms", room, "state"]) => {
+            let events: Vec<&Value> = st.state.iter().filter(|((r, _, _), _)| r == room).map(|(_, ev)| ev).collect();
+            HttpResponse::Ok().json(events)
         }
         ("GET", ["rooms", room, "state", kind, key @ ..]) => {
             let key = key.join("/");

@@ -1,0 +1,59 @@
+//! Pushed events of ban list rooms: rule state events and their redactions.
+//!
+//! Each changes the list in memory and in the store (in the event's transaction). A rule that
+//! would match everyone is kept, ignored, and reported once; a rule that comes into force
+//! decides again the knocks waiting for review whose knockers it bans.
+
+use serde_json::Value;
+
+use super::{Shared, knocks};
+use crate::{
+    events::EventHead,
+    policy::banlist::{self, Parsed},
+    storage::{ListRecord, Op, Store, StoreError, now_ms},
+};
+
+/// What an event of a list room changes.
+pub fn on_event(shared: &Shared, head: &EventHead, event: &Value) -> Result<Vec<Op>, StoreError> {
+    let room = head.room_id.as_str();
+    let lists = &shared.lists;
+    let (key, parsed) = if head.kind == "m.room.redaction" {
+        // Room version 11 moved `redacts` into the content.
+        let redacts = event.pointer("/content/redacts").or_else(|| event.get("redacts")).and_then(Value::as_str);
+        match redacts.and_then(|id| lists.key_of_event(room, id)) {
+            Some(key) => (key, Parsed::Removed),
+            None => return Ok(vec![]),
+        }
+    } else {
+        let Some(state_key) = head.state_key.clone() else { return Ok(vec![]) };
+        let content = event.get("content").cloned().unwrap_or(Value::Null);
+        match banlist::parse(&head.kind, &content, head.event_id.as_str()) {
+            Some(parsed) => (banlist::RuleKey { event_type: head.kind.clone(), state_key }, parsed),
+            None => return Ok(vec![]),
+        }
+    };
+    let store = &shared.store;
+    let old = lists.apply(room, key.clone(), parsed.clone());
+    let mut ops = vec![match &parsed {
+        Parsed::Rule(rule) => Store::put_list_rule(room, &key, rule),
+        Parsed::Removed => Store::del_list_rule(room, &key),
+    }];
+    let mut rec = store.list_record(room)?.unwrap_or_else(|| ListRecord::new(head.room_id.clone()));
+    rec.changed_ms = Some(now_ms());
+    ops.push(Store::put_list_record(&rec));
+    let name = rec.names.first().cloned().unwrap_or_else(|| room.to_owned());
+    tracing::info!(list = %name, kind = %key.event_type, state_key = %key.state_key, removed = parsed == Parsed::Removed, "a ban list changed");
+    if let Parsed::Rule(rule) = &parsed {
+        let again = old.as_ref().is_some_and(|o| o.event_id == rule.event_id);
+        if rule.ignored.is_some() && !again {
+            let what = format!("{} ({}, state key {:?})", rule.entity, key.event_type, key.state_key);
+            ops.push(store.outbox_push(crate::actions::lists::over_broad_notice(&name, &[what]))?);
+        }
+        if rule.ignored.is_none() && old.as_ref() != Some(rule) {
+            let why = format!("{name} gained the rule {}", rule.entity);
+            let banned = |user: &str| banlist::rule_matches(rule, user);
+            ops.extend(knocks::redecide_reviews(shared, &banned, &why)?);
+        }
+    }
+    Ok(ops)
+}

@@ -1,0 +1,590 @@
+//! Moderation policy lists (ban lists): rooms whose `m.policy.rule.user` and
+//! `m.policy.rule.server` state events name who is banned (Matrix spec, "Moderation policy
+//! lists"). Pure: a [`BanList`] is built from state events handed in, and matched against
+//! knockers.
+//!
+//! - Rule types: `m.policy.rule.user|server`, the legacy `m.room.rule.user|server` and
+//!   `org.matrix.mjolnir.rule.user|server`. (Room rules do not concern knockers.)
+//! - Ban recommendations: `m.ban`, `org.matrix.mjolnir.ban`, `m.takedown`,
+//!   `org.matrix.msc4204.takedown`. A state event with another recommendation, none, or neither
+//!   an `entity` nor hashes removes the rule held under its type and state key; so does its
+//!   redaction.
+//! - Entities are globs (`*` any run of characters, `?` one character) matched
+//!   case-insensitively against the full user ID (user rules) or the server name (server
+//!   rules). Without an `entity`, `org.matrix.msc4205.hashes.sha256` (base64 of the SHA-256 of
+//!   the user ID or server name) matches exactly.
+//! - A rule whose entity would match everyone or nearly everyone (nothing but `*`, `?`, `@`,
+//!   `:` and `.`: `*`, `*:*`, `@*`, `?*`) is kept, marked ignored, and never matches.
+//!
+//! Matching is indexed: exact entities and hashes in hash maps, globs in one glob set (rebuilt
+//! on first use after a glob rule changed), so deciding against lists of tens of thousands of
+//! entries costs a few lookups.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::OnceLock,
+};
+
+use base64::Engine;
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// The state event types of user rules.
+pub const USER_TYPES: &[&str] = &["m.policy.rule.user", "m.room.rule.user", "org.matrix.mjolnir.rule.user"];
+/// The state event types of server rules.
+pub const SERVER_TYPES: &[&str] = &["m.policy.rule.server", "m.room.rule.server", "org.matrix.mjolnir.rule.server"];
+/// The recommendations that ban.
+pub const BAN_RECOMMENDATIONS: &[&str] =
+    &["m.ban", "org.matrix.mjolnir.ban", "m.takedown", "org.matrix.msc4204.takedown"];
+/// Where hashed entities are given (MSC4205).
+pub const HASHES_KEY: &str = "org.matrix.msc4205.hashes";
+
+/// What a rule is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntityKind {
+    User,
+    Server,
+}
+
+impl EntityKind {
+    /// The kind of rule a state event type holds, if it is a rule type knockwarden reads.
+    pub fn of_type(event_type: &str) -> Option<Self> {
+        if USER_TYPES.contains(&event_type) {
+            Some(EntityKind::User)
+        } else if SERVER_TYPES.contains(&event_type) {
+            Some(EntityKind::Server)
+        } else {
+            None
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntityKind::User => "user",
+            EntityKind::Server => "server",
+        }
+    }
+}
+
+/// Where a rule lives in its room's state.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RuleKey {
+    pub event_type: String,
+    pub state_key: String,
+}
+
+/// What a rule matches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Entity {
+    /// A glob over the user ID or server name.
+    Glob(String),
+    /// The unpadded base64 SHA-256 of the user ID or server name.
+    Sha256(String),
+}
+
+impl std::fmt::Display for Entity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Entity::Glob(g) => f.write_str(g),
+            Entity::Sha256(h) => write!(f, "sha256:{h}"),
+        }
+    }
+}
+
+/// One ban rule of a list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListRule {
+    pub kind: EntityKind,
+    pub entity: Entity,
+    pub recommendation: String,
+    /// The rule's `reason` (empty when it gives none).
+    pub reason: String,
+    /// The state event that set it (its redaction removes the rule).
+    pub event_id: String,
+    /// Set when the rule is ignored: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignored: Option<String>,
+}
+
+/// What a rule state event says for its type and state key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    /// A ban rule.
+    Rule(ListRule),
+    /// No ban rule any more (no entity, no recommendation, or another recommendation).
+    Removed,
+}
+
+/// Reads a state event of a rule type; `None` when the type is not one knockwarden reads.
+pub fn parse(event_type: &str, content: &Value, event_id: &str) -> Option<Parsed> {
+    let kind = EntityKind::of_type(event_type)?;
+    let text = |k: &str| content.get(k).and_then(Value::as_str);
+    let Some(recommendation) = text("recommendation").filter(|r| BAN_RECOMMENDATIONS.contains(r)) else {
+        return Some(Parsed::Removed);
+    };
+    let entity = match text("entity").filter(|e| !e.is_empty()) {
+        Some(glob) => Entity::Glob(glob.to_owned()),
+        None => match content.pointer(&format!("/{HASHES_KEY}/sha256")).and_then(Value::as_str) {
+            Some(h) if !h.trim_end_matches('=').is_empty() => Entity::Sha256(h.trim_end_matches('=').to_owned()),
+            _ => return Some(Parsed::Removed),
+        },
+    };
+    let ignored = match &entity {
+        Entity::Glob(g) if is_over_broad(g) => {
+            Some(format!("the entity `{g}` would match everyone or nearly everyone"))
+        }
+        _ => None,
+    };
+    Some(Parsed::Rule(ListRule {
+        kind,
+        entity,
+        recommendation: recommendation.to_owned(),
+        reason: text("reason").unwrap_or("").to_owned(),
+        event_id: event_id.to_owned(),
+        ignored,
+    }))
+}
+
+/// Whether a glob would match everyone or nearly everyone: it names nothing but wildcards and
+/// the punctuation every ID has (`*`, `*:*`, `@*`, `?*`, `*.*`).
+pub fn is_over_broad(glob: &str) -> bool {
+    glob.chars().all(|c| matches!(c, '*' | '?' | '@' | ':' | '.'))
+}
+
+fn has_wildcard(glob: &str) -> bool {
+    glob.contains(['*', '?'])
+}
+
+/// The spec's glob (only `*` and `?` are special) as a globset glob, lowercased.
+fn to_glob(glob: &str) -> Option<globset::Glob> {
+    let mut pattern = String::with_capacity(glob.len() + 8);
+    let mut literal = String::new();
+    for c in glob.to_lowercase().chars() {
+        if c == '*' || c == '?' {
+            pattern.push_str(&globset::escape(&literal));
+            literal.clear();
+            pattern.push(c);
+        } else {
+            literal.push(c);
+        }
+    }
+    pattern.push_str(&globset::escape(&literal));
+    GlobBuilder::new(&pattern).literal_separator(false).backslash_escape(false).build().ok()
+}
+
+/// The unpadded standard base64 SHA-256 of a text, as hashed entities give it.
+pub fn sha256_b64(text: &str) -> String {
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(Sha256::digest(text.as_bytes()))
+}
+
+/// The globs of one kind, compiled together.
+#[derive(Debug, Clone)]
+struct Globs {
+    set: GlobSet,
+    keys: Vec<RuleKey>,
+}
+
+/// The rules of one kind, indexed.
+#[derive(Debug, Clone, Default)]
+struct KindIndex {
+    /// Lowercase entity -> rules.
+    exact: HashMap<String, BTreeSet<RuleKey>>,
+    /// Hash -> rules.
+    hashes: HashMap<String, BTreeSet<RuleKey>>,
+    /// Rules with a wildcard entity.
+    glob_keys: BTreeSet<RuleKey>,
+    globs: OnceLock<Globs>,
+}
+
+impl KindIndex {
+    fn insert(&mut self, key: &RuleKey, rule: &ListRule) {
+        match &rule.entity {
+            Entity::Glob(g) if has_wildcard(g) => {
+                self.glob_keys.insert(key.clone());
+                self.globs = OnceLock::new();
+            }
+            Entity::Glob(g) => {
+                self.exact.entry(g.to_lowercase()).or_default().insert(key.clone());
+            }
+            Entity::Sha256(h) => {
+                self.hashes.entry(h.clone()).or_default().insert(key.clone());
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &RuleKey, rule: &ListRule) {
+        let drop_from = |map: &mut HashMap<String, BTreeSet<RuleKey>>, k: &str| {
+            if let Some(set) = map.get_mut(k) {
+                set.remove(key);
+                if set.is_empty() {
+                    map.remove(k);
+                }
+            }
+        };
+        match &rule.entity {
+            Entity::Glob(g) if has_wildcard(g) => {
+                self.glob_keys.remove(key);
+                self.globs = OnceLock::new();
+            }
+            Entity::Glob(g) => drop_from(&mut self.exact, &g.to_lowercase()),
+            Entity::Sha256(h) => drop_from(&mut self.hashes, h),
+        }
+    }
+
+    fn globs(&self, rules: &HashMap<RuleKey, ListRule>) -> &Globs {
+        self.globs.get_or_init(|| {
+            let mut b = GlobSetBuilder::new();
+            let mut keys = Vec::new();
+            for key in &self.glob_keys {
+                let Some(Entity::Glob(g)) = rules.get(key).map(|r| &r.entity) else { continue };
+                if let Some(glob) = to_glob(g) {
+                    b.add(glob);
+                    keys.push(key.clone());
+                }
+            }
+            let set = b.build().unwrap_or_else(|_| GlobSet::empty());
+            Globs { set, keys }
+        })
+    }
+
+    /// The first rule (in key order) matching `text` (lowercase) or its hash.
+    fn find<'r>(
+        &self,
+        rules: &'r HashMap<RuleKey, ListRule>,
+        lower: &str,
+        original: &str,
+    ) -> Option<(&'r RuleKey, &'r ListRule)> {
+        let mut best: Option<&RuleKey> = self.exact.get(lower).and_then(|s| s.first());
+        if !self.hashes.is_empty()
+            && let Some(k) = self.hashes.get(&sha256_b64(original)).and_then(|s| s.first())
+        {
+            best = Some(best.map_or(k, |b| b.min(k)));
+        }
+        if !self.glob_keys.is_empty() {
+            let globs = self.globs(rules);
+            if let Some(k) = globs.set.matches(lower).into_iter().map(|i| &globs.keys[i]).min() {
+                best = Some(best.map_or(k, |b| b.min(k)));
+            }
+        }
+        best.and_then(|k| rules.get_key_value(k))
+    }
+}
+
+/// One list's rules, indexed for matching.
+#[derive(Debug, Clone, Default)]
+pub struct BanList {
+    rules: HashMap<RuleKey, ListRule>,
+    by_event: HashMap<String, RuleKey>,
+    users: KindIndex,
+    servers: KindIndex,
+}
+
+/// A list entry that matched a knocker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListHit {
+    /// The list as the policy names it (alias or room ID).
+    pub list: String,
+    pub kind: EntityKind,
+    pub entity: String,
+    pub reason: String,
+    pub event_type: String,
+}
+
+impl BanList {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Builds a list from its rules.
+    pub fn from_rules(rules: impl IntoIterator<Item = (RuleKey, ListRule)>) -> Self {
+        let mut list = Self::new();
+        for (k, r) in rules {
+            list.set(k, r);
+        }
+        list
+    }
+
+    /// Sets the rule held under `key`; returns the rule it replaced.
+    pub fn set(&mut self, key: RuleKey, rule: ListRule) -> Option<ListRule> {
+        let old = self.remove(&key);
+        self.by_event.insert(rule.event_id.clone(), key.clone());
+        if rule.ignored.is_none() {
+            match rule.kind {
+                EntityKind::User => self.users.insert(&key, &rule),
+                EntityKind::Server => self.servers.insert(&key, &rule),
+            }
+        }
+        self.rules.insert(key, rule);
+        old
+    }
+
+    /// Removes the rule held under `key`, if any.
+    pub fn remove(&mut self, key: &RuleKey) -> Option<ListRule> {
+        let old = self.rules.remove(key)?;
+        if self.by_event.get(&old.event_id) == Some(key) {
+            self.by_event.remove(&old.event_id);
+        }
+        if old.ignored.is_none() {
+            match old.kind {
+                EntityKind::User => self.users.remove(key, &old),
+                EntityKind::Server => self.servers.remove(key, &old),
+            }
+        }
+        Some(old)
+    }
+
+    /// Applies what a state event says under `key`; returns the rule it replaced or removed.
+    pub fn apply(&mut self, key: RuleKey, parsed: Parsed) -> Option<ListRule> {
+        match parsed {
+            Parsed::Rule(r) => self.set(key, r),
+            Parsed::Removed => self.remove(&key),
+        }
+    }
+
+    /// The key of the rule the event set, if it still holds (for redactions).
+    pub fn key_of_event(&self, event_id: &str) -> Option<&RuleKey> {
+        self.by_event.get(event_id)
+    }
+
+    pub fn get(&self, key: &RuleKey) -> Option<&ListRule> {
+        self.rules.get(key)
+    }
+
+    pub fn rules(&self) -> impl Iterator<Item = (&RuleKey, &ListRule)> {
+        self.rules.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Rules in force (not ignored): (users, servers).
+    pub fn counts(&self) -> (usize, usize) {
+        let live = self.rules.values().filter(|r| r.ignored.is_none());
+        live.fold((0, 0), |(u, s), r| match r.kind {
+            EntityKind::User => (u + 1, s),
+            EntityKind::Server => (u, s + 1),
+        })
+    }
+
+    /// The rule banning `user` (a full user ID), by user or by server, if any. User rules are
+    /// looked at first.
+    pub fn find(&self, user: &str) -> Option<(&RuleKey, &ListRule)> {
+        let server = user.split_once(':').map(|(_, s)| s).unwrap_or("");
+        self.users
+            .find(&self.rules, &lowercase(user), user)
+            .or_else(|| self.servers.find(&self.rules, &lowercase(server), server))
+    }
+}
+
+fn lowercase(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.chars().any(char::is_uppercase) { s.to_lowercase().into() } else { s.into() }
+}
+
+/// Whether a rule (in force) bans `user`, matched on its own (the index is not needed).
+pub fn rule_matches(rule: &ListRule, user: &str) -> bool {
+    if rule.ignored.is_some() {
+        return false;
+    }
+    let text = match rule.kind {
+        EntityKind::User => user,
+        EntityKind::Server => user.split_once(':').map(|(_, s)| s).unwrap_or(""),
+    };
+    match &rule.entity {
+        Entity::Glob(g) if has_wildcard(g) => {
+            to_glob(g).is_some_and(|g| g.compile_matcher().is_match(text.to_lowercase()))
+        }
+        Entity::Glob(g) => g.to_lowercase() == text.to_lowercase(),
+        Entity::Sha256(h) => *h == sha256_b64(text),
+    }
+}
+
+/// Where the policy engine finds the lists a policy names (by alias or room ID, as written).
+pub trait ListSource: Sync {
+    fn list(&self, name: &str) -> Option<&BanList>;
+}
+
+impl std::fmt::Debug for dyn ListSource + '_ {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ListSource")
+    }
+}
+
+/// Lists by name, for tests and the command line.
+impl ListSource for HashMap<String, BanList> {
+    fn list(&self, name: &str) -> Option<&BanList> {
+        self.get(name)
+    }
+}
+
+/// A matched entry, for people: `#bans:example.org, user rule "@spam*:evil.org"
+/// (m.policy.rule.user), reason "spam"`.
+pub fn describe_hit(h: &ListHit) -> String {
+    let reason = if h.reason.is_empty() { String::new() } else { format!(", reason {:?}", h.reason) };
+    format!("{}, {} rule {:?} ({}){reason}", h.list, h.kind.as_str(), h.entity, h.event_type)
+}
+
+/// The first entry of the named lists that bans `user`.
+pub fn find_in(lists: &dyn ListSource, names: &[String], user: &str) -> Option<ListHit> {
+    names.iter().find_map(|name| {
+        let (key, rule) = lists.list(name)?.find(user)?;
+        Some(ListHit {
+            list: name.clone(),
+            kind: rule.kind,
+            entity: rule.entity.to_string(),
+            reason: rule.reason.clone(),
+            event_type: key.event_type.clone(),
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn key(t: &str, k: &str) -> RuleKey {
+        RuleKey { event_type: t.into(), state_key: k.into() }
+    }
+
+    fn rule(t: &str, content: Value, id: &str) -> Parsed {
+        parse(t, &content, id).expect("a rule type")
+    }
+
+    fn list(rules: &[(&str, &str, Value)]) -> BanList {
+        let mut l = BanList::new();
+        for (i, (t, k, c)) in rules.iter().enumerate() {
+            l.apply(key(t, k), rule(t, c.clone(), &format!("$e{i}")));
+        }
+        l
+    }
+
+    #[test]
+    fn globs_match_case_insensitively_and_only_star_and_question_mark_are_special() {
+        let l = list(&[
+            (
+                "m.policy.rule.user",
+                "a",
+                json!({"entity": "@spam*:evil.org", "recommendation": "m.ban", "reason": "spam"}),
+            ),
+            ("m.policy.rule.server", "b", json!({"entity": "bad?.example", "recommendation": "m.ban"})),
+            ("m.policy.rule.server", "c", json!({"entity": "[v6]", "recommendation": "m.ban"})),
+            ("m.policy.rule.user", "d", json!({"entity": "@Exact:Example.org", "recommendation": "m.ban"})),
+        ]);
+        assert_eq!(l.find("@SpamBot42:EVIL.org").unwrap().1.reason, "spam");
+        assert!(l.find("@ham:evil.org").is_none());
+        assert!(l.find("@x:bad1.example").is_some());
+        assert!(l.find("@x:bad12.example").is_none(), "? is one character");
+        assert!(l.find("@x:[v6]").is_some(), "[ is literal");
+        assert!(l.find("@x:v").is_none());
+        assert!(l.find("@exact:example.org").is_some());
+        assert_eq!(l.counts(), (2, 2));
+        for user in ["@SpamBot42:EVIL.org", "@x:bad1.example", "@x:[v6]", "@exact:example.org", "@ham:evil.org"] {
+            let by_index = l.find(user).is_some();
+            assert_eq!(by_index, l.rules().any(|(_, r)| rule_matches(r, user)), "{user}");
+        }
+    }
+
+    #[test]
+    fn legacy_types_and_recommendations_are_read() {
+        for t in ["m.room.rule.user", "org.matrix.mjolnir.rule.user"] {
+            for rec in BAN_RECOMMENDATIONS {
+                let l = list(&[(t, "x", json!({"entity": "@a:b", "recommendation": rec}))]);
+                assert!(l.find("@a:b").is_some(), "{t} {rec}");
+            }
+        }
+        let l = list(&[(
+            "org.matrix.mjolnir.rule.server",
+            "x",
+            json!({"entity": "b", "recommendation": "org.matrix.mjolnir.ban"}),
+        )]);
+        assert!(l.find("@anyone:b").is_some());
+        assert!(parse("m.policy.rule.room", &json!({"entity": "!r:b", "recommendation": "m.ban"}), "$e").is_none());
+    }
+
+    #[test]
+    fn hashed_entities_match_exactly() {
+        let h = sha256_b64("@hidden:example.org");
+        let padded = format!("{h}=");
+        let l = list(&[
+            ("m.policy.rule.user", "h", json!({"recommendation": "m.ban", HASHES_KEY: {"sha256": padded}})),
+            (
+                "m.policy.rule.server",
+                "s",
+                json!({"recommendation": "m.ban", HASHES_KEY: {"sha256": sha256_b64("hidden.example")}}),
+            ),
+        ]);
+        assert!(l.find("@hidden:example.org").is_some());
+        assert!(l.find("@Hidden:example.org").is_none());
+        assert!(l.find("@who:hidden.example").is_some());
+        assert_eq!(l.find("@hidden:example.org").unwrap().1.entity, Entity::Sha256(h));
+        // An entity wins over hashes.
+        let p = rule(
+            "m.policy.rule.user",
+            json!({"entity": "@e:x", "recommendation": "m.ban", HASHES_KEY: {"sha256": "abc"}}),
+            "$e",
+        );
+        assert!(matches!(p, Parsed::Rule(ListRule { entity: Entity::Glob(_), .. })));
+    }
+
+    #[test]
+    fn removal_by_empty_content_other_recommendation_and_redaction() {
+        let mut l = list(&[
+            ("m.policy.rule.user", "a", json!({"entity": "@a:x", "recommendation": "m.ban"})),
+            ("m.policy.rule.user", "b", json!({"entity": "@b*:x", "recommendation": "m.ban"})),
+            ("m.policy.rule.user", "c", json!({"entity": "@c:x", "recommendation": "m.ban"})),
+        ]);
+        assert!(l.find("@a:x").is_some() && l.find("@bee:x").is_some() && l.find("@c:x").is_some());
+        l.apply(key("m.policy.rule.user", "a"), rule("m.policy.rule.user", json!({}), "$r1"));
+        assert!(l.find("@a:x").is_none(), "no entity: removed");
+        l.apply(
+            key("m.policy.rule.user", "b"),
+            rule("m.policy.rule.user", json!({"entity": "@b*:x", "recommendation": "m.mute"}), "$r2"),
+        );
+        assert!(l.find("@bee:x").is_none(), "not a ban: removed");
+        let k = l.key_of_event("$e2").cloned().unwrap();
+        assert!(l.remove(&k).is_some());
+        assert!(l.find("@c:x").is_none(), "redacted: removed");
+        assert!(l.is_empty());
+        assert!(matches!(rule("m.policy.rule.user", json!({"entity": "@a:x"}), "$e"), Parsed::Removed));
+    }
+
+    #[test]
+    fn over_broad_rules_are_ignored() {
+        for g in ["*", "*:*", "@*", "?*", "@*:*", "*.*"] {
+            let l = list(&[("m.policy.rule.user", "x", json!({"entity": g, "recommendation": "m.ban"}))]);
+            assert!(l.find("@anyone:anywhere.org").is_none(), "{g}");
+            assert!(l.get(&key("m.policy.rule.user", "x")).unwrap().ignored.is_some());
+            assert_eq!(l.counts(), (0, 0));
+        }
+        assert!(!is_over_broad("*.evil.org"));
+        assert!(!is_over_broad("@a*"));
+    }
+
+    #[test]
+    fn named_lists_report_the_entry() {
+        let mut lists = HashMap::new();
+        lists.insert(
+            "#bans:x".to_owned(),
+            list(&[(
+                "m.policy.rule.server",
+                "s",
+                json!({"entity": "*.evil.org", "recommendation": "m.ban", "reason": "spam hub"}),
+            )]),
+        );
+        let hit = find_in(&lists, &["#other:x".into(), "#bans:x".into()], "@a:chat.evil.org").unwrap();
+        assert_eq!(hit.list, "#bans:x");
+        assert_eq!(hit.entity, "*.evil.org");
+        assert_eq!(hit.reason, "spam hub");
+        assert_eq!(hit.kind, EntityKind::Server);
+        assert!(find_in(&lists, &["#bans:x".into()], "@a:good.org").is_none());
+    }
+}
