@@ -181,6 +181,18 @@ pub struct Store {
     /// Actions queued since the runner last looked (`None` until it watches), see
     /// [`Store::watch_outbox`].
     feed: std::sync::Arc<std::sync::Mutex<Option<Vec<u64>>>>,
+    /// Group commit for [`Store::flush`].
+    flusher: std::sync::Arc<Flusher>,
+}
+
+/// One flush at a time, shared by every caller that asked for one before it began (see
+/// [`Store::flush`]).
+#[derive(Default)]
+struct Flusher {
+    /// Flush requests so far.
+    requested: std::sync::atomic::AtomicU64,
+    /// The last request the flushes done so far cover.
+    done: tokio::sync::Mutex<u64>,
 }
 
 thread_local! {
@@ -236,6 +248,7 @@ impl Store {
             ingest_lock: Default::default(),
             write_lock: Default::default(),
             feed: Default::default(),
+            flusher: Default::default(),
             failed: Default::default(),
             depth: std::sync::Arc::new(depth),
         };
@@ -367,9 +380,31 @@ impl Store {
     }
 
     /// Makes everything written so far durable.
+    ///
+    /// Flushes are grouped: one runs at a time, on a blocking thread, and covers every caller
+    /// that asked before it began (a caller arriving during a flush waits for the next one).
+    /// Not sled's `flush_async`: that runs each flush on sled's own I/O thread pool, holding
+    /// sled's concurrency lock while it waits for buffer writes queued on that same pool, so
+    /// enough concurrent flushes starve the pool and the database stops (every read and
+    /// write waits forever; seen under the ingest benchmark's load).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await.map_err(|e| self.mark_failed(e.into()))?;
-        Ok(())
+        let mine = self.flusher.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut done = self.flusher.done.lock().await;
+        if *done >= mine {
+            return Ok(());
+        }
+        let covers = self.flusher.requested.load(Ordering::SeqCst);
+        let db = self.db.clone();
+        let flushed = tokio::task::spawn_blocking(move || db.flush()).await;
+        match flushed {
+            Ok(Ok(_)) => {
+                *done = covers;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(self.mark_failed(e.into())),
+            Err(join) => Err(self
+                .mark_failed(StoreError::Sled(sled::Error::ReportableBug(format!("the flush thread failed: {join}"))))),
+        }
     }
 
     /// Records that storage failed (so `/health` says so) and passes the error on.
@@ -554,6 +589,40 @@ pub fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Many writers flushing at once, as transactions and catch-ups do under load: every
+    /// flush returns. (With sled's own `flush_async`, the flushes starve sled's I/O pool and
+    /// the database stops; this test then times out.)
+    #[test]
+    fn concurrent_flushes_all_return() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let writer = s.clone();
+        // On its own thread: a stopped database blocks every thread that touches it.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            rt.block_on(async {
+                let tasks: Vec<_> = (0..32u64)
+                    .map(|t| {
+                        let s = writer.clone();
+                        tokio::spawn(async move {
+                            for i in 0..40u64 {
+                                let key = format!("{t}-{i}").into_bytes();
+                                s.commit(&[Op::Put { tree: T::Meta, key, value: vec![7; 2048] }]).unwrap();
+                                s.flush().await.unwrap();
+                            }
+                        })
+                    })
+                    .collect();
+                futures_util::future::join_all(tasks).await;
+            });
+            let _ = tx.send(());
+        });
+        let done = rx.recv_timeout(std::time::Duration::from_secs(60));
+        assert!(done.is_ok(), "the flushes did not all return within 60 s: the database stopped");
+        assert_eq!(s.len(T::Meta), 32 * 40 + 1);
+    }
 
     #[test]
     fn commit_is_atomic_and_durable_across_reopen() {

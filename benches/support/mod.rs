@@ -24,19 +24,26 @@ pub struct Bench {
     running: tokio::task::JoinHandle<Result<(), knockwarden::startup::StartError>>,
 }
 
-/// Starts knockwarden with one policy file and `extra_config` appended to the config; returns
-/// once start-up actions are done.
-pub async fn start(policy: &str, extra_config: &str) -> Bench {
-    let hs = FakeHomeserver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let reg = NewRegistration {
+/// Writes the bot's registration (`registration.yaml`) into `dir`, as the config expects it;
+/// returns its `hs_token`.
+pub fn registration(dir: &std::path::Path) -> String {
+    NewRegistration {
         id: "knockwarden",
         url: "http://127.0.0.1:0",
         localpart: "knockwarden",
         server_name: ruma::server_name!("test.local"),
     }
-    .write(&dir.path().join("registration.yaml"), false)
-    .unwrap();
+    .write(&dir.join("registration.yaml"), false)
+    .unwrap()
+    .hs_token
+}
+
+/// Starts knockwarden with one policy file and `extra_config` appended to the config; returns
+/// once start-up actions are done.
+pub async fn start(policy: &str, extra_config: &str) -> Bench {
+    let hs = FakeHomeserver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let hs_token = registration(dir.path());
     std::fs::create_dir(dir.path().join("policies")).unwrap();
     std::fs::write(dir.path().join("policies/bench.yaml"), policy).unwrap();
     let config = format!(
@@ -52,7 +59,7 @@ pub async fn start(policy: &str, extra_config: &str) -> Bench {
     while store.outbox_len() > 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    Bench { hs, dir, store, url, hs_token: reg.hs_token, stopper, running }
+    Bench { hs, dir, store, url, hs_token, stopper, running }
 }
 
 impl Bench {
