@@ -1,7 +1,7 @@
 //! Ban lists: a policy room with user and server rules, followed by knockwarden and used to
 //! decide knocks (the fake homeserver serves the list's state; changes arrive pushed).
 
-use knockwarden::storage::{Outcome, Resolution};
+use knockwarden::storage::{Outcome, Resolution, Store};
 use serde_json::{Value, json};
 
 use crate::{
@@ -237,4 +237,36 @@ async fn after_a_restart_with_the_list_unreachable_the_stored_copy_decides() {
     let lists = app.say("3", "$c1", "!knock lists").await;
     assert!(lists.contains("last read failed"), "{lists}");
     assert_eq!(notices_with(&app, "Cannot read the ban list"), 1, "reported once while it is retried");
+}
+
+#[tokio::test]
+async fn policy_explain_on_the_command_line_reads_the_stored_lists() {
+    let app = app().await;
+    let (dir, _hs) = app.stop().await;
+    let explain = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_knockwarden"))
+            .env_remove("KNOCKWARDEN_CONFIG")
+            .args(["policy", "explain", "--room", "!r:test.local", "--user", "@mallory:elsewhere.example", "-c"])
+            .arg(dir.path().join("config.yaml"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let stdout = explain();
+    assert!(stdout.contains("decision: ban"), "{stdout}");
+    assert!(stdout.contains("reason:   Listed on #bans:test.local: spam"), "{stdout}");
+    assert!(stdout.contains("lists:    the copies stored by the service"), "{stdout}");
+    assert!(
+        stdout.contains(
+            r#"ban list: #bans:test.local, user rule "@mallory:elsewhere.example" (m.policy.rule.user), reason "spam""#
+        ),
+        "{stdout}"
+    );
+    // While the service holds the database, it says so (and `ban_list` does not hold).
+    let store = Store::open(&dir.path().join("db")).unwrap();
+    let stdout = explain();
+    assert!(stdout.contains("the database is in use"), "{stdout}");
+    assert!(stdout.contains("decision: review"), "{stdout}");
+    drop(store);
 }
