@@ -13,7 +13,7 @@ use std::{
 };
 
 use crate::{
-    policy::{PolicySet, Problem, Source, format_problems},
+    policy::{PolicySet, Problem, Source, content_hash, format_problems},
     storage::{Store, StoreError},
 };
 
@@ -108,26 +108,33 @@ impl LivePolicies {
             Some(n) => store.policy_version(n)?,
             None => None,
         };
-        let fallback = stored.as_ref().and_then(|v| PolicySet::load(&v.sources).ok().map(|set| (v.number, set)));
-        let files = all_sources(dir, &store)
-            .and_then(|sources| PolicySet::load(&sources).map(|set| (sources, set)).map_err(PolicyError::Invalid));
-        let active = match (files, fallback) {
-            (Ok((sources, set)), fallback) => {
-                let same = stored.as_ref().is_some_and(|v| v.hash == set.hash());
-                match (same, fallback) {
-                    (true, Some((n, set))) => Active { version: n, set: set.with_version(n) },
-                    _ => {
+        // Each set is compiled once at most: the files, unless they are the stored version
+        // (then that is compiled), and the stored version only when the files are refused.
+        let sources = all_sources(dir, &store);
+        let active = match (sources, stored) {
+            (Ok(sources), Some(v)) if v.hash == content_hash(&sources) => match PolicySet::load(&v.sources) {
+                Ok(set) => Active { version: v.number, set: set.with_version(v.number) },
+                Err(problems) => return Err(PolicyError::Invalid(problems)),
+            },
+            (sources, stored) => {
+                let files = sources.and_then(|sources| {
+                    PolicySet::load(&sources).map(|set| (sources, set)).map_err(PolicyError::Invalid)
+                });
+                match files {
+                    Ok((sources, set)) => {
                         let v = store.add_policy_version(sources, set.hash().to_owned(), "files")?;
                         store.set_active_policy_version(v.number)?;
                         Active { version: v.number, set: set.with_version(v.number) }
                     }
+                    Err(e) => match stored.and_then(|v| PolicySet::load(&v.sources).ok().map(|set| (v.number, set))) {
+                        Some((n, set)) => {
+                            tracing::error!(error = %e, version = n, "policy files refused at start; keeping the stored version");
+                            Active { version: n, set: set.with_version(n) }
+                        }
+                        None => return Err(e),
+                    },
                 }
             }
-            (Err(e), Some((n, set))) => {
-                tracing::error!(error = %e, version = n, "policy files refused at start; keeping the stored version");
-                Active { version: n, set: set.with_version(n) }
-            }
-            (Err(e), None) => return Err(e),
         };
         tracing::info!(version = active.version, policies = active.set.policies().len(), "policies active");
         Ok(Self { dir: dir.to_owned(), store, active: RwLock::new(Arc::new(active)), change: Default::default() })
@@ -154,6 +161,10 @@ impl LivePolicies {
         let _guard = self.change.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.current();
         let sources = all_sources(&self.dir, &self.store)?;
+        // The files the active version was made of need no compiling to know that.
+        if content_hash(&sources) == current.set.hash() {
+            return Ok(Reload::Unchanged { version: current.version });
+        }
         match PolicySet::load(&sources) {
             Err(problems) => Ok(Reload::Refused { problems, active: current.version }),
             Ok(set) if set.hash() == current.set.hash() => Ok(Reload::Unchanged { version: current.version }),
