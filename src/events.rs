@@ -109,12 +109,14 @@ pub const FAULT_EVENT_TYPE: &str = "org.knockwarden.test.fault";
 pub fn is_wanted(head: &EventHead, view: &impl Interests) -> bool {
     let control = view.control_room();
     let in_control = control == Some(head.room_id.as_ref());
-    // Of a ban list room: its rules, their redactions, and the bot's own membership.
-    if !in_control && view.is_list_room(&head.room_id) {
-        let rule = head.state_key.is_some() && crate::policy::banlist::EntityKind::of_type(&head.kind).is_some();
-        return rule || head.kind == "m.room.redaction" || head.is_membership_of(view.bot());
+    // A ban list room gives its rules, their redactions and the bot's own membership, and
+    // nothing else (looked up only for events that would be kept).
+    let list_room = || !in_control && view.is_list_room(&head.room_id);
+    let rule = head.state_key.is_some() && crate::policy::banlist::EntityKind::of_type(&head.kind).is_some();
+    if rule || head.kind == "m.room.redaction" {
+        return list_room();
     }
-    match head.kind.as_str() {
+    let wanted = match head.kind.as_str() {
         "m.room.member" => {
             head.is_membership_of(view.bot())
                 || head.membership.as_deref() == Some("knock")
@@ -133,7 +135,8 @@ pub fn is_wanted(head: &EventHead, view: &impl Interests) -> bool {
         #[cfg(debug_assertions)]
         FAULT_EVENT_TYPE => true,
         _ => false,
-    }
+    };
+    wanted && (head.is_membership_of(view.bot()) || !list_room())
 }
 
 #[cfg(test)]

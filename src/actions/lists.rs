@@ -16,7 +16,7 @@ use serde::Deserialize;
 use crate::{
     homeserver::HsError,
     notices,
-    pipeline::{Shared, knocks},
+    pipeline::{self, Shared},
     policy::{
         PolicySet,
         banlist::{self, Parsed, RuleKey},
@@ -192,36 +192,9 @@ pub fn record(shared: &Shared, read: ListRead) -> Result<Vec<Op>, StoreError> {
         let text = format!("📋 Following the ban list {name}: {users} user rules, {servers} server rules.");
         ops.push(store.outbox_push(notices::with_block(&text, None))?);
     }
-    let ignored: Vec<String> = changed
-        .set
-        .iter()
-        .filter(|(_, r)| r.ignored.is_some())
-        .map(|(k, r)| format!("{} ({}, state key {:?})", r.entity, k.event_type, k.state_key))
-        .collect();
-    if !ignored.is_empty() {
-        ops.push(store.outbox_push(over_broad_notice(&name, &ignored))?);
-    }
-    let gained: Vec<_> = changed.set.iter().filter(|(_, r)| r.ignored.is_none()).map(|(_, r)| r.clone()).collect();
-    if !gained.is_empty() {
-        let why = match gained.as_slice() {
-            [one] => format!("{name} gained the rule {}", one.entity),
-            many => format!("{name} gained {} rules", many.len()),
-        };
-        let banned = |user: &str| gained.iter().any(|r| banlist::rule_matches(r, user));
-        ops.extend(knocks::redecide_reviews(shared, &banned, &why)?);
-    }
+    ops.extend(pipeline::lists::rules_changed(shared, &name, &changed.set)?);
     shared.inbox_ready.notify_one();
     Ok(ops)
-}
-
-/// The notice about rules that would ban everyone or nearly everyone.
-pub fn over_broad_notice(name: &str, rules: &[String]) -> Action {
-    let text = format!(
-        "⚠️ The ban list {name} has {} that would match everyone or nearly everyone; knockwarden ignores {}:",
-        if rules.len() == 1 { "a rule".to_owned() } else { format!("{} rules", rules.len()) },
-        if rules.len() == 1 { "it" } else { "them" }
-    );
-    notices::with_block(&text, Some(&rules.join("\n")))
 }
 
 #[cfg(test)]

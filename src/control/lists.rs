@@ -28,15 +28,18 @@ impl Ctx<'_> {
             out.dedup();
             out
         };
+        let shown: Vec<String> = records
+            .iter()
+            .flat_map(|r| if r.names.is_empty() { vec![r.room_id.to_string()] } else { r.names.clone() })
+            .collect();
+        let unread: Vec<&String> = named.iter().filter(|n| !shown.contains(n)).collect();
         let mut m = Msg::new();
-        m.bold(&format!("{} ban list(s)", records.len().max(named.len())));
-        let mut shown: Vec<String> = Vec::new();
+        m.bold(&format!("{} ban list(s)", records.len() + unread.len()));
         for rec in &records {
             let mut names = rec.names.clone();
             if names.is_empty() {
                 names.push(rec.room_id.to_string());
             }
-            shown.extend(names.iter().cloned());
             let (users, servers, ignored) = self.shared.lists.counts(rec.room_id.as_str()).unwrap_or_default();
             m.line().bold(&names.join(", "));
             if !names.iter().any(|n| *n == rec.room_id.as_str()) {
@@ -61,7 +64,7 @@ impl Ctx<'_> {
                 false => m.text(&format!(" · used by {}", policies.join(", "))),
             };
         }
-        for name in named.iter().filter(|n| !shown.contains(n)) {
+        for name in unread {
             m.line().bold(name);
             let missing = self.store().alias(name)? == Some(None);
             m.text(if missing { " · no such room" } else { " · not joined yet" });

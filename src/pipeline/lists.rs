@@ -9,7 +9,8 @@ use serde_json::Value;
 use super::{Shared, knocks};
 use crate::{
     events::EventHead,
-    policy::banlist::{self, Parsed},
+    notices,
+    policy::banlist::{self, ListRule, Parsed, RuleKey},
     storage::{ListRecord, Op, Store, StoreError, now_ms},
 };
 
@@ -28,7 +29,7 @@ pub fn on_event(shared: &Shared, head: &EventHead, event: &Value) -> Result<Vec<
         let Some(state_key) = head.state_key.clone() else { return Ok(vec![]) };
         let content = event.get("content").cloned().unwrap_or(Value::Null);
         match banlist::parse(&head.kind, &content, head.event_id.as_str()) {
-            Some(parsed) => (banlist::RuleKey { event_type: head.kind.clone(), state_key }, parsed),
+            Some(parsed) => (RuleKey { event_type: head.kind.clone(), state_key }, parsed),
             None => return Ok(vec![]),
         }
     };
@@ -43,17 +44,39 @@ pub fn on_event(shared: &Shared, head: &EventHead, event: &Value) -> Result<Vec<
     ops.push(Store::put_list_record(&rec));
     let name = rec.names.first().cloned().unwrap_or_else(|| room.to_owned());
     tracing::info!(list = %name, kind = %key.event_type, state_key = %key.state_key, removed = parsed == Parsed::Removed, "a ban list changed");
-    if let Parsed::Rule(rule) = &parsed {
-        let again = old.as_ref().is_some_and(|o| o.event_id == rule.event_id);
-        if rule.ignored.is_some() && !again {
-            let what = format!("{} ({}, state key {:?})", rule.entity, key.event_type, key.state_key);
-            ops.push(store.outbox_push(crate::actions::lists::over_broad_notice(&name, &[what]))?);
-        }
-        if rule.ignored.is_none() && old.as_ref() != Some(rule) {
-            let why = format!("{name} gained the rule {}", rule.entity);
-            let banned = |user: &str| banlist::rule_matches(rule, user);
-            ops.extend(knocks::redecide_reviews(shared, &banned, &why)?);
-        }
+    if let Parsed::Rule(rule) = &parsed
+        && old.as_ref() != Some(rule)
+    {
+        ops.extend(rules_changed(shared, &name, &[(key, rule.clone())])?);
+    }
+    Ok(ops)
+}
+
+/// What new or changed rules of the list `name` lead to: one notice for those ignored as
+/// over-broad, and a new decision on the knocks waiting for review that the others ban.
+pub fn rules_changed(shared: &Shared, name: &str, rules: &[(RuleKey, ListRule)]) -> Result<Vec<Op>, StoreError> {
+    let mut ops = Vec::new();
+    let ignored: Vec<String> = rules
+        .iter()
+        .filter(|(_, r)| r.ignored.is_some())
+        .map(|(k, r)| format!("{} ({}, state key {:?})", r.entity, k.event_type, k.state_key))
+        .collect();
+    if !ignored.is_empty() {
+        let text = format!(
+            "⚠️ The ban list {name} has {} that would match everyone or nearly everyone; knockwarden ignores {}:",
+            if ignored.len() == 1 { "a rule".to_owned() } else { format!("{} rules", ignored.len()) },
+            if ignored.len() == 1 { "it" } else { "them" }
+        );
+        ops.push(shared.store.outbox_push(notices::with_block(&text, Some(&ignored.join("\n"))))?);
+    }
+    let gained: Vec<&ListRule> = rules.iter().map(|(_, r)| r).filter(|r| r.ignored.is_none()).collect();
+    if !gained.is_empty() {
+        let why = match gained.as_slice() {
+            [one] => format!("{name} gained the rule {}", one.entity),
+            many => format!("{name} gained {} rules", many.len()),
+        };
+        let banned = |user: &str| gained.iter().any(|r| banlist::rule_matches(r, user));
+        ops.extend(knocks::redecide_reviews(shared, &banned, &why)?);
     }
     Ok(ops)
 }

@@ -120,6 +120,8 @@ async fn listed_users_and_users_of_listed_servers_are_banned_and_others_are_not(
     let lists = app.say("4", "$c1", "!knock lists").await;
     assert!(lists.contains("#bans:test.local (!bans:test.local) · 1 user rules, 1 server rules, 1 ignored"), "{lists}");
     assert!(lists.contains("used by p"), "{lists}");
+    assert!(lists.starts_with("2 ban list(s)"), "{lists}");
+    assert!(lists.contains("last change just now · read just now"), "{lists}");
     assert!(lists.contains("#nope:test.local · no such room"), "{lists}");
     // The bot's join of the list room (pushed, as Synapse does) does not make it a managed room.
     app.push("6", vec![member_event("$botjoin", LIST, BOT, BOT, "join")]).await;
@@ -269,4 +271,22 @@ async fn policy_explain_on_the_command_line_reads_the_stored_lists() {
     assert!(stdout.contains("the database is in use"), "{stdout}");
     assert!(stdout.contains("decision: review"), "{stdout}");
     drop(store);
+}
+
+#[tokio::test]
+async fn a_list_named_by_room_id_is_joined_via_its_server() {
+    let hs = homeserver().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+    let policy = POLICY.replace(r##"["#bans:test.local", "#nope:test.local"]"##, r#""!remote-list:remote.example""#);
+    std::fs::write(dir.path().join("policies/p.yaml"), policy).unwrap();
+    let app = spawn_app_in(dir, hs, AppOptions::default()).await;
+    eventually("the remote list is read", || {
+        app.store.list_record("!remote-list:remote.example").unwrap().is_some_and(|r| r.read_ms.is_some())
+    })
+    .await;
+    let join =
+        app.homeserver.requests_to("POST", "/join/").into_iter().find(|r| r.path.contains("remote-list")).unwrap();
+    assert!(join.path.ends_with("/join/!remote-list:remote.example"), "{}", join.path);
+    assert!(join.query.contains("via=remote.example"), "over federation, via the room's server: {}", join.query);
 }
