@@ -109,6 +109,8 @@ async fn an_action_failing_past_give_up_after_is_kept_reported_and_can_be_retrie
     app.knock_on("1", "$k1", "@far:x.example", Some("a friend")).await;
     let store = app.store.clone();
     eventually("in the failed list", || store.failed().unwrap().len() == 1).await;
+    // The failure's notice is queued with it: the outbox empties once that is posted.
+    eventually("the outbox is empty", || store.outbox_len() == 0).await;
     assert_eq!(store.outbox_len(), 0);
     let f = &store.failed().unwrap()[0];
     assert!(f.error.starts_with("still failing after 1s: "), "{}", f.error);
