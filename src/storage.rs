@@ -14,6 +14,7 @@ mod failed;
 mod inbox;
 mod lists;
 mod outbox;
+mod overlay;
 mod policies;
 mod records;
 mod resolution;
@@ -172,7 +173,7 @@ pub struct Store {
     trees: Vec<sled::Tree>,
     ingest_lock: std::sync::Arc<std::sync::Mutex<()>>,
     /// Serializes read-modify-write updates (see [`Store::serialized`]).
-    write_lock: std::sync::Arc<std::sync::Mutex<()>>,
+    write_lock: std::sync::Arc<parking_lot::Mutex<()>>,
     /// Set when a write or flush failed: `/health` then answers 503 until restart.
     failed: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Entries in the inbox and the outbox, kept up to date by [`Store::commit`], so that
@@ -201,13 +202,20 @@ thread_local! {
 }
 
 /// The write lock, held; releases the thread's mark with it.
+///
+/// The lock is handed over fairly: the worker takes it again right after releasing it, event
+/// after event, and an unfair lock let it win every time, so the runner's records of what it
+/// did waited behind the whole inbox.
 struct WriteGuard<'a> {
-    _guard: std::sync::MutexGuard<'a, ()>,
+    guard: Option<parking_lot::MutexGuard<'a, ()>>,
 }
 
 impl Drop for WriteGuard<'_> {
     fn drop(&mut self) {
         HOLDS_WRITE_LOCK.with(|h| h.set(false));
+        if let Some(g) = self.guard.take() {
+            parking_lot::MutexGuard::unlock_fair(g);
+        }
     }
 }
 
@@ -219,6 +227,9 @@ pub struct TreeStats {
     /// Bytes of keys and values.
     pub bytes: u64,
 }
+
+/// A key and its value, as stored.
+type KeyValue = (Vec<u8>, Vec<u8>);
 
 /// How many entries the queues hold: the inbox, then the outbox (see [`queue_index`]).
 type Depth = [AtomicI64; 2];
@@ -297,17 +308,70 @@ impl Store {
         if HOLDS_WRITE_LOCK.with(|h| h.get()) {
             return None;
         }
-        let guard = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let guard = self.write_lock.lock();
         HOLDS_WRITE_LOCK.with(|h| h.set(true));
-        Some(WriteGuard { _guard: guard })
+        Some(WriteGuard { guard: Some(guard) })
     }
 
     fn tree(&self, t: T) -> &sled::Tree {
         &self.trees[t as usize]
     }
 
-    /// Applies all `ops` atomically.
+    /// This store's identity, for this thread's batch (see [`Store::batch`]).
+    fn id(&self) -> usize {
+        std::sync::Arc::as_ptr(&self.depth) as *const () as usize
+    }
+
+    /// Runs `f` as one batch: the commits made in it on this thread are staged, read back by
+    /// this thread's reads, and written in one transaction when `f` returns `Ok` (discarded
+    /// when it fails or panics). Inside a batch already, `f` is simply part of it.
+    pub fn batch<R>(&self, f: impl FnOnce() -> Result<R, StoreError>) -> Result<R, StoreError> {
+        if !overlay::open(self.id()) {
+            return f();
+        }
+        /// Closes the batch should `f` panic.
+        struct Close;
+        impl Drop for Close {
+            fn drop(&mut self) {
+                overlay::close();
+            }
+        }
+        let close = Close;
+        let result = f();
+        let staged = overlay::close();
+        drop(close);
+        let r = result?;
+        if let Some(staged) = staged {
+            self.commit_now(&staged.into_ops())?;
+        }
+        Ok(r)
+    }
+
+    /// A mark of what this thread's batch has staged so far, to undo what follows it with
+    /// [`Store::unstage_to`] (`None` outside a batch).
+    pub fn staged_mark(&self) -> Option<usize> {
+        overlay::with(self.id(), |o| o.len())
+    }
+
+    /// Forgets what this thread's batch staged after `mark`.
+    pub fn unstage_to(&self, mark: Option<usize>) {
+        if let Some(mark) = mark {
+            overlay::with(self.id(), |o| o.truncate(mark));
+        }
+    }
+
+    /// Applies all `ops` atomically (inside a batch: stages them, see [`Store::batch`]).
     pub fn commit(&self, ops: &[Op]) -> Result<(), StoreError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        if overlay::with(self.id(), |o| o.stage(ops)).is_some() {
+            return Ok(());
+        }
+        self.commit_now(ops)
+    }
+
+    fn commit_now(&self, ops: &[Op]) -> Result<(), StoreError> {
         if ops.is_empty() {
             return Ok(());
         }
@@ -431,48 +495,125 @@ impl Store {
         !self.failed.load(Ordering::SeqCst) && self.tree(T::Meta).get(b"health").is_ok()
     }
 
+    /// A value, as this thread's batch (if any) left it.
+    fn get_raw(&self, tree: T, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match overlay::with(self.id(), |o| o.get(tree, key)) {
+            Some(overlay::Staged::Value(v)) => Ok(Some(v)),
+            Some(overlay::Staged::Removed) => Ok(None),
+            Some(overlay::Staged::Untouched) | None => Ok(self.tree(tree).get(key)?.map(|v| v.to_vec())),
+        }
+    }
+
     pub fn get_json<V: DeserializeOwned>(&self, tree: T, key: &[u8]) -> Result<Option<V>, StoreError> {
-        match self.tree(tree).get(key)? {
+        match self.get_raw(tree, key)? {
             None => Ok(None),
             Some(bytes) => decode(tree, &bytes).map(Some),
         }
     }
 
     pub fn contains(&self, tree: T, key: &[u8]) -> Result<bool, StoreError> {
-        Ok(self.tree(tree).contains_key(key)?)
+        match overlay::with(self.id(), |o| o.get(tree, key)) {
+            Some(overlay::Staged::Value(_)) => Ok(true),
+            Some(overlay::Staged::Removed) => Ok(false),
+            Some(overlay::Staged::Untouched) | None => Ok(self.tree(tree).contains_key(key)?),
+        }
+    }
+
+    /// Keys and values of a tree whose key starts with `prefix`, in key order, as this
+    /// thread's batch (if any) left them.
+    fn scan_raw(&self, tree: T, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
+        let mut found = std::collections::BTreeMap::new();
+        for kv in self.tree(tree).scan_prefix(prefix) {
+            let (k, v) = kv?;
+            found.insert(k.to_vec(), v.to_vec());
+        }
+        overlay::with(self.id(), |o| {
+            for (k, v) in o.range(tree, prefix, None).take_while(|(k, _)| k.starts_with(prefix)) {
+                match v {
+                    Some(v) => found.insert(k.clone(), v.clone()),
+                    None => found.remove(k),
+                };
+            }
+        });
+        Ok(found.into_iter().collect())
     }
 
     /// All values of a tree whose key starts with `prefix`, in key order.
     pub fn scan_json<V: DeserializeOwned>(&self, tree: T, prefix: &[u8]) -> Result<Vec<(Vec<u8>, V)>, StoreError> {
-        self.tree(tree)
-            .scan_prefix(prefix)
-            .map(|kv| {
-                let (k, v) = kv?;
-                Ok((k.to_vec(), decode(tree, &v)?))
-            })
-            .collect()
+        self.scan_raw(tree, prefix)?.into_iter().map(|(k, v)| Ok((k, decode(tree, &v)?))).collect()
     }
 
     /// How many keys lie in `[from, to)`.
     pub fn count_range(&self, tree: T, from: Vec<u8>, to: Vec<u8>) -> Result<u64, StoreError> {
-        let mut n = 0;
-        for k in self.tree(tree).range(from..to).keys() {
+        let mut n: i64 = 0;
+        for k in self.tree(tree).range(from.clone()..to.clone()).keys() {
             k?;
             n += 1;
         }
-        Ok(n)
+        let staged: Vec<(Vec<u8>, bool)> = overlay::with(self.id(), |o| {
+            o.range(tree, &from, Some(&to)).map(|(k, v)| (k.clone(), v.is_some())).collect()
+        })
+        .unwrap_or_default();
+        for (k, present) in staged {
+            match (present, self.tree(tree).contains_key(&k)?) {
+                (true, false) => n += 1,
+                (false, true) => n -= 1,
+                _ => {}
+            }
+        }
+        Ok(n.max(0) as u64)
     }
 
     /// All keys of a tree that start with `prefix`.
     pub fn scan_keys(&self, tree: T, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
-        self.tree(tree).scan_prefix(prefix).keys().map(|k| Ok(k?.to_vec())).collect()
+        Ok(self.scan_raw(tree, prefix)?.into_iter().map(|(k, _)| k).collect())
     }
 
     /// The first entry of a tree, in key order.
     pub fn first_json<V: DeserializeOwned>(&self, tree: T) -> Result<Option<(Vec<u8>, V)>, StoreError> {
-        match self.tree(tree).first()? {
+        self.first_after(tree, None)
+    }
+
+    /// The first entry of a tree after `after` (from the start: `None`), in key order, as
+    /// this thread's batch (if any) left it.
+    pub fn first_after<V: DeserializeOwned>(
+        &self,
+        tree: T,
+        after: Option<&[u8]>,
+    ) -> Result<Option<(Vec<u8>, V)>, StoreError> {
+        use std::ops::Bound;
+        let from = match after {
+            Some(a) => Bound::Excluded(a.to_vec()),
+            None => Bound::Unbounded,
+        };
+        let id = self.id();
+        let mut in_sled = None;
+        for kv in self.tree(tree).range::<Vec<u8>, _>((from.clone(), Bound::Unbounded)) {
+            let (k, v) = kv?;
+            let removed = overlay::with(id, |o| matches!(o.get(tree, &k), overlay::Staged::Removed)).unwrap_or(false);
+            if !removed {
+                in_sled = Some((k.to_vec(), v.to_vec()));
+                break;
+            }
+        }
+        let staged = overlay::with(id, |o| {
+            o.range(tree, after.unwrap_or(b""), None)
+                .filter(|(k, _)| after.is_none_or(|a| k.as_slice() > a))
+                .find_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())))
+        })
+        .flatten();
+        let first = match (in_sled, staged) {
+            (Some(a), Some(b)) => Some(if b.0 <= a.0 { b } else { a }),
+            (a, b) => a.or(b),
+        };
+        // A key staged with a new value shows that value.
+        let first = first.map(|(k, v)| match overlay::with(id, |o| o.get(tree, &k)) {
+            Some(overlay::Staged::Value(staged)) => (k, staged),
+            _ => (k, v),
+        });
+        match first {
             None => Ok(None),
-            Some((k, v)) => Ok(Some((k.to_vec(), decode(tree, &v)?))),
+            Some((k, v)) => Ok(Some((k, decode(tree, &v)?))),
         }
     }
 
@@ -497,7 +638,8 @@ impl Store {
     }
 
     pub fn counter(&self, name: &str) -> Result<u64, StoreError> {
-        Ok(self.tree(T::Counters).get(name.as_bytes())?.map(|v| decode_u64(&v)).unwrap_or(0))
+        let stored = self.get_raw(T::Counters, name.as_bytes())?.map(|v| decode_u64(&v)).unwrap_or(0);
+        Ok(stored.saturating_add(overlay::with(self.id(), |o| o.added(name)).unwrap_or(0)))
     }
 
     /// The run-time dry-run switch (`!knock dry-run on|off`), if it was ever set.
@@ -510,12 +652,11 @@ impl Store {
     }
 
     pub fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.tree(T::Meta).get(key.as_bytes())?.map(|v| String::from_utf8_lossy(&v).into_owned()))
+        Ok(self.get_raw(T::Meta, key.as_bytes())?.map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
     pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.tree(T::Meta).insert(key.as_bytes(), value.as_bytes())?;
-        Ok(())
+        self.commit(&[Op::Put { tree: T::Meta, key: key.as_bytes().to_vec(), value: value.as_bytes().to_vec() }])
     }
 }
 
@@ -589,6 +730,7 @@ pub fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::panic::AssertUnwindSafe;
 
     /// Many writers flushing at once, as transactions and catch-ups do under load: every
     /// flush returns. (With sled's own `flush_async`, the flushes starve sled's I/O pool and
@@ -622,6 +764,90 @@ mod tests {
         let done = rx.recv_timeout(std::time::Duration::from_secs(60));
         assert!(done.is_ok(), "the flushes did not all return within 60 s: the database stopped");
         assert_eq!(s.len(T::Meta), 32 * 40 + 1);
+    }
+
+    fn put(tree: T, key: &str, value: &str) -> Op {
+        Op::Put { tree, key: key.as_bytes().to_vec(), value: value.as_bytes().to_vec() }
+    }
+
+    fn keys(s: &Store, tree: T, prefix: &str) -> Vec<String> {
+        s.scan_keys(tree, prefix.as_bytes()).unwrap().into_iter().map(|k| String::from_utf8(k).unwrap()).collect()
+    }
+
+    #[test]
+    fn a_batch_reads_what_it_staged_and_commits_it_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.commit(&[put(T::Knocks, "a1", "1"), put(T::Knocks, "a2", "2"), put(T::Knocks, "b1", "3")]).unwrap();
+        let other = s.clone();
+        s.batch(|| {
+            s.commit(&[put(T::Knocks, "a3", "4"), Op::del(T::Knocks, "a1"), put(T::Knocks, "a2", "5")])?;
+            s.commit(&[Op::Add { counter: "n".into(), by: 2 }, Op::Add { counter: "n".into(), by: 3 }])?;
+            // This thread sees the batch; another thread does not, yet.
+            assert_eq!(keys(&s, T::Knocks, "a"), ["a2", "a3"]);
+            assert_eq!(s.get_json::<u64>(T::Knocks, b"a2")?, Some(5));
+            assert!(!s.contains(T::Knocks, b"a1")?);
+            assert_eq!(s.count_range(T::Knocks, b"a".to_vec(), b"b".to_vec())?, 2);
+            assert_eq!(s.counter("n")?, 5);
+            let first = s.first_after::<u64>(T::Knocks, None)?.unwrap();
+            assert_eq!((first.0.as_slice(), first.1), (b"a2".as_slice(), 5));
+            let next = s.first_after::<u64>(T::Knocks, Some(b"a2"))?.unwrap();
+            assert_eq!(next.0, b"a3");
+            let seen = std::thread::scope(|t| t.spawn(|| keys(&other, T::Knocks, "a")).join().unwrap());
+            assert_eq!(seen, ["a1", "a2"]);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(keys(&s, T::Knocks, ""), ["a2", "a3", "b1"]);
+        assert_eq!(s.get_json::<u64>(T::Knocks, b"a2").unwrap(), Some(5));
+        assert_eq!(s.counter("n").unwrap(), 5);
+    }
+
+    #[test]
+    fn a_failed_or_panicking_batch_writes_nothing_and_a_mark_undoes_what_follows_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let failed = s.batch(|| {
+            s.commit(&[put(T::Knocks, "a", "1")])?;
+            Err::<(), _>(StoreError::Corrupt { tree: "knocks", message: "test".into() })
+        });
+        assert!(failed.is_err());
+        let panicked = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            s.batch::<()>(|| {
+                s.commit(&[put(T::Knocks, "b", "1")])?;
+                panic!("in a batch")
+            })
+        }));
+        assert!(panicked.is_err());
+        assert!(keys(&s, T::Knocks, "").is_empty());
+        // The thread is out of the batch: a commit writes at once.
+        s.commit(&[put(T::Knocks, "c", "1")]).unwrap();
+        assert_eq!(keys(&s, T::Knocks, ""), ["c"]);
+        s.batch(|| {
+            s.commit(&[put(T::Knocks, "d", "1")])?;
+            let mark = s.staged_mark();
+            s.commit(&[put(T::Knocks, "e", "1"), Op::del(T::Knocks, "c")])?;
+            s.unstage_to(mark);
+            assert_eq!(keys(&s, T::Knocks, ""), ["c", "d"]);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(keys(&s, T::Knocks, ""), ["c", "d"]);
+    }
+
+    #[test]
+    fn a_batch_counts_the_queues_and_feeds_the_runner_when_it_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.watch_outbox();
+        s.batch(|| {
+            s.commit(&[put(T::Outbox, "\0\0\0\0\0\0\0\x07", "{}")])?;
+            assert_eq!(s.queue_depth(T::Outbox), 0, "not committed yet");
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(s.queue_depth(T::Outbox), 1);
+        assert_eq!(s.take_queued().len(), 1);
     }
 
     #[test]

@@ -27,14 +27,30 @@ use crate::{
     supervise::panic_message,
 };
 
+/// Most entries handled in one go on the blocking thread before the worker looks at
+/// `stopping` again and lets its results (actions queued) be taken up.
+const BATCH: usize = 128;
+
 /// Runs until the service stops, finishing the event in hand first.
+///
+/// Handling is synchronous (sled, deciding), so it runs on a blocking thread, a batch at a
+/// time, never on the async runtime's threads. Run there, it kept a runtime thread busy for as
+/// long as the inbox was not empty, and the runner, woken from that thread, waited for the
+/// whole inbox before it carried out a single action.
 pub async fn run(shared: Shared) {
     let mut stopping = shared.stopping.clone();
     loop {
         if *stopping.borrow() {
             return;
         }
-        match drain_one(&shared) {
+        let s = shared.clone();
+        let drained = match tokio::task::spawn_blocking(move || drain_batch(&s, BATCH)).await {
+            Ok(d) => d,
+            // A panic not caught per event (debug builds' worker fault): the worker stops.
+            Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+            Err(_) => return,
+        };
+        match drained {
             Ok(Drained::Handled | Drained::Queued) => continue,
             Ok(Drained::Empty) => {
                 if !wait_for(&shared.inbox_ready, &mut stopping).await {
@@ -57,7 +73,7 @@ pub async fn run(shared: Shared) {
     }
 }
 
-/// What [`drain_one`] did.
+/// What handling inbox entries came to.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Drained {
     Handled,
@@ -68,37 +84,70 @@ pub enum Drained {
     Blocked,
 }
 
-/// Handles the oldest inbox entry.
-pub fn drain_one(shared: &Shared) -> Result<Drained, StoreError> {
-    let Some(entry) = shared.store.inbox_first()? else {
-        return Ok(Drained::Empty);
-    };
+/// Handles up to `max` entries, oldest first, in one batch: one sled transaction for all
+/// of them ([`Store::batch`]), each entry's reads seeing what the ones before it wrote. Stops
+/// early when the inbox is empty, the oldest entry must wait, or the service is stopping.
+/// Returns [`Drained::Handled`] if anything was handled, else why nothing was.
+fn drain_batch(shared: &Shared, max: usize) -> Result<Drained, StoreError> {
     let store = &shared.store;
-    let handled = store.serialized(|| {
-        let ops = std::panic::catch_unwind(AssertUnwindSafe(|| handle(shared, &entry)));
-        let mut ops = match ops {
-            Ok(Ok(Handled::Ops(ops))) => ops,
-            Ok(Ok(Handled::NotReady)) => return Ok(Drained::Blocked),
-            Ok(Err(e)) => return Err(e),
-            Err(panic) => {
-                #[cfg(debug_assertions)]
-                if panic.is::<WorkerFault>() {
-                    std::panic::resume_unwind(panic);
+    let (mut handled, mut queued) = (0usize, false);
+    let mut after = None;
+    let stop = store.serialized(|| {
+        store.batch(|| {
+            for _ in 0..max {
+                let Some(entry) = store.inbox_next(after)? else {
+                    return Ok(Drained::Empty);
+                };
+                match drain_one(shared, &entry)? {
+                    Drained::Queued => queued = true,
+                    Drained::Handled => {}
+                    other => return Ok(other),
                 }
-                fail_event(shared, &entry, &panic_message(&*panic))?;
-                return Ok(Drained::Handled);
+                handled += 1;
+                after = Some(entry.seq);
+                if *shared.stopping.borrow() {
+                    break;
+                }
             }
-        };
-        let queued = ops.iter().any(|op| matches!(op, Op::Put { tree: crate::storage::T::Outbox, .. }));
-        ops.push(Store::inbox_done(entry.seq));
-        store.commit(&ops)?;
-        Ok(if queued { Drained::Queued } else { Drained::Handled })
-    })?;
-    if handled == Drained::Queued {
+            Ok(Drained::Handled)
+        })
+    });
+    // What the batch queued is in the outbox only now.
+    if queued && stop.is_ok() {
         shared.outbox_ready.notify_one();
-        return Ok(Drained::Handled);
     }
-    Ok(handled)
+    let stop = stop?;
+    Ok(if handled > 0 { Drained::Handled } else { stop })
+}
+
+/// Handles one inbox entry, inside the worker's batch: its writes, and the entry's removal,
+/// are staged together.
+fn drain_one(shared: &Shared, entry: &InboxEntry) -> Result<Drained, StoreError> {
+    let store = &shared.store;
+    let mark = store.staged_mark();
+    let ops = std::panic::catch_unwind(AssertUnwindSafe(|| handle(shared, entry)));
+    let mut ops = match ops {
+        Ok(Ok(Handled::Ops(ops))) => ops,
+        Ok(Ok(Handled::NotReady)) => {
+            store.unstage_to(mark);
+            return Ok(Drained::Blocked);
+        }
+        Ok(Err(e)) => return Err(e),
+        Err(panic) => {
+            #[cfg(debug_assertions)]
+            if panic.is::<WorkerFault>() {
+                std::panic::resume_unwind(panic);
+            }
+            // Nothing of what the handling wrote before it panicked is kept.
+            store.unstage_to(mark);
+            fail_event(shared, entry, &panic_message(&*panic))?;
+            return Ok(Drained::Queued);
+        }
+    };
+    let queued = ops.iter().any(|op| matches!(op, Op::Put { tree: crate::storage::T::Outbox, .. }));
+    ops.push(Store::inbox_done(entry.seq));
+    store.commit(&ops)?;
+    Ok(if queued { Drained::Queued } else { Drained::Handled })
 }
 
 /// Moves an event whose handling panicked to the failed list, with a notice.

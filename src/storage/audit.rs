@@ -230,7 +230,7 @@ impl Store {
 
     /// The review item a control-room notice announced (one index lookup).
     pub fn review_by_notice(&self, event_id: &str) -> Result<Option<ReviewItem>, StoreError> {
-        match self.tree(T::ReviewNotices).get(event_id.as_bytes())? {
+        match self.get_raw(T::ReviewNotices, event_id.as_bytes())? {
             Some(n) => self.review(super::decode_u64(&n)),
             None => Ok(None),
         }
@@ -273,7 +273,7 @@ impl Store {
         room: impl AsRef<str>,
         user: impl AsRef<str>,
     ) -> Result<Option<ReviewItem>, StoreError> {
-        match self.tree(T::OpenReviews).get(pair_key(room.as_ref(), user.as_ref()))? {
+        match self.get_raw(T::OpenReviews, &pair_key(room.as_ref(), user.as_ref()))? {
             Some(n) => Ok(self.review(super::decode_u64(&n))?.filter(|r| r.closed.is_none())),
             None => Ok(None),
         }

@@ -104,6 +104,14 @@ impl Store {
         Ok(self.first_json::<InboxItem>(T::Inbox)?.map(|(k, item)| InboxEntry { seq: seq_of(&k), item }))
     }
 
+    /// The oldest unhandled event after inbox entry `after` (from the start: `None`).
+    pub fn inbox_next(&self, after: Option<u64>) -> Result<Option<InboxEntry>, StoreError> {
+        let after = after.map(u64::to_be_bytes);
+        Ok(self
+            .first_after::<InboxItem>(T::Inbox, after.as_ref().map(|a| a.as_slice()))?
+            .map(|(k, item)| InboxEntry { seq: seq_of(&k), item }))
+    }
+
     /// The op that removes an inbox entry once handled.
     pub fn inbox_done(seq: u64) -> Op {
         Op::del(T::Inbox, seq.to_be_bytes())

@@ -1,0 +1,193 @@
+//! Batches: many commits made as one sled transaction.
+//!
+//! Inside [`Store::batch`], [`Store::commit`] does not write to sled: it stages its ops in
+//! this thread's [`Overlay`], which the store's reads on this thread go through, so code
+//! that reads what it committed a moment ago reads it. At the end of the batch the last
+//! value of every key staged is written in one transaction. Others see nothing of a batch
+//! until then, all of it at once after.
+//!
+//! This is how the worker handles many inbox entries for the price of one transaction:
+//! sled's cost per transaction (on this project's 2-core machine, about 100 µs, more than
+//! the writes of a knock themselves) was most of the worker's time.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+
+use super::{Op, T, TREE_NAMES};
+
+/// What a batch has staged so far.
+#[derive(Default)]
+pub(super) struct Overlay {
+    /// The store the batch belongs to (see [`super::Store::id`]).
+    pub(super) store: usize,
+    /// Every op staged, in order (to undo the last ones, see [`Overlay::truncate`]).
+    ops: Vec<Op>,
+    /// Per tree: the last value staged for each key (`None`: removed).
+    writes: Vec<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+    /// Amounts added to counters.
+    added: HashMap<String, u64>,
+}
+
+thread_local! {
+    static OVERLAY: RefCell<Option<Overlay>> = const { RefCell::new(None) };
+}
+
+/// What the overlay says of a key.
+pub(super) enum Staged {
+    /// Nothing: read sled.
+    Untouched,
+    Removed,
+    Value(Vec<u8>),
+}
+
+impl Overlay {
+    pub(super) fn new(store: usize) -> Self {
+        Overlay { store, writes: vec![BTreeMap::new(); TREE_NAMES.len()], ..Default::default() }
+    }
+
+    fn apply(&mut self, op: &Op) {
+        match op {
+            Op::Put { tree, key, value } => {
+                self.writes[*tree as usize].insert(key.clone(), Some(value.clone()));
+            }
+            Op::Del { tree, key } => {
+                self.writes[*tree as usize].insert(key.clone(), None);
+            }
+            Op::Add { counter, by } => {
+                let n = self.added.entry(counter.clone()).or_default();
+                *n = n.saturating_add(*by);
+            }
+        }
+    }
+
+    pub(super) fn stage(&mut self, ops: &[Op]) {
+        for op in ops {
+            self.apply(op);
+        }
+        self.ops.extend_from_slice(ops);
+    }
+
+    /// How many ops are staged (a mark for [`Overlay::truncate`]).
+    pub(super) fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Forgets every op staged after `mark`.
+    pub(super) fn truncate(&mut self, mark: usize) {
+        if mark >= self.ops.len() {
+            return;
+        }
+        let mut kept = std::mem::take(&mut self.ops);
+        kept.truncate(mark);
+        *self = Overlay::new(self.store);
+        self.stage(&kept);
+    }
+
+    pub(super) fn get(&self, tree: T, key: &[u8]) -> Staged {
+        match self.writes[tree as usize].get(key) {
+            None => Staged::Untouched,
+            Some(None) => Staged::Removed,
+            Some(Some(v)) => Staged::Value(v.clone()),
+        }
+    }
+
+    pub(super) fn added(&self, counter: &str) -> u64 {
+        self.added.get(counter).copied().unwrap_or(0)
+    }
+
+    /// The staged keys of `tree` in `[from, to)` (`to` `None`: to the end).
+    pub(super) fn range<'a>(
+        &'a self,
+        tree: T,
+        from: &'a [u8],
+        to: Option<&'a [u8]>,
+    ) -> impl Iterator<Item = (&'a Vec<u8>, &'a Option<Vec<u8>>)> + 'a {
+        self.writes[tree as usize]
+            .range::<[u8], _>((std::ops::Bound::Included(from), std::ops::Bound::Unbounded))
+            .take_while(move |(k, _)| to.is_none_or(|to| k.as_slice() < to))
+    }
+
+    /// The ops to commit: the last value of each key, then the counters' additions.
+    pub(super) fn into_ops(self) -> Vec<Op> {
+        let mut ops = Vec::new();
+        for (t, writes) in self.writes.into_iter().enumerate() {
+            let tree = TREES[t];
+            for (key, value) in writes {
+                ops.push(match value {
+                    Some(value) => Op::Put { tree, key, value },
+                    None => Op::Del { tree, key },
+                });
+            }
+        }
+        let mut added: Vec<_> = self.added.into_iter().collect();
+        added.sort();
+        ops.extend(added.into_iter().map(|(counter, by)| Op::Add { counter, by }));
+        ops
+    }
+}
+
+/// Every tree, in the order of [`TREE_NAMES`].
+const TREES: [T; TREE_NAMES.len()] = [
+    T::Meta,
+    T::Seen,
+    T::Txns,
+    T::Inbox,
+    T::Outbox,
+    T::Rooms,
+    T::BotRooms,
+    T::Knocks,
+    T::Knockers,
+    T::Counters,
+    T::PolicyVersions,
+    T::RoomKnockTimes,
+    T::UserKnockTimes,
+    T::Members,
+    T::Memberships,
+    T::Audit,
+    T::Reviews,
+    T::Aliases,
+    T::ReviewNotices,
+    T::OpenReviews,
+    T::SeenTimes,
+    T::TxnTimes,
+    T::Failed,
+    T::Lists,
+    T::ListRules,
+];
+
+/// Runs `f` with this thread's overlay for `store`, if a batch of that store is open.
+pub(super) fn with<R>(store: usize, f: impl FnOnce(&mut Overlay) -> R) -> Option<R> {
+    OVERLAY.with(|o| match o.borrow_mut().as_mut() {
+        Some(overlay) if overlay.store == store => Some(f(overlay)),
+        _ => None,
+    })
+}
+
+/// Opens a batch on this thread; `false` if one is open already (the outer one goes on).
+pub(super) fn open(store: usize) -> bool {
+    OVERLAY.with(|o| {
+        let mut o = o.borrow_mut();
+        if o.is_some() {
+            return false;
+        }
+        *o = Some(Overlay::new(store));
+        true
+    })
+}
+
+/// Closes this thread's batch, returning what it staged.
+pub(super) fn close() -> Option<Overlay> {
+    OVERLAY.with(|o| o.borrow_mut().take())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trees_are_listed_in_order() {
+        for (i, t) in TREES.iter().enumerate() {
+            assert_eq!(*t as usize, i);
+        }
+    }
+}
