@@ -239,6 +239,9 @@ impl Application {
         let _ = ping.await;
         // Stop watching and wait for the watcher's thread, which holds the database open.
         tokio::task::spawn_blocking(move || watcher.stop()).await.ok();
+        if let Err(e) = shared.store.write_unwritten_counts() {
+            tracing::warn!(error = %e, "cannot write the counts of dropped events");
+        }
         shared.store.flush().await.map_err(StartError::Flush)?;
         tracing::info!("stopped");
         served.map_err(StartError::Server)

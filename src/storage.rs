@@ -32,7 +32,7 @@ use sled::{
 
 pub use audit::{AuditEntry, Outcome, ReviewItem};
 pub use failed::{FailedEntry, FailedItem};
-pub use inbox::{InboxEntry, InboxItem, IngestOutcome, Origin};
+pub use inbox::{InboxEntry, InboxEvent, InboxItem, InboxRecord, IngestOutcome, Kept, Origin};
 pub use lists::ListRecord;
 pub use outbox::{Action, ModeratorVerdict, OutboxEntry, Subject};
 pub use policies::{KEEP_VERSIONS, PolicyVersion};
@@ -184,6 +184,10 @@ pub struct Store {
     feed: std::sync::Arc<std::sync::Mutex<Option<Vec<u64>>>>,
     /// Group commit for [`Store::flush`].
     flusher: std::sync::Arc<Flusher>,
+    /// Events dropped by ingests that wrote nothing, not in the counters yet.
+    unwritten: std::sync::Arc<inbox::Unwritten>,
+    /// Knockers whose knocks are in the inbox (see [`inbox::KnocksInInbox`]).
+    knocks_in_inbox: std::sync::Arc<inbox::KnocksInInbox>,
 }
 
 /// One flush at a time, shared by every caller that asked for one before it began (see
@@ -260,6 +264,8 @@ impl Store {
             write_lock: Default::default(),
             feed: Default::default(),
             flusher: Default::default(),
+            unwritten: Default::default(),
+            knocks_in_inbox: Default::default(),
             failed: Default::default(),
             depth: std::sync::Arc::new(depth),
         };
@@ -425,6 +431,11 @@ impl Store {
             TransactionError::Storage(e) => self.mark_failed(StoreError::Sled(e)),
             TransactionError::Abort(()) => unreachable!("commit never aborts"),
         })?;
+        for op in ops {
+            if let Op::Del { tree: T::Inbox, key } = op {
+                self.knocks_in_inbox.release(inbox::seq_of(key));
+            }
+        }
         for (n, d) in self.depth.iter().zip(delta) {
             if d != 0 {
                 n.fetch_add(d, Ordering::SeqCst);
@@ -639,7 +650,15 @@ impl Store {
 
     pub fn counter(&self, name: &str) -> Result<u64, StoreError> {
         let stored = self.get_raw(T::Counters, name.as_bytes())?.map(|v| decode_u64(&v)).unwrap_or(0);
-        Ok(stored.saturating_add(overlay::with(self.id(), |o| o.added(name)).unwrap_or(0)))
+        let staged = overlay::with(self.id(), |o| o.added(name)).unwrap_or(0);
+        // Events dropped by ingests that wrote nothing count as soon as they are dropped.
+        let (dropped, malformed) = self.unwritten_counts();
+        let unwritten = match name {
+            "events_dropped" => dropped,
+            "events_malformed" => malformed,
+            _ => 0,
+        };
+        Ok(stored.saturating_add(staged).saturating_add(unwritten))
     }
 
     /// The run-time dry-run switch (`!knock dry-run on|off`), if it was ever set.

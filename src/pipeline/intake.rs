@@ -9,12 +9,13 @@ use crate::metrics::Metrics;
 use std::collections::HashMap;
 
 use ruma::{RoomId, UserId};
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use super::Shared;
 use crate::{
     events::{EventHead, Interests, is_wanted},
-    storage::{BotMembership, IngestOutcome, Origin, Store, StoreError},
+    storage::{BotMembership, IngestOutcome, Kept, Origin, Store, StoreError},
 };
 
 /// Why a transaction body was refused.
@@ -45,6 +46,8 @@ struct View<'a> {
     control: Option<ruma::OwnedRoomId>,
     /// The bot's membership changes seen earlier in this same batch.
     overlay: HashMap<ruma::OwnedRoomId, BotMembership>,
+    /// The knockers of knocks kept earlier in this same batch.
+    knockers: std::collections::HashSet<String>,
 }
 
 impl Interests for View<'_> {
@@ -62,7 +65,7 @@ impl Interests for View<'_> {
         matches!(m, Some(BotMembership::Joined | BotMembership::Invited))
     }
     fn is_knocker(&self, user: &str) -> bool {
-        self.shared.store.is_knocker(user).unwrap_or(true)
+        self.knockers.contains(user) || self.shared.store.is_knocker(user).unwrap_or(true)
     }
     fn is_list_room(&self, room: &RoomId) -> bool {
         self.shared.lists.is_list_room(room.as_str())
@@ -96,7 +99,10 @@ pub async fn take_transaction(shared: &Shared, txn_id: &str, body: &[u8]) -> Res
     if outcome.stored > 0 {
         shared.inbox_ready.notify_one();
     }
-    shared.store.flush().await?;
+    // A transaction of events knockwarden does not need wrote nothing: nothing to flush.
+    if outcome.wrote() {
+        shared.store.flush().await?;
+    }
     Ok(TxnOutcome::Taken { outcome, dropped, malformed })
 }
 
@@ -143,7 +149,8 @@ pub fn take_events<'a>(
     txn: Option<(&str, &[u8; 32])>,
     events: impl IntoIterator<Item = &'a str>,
 ) -> Result<(IngestOutcome, u64, u64), StoreError> {
-    let mut view = View { shared, control: shared.control_room_id(), overlay: HashMap::new() };
+    let mut view =
+        View { shared, control: shared.control_room_id(), overlay: HashMap::new(), knockers: Default::default() };
     let mut kept = Vec::new();
     let mut extra = Vec::new();
     let (mut dropped, mut malformed) = (0u64, 0u64);
@@ -161,14 +168,17 @@ pub fn take_events<'a>(
             dropped += 1;
             continue;
         }
-        // Kept: the whole event is read once, here (its depth is limited by the parser).
-        let event: serde_json::Value = match serde_json::from_str(json) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::warn!(event_id = %head.event_id, error = %e, "dropping an event that cannot be read");
-                malformed += 1;
-                continue;
-            }
+        // Kept: the whole event is read once, here, so that one the worker could not read
+        // (too deep for the parser) costs only itself; its text is what is stored.
+        if let Err(e) = serde_json::from_str::<serde_json::Value>(json) {
+            tracing::warn!(event_id = %head.event_id, error = %e, "dropping an event that cannot be read");
+            malformed += 1;
+            continue;
+        }
+        let event = RawValue::from_string(json.to_owned()).expect("the text was just read as JSON");
+        let knocker = match (head.membership.as_deref(), &head.state_key) {
+            (Some("knock"), Some(user)) if head.kind == "m.room.member" => Some(user.clone()),
+            _ => None,
         };
         if head.is_membership_of(&shared.bot)
             && let Some(m) = head.membership.as_deref().and_then(bot_membership)
@@ -176,7 +186,8 @@ pub fn take_events<'a>(
             view.overlay.insert(head.room_id.clone(), m);
             extra.push(Store::put_bot_membership(head.room_id.as_str(), m));
         }
-        kept.push((head.event_id.to_string(), event));
+        view.knockers.extend(knocker.clone());
+        kept.push(Kept { event_id: head.event_id.to_string(), knocker, event });
     }
     let outcome = shared.store.ingest(origin, txn, kept, dropped, malformed, extra)?;
     let events = &shared.metrics.events;

@@ -17,7 +17,7 @@ use crate::{
     notices,
     policy::{Action as Verdict, Knock, PolicySet},
     storage::{
-        Action, AuditEntry, InboxEntry, KnockRecord, Op, Outcome, Resolution, ReviewItem, Store, StoreError, now_ms,
+        Action, AuditEntry, InboxEvent, KnockRecord, Op, Outcome, Resolution, ReviewItem, Store, StoreError, now_ms,
     },
 };
 
@@ -167,7 +167,7 @@ impl<'a> Knock<'a> {
 }
 
 /// Decides a knock.
-pub fn on_knock(shared: &Shared, entry: &InboxEntry, head: &EventHead, user: &str) -> Result<Knocked, StoreError> {
+pub fn on_knock(shared: &Shared, entry: &InboxEvent, head: &EventHead, user: &str) -> Result<Knocked, StoreError> {
     let store = &shared.store;
     let event = &entry.item.event;
     let room = head.room_id.as_str();
@@ -195,7 +195,8 @@ pub fn on_knock(shared: &Shared, entry: &InboxEntry, head: &EventHead, user: &st
         origin_server_ts: ts,
         audit_id: None,
     };
-    let mut ops = Store::record_knock_time(room, user, received, entry.seq);
+    // Several knocks of one inbox entry share its number: each counts under a number of its own.
+    let mut ops = Store::record_knock_time(room, user, received, store.next_id()?);
     // A knock while already knocking: the earlier one is superseded.
     if let Some(earlier) = store.knock(room, user)? {
         if let Some(id) = earlier.audit_id

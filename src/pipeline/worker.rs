@@ -23,7 +23,7 @@ use crate::{
     events::EventHead,
     notices::Msg,
     room_state,
-    storage::{Action, FailedItem, InboxEntry, Op, Store, StoreError},
+    storage::{Action, FailedItem, InboxEntry, InboxEvent, InboxItem, Op, Store, StoreError},
     supervise::panic_message,
 };
 
@@ -84,26 +84,37 @@ pub enum Drained {
     Blocked,
 }
 
-/// Handles up to `max` entries, oldest first, in one batch: one sled transaction for all
-/// of them ([`Store::batch`]), each entry's reads seeing what the ones before it wrote. Stops
-/// early when the inbox is empty, the oldest entry must wait, or the service is stopping.
-/// Returns [`Drained::Handled`] if anything was handled, else why nothing was.
+/// Handles inbox entries, oldest first, in one batch: one sled transaction for all of them
+/// ([`Store::batch`]), each event's reads seeing what the ones before it wrote. Takes up to
+/// `max` events (an entry is not split for it), and stops early when the inbox is empty, an
+/// event must wait (what is left of its entry stays in the inbox), or the service is
+/// stopping. Returns [`Drained::Handled`] if anything was handled, else why nothing was.
 fn drain_batch(shared: &Shared, max: usize) -> Result<Drained, StoreError> {
     let store = &shared.store;
     let (mut handled, mut queued) = (0usize, false);
     let mut after = None;
     let stop = store.serialized(|| {
         store.batch(|| {
-            for _ in 0..max {
+            while handled < max {
                 let Some(entry) = store.inbox_next(after)? else {
                     return Ok(Drained::Empty);
                 };
-                match drain_one(shared, &entry)? {
-                    Drained::Queued => queued = true,
-                    Drained::Handled => {}
-                    other => return Ok(other),
+                for (index, raw) in entry.record.events.iter().enumerate() {
+                    let Some(event) = read_event(&entry, raw) else { continue };
+                    match drain_one(shared, &event)? {
+                        Drained::Queued => queued = true,
+                        Drained::Handled => {}
+                        Drained::Blocked => {
+                            if index > 0 {
+                                store.commit(&[Store::inbox_rest(&entry, index)])?;
+                            }
+                            return Ok(Drained::Blocked);
+                        }
+                        Drained::Empty => {}
+                    }
+                    handled += 1;
                 }
-                handled += 1;
+                store.commit(&[Store::inbox_done(entry.seq)])?;
                 after = Some(entry.seq);
                 if *shared.stopping.borrow() {
                     break;
@@ -120,13 +131,29 @@ fn drain_batch(shared: &Shared, max: usize) -> Result<Drained, StoreError> {
     Ok(if handled > 0 { Drained::Handled } else { stop })
 }
 
-/// Handles one inbox entry, inside the worker's batch: its writes, and the entry's removal,
-/// are staged together.
-fn drain_one(shared: &Shared, entry: &InboxEntry) -> Result<Drained, StoreError> {
+/// One event of an inbox entry, read; `None` (with a warning) if it cannot be read (intake
+/// reads every event before keeping it, so only a damaged database has one).
+fn read_event(entry: &InboxEntry, raw: &serde_json::value::RawValue) -> Option<InboxEvent> {
+    match serde_json::from_str(raw.get()) {
+        Ok(event) => {
+            let r = &entry.record;
+            let item = InboxItem { received_ms: r.received_ms, origin: r.origin.clone(), event };
+            Some(InboxEvent { seq: entry.seq, item })
+        }
+        Err(e) => {
+            tracing::warn!(seq = entry.seq, error = %e, "an inbox event cannot be read; dropping it");
+            None
+        }
+    }
+}
+
+/// Handles one event, inside the worker's batch: its writes are staged, or, should its
+/// handling panic, only its failure.
+fn drain_one(shared: &Shared, entry: &InboxEvent) -> Result<Drained, StoreError> {
     let store = &shared.store;
     let mark = store.staged_mark();
     let ops = std::panic::catch_unwind(AssertUnwindSafe(|| handle(shared, entry)));
-    let mut ops = match ops {
+    let ops = match ops {
         Ok(Ok(Handled::Ops(ops))) => ops,
         Ok(Ok(Handled::NotReady)) => {
             store.unstage_to(mark);
@@ -145,13 +172,12 @@ fn drain_one(shared: &Shared, entry: &InboxEntry) -> Result<Drained, StoreError>
         }
     };
     let queued = ops.iter().any(|op| matches!(op, Op::Put { tree: crate::storage::T::Outbox, .. }));
-    ops.push(Store::inbox_done(entry.seq));
     store.commit(&ops)?;
     Ok(if queued { Drained::Queued } else { Drained::Handled })
 }
 
 /// Moves an event whose handling panicked to the failed list, with a notice.
-fn fail_event(shared: &Shared, entry: &InboxEntry, panic: &str) -> Result<(), StoreError> {
+fn fail_event(shared: &Shared, entry: &InboxEvent, panic: &str) -> Result<(), StoreError> {
     let event_id = entry.item.event.get("event_id").and_then(Value::as_str).unwrap_or("(no ID)").to_owned();
     let why = format!("knockwarden failed while handling it (a bug): {panic}");
     tracing::error!(event_id, error = %why, "handling an event panicked; it is kept in the failed list");
@@ -174,7 +200,7 @@ enum Handled {
     NotReady,
 }
 
-fn handle(shared: &Shared, entry: &InboxEntry) -> Result<Handled, StoreError> {
+fn handle(shared: &Shared, entry: &InboxEvent) -> Result<Handled, StoreError> {
     let event = &entry.item.event;
     let head = match EventHead::parse(event) {
         Ok(h) => h,

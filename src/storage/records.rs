@@ -144,6 +144,6 @@ impl Store {
 
     /// Whether `user_id` is knocking anywhere we know of.
     pub fn is_knocker(&self, user_id: &str) -> Result<bool, StoreError> {
-        Ok(!self.scan_keys(T::Knockers, &pair_key(user_id, ""))?.is_empty())
+        Ok(self.knocks_in_inbox.contains(user_id) || !self.scan_keys(T::Knockers, &pair_key(user_id, ""))?.is_empty())
     }
 }

@@ -65,36 +65,44 @@ impl Store {
     }
 
     fn prune_seen(&self, before_ms: u64) -> Result<usize, StoreError> {
-        self.prune_time_index(T::SeenTimes, before_ms, |event_id, _| Ok(Some(Op::del(T::Seen, event_id.to_vec()))))
+        self.prune_time_index(T::SeenTimes, before_ms, |id, _, value| {
+            // One key per inbox entry lists its event IDs; before that, one key per event.
+            if id.starts_with(b"#") {
+                let ids: Vec<String> = serde_json::from_slice(value)
+                    .map_err(|e| StoreError::Corrupt { tree: "seen_times", message: e.to_string() })?;
+                Ok(ids.into_iter().map(|event_id| Op::del(T::Seen, event_id.into_bytes())).collect())
+            } else {
+                Ok(vec![Op::del(T::Seen, id.to_vec())])
+            }
+        })
     }
 
     fn prune_txns(&self, before_ms: u64) -> Result<usize, StoreError> {
-        self.prune_time_index(T::TxnTimes, before_ms, |txn, at| {
+        self.prune_time_index(T::TxnTimes, before_ms, |txn, at, _| {
             // A reused txnId has a newer entry: keep its hash until that one is old too.
             let stored = self.tree(T::Txns).get(txn)?;
             let stored_at = stored.as_deref().and_then(|v| v.get(32..40)).and_then(|t| t.try_into().ok());
             let newer = stored_at.is_some_and(|t| u64::from_be_bytes(t) > at);
-            Ok((!newer).then(|| Op::del(T::Txns, txn.to_vec())))
+            Ok((!newer).then(|| Op::del(T::Txns, txn.to_vec())).into_iter().collect())
         })
     }
 
     /// Walks a time index ([`T::SeenTimes`], [`T::TxnTimes`]) from its oldest entry up to
-    /// `before_ms`, removing each entry and what `forget(id, time)` says goes with it; returns
-    /// how many of those went.
+    /// `before_ms`, removing each entry and what `forget(id, time, value)` says goes with it;
+    /// returns how many of those went.
     fn prune_time_index(
         &self,
         times: T,
         before_ms: u64,
-        mut forget: impl FnMut(&[u8], u64) -> Result<Option<Op>, StoreError>,
+        mut forget: impl FnMut(&[u8], u64, &[u8]) -> Result<Vec<Op>, StoreError>,
     ) -> Result<usize, StoreError> {
         let mut n = 0;
         let mut ops = Vec::new();
-        for key in self.tree(times).range(..before_ms.to_be_bytes().to_vec()).keys() {
-            let key = key?;
-            if let Some(op) = forget(id_of(&key), time_of(&key))? {
-                ops.push(op);
-                n += 1;
-            }
+        for kv in self.tree(times).range(..before_ms.to_be_bytes().to_vec()) {
+            let (key, value) = kv?;
+            let gone = forget(id_of(&key), time_of(&key), &value)?;
+            n += gone.len();
+            ops.extend(gone);
             ops.push(Op::del(times, key.to_vec()));
             self.commit_batch(&mut ops, false)?;
         }
@@ -212,7 +220,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
         let o = Origin::Push { txn_id: "1".into() };
-        s.ingest(&o, Some(("1", &[1; 32])), vec![("$a".into(), json!({}))], 0, 0, vec![]).unwrap();
+        let raw = |v| serde_json::value::to_raw_value(&v).unwrap();
+        let ev = |id: &str| crate::storage::Kept { event_id: id.into(), knocker: None, event: raw(json!({})) };
+        s.ingest(&o, Some(("1", &[1; 32])), vec![ev("$a"), ev("$b")], 0, 0, vec![]).unwrap();
         let now = super::super::now_ms();
         let mut ops = Vec::new();
         ops.extend(Store::put_review(&review(1, 10, Some(20))));
@@ -222,8 +232,8 @@ mod tests {
         // Nothing is old enough yet.
         assert_eq!(s.prune(0, 0, 0).unwrap().total(), 0);
         let p = s.prune(now + 1_000, 1_000, 0).unwrap();
-        assert_eq!((p.seen, p.txns, p.reviews), (1, 1, 1));
-        assert!(!s.was_seen("$a").unwrap());
+        assert_eq!((p.seen, p.txns, p.reviews), (2, 1, 1));
+        assert!(!s.was_seen("$a").unwrap() && !s.was_seen("$b").unwrap());
         assert!(!s.is_replay("1", &[1; 32]).unwrap());
         assert!(s.review(1).unwrap().is_none());
         assert!(s.review_by_notice("$n1").unwrap().is_none());
@@ -242,7 +252,9 @@ mod tests {
             Op::Put { tree: T::TxnTimes, key: time_key(50, "1"), value: vec![] },
         ])
         .unwrap();
-        s.ingest(&o, Some(("1", &[2; 32])), vec![], 0, 0, vec![]).unwrap();
+        let event = serde_json::value::to_raw_value(&json!({})).unwrap();
+        let ev = crate::storage::Kept { event_id: "$a".into(), knocker: None, event };
+        s.ingest(&o, Some(("1", &[2; 32])), vec![ev], 0, 0, vec![]).unwrap();
         // The entry of time 5 goes, the newer hash (written now) stays.
         s.prune(10, 0, 0).unwrap();
         assert!(s.is_replay("1", &[2; 32]).unwrap());

@@ -204,6 +204,22 @@ async fn missing_power_is_reported_exactly_and_not_retried() {
     assert!(warnings[0].contains("knockwarden needs power level 50 to ban"), "{}", warnings[0]);
 }
 
+/// The knock and what a moderator did about it arrive together, before the worker has
+/// handled the knock: the intake keeps the change (it knows the knocker from the inbox).
+#[tokio::test]
+async fn a_change_right_behind_the_knock_is_kept() {
+    let app = app().await;
+    eventually("start-up done", || started(&app)).await;
+    app.homeserver.go_down().await;
+    let knock = knock_event("$k", ROOM, "@bob:test.local", Some("hi there"));
+    let invited = member_event("$i", ROOM, MODERATOR, "@bob:test.local", "invite");
+    assert_eq!(app.put_txn("1", &json!({"events": [knock, invited]})).await.status(), 200);
+    eventually("handled", || app.store.inbox_len() == 0).await;
+    assert!(app.store.knock(ROOM, "@bob:test.local").unwrap().is_none(), "the invite closed the knock");
+    let audit = app.store.audit_all().unwrap();
+    assert_eq!(audit[0].outcome, Outcome::Resolved(Resolution::InvitedBy { by: MODERATOR.try_into().unwrap() }));
+}
+
 #[tokio::test]
 async fn a_knock_withdrawn_or_handled_by_a_person_first_is_not_acted_on() {
     let app = app().await;

@@ -1,6 +1,6 @@
 //! Pushed transactions: real Synapse payloads, replays, reused txnIds, restarts.
 
-use knockwarden::storage::{InboxItem, Origin, T};
+use knockwarden::storage::{Kept, Origin};
 use serde_json::json;
 
 use crate::helpers::{AppOptions, FakeHomeserver, eventually, fixture_txn_body, knock_event, spawn_app, spawn_app_in};
@@ -80,7 +80,11 @@ async fn a_non_empty_inbox_is_drained_on_restart() {
             .ingest(
                 &Origin::Push { txn_id: "99".into() },
                 Some(("99", &[0; 32])),
-                vec![("$left-behind".into(), ev)],
+                vec![Kept {
+                    event_id: "$left-behind".into(),
+                    knocker: Some("@e:test.local".into()),
+                    event: serde_json::value::to_raw_value(&ev).unwrap(),
+                }],
                 0,
                 0,
                 vec![],
@@ -88,8 +92,9 @@ async fn a_non_empty_inbox_is_drained_on_restart() {
             .unwrap();
         store.flush_blocking().unwrap();
         assert_eq!(store.inbox_len(), 1);
-        let (_, item) = store.first_json::<InboxItem>(T::Inbox).unwrap().unwrap();
-        assert_eq!(item.event["event_id"], "$left-behind");
+        let entry = store.inbox_first().unwrap().unwrap();
+        let event: serde_json::Value = serde_json::from_str(entry.record.events[0].get()).unwrap();
+        assert_eq!(event["event_id"], "$left-behind");
     }
     let app = spawn_app_in(dir, FakeHomeserver::start().await, AppOptions::default()).await;
     let store = app.store.clone();
