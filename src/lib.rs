@@ -19,6 +19,7 @@ pub mod homeserver;
 pub mod http;
 pub mod lists;
 pub mod live_policies;
+pub mod memory;
 pub mod metrics;
 pub mod notices;
 pub mod ping;

@@ -128,6 +128,10 @@ pub struct PolicySet {
     rooms: HashMap<String, usize>,
     wildcard: Option<usize>,
     hash: String,
+    /// What [`PolicySet::aliases`] and [`PolicySet::windows`] answer, worked out once (each
+    /// knock asks; with 10,000 rules, collecting them took a tenth of the worker's time).
+    aliases: Vec<String>,
+    windows: Vec<Duration>,
 }
 
 /// What a file check found: one line per good file.
@@ -210,12 +214,27 @@ impl PolicySet {
             problems.sort_by(|a, b| (a.file.as_str(), a.at).cmp(&(b.file.as_str(), b.at)));
             return Err(problems);
         }
-        Ok(PolicySet { policies, rooms, wildcard: wildcard.map(|(i, _, _)| i), hash: content_hash(sources) })
+        Ok(PolicySet {
+            policies,
+            rooms,
+            wildcard: wildcard.map(|(i, _, _)| i),
+            hash: content_hash(sources),
+            aliases: Vec::new(),
+            windows: Vec::new(),
+        }
+        .with_summaries())
     }
 
     /// An empty set: no room is governed.
     pub fn empty() -> Self {
-        PolicySet { policies: Vec::new(), rooms: HashMap::new(), wildcard: None, hash: content_hash(&[]) }
+        PolicySet {
+            policies: Vec::new(),
+            rooms: HashMap::new(),
+            wildcard: None,
+            hash: content_hash(&[]),
+            aliases: Vec::new(),
+            windows: Vec::new(),
+        }
     }
 
     /// Stamps the stored version number on the set (and so on its decisions).
@@ -256,8 +275,20 @@ impl PolicySet {
             .map(|&i| &self.policies[i])
     }
 
-    /// The aliases named in `rooms` or `member_of` of any policy (to be resolved by the caller).
-    pub fn aliases(&self) -> Vec<String> {
+    /// Works out the aliases and the windows the policies name.
+    fn with_summaries(mut self) -> Self {
+        self.aliases = self.collect_aliases();
+        self.windows = self.collect_windows();
+        self
+    }
+
+    /// The aliases named in `rooms` or `member_of` of any policy (to be resolved by the
+    /// caller), sorted.
+    pub fn aliases(&self) -> &[String] {
+        &self.aliases
+    }
+
+    fn collect_aliases(&self) -> Vec<String> {
         let mut out: Vec<String> = self
             .rooms
             .keys()
@@ -279,7 +310,11 @@ impl PolicySet {
     }
 
     /// Every time window a knock counter needs, across policies (deduplicated, sorted).
-    pub fn windows(&self) -> Vec<Duration> {
+    pub fn windows(&self) -> &[Duration] {
+        &self.windows
+    }
+
+    fn collect_windows(&self) -> Vec<Duration> {
         let mut w: Vec<Duration> = self.policies.iter().flat_map(|p| p.windows()).collect();
         w.sort();
         w.dedup();

@@ -26,7 +26,7 @@ pub fn interval(events: Duration, audit: Duration) -> Duration {
 /// One pruning pass, as of `now`.
 pub fn prune(shared: &Shared, now: u64) -> Result<Pruned, StoreError> {
     let cfg = &shared.config.retention;
-    let longest_window = shared.policies.current().set.windows().into_iter().max().unwrap_or_default();
+    let longest_window = shared.policies.current().set.windows().iter().copied().max().unwrap_or_default();
     let before = |d: Duration| now.saturating_sub(d.as_millis() as u64);
     shared.store.prune(before(cfg.events), before(cfg.audit), before(longest_window))
 }

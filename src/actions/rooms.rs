@@ -130,12 +130,12 @@ pub async fn resolve_aliases(shared: &Shared) -> Result<Vec<Action>, ActionError
     let mut ops = Vec::new();
     let mut follow_ups = Vec::new();
     for a in active.set.aliases() {
-        let Ok(alias) = RoomAliasId::parse(&a) else { continue };
+        let Ok(alias) = RoomAliasId::parse(a) else { continue };
         match shared.homeserver.resolve_alias(&alias).await {
-            Ok(room) => ops.push(Store::put_alias(&a, Some(room.as_str()))),
+            Ok(room) => ops.push(Store::put_alias(a, Some(room.as_str()))),
             Err(HsError::Api { status: 404, .. }) => {
                 tracing::warn!(alias = %a, "a policy names an alias that does not exist");
-                ops.push(Store::put_alias(&a, None));
+                ops.push(Store::put_alias(a, None));
                 follow_ups.push(notices::with_block(
                     &format!(
                         "⚠️ A policy names the room {a}, which does not exist: knocks there cannot be matched to it."

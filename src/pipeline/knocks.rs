@@ -39,7 +39,7 @@ fn clip(text: Option<String>, max: usize) -> Option<String> {
 /// Whether every alias the policies name has been looked up.
 fn aliases_ready(store: &Store, set: &PolicySet) -> Result<bool, StoreError> {
     for a in set.aliases() {
-        if store.alias(&a)?.is_none() {
+        if store.alias(a)?.is_none() {
             return Ok(false);
         }
     }
@@ -132,7 +132,7 @@ impl Context {
         let windows = set.windows();
         let mut room_counts = Vec::with_capacity(windows.len());
         let mut user_counts = Vec::with_capacity(windows.len());
-        for w in &windows {
+        for w in windows {
             let since = now.saturating_sub(w.as_millis() as u64);
             room_counts.push((*w, store.room_knocks_since(room, since)? + extra));
             user_counts.push((*w, store.user_knocks_since(user, room, since)? + extra));

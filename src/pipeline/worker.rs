@@ -33,41 +33,52 @@ const BATCH: usize = 128;
 
 /// Runs until the service stops, finishing the event in hand first.
 ///
-/// Handling is synchronous (sled, deciding), so it runs on a blocking thread, a batch at a
-/// time, never on the async runtime's threads. Run there, it kept a runtime thread busy for as
-/// long as the inbox was not empty, and the runner, woken from that thread, waited for the
-/// whole inbox before it carried out a single action.
+/// Handling is synchronous (sled, deciding), so it runs on one thread of its own for the
+/// worker's whole life, never on the async runtime's threads. Run there, it kept a runtime
+/// thread busy for as long as the inbox was not empty, and the runner, woken from that thread,
+/// waited for the whole inbox before it carried out a single action. One thread, not one per
+/// batch: each thread that decides builds its own caches of the policies' regex sets (several
+/// MiB with 10,000 rules).
 pub async fn run(shared: Shared) {
+    let runtime = tokio::runtime::Handle::current();
+    match tokio::task::spawn_blocking(move || work(&shared, &runtime)).await {
+        Ok(()) => {}
+        // A panic not caught per event (debug builds' worker fault): the worker stops.
+        Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+        Err(_) => {}
+    }
+}
+
+/// The worker's loop, on its own thread; waits (on `runtime`) when there is nothing to do.
+fn work(shared: &Shared, runtime: &tokio::runtime::Handle) {
     let mut stopping = shared.stopping.clone();
     loop {
         if *stopping.borrow() {
             return;
         }
-        let s = shared.clone();
-        let drained = match tokio::task::spawn_blocking(move || drain_batch(&s, BATCH)).await {
-            Ok(d) => d,
-            // A panic not caught per event (debug builds' worker fault): the worker stops.
-            Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
-            Err(_) => return,
-        };
-        match drained {
+        match drain_batch(shared, BATCH) {
             Ok(Drained::Handled | Drained::Queued) => continue,
             Ok(Drained::Empty) => {
-                if !wait_for(&shared.inbox_ready, &mut stopping).await {
+                if !runtime.block_on(wait_for(&shared.inbox_ready, &mut stopping)) {
                     return;
                 }
             }
             Ok(Drained::Blocked) => {
                 tracing::debug!("waiting for the policies' aliases to be resolved");
-                tokio::select! {
-                    _ = shared.inbox_ready.notified() => {}
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-                    _ = stopping.changed() => return,
+                let go_on = runtime.block_on(async {
+                    tokio::select! {
+                        _ = shared.inbox_ready.notified() => true,
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => true,
+                        _ = stopping.changed() => false,
+                    }
+                });
+                if !go_on {
+                    return;
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, "storage failed while handling the inbox; retrying in 1 s");
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                runtime.block_on(tokio::time::sleep(std::time::Duration::from_secs(1)));
             }
         }
     }
