@@ -1,13 +1,15 @@
-//! The worker: drains the inbox, oldest first.
+//! The worker: drains the inbox, oldest first, on a thread of its own.
 //!
-//! Each event becomes a list of writes (state, audit entries, review items, outbox actions)
-//! committed in the same sled transaction that removes it from the inbox, so a crash either
-//! leaves the event in the inbox (it is handled again after restart) or has fully handled it:
-//! nothing is handled twice. What the handling reads stays true until that commit
+//! Each event becomes a list of writes (state, audit entries, review items, outbox actions).
+//! Up to `BATCH` (128) events are handled in one batch ([`Store::batch`]): each event's reads see
+//! what the events before it wrote, and the writes of all of them, with the removal of their
+//! inbox entries, are committed in one sled transaction. A crash either leaves the events in
+//! the inbox (they are handled again after restart) or has fully handled them: nothing is
+//! handled twice. What the handling reads stays true until that commit
 //! ([`Store::serialized`]).
 //!
-//! A panic while handling one event is caught: the event goes to the failed list, with a
-//! notice, and the worker goes on with the next.
+//! A panic while handling one event is caught: what it wrote is undone, the event goes to the
+//! failed list, with a notice, and the worker goes on with the next.
 
 use std::panic::AssertUnwindSafe;
 
