@@ -41,7 +41,7 @@ pub use resolution::Resolution;
 pub use retention::Pruned;
 
 /// The trees of the database. The discriminant is the index into [`Store::trees`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(usize)]
 pub enum T {
     /// Small values: control room ID, settings.

@@ -13,7 +13,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
-use super::{Op, T, TREE_NAMES};
+use super::{Op, T};
 
 /// What a batch has staged so far.
 #[derive(Default)]
@@ -23,7 +23,7 @@ pub(super) struct Overlay {
     /// Every op staged, in order (to undo the last ones, see [`Overlay::truncate`]).
     ops: Vec<Op>,
     /// Per tree: the last value staged for each key (`None`: removed).
-    writes: Vec<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+    writes: HashMap<T, BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
     /// Amounts added to counters.
     added: HashMap<String, u64>,
 }
@@ -42,16 +42,16 @@ pub(super) enum Staged {
 
 impl Overlay {
     pub(super) fn new(store: usize) -> Self {
-        Overlay { store, writes: vec![BTreeMap::new(); TREE_NAMES.len()], ..Default::default() }
+        Overlay { store, ..Default::default() }
     }
 
     fn apply(&mut self, op: &Op) {
         match op {
             Op::Put { tree, key, value } => {
-                self.writes[*tree as usize].insert(key.clone(), Some(value.clone()));
+                self.writes.entry(*tree).or_default().insert(key.clone(), Some(value.clone()));
             }
             Op::Del { tree, key } => {
-                self.writes[*tree as usize].insert(key.clone(), None);
+                self.writes.entry(*tree).or_default().insert(key.clone(), None);
             }
             Op::Add { counter, by } => {
                 let n = self.added.entry(counter.clone()).or_default();
@@ -84,7 +84,7 @@ impl Overlay {
     }
 
     pub(super) fn get(&self, tree: T, key: &[u8]) -> Staged {
-        match self.writes[tree as usize].get(key) {
+        match self.writes.get(&tree).and_then(|w| w.get(key)) {
             None => Staged::Untouched,
             Some(None) => Staged::Removed,
             Some(Some(v)) => Staged::Value(v.clone()),
@@ -102,16 +102,17 @@ impl Overlay {
         from: &'a [u8],
         to: Option<&'a [u8]>,
     ) -> impl Iterator<Item = (&'a Vec<u8>, &'a Option<Vec<u8>>)> + 'a {
-        self.writes[tree as usize]
-            .range::<[u8], _>((std::ops::Bound::Included(from), std::ops::Bound::Unbounded))
+        self.writes
+            .get(&tree)
+            .into_iter()
+            .flat_map(move |w| w.range::<[u8], _>((std::ops::Bound::Included(from), std::ops::Bound::Unbounded)))
             .take_while(move |(k, _)| to.is_none_or(|to| k.as_slice() < to))
     }
 
     /// The ops to commit: the last value of each key, then the counters' additions.
     pub(super) fn into_ops(self) -> Vec<Op> {
         let mut ops = Vec::new();
-        for (t, writes) in self.writes.into_iter().enumerate() {
-            let tree = TREES[t];
+        for (tree, writes) in self.writes {
             for (key, value) in writes {
                 ops.push(match value {
                     Some(value) => Op::Put { tree, key, value },
@@ -125,35 +126,6 @@ impl Overlay {
         ops
     }
 }
-
-/// Every tree, in the order of [`TREE_NAMES`].
-const TREES: [T; TREE_NAMES.len()] = [
-    T::Meta,
-    T::Seen,
-    T::Txns,
-    T::Inbox,
-    T::Outbox,
-    T::Rooms,
-    T::BotRooms,
-    T::Knocks,
-    T::Knockers,
-    T::Counters,
-    T::PolicyVersions,
-    T::RoomKnockTimes,
-    T::UserKnockTimes,
-    T::Members,
-    T::Memberships,
-    T::Audit,
-    T::Reviews,
-    T::Aliases,
-    T::ReviewNotices,
-    T::OpenReviews,
-    T::SeenTimes,
-    T::TxnTimes,
-    T::Failed,
-    T::Lists,
-    T::ListRules,
-];
 
 /// Runs `f` with this thread's overlay for `store`, if a batch of that store is open.
 pub(super) fn with<R>(store: usize, f: impl FnOnce(&mut Overlay) -> R) -> Option<R> {
@@ -178,16 +150,4 @@ pub(super) fn open(store: usize) -> bool {
 /// Closes this thread's batch, returning what it staged.
 pub(super) fn close() -> Option<Overlay> {
     OVERLAY.with(|o| o.borrow_mut().take())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn trees_are_listed_in_order() {
-        for (i, t) in TREES.iter().enumerate() {
-            assert_eq!(*t as usize, i);
-        }
-    }
 }
