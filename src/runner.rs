@@ -16,9 +16,11 @@
 //!   notice). `!knock retry` puts it back.
 //! - What an action did is recorded ([`Perform::record`]) in the same transaction that removes
 //!   it from the outbox: a crash either leaves it queued (it is performed again, and its own
-//!   checks keep it from acting twice) or has fully recorded it.
+//!   checks keep it from acting twice) or has fully recorded it. The records of actions done
+//!   at about the same time share one transaction ([`recorder`]).
 
 pub mod lanes;
+pub mod recorder;
 
 use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
@@ -30,6 +32,7 @@ use tokio::{
     task::JoinSet,
 };
 
+use self::recorder::{Recorder, Refused};
 use crate::{
     homeserver::HsError,
     storage::{FailedItem, Op, OutboxEntry, Store, StoreError, now_ms},
@@ -103,7 +106,8 @@ pub trait Perform: Send + Sync + 'static {
 
     /// The writes that record what `performed` did (follow-up actions, settled audit
     /// entries), committed with the action's removal from the outbox. Runs under
-    /// [`Store::serialized`].
+    /// [`Store::serialized`], in a [`Store::batch`] with other actions' records (its reads see
+    /// what those staged), on a blocking thread.
     fn record(&self, seq: u64, entry: &OutboxEntry, performed: Self::Performed) -> Result<Vec<Op>, StoreError>;
 
     /// The writes that go with moving the action to the failed list as `number`, because of
@@ -141,6 +145,7 @@ pub async fn run<P: Perform>(
     tasks: Arc<Tasks>,
 ) {
     let mut lanes = lanes::Lanes::default();
+    let (recorder, recording) = recorder::start(perform.clone(), store.clone());
     let mut in_flight: JoinSet<(u64, Next)> = JoinSet::new();
     // Learn of new actions from the store's feed, then read what is queued already.
     store.watch_outbox();
@@ -172,15 +177,14 @@ pub async fn run<P: Perform>(
         while in_flight.len() < max {
             let Some((seq, entry)) = lanes.start_next(now) else { break };
             let fresh = entry.attempts == 0 && entry.created_ms >= settings.started_ms;
-            let metrics = settings.metrics.clone();
             in_flight.spawn(attempt(
                 perform.clone(),
+                recorder.clone(),
                 store.clone(),
                 seq,
                 entry,
                 fresh,
-                settings.give_up_after,
-                metrics,
+                settings.clone(),
             ));
         }
         let due = lanes.next_due().map(|t| Duration::from_millis(t.saturating_sub(now_ms())));
@@ -194,6 +198,9 @@ pub async fn run<P: Perform>(
     while let Some(joined) = in_flight.join_next().await {
         settle(&mut lanes, joined);
     }
+    // Every attempt has had its answer; the recorder ends with its last sender.
+    drop(recorder);
+    let _ = recording.await;
 }
 
 /// Queues the actions the store saw queued since the last look.
@@ -223,32 +230,26 @@ fn settle(lanes: &mut lanes::Lanes, joined: Result<(u64, Next), tokio::task::Joi
 /// One attempt at action `seq`, recorded. A panic anywhere in it is caught here.
 async fn attempt<P: Perform>(
     perform: Arc<P>,
+    recorder: Recorder<P::Performed>,
     store: Store,
     seq: u64,
     entry: OutboxEntry,
     fresh: bool,
-    give_up_after: Duration,
-    metrics: Arc<crate::metrics::Metrics>,
+    settings: Settings,
 ) -> (u64, Next) {
+    let Settings { give_up_after, metrics, .. } = settings;
     let kind = entry.action.kind();
-    let p = perform.clone();
-    let e = entry.clone();
-    let s = store.clone();
-    let tried = AssertUnwindSafe(async move {
-        let result = p.perform(seq, &e, fresh).await;
-        match result {
-            Ok(performed) => s
-                .serialized(|| {
-                    let mut ops = p.record(seq, &e, performed)?;
-                    ops.push(Store::outbox_done(seq));
-                    s.commit(&ops)
-                })
-                .map_err(ActionError::Store),
-            Err(e) => Err(e),
-        }
-    })
-    .catch_unwind()
-    .await;
+    let performed = AssertUnwindSafe(perform.perform(seq, &entry, fresh)).catch_unwind().await;
+    // Ok(Ok): done and recorded; Ok(Err): failed; Err: a panic, with its message.
+    let tried: Result<Result<(), ActionError>, String> = match performed {
+        Ok(Ok(performed)) => match recorder.record(seq, &entry, performed).await {
+            Ok(()) => Ok(Ok(())),
+            Err(Refused::Store(e)) => Ok(Err(ActionError::Store(e))),
+            Err(Refused::Panicked(message)) => Err(message),
+        },
+        Ok(Err(e)) => Ok(Err(e)),
+        Err(panic) => Err(panic_message(&*panic)),
+    };
     let next = match tried {
         Ok(Ok(())) => Next::Done,
         Ok(Err(e))
@@ -265,7 +266,7 @@ async fn attempt<P: Perform>(
             give_up(&*perform, &store, seq, entry, &why)
         }
         Err(panic) => {
-            let why = format!("knockwarden failed while carrying it out (a bug): {}", panic_message(&*panic));
+            let why = format!("knockwarden failed while carrying it out (a bug): {panic}");
             give_up(&*perform, &store, seq, entry, &why)
         }
     };

@@ -153,7 +153,7 @@ impl Op {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
     Sled(#[from] sled::Error),
