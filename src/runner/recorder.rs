@@ -140,9 +140,11 @@ mod tests {
         storage::{Action, Op},
     };
 
-    /// Records each action as one more `recorded`; panics recording action `panics_on`, and
+    /// Records each action as one more `recorded`, committed by the record itself (as records
+    /// that update a room or a review item do); then panics recording action `panics_on`, and
     /// fails (storage) recording action `fails_on`.
     struct Counting {
+        store: Store,
         panics_on: u64,
         fails_on: u64,
     }
@@ -154,12 +156,12 @@ mod tests {
             Ok(())
         }
         fn record(&self, seq: u64, _: &OutboxEntry, _: ()) -> Result<Vec<Op>, StoreError> {
+            self.store.commit(&[Op::Add { counter: "recorded".into(), by: 1 }])?;
             assert_ne!(seq, self.panics_on, "a bug in recording");
-            let add = Op::Add { counter: "recorded".into(), by: 1 };
             if seq == self.fails_on {
                 return Err(StoreError::Corrupt { tree: "outbox", message: "unreadable".into() });
             }
-            Ok(vec![add])
+            Ok(vec![])
         }
         fn record_failure(&self, _: &OutboxEntry, _: &str, _: u64) -> Result<Vec<Op>, StoreError> {
             Ok(vec![])
@@ -182,7 +184,8 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let queued = queue(&store, 40);
         let (panics_on, fails_on) = (queued[7].0, queued[20].0);
-        let (recorder, task) = super::start(Arc::new(Counting { panics_on, fails_on }), store.clone());
+        let (recorder, task) =
+            super::start(Arc::new(Counting { store: store.clone(), panics_on, fails_on }), store.clone());
         let answers = futures_util::future::join_all(queued.iter().map(|(seq, entry)| {
             let recorder = recorder.clone();
             async move { (*seq, recorder.record(*seq, entry, ()).await) }
@@ -209,7 +212,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let queued = queue(&store, 1);
-        let (recorder, task) = super::start(Arc::new(Counting { panics_on: 0, fails_on: 0 }), store.clone());
+        let (recorder, task) =
+            super::start(Arc::new(Counting { store: store.clone(), panics_on: 0, fails_on: 0 }), store.clone());
         task.abort();
         let _ = task.await;
         let answer = recorder.record(queued[0].0, &queued[0].1, ()).await;
