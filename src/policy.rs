@@ -214,27 +214,24 @@ impl PolicySet {
             problems.sort_by(|a, b| (a.file.as_str(), a.at).cmp(&(b.file.as_str(), b.at)));
             return Err(problems);
         }
-        Ok(PolicySet {
-            policies,
-            rooms,
-            wildcard: wildcard.map(|(i, _, _)| i),
-            hash: content_hash(sources),
-            aliases: Vec::new(),
-            windows: Vec::new(),
-        }
-        .with_summaries())
+        Ok(PolicySet::new(policies, rooms, wildcard.map(|(i, _, _)| i), content_hash(sources)))
+    }
+
+    /// A set of compiled policies, with the aliases and windows they name worked out.
+    fn new(
+        policies: Vec<CompiledPolicy>,
+        rooms: HashMap<String, usize>,
+        wildcard: Option<usize>,
+        hash: String,
+    ) -> Self {
+        let aliases = aliases_of(&rooms, &policies);
+        let windows = windows_of(&policies);
+        PolicySet { policies, rooms, wildcard, hash, aliases, windows }
     }
 
     /// An empty set: no room is governed.
     pub fn empty() -> Self {
-        PolicySet {
-            policies: Vec::new(),
-            rooms: HashMap::new(),
-            wildcard: None,
-            hash: content_hash(&[]),
-            aliases: Vec::new(),
-            windows: Vec::new(),
-        }
+        PolicySet::new(Vec::new(), HashMap::new(), None, content_hash(&[]))
     }
 
     /// Stamps the stored version number on the set (and so on its decisions).
@@ -275,30 +272,10 @@ impl PolicySet {
             .map(|&i| &self.policies[i])
     }
 
-    /// Works out the aliases and the windows the policies name.
-    fn with_summaries(mut self) -> Self {
-        self.aliases = self.collect_aliases();
-        self.windows = self.collect_windows();
-        self
-    }
-
     /// The aliases named in `rooms` or `member_of` of any policy (to be resolved by the
     /// caller), sorted.
     pub fn aliases(&self) -> &[String] {
         &self.aliases
-    }
-
-    fn collect_aliases(&self) -> Vec<String> {
-        let mut out: Vec<String> = self
-            .rooms
-            .keys()
-            .cloned()
-            .chain(self.policies.iter().flat_map(|p| p.member_of_rooms()))
-            .filter(|r| r.starts_with('#'))
-            .collect();
-        out.sort();
-        out.dedup();
-        out
     }
 
     /// The ban lists (room IDs or aliases, as written) any policy names, deduplicated, sorted.
@@ -312,13 +289,6 @@ impl PolicySet {
     /// Every time window a knock counter needs, across policies (deduplicated, sorted).
     pub fn windows(&self) -> &[Duration] {
         &self.windows
-    }
-
-    fn collect_windows(&self) -> Vec<Duration> {
-        let mut w: Vec<Duration> = self.policies.iter().flat_map(|p| p.windows()).collect();
-        w.sort();
-        w.dedup();
-        w
     }
 
     /// One summary per policy, in file order.
@@ -341,6 +311,27 @@ impl PolicySet {
             })
             .collect()
     }
+}
+
+/// The aliases named in `rooms` or `member_of` of any policy, deduplicated, sorted.
+fn aliases_of(rooms: &HashMap<String, usize>, policies: &[CompiledPolicy]) -> Vec<String> {
+    let mut out: Vec<String> = rooms
+        .keys()
+        .cloned()
+        .chain(policies.iter().flat_map(|p| p.member_of_rooms()))
+        .filter(|r| r.starts_with('#'))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Every time window a knock counter needs, across `policies`, deduplicated, sorted.
+fn windows_of(policies: &[CompiledPolicy]) -> Vec<Duration> {
+    let mut w: Vec<Duration> = policies.iter().flat_map(|p| p.windows()).collect();
+    w.sort();
+    w.dedup();
+    w
 }
 
 #[cfg(test)]

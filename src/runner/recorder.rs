@@ -176,8 +176,8 @@ mod tests {
         store.outbox_all().unwrap()
     }
 
-    /// Records arriving together are committed together; a record that panics or fails is
-    /// undone alone: its action stays queued, the others are recorded and removed.
+    /// Many records at once: a record that panics or fails is undone alone (what it wrote
+    /// itself included); its action stays queued, the others are recorded and removed.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failing_record_costs_only_its_own_action() {
         let dir = tempfile::tempdir().unwrap();
