@@ -210,7 +210,6 @@ impl Application {
         let expiry = tokio::spawn(crate::control::expiry::run(shared.clone()));
         let retention = tokio::spawn(crate::retention::run(shared.clone()));
         let ping = tokio::spawn(crate::ping::run(shared.clone(), appservice_id));
-        crate::memory::release_freed();
         // Whatever was left in the inbox by a previous run is handled now.
         shared.inbox_ready.notify_one();
         shared.outbox_ready.notify_one();

@@ -701,13 +701,20 @@ fn format_of(meta: &sled::Tree) -> Result<u32, StoreError> {
 /// Meta key of the run-time dry-run switch (stored as `on`/`off`).
 const DRY_RUN_KEY: &str = "dry_run";
 
+/// The most sled's page cache holds, in bytes. sled's default (1 GiB) let the resident size
+/// grow with the database under load (190 MiB after 20 s of the ingest benchmark, 380 MiB with
+/// 10,000 rules); 8 MB kept it flat at the same throughput, 4 MB cost a quarter of the
+/// throughput (`docs/BENCHMARKS.md`, "Ingestion, fourth sitting").
+const CACHE_CAPACITY: u64 = 8_000_000;
+
 /// Opens sled's database. The file lock of a database just closed in this process (a restart
 /// within one process, as in tests) is released by sled's background threads a moment later:
 /// wait up to a second for it.
 fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
     let mut tries = 0;
     loop {
-        match sled::Config::new().path(path).mode(sled::Mode::HighThroughput).open() {
+        let config = sled::Config::new().path(path).mode(sled::Mode::HighThroughput).cache_capacity(CACHE_CAPACITY);
+        match config.open() {
             Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") && tries < 50 => {
                 tries += 1;
                 std::thread::sleep(std::time::Duration::from_millis(20));
