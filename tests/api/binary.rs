@@ -106,6 +106,20 @@ fn version_and_help_on_every_subcommand() {
     }
 }
 
+/// The binary runs on jemalloc with the settings of `knockwarden::memory` (jemalloc prints
+/// its options at exit when asked to, and warns on a setting it does not know).
+#[test]
+fn the_binary_runs_on_jemalloc_with_its_settings() {
+    let out = knockwarden().arg("--version").env("_RJEM_MALLOC_CONF", "stats_print:true").output().unwrap();
+    assert!(out.status.success());
+    let stats = String::from_utf8_lossy(&out.stderr);
+    for option in ["opt.narenas: 1", "opt.dirty_decay_ms: 100", "opt.muzzy_decay_ms: 0", "opt.background_thread: true"]
+    {
+        assert!(stats.contains(option), "{option} not in jemalloc's statistics:\n{stats}");
+    }
+    assert!(!stats.contains("<jemalloc>"), "jemalloc warned:\n{stats}");
+}
+
 #[test]
 fn generate_registration_writes_a_private_file_and_refuses_to_overwrite() {
     let dir = tempfile::tempdir().unwrap();
