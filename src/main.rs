@@ -3,9 +3,8 @@
 #[global_allocator]
 static ALLOCATOR: knockwarden::memory::Allocator = knockwarden::memory::Allocator {};
 
-/// jemalloc reads its settings from this symbol when it starts.
 #[unsafe(export_name = "_rjem_malloc_conf")]
-static MALLOC_CONF: knockwarden::memory::Conf = knockwarden::memory::Conf(knockwarden::memory::JEMALLOC_CONF.as_ptr());
+static MALLOC_CONF: knockwarden::memory::Conf = knockwarden::memory::MALLOC_CONF;
 
 fn main() -> std::process::ExitCode {
     knockwarden::cli::main()

@@ -702,8 +702,9 @@ fn format_of(meta: &sled::Tree) -> Result<u32, StoreError> {
 const DRY_RUN_KEY: &str = "dry_run";
 
 /// The most sled's page cache holds, in bytes. sled's default (1 GiB) let the resident size
-/// grow with the database under load (190 MiB after 20 s of the ingest benchmark, 380 MiB with
-/// 10,000 rules); 8 MB kept it flat at the same throughput, 4 MB cost a quarter of the
+/// grow with the database under load (153–193 MiB after 20 s of the ingest benchmark at 100
+/// rules, 360 MiB after 60 s); with 8 MB it peaked at 69–72 MiB (83 after 60 s) at the same
+/// throughput. Smaller caps took a few MiB more off and, in some runs, a quarter of the
 /// throughput (`docs/BENCHMARKS.md`, "Ingestion, fourth sitting").
 const CACHE_CAPACITY: u64 = 8_000_000;
 
