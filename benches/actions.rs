@@ -25,6 +25,7 @@ use std::{
 };
 
 use serde_json::{Value, json};
+use support::percentile;
 
 const ROOM: &str = "!bench:test.local";
 const POLICY: &str = "rooms: [\"!bench:test.local\"]\nrules:\n  - { name: everyone, action: accept }\n";
@@ -64,10 +65,6 @@ async fn until_invited(bench: &support::Bench, user: &str, within: Duration) -> 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     true
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
 /// 5,000 knocks at 1,000/s (one transaction in flight, each carrying what arrived meanwhile);

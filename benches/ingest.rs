@@ -28,7 +28,7 @@ use std::{
 };
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use support::fake_homeserver::FakeHomeserver;
+use support::{fake_homeserver::FakeHomeserver, percentile};
 
 const ROOMS: usize = 50;
 const EVENTS_PER_TXN: usize = 100;
@@ -69,8 +69,8 @@ fn disk_floor() {
     took.sort();
     println!(
         "disk floor: append 45 KB + fdatasync p50 {:.2?} p99 {:.2?} mean {:.2?}: at most {:.0} events/s with one transaction in flight",
-        took[took.len() / 2],
-        took[took.len() * 99 / 100],
+        percentile(&took, 0.5),
+        percentile(&took, 0.99),
         mean,
         EVENTS_PER_TXN as f64 / mean.as_secs_f64()
     );
@@ -279,16 +279,15 @@ async fn run(rules: usize, seconds: u64) {
     let last_at = invites.iter().find(|r| r.body["user_id"] == last.as_str()).map(|r| r.at).unwrap();
     lat.sort();
     acks.sort();
-    let pct = |v: &[Duration], p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)];
     println!(
         "ingest, {rules} rules: ready in {ready:.0?}; {i} events ({} bytes on average, {} knocks) in {txn} transactions over {sending:.2?}: {:.0} events/s acknowledged, ack p50 {:.2?} p99 {:.2?}; knock -> invite p50 {:.2?} p99 {:.2?}, the last invite {:.2?} after the last ack; knockwarden CPU {:.2?} ({:.2} cores); RSS idle {:.1} MiB, peak {:.1} MiB",
         bytes / i.max(1),
         sent_at.len(),
         i as f64 / sending.as_secs_f64(),
-        pct(&acks, 0.5),
-        pct(&acks, 0.99),
-        pct(&lat, 0.5),
-        pct(&lat, 0.99),
+        percentile(&acks, 0.5),
+        percentile(&acks, 0.99),
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
         last_at.saturating_duration_since(acked),
         cpu_used,
         cpu_used.as_secs_f64() / (acked - begin + last_at.saturating_duration_since(acked)).as_secs_f64(),

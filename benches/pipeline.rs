@@ -10,6 +10,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use support::percentile;
+
 const ROOM: &str = "!bench:test.local";
 const RATE: u64 = 1_000;
 const SECONDS: u64 = 5;
@@ -50,17 +52,16 @@ async fn run() {
         })
         .collect();
     latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
     batches.sort();
     println!(
         "pipeline: {total} knocks at {RATE}/s in {txn} transactions (median {} knocks each), sent in {sending:.2?}",
-        batches[batches.len() / 2]
+        percentile(&batches, 0.5)
     );
     println!(
         "transaction received -> invite sent: p50 {:.2?}  p90 {:.2?}  p99 {:.2?}  max {:.2?}",
-        pct(0.50),
-        pct(0.90),
-        pct(0.99),
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.90),
+        percentile(&latencies, 0.99),
         latencies[latencies.len() - 1]
     );
     bench.stop().await;

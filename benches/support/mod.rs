@@ -12,6 +12,12 @@ use std::time::Duration;
 use fake_homeserver::FakeHomeserver;
 use knockwarden::{config::Settings, registration::NewRegistration, startup::Application, storage::Store};
 
+/// The value at fraction `p` (0.5 for the median, 0.99 for p99) of `sorted`, which is sorted
+/// and not empty.
+pub fn percentile<T: Copy>(sorted: &[T], p: f64) -> T {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
 /// A running knockwarden for a benchmark.
 pub struct Bench {
     pub hs: FakeHomeserver,
