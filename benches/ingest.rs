@@ -14,7 +14,8 @@
 //! the service answers a transaction after it is started; events/s acknowledged (each 200
 //! comes after the flush); ack p50/p99; knock -> invite p50/p99 and the last invite's lag
 //! after the last acknowledgement; knockwarden's CPU time; its RSS idle (after start-up,
-//! before traffic) and peak (VmHWM).
+//! before traffic) and peak (VmHWM); and where the time before each 200 went, step by step
+//! (the means of knockwarden's own `knockwarden_transaction_phase_duration_seconds`).
 
 #[path = "support/mix.rs"]
 mod mix;
@@ -142,6 +143,7 @@ fn event(out: &mut String, rng: &mut StdRng, i: usize, knock: bool) -> Option<St
 struct Service {
     child: Child,
     url: String,
+    metrics_url: String,
     hs_token: String,
     _dir: tempfile::TempDir,
 }
@@ -164,9 +166,9 @@ async fn start(hs: &FakeHomeserver, rules: usize, client: &reqwest::Client) -> (
     let hs_token = support::registration(dir.path());
     std::fs::create_dir(dir.path().join("policies")).unwrap();
     std::fs::write(dir.path().join("policies/bench.yaml"), policy(rules)).unwrap();
-    let port = free_port();
+    let (port, metrics_port) = (free_port(), free_port());
     let config = format!(
-        "homeserver: {{url: \"{}\", server_name: test.local}}\nappservice: {{listen: \"127.0.0.1:{port}\"}}\ncontrol_room: \"!ctrl:test.local\"\nnotify: none\nlog_format: json\n",
+        "homeserver: {{url: \"{}\", server_name: test.local}}\nappservice: {{listen: \"127.0.0.1:{port}\"}}\nmetrics: {{listen: \"127.0.0.1:{metrics_port}\"}}\ncontrol_room: \"!ctrl:test.local\"\nnotify: none\nlog_format: json\n",
         hs.url()
     );
     std::fs::write(dir.path().join("config.yaml"), config).unwrap();
@@ -179,8 +181,13 @@ async fn start(hs: &FakeHomeserver, rules: usize, client: &reqwest::Client) -> (
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let service =
-        Service { child, url: format!("http://127.0.0.1:{port}/_matrix/app/v1/transactions"), hs_token, _dir: dir };
+    let service = Service {
+        child,
+        url: format!("http://127.0.0.1:{port}/_matrix/app/v1/transactions"),
+        metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
+        hs_token,
+        _dir: dir,
+    };
     loop {
         let res = client
             .put(format!("{}/probe", service.url))
@@ -294,5 +301,27 @@ async fn run(rules: usize, seconds: u64) {
         idle as f64 / 1024.0,
         peak as f64 / 1024.0,
     );
+    println!(
+        "  where the time before the 200 goes (means, from knockwarden's metrics): {}",
+        phases(&client, &service).await
+    );
     assert_eq!(lat.len(), sent_at.len(), "every knock invited once");
+}
+
+/// The mean time of each step of taking in a transaction, from
+/// `knockwarden_transaction_phase_duration_seconds` (its sums and counts).
+async fn phases(client: &reqwest::Client, service: &Service) -> String {
+    let text = client.get(&service.metrics_url).send().await.unwrap().text().await.unwrap();
+    let value = |name: &str, phase: &str| {
+        let prefix = format!("knockwarden_transaction_phase_duration_seconds_{name}{{phase=\"{phase}\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(prefix.as_str())).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+    };
+    if value("count", "check") == 0.0 {
+        return "not reported (a knockwarden before these metrics)".to_owned();
+    }
+    ["check", "filter", "store", "flush"]
+        .iter()
+        .map(|p| format!("{p} {:.0} µs", value("sum", p) / value("count", p).max(1.0) * 1e6))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

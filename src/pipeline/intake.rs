@@ -5,8 +5,8 @@
 //! then flushed. Only then does the HTTP layer answer 200. The bot's own membership changes
 //! are recorded in the same transaction, so the next events of a room it just joined are kept.
 
-use crate::metrics::Metrics;
-use std::collections::HashMap;
+use crate::metrics::{Metrics, Phase};
+use std::{collections::HashMap, time::Instant};
 
 use ruma::{RoomId, UserId};
 use serde_json::value::RawValue;
@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use super::Shared;
 use crate::{
     events::{EventHead, Interests, is_wanted},
-    storage::{BotMembership, IngestOutcome, Kept, Origin, Store, StoreError},
+    storage::{BotMembership, IngestOutcome, Kept, Op, Origin, Store, StoreError},
 };
 
 /// Why a transaction body was refused.
@@ -85,13 +85,22 @@ fn bot_membership(membership: &str) -> Option<BotMembership> {
 /// Takes in a pushed transaction body. Replays (same txnId, same body) are no-ops; a reused
 /// txnId with a different body is taken in (deduplicated per event).
 pub async fn take_transaction(shared: &Shared, txn_id: &str, body: &[u8]) -> Result<TxnOutcome, IntakeError> {
+    let metrics = &shared.metrics;
+    let started = Instant::now();
     let hash: [u8; 32] = Sha256::digest(body).into();
-    if shared.store.is_replay(txn_id, &hash)? {
+    let replay = shared.store.is_replay(txn_id, &hash)?;
+    metrics.phase(Phase::Check, started);
+    if replay {
         return Ok(TxnOutcome::Replay);
     }
+    let started = Instant::now();
     let events = split_events(body)?;
+    let selected = select_events(shared, events);
+    metrics.phase(Phase::Filter, started);
+    let started = Instant::now();
     let origin = Origin::Push { txn_id: txn_id.to_owned() };
-    let (outcome, dropped, malformed) = take_events(shared, &origin, Some((txn_id, &hash)), events)?;
+    let (outcome, dropped, malformed) = store_events(shared, &origin, Some((txn_id, &hash)), selected)?;
+    metrics.phase(Phase::Store, started);
     // The worker may start on the events while they are being flushed; the homeserver hears
     // 200 only once they are durable. Should knockwarden die before the flush completes, the
     // homeserver sends the transaction again, and acting twice is prevented by the runner's
@@ -101,7 +110,9 @@ pub async fn take_transaction(shared: &Shared, txn_id: &str, body: &[u8]) -> Res
     }
     // A transaction of events knockwarden does not need wrote nothing: nothing to flush.
     if outcome.wrote() {
+        let started = Instant::now();
         shared.store.flush().await?;
+        metrics.phase(Phase::Flush, started);
     }
     Ok(TxnOutcome::Taken { outcome, dropped, malformed })
 }
@@ -139,16 +150,30 @@ fn event_id_of(json: &str) -> String {
     serde_json::from_str::<Id>(json).ok().and_then(|i| i.event_id).unwrap_or_else(|| "<no event_id>".to_owned())
 }
 
-/// Filters and stores events, given as JSON texts (not flushed; the caller flushes). An event
-/// that cannot be read is dropped and counted as malformed, with its ID in the log; the others
-/// are taken in. Returns what was stored, how many were not needed, and how many were
-/// malformed.
+/// Filters and stores events, given as JSON texts (not flushed; the caller flushes): first
+/// [`select_events`], then [`store_events`]. Returns what was stored, how many were not
+/// needed, and how many were malformed.
 pub fn take_events<'a>(
     shared: &Shared,
     origin: &Origin,
     txn: Option<(&str, &[u8; 32])>,
     events: impl IntoIterator<Item = &'a str>,
 ) -> Result<(IngestOutcome, u64, u64), StoreError> {
+    store_events(shared, origin, txn, select_events(shared, events))
+}
+
+/// The events of a transaction (or a catch-up) that knockwarden needs, read, not stored yet.
+struct Selected {
+    kept: Vec<Kept>,
+    /// The bot's membership changes among them, to record with them.
+    extra: Vec<Op>,
+    dropped: u64,
+    malformed: u64,
+}
+
+/// Reads each event's routing fields and keeps those knockwarden needs. An event that cannot
+/// be read is dropped and counted as malformed, with its ID in the log.
+fn select_events<'a>(shared: &Shared, events: impl IntoIterator<Item = &'a str>) -> Selected {
     let mut view =
         View { shared, control: shared.control_room_id(), overlay: HashMap::new(), knockers: Default::default() };
     let mut kept = Vec::new();
@@ -189,6 +214,19 @@ pub fn take_events<'a>(
         view.knockers.extend(knocker.clone());
         kept.push(Kept { event_id: head.event_id.to_string(), knocker, event });
     }
+    Selected { kept, extra, dropped, malformed }
+}
+
+/// Writes selected events to the inbox, as one entry (not flushed; the caller flushes), and
+/// counts them. Returns what was stored, how many were not needed, and how many were
+/// malformed.
+fn store_events(
+    shared: &Shared,
+    origin: &Origin,
+    txn: Option<(&str, &[u8; 32])>,
+    selected: Selected,
+) -> Result<(IngestOutcome, u64, u64), StoreError> {
+    let Selected { kept, extra, dropped, malformed } = selected;
     let outcome = shared.store.ingest(origin, txn, kept, dropped, malformed, extra)?;
     let events = &shared.metrics.events;
     Metrics::add(events, "stored", outcome.stored as u64);

@@ -164,6 +164,11 @@ async fn metrics_count_what_happened() {
         "knockwarden_actions_total{kind=\"kick\",outcome=\"done\"} 1",
         "knockwarden_homeserver_request_duration_seconds_count{endpoint=\"invite\",outcome=\"ok\"} 2",
         "knockwarden_decision_duration_seconds_count 3",
+        // Every transaction is checked; the replay goes no further.
+        "knockwarden_transaction_phase_duration_seconds_count{phase=\"check\"} 4",
+        "knockwarden_transaction_phase_duration_seconds_count{phase=\"filter\"} 3",
+        "knockwarden_transaction_phase_duration_seconds_count{phase=\"store\"} 3",
+        "knockwarden_transaction_phase_duration_seconds_count{phase=\"flush\"} 3",
         "knockwarden_queue_depth{queue=\"outbox\"} 0",
         "knockwarden_failed_actions 0",
         "knockwarden_review_items_pending 0",
