@@ -48,14 +48,14 @@ struct PhaseLabel {
 /// ([`Metrics::transaction_phases`]): where the time before the 200 goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
-    /// Hashing the body and looking its txnId up (is it a replay?).
+    /// Hashing the body and looking its txnId up among the last ones (is it a replay?).
     Check,
     /// Splitting the body into its events, reading each one's routing fields, and choosing
     /// the events needed.
     Filter,
-    /// Writing them to the inbox (the check for events already taken in, the commit).
+    /// Appending them to the journal.
     Store,
-    /// Making them durable (the database's flush).
+    /// Making them durable (the journal's `fdatasync`, shared by every transaction waiting).
     Flush,
 }
 

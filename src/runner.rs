@@ -116,9 +116,17 @@ pub trait Perform: Send + Sync + 'static {
 }
 
 /// The runner's settings.
+/// Attempts in flight for each request the homeserver may have in flight
+/// (`homeserver.max_concurrent_requests`, which the homeserver's client enforces on its own,
+/// see [`crate::homeserver::limited`]). An attempt spends most of its time not on the
+/// homeserver but waiting for its record to be committed, behind the worker's batch: with one
+/// attempt per request, the actions fell behind the decisions under load (docs/BENCHMARKS.md,
+/// seventh sitting).
+pub const ATTEMPTS_PER_REQUEST: usize = 8;
+
 #[derive(Clone)]
 pub struct Settings {
-    /// Actions in flight at once.
+    /// Actions in flight at once (their requests to the homeserver are limited apart).
     pub max_in_flight: usize,
     /// An action failing transiently for longer than this goes to the failed list.
     pub give_up_after: Duration,

@@ -199,7 +199,8 @@ impl Application {
                 shared.outbox_ready.clone(),
                 shared.stopping.clone(),
                 crate::runner::Settings {
-                    max_in_flight: shared.config.homeserver.max_concurrent_requests,
+                    max_in_flight: shared.config.homeserver.max_concurrent_requests
+                        * crate::runner::ATTEMPTS_PER_REQUEST,
                     give_up_after: shared.config.actions.give_up_after,
                     started_ms: shared.started_ms,
                     metrics: shared.metrics.clone(),

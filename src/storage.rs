@@ -1,17 +1,19 @@
 //! Storage: the only module that touches sled.
 //!
-//! Everything knockwarden must not lose lives here: the inbox of pushed events not yet
-//! handled, the event IDs already taken in (so nothing is handled twice), the outbox of
-//! actions not yet carried out, what the bot knows of rooms and knocks.
+//! Everything knockwarden must not lose lives here: the journal of pushed events not yet
+//! handled ([`journal`], files of its own, so that taking a transaction in touches no sled),
+//! the event IDs already taken in (so nothing is handled twice), the outbox of actions not
+//! yet carried out, what the bot knows of rooms and knocks.
 //!
 //! Writes that belong together go through [`Store::commit`], which applies a list of [`Op`]s
 //! in one sled transaction; callers then [`Store::flush`] before they promise durability to
-//! anyone (the homeserver's 200, for instance).
+//! anyone.
 
 mod activity;
 mod audit;
 mod failed;
 mod inbox;
+mod journal;
 mod lists;
 mod outbox;
 mod overlay;
@@ -19,6 +21,7 @@ mod policies;
 mod records;
 mod resolution;
 mod retention;
+mod views;
 
 use std::path::Path;
 
@@ -32,7 +35,8 @@ use sled::{
 
 pub use audit::{AuditEntry, Outcome, ReviewItem};
 pub use failed::{FailedEntry, FailedItem};
-pub use inbox::{InboxEntry, InboxEvent, InboxItem, InboxRecord, IngestOutcome, Kept, Origin};
+pub use inbox::{InboxEntry, InboxEvent, InboxItem, InboxRecord, Origin};
+pub use journal::{Checkpoint, JournalRecord};
 pub use lists::ListRecord;
 pub use outbox::{Action, ModeratorVerdict, OutboxEntry, Subject};
 pub use policies::{KEEP_VERSIONS, PolicyVersion};
@@ -159,6 +163,9 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("corrupt record in {tree}: {message}")]
     Corrupt { tree: &'static str, message: String },
+    /// The journal's files could not be read or written.
+    #[error("journal: {0}")]
+    Journal(String),
     /// Written by a newer knockwarden, in a format this one cannot read.
     #[error(
         "the database was written by a newer knockwarden (format {found}; this one reads up to {supported}): run that version, or restore a backup made with this one"
@@ -171,7 +178,10 @@ pub enum StoreError {
 pub struct Store {
     db: sled::Db,
     trees: Vec<sled::Tree>,
-    ingest_lock: std::sync::Arc<std::sync::Mutex<()>>,
+    /// Pushed events not handled yet (see [`journal`]).
+    journal: std::sync::Arc<journal::Journal>,
+    /// The bot's rooms and the knockers, in memory (see [`views`]).
+    views: std::sync::Arc<views::Views>,
     /// Serializes read-modify-write updates (see [`Store::serialized`]).
     write_lock: std::sync::Arc<parking_lot::Mutex<()>>,
     /// Set when a write or flush failed: `/health` then answers 503 until restart.
@@ -184,10 +194,8 @@ pub struct Store {
     feed: std::sync::Arc<std::sync::Mutex<Option<Vec<u64>>>>,
     /// Group commit for [`Store::flush`].
     flusher: std::sync::Arc<Flusher>,
-    /// Events dropped by ingests that wrote nothing, not in the counters yet.
+    /// Events dropped by the intake, not in the counters yet (see [`Store::batch`]).
     unwritten: std::sync::Arc<inbox::Unwritten>,
-    /// Knockers whose knocks are in the inbox (see [`inbox::KnocksInInbox`]).
-    knocks_in_inbox: std::sync::Arc<inbox::KnocksInInbox>,
 }
 
 /// One flush at a time, shared by every caller that asked for one before it began (see
@@ -257,15 +265,24 @@ impl Store {
         }
         let trees = TREE_NAMES.iter().map(|n| db.open_tree(n)).collect::<Result<Vec<_>, _>>()?;
         let depth = [T::Inbox, T::Outbox].map(|t| AtomicI64::new(trees[t as usize].len() as i64));
+        let checkpoint = match trees[T::Meta as usize].get(JOURNAL_CHECKPOINT_KEY)? {
+            Some(v) => decode(T::Meta, &v)?,
+            None => journal::Checkpoint::default(),
+        };
+        let opened = journal::Journal::open(&path.join("journal"), checkpoint)?;
+        let views = views::Views::load(
+            load_bot_rooms(&trees[T::BotRooms as usize])?.into_iter().chain(opened.bot),
+            trees[T::Knockers as usize].iter().keys().map(|k| k.map(|k| k.to_vec())).collect::<Result<Vec<_>, _>>()?,
+        );
         let store = Self {
             db,
             trees,
-            ingest_lock: Default::default(),
+            journal: std::sync::Arc::new(opened.journal),
+            views: std::sync::Arc::new(views),
             write_lock: Default::default(),
             feed: Default::default(),
             flusher: Default::default(),
             unwritten: Default::default(),
-            knocks_in_inbox: Default::default(),
             failed: Default::default(),
             depth: std::sync::Arc::new(depth),
         };
@@ -348,7 +365,15 @@ impl Store {
         drop(close);
         let r = result?;
         if let Some(staged) = staged {
-            self.commit_now(&staged.into_ops())?;
+            let mut ops = staged.into_ops();
+            if !ops.is_empty() {
+                // The intake's counts of events it dropped go with every batch.
+                let _counting = self.unwritten.moving.write();
+                let (dropped, malformed) = self.unwritten_counts();
+                ops.extend(inbox::count_ops(dropped, malformed));
+                self.commit_now(&ops)?;
+                self.unwritten.written(dropped, malformed);
+            }
         }
         Ok(r)
     }
@@ -398,13 +423,16 @@ impl Store {
         }
         // Queue entries added and removed (counted afresh whenever sled reruns the
         // transaction), and the actions newly queued.
-        let res: Result<([i64; 2], Vec<u64>), TransactionError<()>> = trees.as_slice().transaction(|view| {
+        type Done = ([i64; 2], Vec<u64>, Vec<views::Change>);
+        let res: Result<Done, TransactionError<()>> = trees.as_slice().transaction(|view| {
             let mut delta = [0i64; 2];
             let mut queued = Vec::new();
+            let mut changes = Vec::new();
             for op in ops {
                 match op {
                     Op::Put { tree, key, value } => {
                         let old = view[slot[*tree as usize]].insert(key.as_slice(), value.as_slice())?;
+                        changes.extend(self.views.change(*tree, key, old.is_some(), Some(value)));
                         if let (Some(q), None) = (queue_index(*tree), old) {
                             delta[q] += 1;
                             if *tree == T::Outbox {
@@ -414,6 +442,7 @@ impl Store {
                     }
                     Op::Del { tree, key } => {
                         let old = view[slot[*tree as usize]].remove(key.as_slice())?;
+                        changes.extend(self.views.change(*tree, key, old.is_some(), None));
                         if let (Some(q), Some(_)) = (queue_index(*tree), old) {
                             delta[q] -= 1;
                         }
@@ -425,17 +454,13 @@ impl Store {
                     }
                 }
             }
-            Ok::<_, ConflictableTransactionError<()>>((delta, queued))
+            Ok::<_, ConflictableTransactionError<()>>((delta, queued, changes))
         });
-        let (delta, queued) = res.map_err(|e| match e {
+        let (delta, queued, changes) = res.map_err(|e| match e {
             TransactionError::Storage(e) => self.mark_failed(StoreError::Sled(e)),
             TransactionError::Abort(()) => unreachable!("commit never aborts"),
         })?;
-        for op in ops {
-            if let Op::Del { tree: T::Inbox, key } = op {
-                self.knocks_in_inbox.release(inbox::seq_of(key));
-            }
-        }
+        self.views.apply(changes);
         for (n, d) in self.depth.iter().zip(delta) {
             if d != 0 {
                 n.fetch_add(d, Ordering::SeqCst);
@@ -449,9 +474,11 @@ impl Store {
         Ok(())
     }
 
-    /// Entries in the inbox or the outbox, without counting them.
+    /// Entries in the inbox (with the journal's records not handled yet) or the outbox,
+    /// without counting them.
     pub fn queue_depth(&self, t: T) -> u64 {
-        queue_index(t).map(|q| self.depth[q].load(Ordering::SeqCst).max(0) as u64).unwrap_or(0)
+        let n = queue_index(t).map(|q| self.depth[q].load(Ordering::SeqCst).max(0) as u64).unwrap_or(0);
+        if t == T::Inbox { n + self.journal.pending() } else { n }
     }
 
     /// Makes everything written so far durable.
@@ -489,8 +516,15 @@ impl Store {
         e
     }
 
-    /// Blocking flush, for shutdown and synchronous callers.
+    /// Makes what is written to sled durable (not the journal), blocking.
+    fn flush_sled(&self) -> Result<(), StoreError> {
+        self.db.flush().map_err(|e| self.mark_failed(e.into()))?;
+        Ok(())
+    }
+
+    /// Blocking flush of the journal and sled, for shutdown and synchronous callers.
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
+        self.journal.sync_blocking()?;
         self.db.flush()?;
         Ok(())
     }
@@ -649,6 +683,8 @@ impl Store {
     }
 
     pub fn counter(&self, name: &str) -> Result<u64, StoreError> {
+        // Not while a batch moves the intake's counts into sled (they would count twice).
+        let _counting = self.unwritten.moving.read();
         let stored = self.get_raw(T::Counters, name.as_bytes())?.map(|v| decode_u64(&v)).unwrap_or(0);
         let staged = overlay::with(self.id(), |o| o.added(name)).unwrap_or(0);
         // Events dropped by ingests that wrote nothing count as soon as they are dropped.
@@ -696,6 +732,19 @@ fn format_of(meta: &sled::Tree) -> Result<u32, StoreError> {
             message: format!("format `{}` is not a number", String::from_utf8_lossy(&v)),
         }),
     }
+}
+
+/// Meta key of the worker's [`journal::Checkpoint`].
+const JOURNAL_CHECKPOINT_KEY: &str = "journal_checkpoint";
+
+/// The bot's membership of each room, as [`T::BotRooms`] holds it.
+fn load_bot_rooms(tree: &sled::Tree) -> Result<Vec<(String, BotMembership)>, StoreError> {
+    tree.iter()
+        .map(|kv| {
+            let (k, v) = kv?;
+            Ok((String::from_utf8_lossy(&k).into_owned(), decode(T::BotRooms, &v)?))
+        })
+        .collect()
 }
 
 /// Meta key of the run-time dry-run switch (stored as `on`/`off`).

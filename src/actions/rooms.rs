@@ -94,12 +94,8 @@ pub async fn catch_up(shared: &Shared, room: &RoomId) -> Result<Vec<Action>, Act
     let knocks = shared.homeserver.knocking_members(room).await?;
     let n = knocks.len();
     let origin = Origin::CatchUp { room_id: room.to_string() };
-    let (outcome, _, _) = intake::take_events(shared, &origin, None, knocks.iter().map(|k| k.get()))?;
-    shared.store.flush().await?;
-    if outcome.stored > 0 {
-        shared.inbox_ready.notify_one();
-    }
-    tracing::info!(%room, knocking = n, new = outcome.stored, "caught up on knocks");
+    let taken = intake::take_events(shared, &origin, knocks.iter().map(|k| k.get())).await?;
+    tracing::info!(%room, knocking = n, kept = taken.kept, "caught up on knocks");
     Ok(vec![])
 }
 

@@ -28,7 +28,7 @@ async fn read_body(req: &HttpRequest, mut payload: web::Payload, limit: usize) -
 }
 
 /// `PUT /_matrix/app/v1/transactions/{txnId}`: answered 200 only once the events knockwarden
-/// needs are durably in the inbox.
+/// needs are durably in the journal.
 pub async fn transaction(
     _auth: HsAuth,
     req: HttpRequest,
@@ -48,8 +48,8 @@ pub async fn transaction(
         Ok(TxnOutcome::Replay) => {
             tracing::debug!(txn_id = %txn_id, "transaction replayed; nothing to do");
         }
-        Ok(TxnOutcome::Taken { outcome, dropped, malformed }) => {
-            tracing::debug!(txn_id = %txn_id, stored = outcome.stored, duplicates = outcome.duplicates, dropped, malformed, "transaction taken in");
+        Ok(TxnOutcome::Taken(taken)) => {
+            tracing::debug!(txn_id = %txn_id, kept = taken.kept, dropped = taken.dropped, malformed = taken.malformed, "transaction taken in");
         }
         Err(IntakeError::NotJson(e)) => return Err(ApiError::not_json(e)),
         Err(IntakeError::BadJson(e)) => return Err(ApiError::bad_json(e)),

@@ -1,9 +1,12 @@
-//! Intake: events in, durably, once.
+//! Intake: events in, durably.
 //!
 //! A transaction is parsed, each event's routing fields read ([`EventHead`]), the events
-//! knockwarden needs kept ([`is_wanted`]) and written to the inbox in one sled transaction,
-//! then flushed. Only then does the HTTP layer answer 200. The bot's own membership changes
-//! are recorded in the same transaction, so the next events of a room it just joined are kept.
+//! knockwarden needs kept ([`is_wanted`]) and appended to the journal as one record, then
+//! synced (one `fdatasync` for every record waiting). Only then does the HTTP layer answer
+//! 200. Nothing on this path touches sled: what the choice needs (the bot's rooms, the
+//! knockers, the transactions just taken in) is in memory, and the bot's own membership
+//! changes are remembered as they are appended, so the next events of a room it just joined
+//! are kept. The worker takes each event in once, by event ID, as it handles the record.
 
 use crate::metrics::{Metrics, Phase};
 use std::{collections::HashMap, time::Instant};
@@ -15,7 +18,7 @@ use sha2::{Digest, Sha256};
 use super::Shared;
 use crate::{
     events::{EventHead, Interests, is_wanted},
-    storage::{BotMembership, IngestOutcome, Kept, Op, Origin, Store, StoreError},
+    storage::{BotMembership, Origin, StoreError},
 };
 
 /// Why a transaction body was refused.
@@ -34,17 +37,13 @@ pub enum IntakeError {
 pub enum TxnOutcome {
     /// Same txnId, same body as one already taken in: nothing to do.
     Replay,
-    Taken {
-        outcome: IngestOutcome,
-        dropped: u64,
-        malformed: u64,
-    },
+    Taken(Taken),
 }
 
 struct View<'a> {
     shared: &'a Shared,
     control: Option<ruma::OwnedRoomId>,
-    /// The bot's membership changes seen earlier in this same batch.
+    /// The bot's membership changes seen earlier in this same transaction.
     overlay: HashMap<ruma::OwnedRoomId, BotMembership>,
     /// The knockers of knocks kept earlier in this same batch.
     knockers: std::collections::HashSet<String>,
@@ -60,7 +59,7 @@ impl Interests for View<'_> {
     fn is_managed(&self, room: &RoomId) -> bool {
         let m = match self.overlay.get(room) {
             Some(m) => Some(*m),
-            None => self.shared.store.bot_membership(room.as_str()).ok().flatten(),
+            None => self.shared.store.bot_in(room.as_str()),
         };
         matches!(m, Some(BotMembership::Joined | BotMembership::Invited))
     }
@@ -82,13 +81,25 @@ fn bot_membership(membership: &str) -> Option<BotMembership> {
     }
 }
 
-/// Takes in a pushed transaction body. Replays (same txnId, same body) are no-ops; a reused
-/// txnId with a different body is taken in (deduplicated per event).
+/// What became of the events of a transaction or catch-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    /// Events kept: appended to the journal, durably (the worker handles each once, by
+    /// event ID).
+    pub kept: usize,
+    /// Events not needed.
+    pub dropped: u64,
+    /// Events that could not be read.
+    pub malformed: u64,
+}
+
+/// Takes in a pushed transaction body. Replays (same txnId, same body, lately) are no-ops; a
+/// reused txnId with a different body is taken in (the worker takes each event in once).
 pub async fn take_transaction(shared: &Shared, txn_id: &str, body: &[u8]) -> Result<TxnOutcome, IntakeError> {
     let metrics = &shared.metrics;
     let started = Instant::now();
     let hash: [u8; 32] = Sha256::digest(body).into();
-    let replay = shared.store.is_replay(txn_id, &hash)?;
+    let replay = shared.store.is_replay(txn_id, &hash);
     metrics.phase(Phase::Check, started);
     if replay {
         return Ok(TxnOutcome::Replay);
@@ -97,24 +108,11 @@ pub async fn take_transaction(shared: &Shared, txn_id: &str, body: &[u8]) -> Res
     let events = split_events(body)?;
     let selected = select_events(shared, events);
     metrics.phase(Phase::Filter, started);
-    let started = Instant::now();
     let origin = Origin::Push { txn_id: txn_id.to_owned() };
-    let (outcome, dropped, malformed) = store_events(shared, &origin, Some((txn_id, &hash)), selected)?;
-    metrics.phase(Phase::Store, started);
-    // The worker may start on the events while they are being flushed; the homeserver hears
-    // 200 only once they are durable. Should knockwarden die before the flush completes, the
-    // homeserver sends the transaction again, and acting twice is prevented by the runner's
-    // check of the knocker's membership before it acts.
-    if outcome.stored > 0 {
-        shared.inbox_ready.notify_one();
-    }
-    // A transaction of events knockwarden does not need wrote nothing: nothing to flush.
-    if outcome.wrote() {
-        let started = Instant::now();
-        shared.store.flush().await?;
-        metrics.phase(Phase::Flush, started);
-    }
-    Ok(TxnOutcome::Taken { outcome, dropped, malformed })
+    let taken = store_events(shared, &origin, Some(&hash), selected).await?;
+    // Remembered once durable: a transaction that failed is not a replay when resent.
+    shared.store.remember_txn(txn_id, hash);
+    Ok(TxnOutcome::Taken(taken))
 }
 
 /// The body of `PUT /_matrix/app/v1/transactions/{txnId}`: each event is kept as its JSON
@@ -150,23 +148,25 @@ fn event_id_of(json: &str) -> String {
     serde_json::from_str::<Id>(json).ok().and_then(|i| i.event_id).unwrap_or_else(|| "<no event_id>".to_owned())
 }
 
-/// Filters and stores events, given as JSON texts (not flushed; the caller flushes): first
-/// [`select_events`], then [`store_events`]. Returns what was stored, how many were not
-/// needed, and how many were malformed.
-pub fn take_events<'a>(
+/// Filters events, given as JSON texts, and appends those needed to the journal, durably:
+/// [`select_events`], then [`store_events`] (for catch-ups; pushed transactions go through
+/// [`take_transaction`]).
+pub async fn take_events<'a>(
     shared: &Shared,
     origin: &Origin,
-    txn: Option<(&str, &[u8; 32])>,
     events: impl IntoIterator<Item = &'a str>,
-) -> Result<(IngestOutcome, u64, u64), StoreError> {
-    store_events(shared, origin, txn, select_events(shared, events))
+) -> Result<Taken, StoreError> {
+    let selected = select_events(shared, events);
+    store_events(shared, origin, None, selected).await
 }
 
 /// The events of a transaction (or a catch-up) that knockwarden needs, read, not stored yet.
 struct Selected {
-    kept: Vec<Kept>,
-    /// The bot's membership changes among them, to record with them.
-    extra: Vec<Op>,
+    kept: Vec<Box<RawValue>>,
+    /// The knockers of the knocks among them.
+    knockers: Vec<String>,
+    /// The bot's membership changes among them, to remember with them.
+    bot: Vec<(String, BotMembership)>,
     dropped: u64,
     malformed: u64,
 }
@@ -177,7 +177,8 @@ fn select_events<'a>(shared: &Shared, events: impl IntoIterator<Item = &'a str>)
     let mut view =
         View { shared, control: shared.control_room_id(), overlay: HashMap::new(), knockers: Default::default() };
     let mut kept = Vec::new();
-    let mut extra = Vec::new();
+    let mut knockers = Vec::new();
+    let mut bot = Vec::new();
     let (mut dropped, mut malformed) = (0u64, 0u64);
     for json in events {
         let head = match EventHead::from_json(json) {
@@ -209,39 +210,43 @@ fn select_events<'a>(shared: &Shared, events: impl IntoIterator<Item = &'a str>)
             && let Some(m) = head.membership.as_deref().and_then(bot_membership)
         {
             view.overlay.insert(head.room_id.clone(), m);
-            extra.push(Store::put_bot_membership(head.room_id.as_str(), m));
+            bot.push((head.room_id.to_string(), m));
         }
-        view.knockers.extend(knocker.clone());
-        kept.push(Kept { event_id: head.event_id.to_string(), knocker, event });
+        if let Some(k) = knocker {
+            view.knockers.insert(k.clone());
+            knockers.push(k);
+        }
+        kept.push(event);
     }
-    Selected { kept, extra, dropped, malformed }
+    Selected { kept, knockers, bot, dropped, malformed }
 }
 
-/// Writes selected events to the inbox, as one entry (not flushed; the caller flushes), and
-/// counts them. Returns what was stored, how many were not needed, and how many were
-/// malformed.
-fn store_events(
+/// Appends selected events to the journal, as one record, and syncs it (nothing when none is
+/// kept: a replay of such a transaction costs nothing to redo); counts the others.
+async fn store_events(
     shared: &Shared,
     origin: &Origin,
-    txn: Option<(&str, &[u8; 32])>,
+    body_hash: Option<&[u8; 32]>,
     selected: Selected,
-) -> Result<(IngestOutcome, u64, u64), StoreError> {
-    let Selected { kept, extra, dropped, malformed } = selected;
-    let outcome = shared.store.ingest(origin, txn, kept, dropped, malformed, extra)?;
-    let events = &shared.metrics.events;
-    Metrics::add(events, "stored", outcome.stored as u64);
-    Metrics::add(events, "duplicate", outcome.duplicates as u64);
-    Metrics::add(events, "dropped", dropped);
-    Metrics::add(events, "malformed", malformed);
-    tracing::debug!(
-        ?origin,
-        stored = outcome.stored,
-        duplicates = outcome.duplicates,
-        dropped,
-        malformed,
-        "took in events"
-    );
-    Ok((outcome, dropped, malformed))
+) -> Result<Taken, StoreError> {
+    let Selected { kept, knockers, bot, dropped, malformed } = selected;
+    let metrics = &shared.metrics;
+    let taken = Taken { kept: kept.len(), dropped, malformed };
+    shared.store.count_dropped(dropped, malformed);
+    Metrics::add(&metrics.events, "dropped", dropped);
+    Metrics::add(&metrics.events, "malformed", malformed);
+    if kept.is_empty() {
+        return Ok(taken);
+    }
+    let started = Instant::now();
+    let seq = shared.store.journal_append(origin, body_hash, kept, knockers, bot)?;
+    metrics.phase(Phase::Store, started);
+    let started = Instant::now();
+    shared.store.journal_sync(seq).await?;
+    metrics.phase(Phase::Flush, started);
+    // The worker reads only what is durable.
+    shared.inbox_ready.notify_one();
+    Ok(taken)
 }
 
 #[cfg(test)]

@@ -1,12 +1,14 @@
-//! The worker: drains the inbox, oldest first, on a thread of its own.
+//! The worker: handles what the intake took in, oldest first, on a thread of its own.
 //!
-//! Each event becomes a list of writes (state, audit entries, review items, outbox actions).
-//! Up to `BATCH` (128) events are handled in one batch ([`Store::batch`]): each event's reads see
-//! what the events before it wrote, and the writes of all of them, with the removal of their
-//! inbox entries, are committed in one sled transaction. A crash either leaves the events in
-//! the inbox (they are handled again after restart) or has fully handled them: nothing is
-//! handled twice. What the handling reads stays true until that commit
-//! ([`Store::serialized`]).
+//! It reads the journal's records in order (and, first, sled's inbox entries: events retried
+//! from the failed list). Each event is taken in once, by event ID ([`Store::admit`]), and
+//! becomes a list of writes (state, audit entries, review items, outbox actions). Up to
+//! `BATCH` (128) events are handled in one batch ([`Store::batch`]): each event's reads see
+//! what the events before it wrote, and the writes of all of them, with how far the worker
+//! got in the journal, are committed in one sled transaction. A crash either leaves the
+//! events past the last checkpoint to be handled again after restart, their first handling
+//! lost with it, or has fully handled them: nothing is handled twice. What the handling
+//! reads stays true until that commit ([`Store::serialized`]).
 //!
 //! A panic while handling one event is caught: what it wrote is undone, the event goes to the
 //! failed list, with a notice, and the worker goes on with the next.
@@ -25,7 +27,9 @@ use crate::{
     events::EventHead,
     notices::Msg,
     room_state,
-    storage::{Action, FailedItem, InboxEntry, InboxEvent, InboxItem, Op, Store, StoreError},
+    storage::{
+        Action, Checkpoint, FailedItem, InboxEvent, InboxItem, InboxRecord, JournalRecord, Op, Store, StoreError,
+    },
     supervise::panic_message,
 };
 
@@ -97,38 +101,50 @@ pub enum Drained {
     Blocked,
 }
 
-/// Handles inbox entries, oldest first, in one batch: one sled transaction for all of them
-/// ([`Store::batch`]), each event's reads seeing what the ones before it wrote. Takes up to
-/// `max` events (an entry is not split for it), and stops early when the inbox is empty, an
-/// event must wait (what is left of its entry stays in the inbox), or the service is
-/// stopping. Returns [`Drained::Handled`] if anything was handled, else why nothing was.
+/// What one batch did, counted as it goes.
+#[derive(Default)]
+struct Tally {
+    /// Events handled (or found to be taken in already).
+    handled: usize,
+    /// Whether actions were queued.
+    queued: bool,
+    /// Events of the journal taken in, and those taken in before.
+    stored: u64,
+    duplicates: u64,
+}
+
+/// Handles what waits, oldest first, in one batch: one sled transaction for all of it
+/// ([`Store::batch`]), each event's reads seeing what the ones before it wrote. First sled's
+/// inbox entries (events retried from the failed list, and what a database before the
+/// journal left), then the journal's records, recording how far it got in the same batch.
+/// Takes up to `max` events (an entry or record is not split for it), and stops early when
+/// nothing is left, an event must wait (the rest of its entry or record waits with it), or
+/// the service is stopping. Returns [`Drained::Handled`] if anything was handled, else why
+/// nothing was.
 fn drain_batch(shared: &Shared, max: usize) -> Result<Drained, StoreError> {
     let store = &shared.store;
-    let (mut handled, mut queued) = (0usize, false);
-    let mut after = None;
+    let mut tally = Tally::default();
+    let begun = store.journal_checkpoint();
+    let mut at = begun;
     let stop = store.serialized(|| {
         store.batch(|| {
-            while handled < max {
-                let Some(entry) = store.inbox_next(after)? else {
+            if drain_inbox(shared, max, &mut tally)? == Drained::Blocked {
+                return Ok(Drained::Blocked);
+            }
+            while tally.handled < max {
+                let Some(record) = store.journal_next(at)? else {
                     return Ok(Drained::Empty);
                 };
-                for (index, raw) in entry.record.events.iter().enumerate() {
-                    let Some(event) = read_event(&entry, raw) else { continue };
-                    match drain_one(shared, &event)? {
-                        Drained::Queued => queued = true,
-                        Drained::Handled => {}
-                        Drained::Blocked => {
-                            if index > 0 {
-                                store.commit(&[Store::inbox_rest(&entry, index)])?;
-                            }
-                            return Ok(Drained::Blocked);
-                        }
-                        Drained::Empty => {}
-                    }
-                    handled += 1;
+                let from = if record.seq == at.seq { at.event } else { 0 };
+                let blocked = drain_record(shared, &record, from, &mut tally)?;
+                at = match blocked {
+                    Some(index) => Checkpoint { seq: record.seq, event: index },
+                    None => Checkpoint { seq: record.seq + 1, event: 0 },
+                };
+                store.commit(&[Store::journal_checkpoint_op(at)])?;
+                if blocked.is_some() {
+                    return Ok(Drained::Blocked);
                 }
-                store.commit(&[Store::inbox_done(entry.seq)])?;
-                after = Some(entry.seq);
                 if *shared.stopping.borrow() {
                     break;
                 }
@@ -136,41 +152,146 @@ fn drain_batch(shared: &Shared, max: usize) -> Result<Drained, StoreError> {
             Ok(Drained::Handled)
         })
     });
-    // What the batch queued is in the outbox only now.
-    if queued && stop.is_ok() {
-        shared.outbox_ready.notify_one();
+    if stop.is_ok() {
+        let events = &shared.metrics.events;
+        crate::metrics::Metrics::add(events, "stored", tally.stored);
+        crate::metrics::Metrics::add(events, "duplicate", tally.duplicates);
+        if at != begun {
+            store.journal_handled(at)?;
+        }
+        // What the batch queued is in the outbox only now.
+        if tally.queued {
+            shared.outbox_ready.notify_one();
+        }
     }
     let stop = stop?;
-    Ok(if handled > 0 { Drained::Handled } else { stop })
+    Ok(if tally.handled > 0 { Drained::Handled } else { stop })
 }
 
-/// One event of an inbox entry, read; `None` (with a warning) if it cannot be read (intake
-/// reads every event before keeping it, so only a damaged database has one).
-fn read_event(entry: &InboxEntry, raw: &serde_json::value::RawValue) -> Option<InboxEvent> {
+/// Handles sled's inbox entries, inside the worker's batch, up to `max` events in all;
+/// [`Drained::Blocked`] if an event must wait (the rest of its entry stays in the inbox).
+fn drain_inbox(shared: &Shared, max: usize, tally: &mut Tally) -> Result<Drained, StoreError> {
+    let store = &shared.store;
+    let mut after = None;
+    while tally.handled < max {
+        let Some(entry) = store.inbox_next(after)? else {
+            return Ok(Drained::Empty);
+        };
+        for (index, raw) in entry.record.events.iter().enumerate() {
+            let Some(event) = read_event(&entry.record, Some(entry.seq), raw) else { continue };
+            match drain_one(shared, &event, None)? {
+                One::Queued => tally.queued = true,
+                One::Handled | One::Duplicate => {}
+                One::Blocked => {
+                    if index > 0 {
+                        store.commit(&[Store::inbox_rest(&entry, index)])?;
+                    }
+                    return Ok(Drained::Blocked);
+                }
+            }
+            tally.handled += 1;
+        }
+        store.commit(&[Store::inbox_done(entry.seq)])?;
+        after = Some(entry.seq);
+    }
+    Ok(Drained::Handled)
+}
+
+/// Handles a journal record's events from `from` on, inside the worker's batch, taking each
+/// in once by event ID; returns the index of the event that must wait, if one must.
+fn drain_record(
+    shared: &Shared,
+    record: &JournalRecord,
+    from: usize,
+    tally: &mut Tally,
+) -> Result<Option<usize>, StoreError> {
+    let store = &shared.store;
+    if from == 0 {
+        // As the intake saw them: the transaction, and the bot's own membership changes.
+        let mut ops = Store::txn_ops(record);
+        ops.extend(record.bot.iter().map(|(room, m)| Store::put_bot_membership(room, *m)));
+        store.commit(&ops)?;
+    }
+    let inbox = InboxRecord { received_ms: record.received_ms, origin: record.origin.clone(), events: vec![] };
+    let (mut ids, mut duplicates, mut blocked) = (Vec::new(), 0u64, None);
+    for (index, raw) in record.events.iter().enumerate().skip(from) {
+        let Some(event) = read_event(&inbox, None, raw) else { continue };
+        let id = event.item.event.get("event_id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        match drain_one(shared, &event, Some((&id, record.seq)))? {
+            One::Duplicate => duplicates += 1,
+            One::Blocked => {
+                blocked = Some(index);
+                break;
+            }
+            One::Queued => {
+                tally.queued = true;
+                ids.push(id);
+            }
+            One::Handled => ids.push(id),
+        }
+        tally.handled += 1;
+    }
+    let stored = ids.len() as u64;
+    let mut ops: Vec<Op> = [("events_stored", stored), ("events_duplicate", duplicates)]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(c, by)| Op::Add { counter: c.into(), by })
+        .collect();
+    if !ids.is_empty() {
+        ops.push(Store::seen_times_op(record.received_ms, record.seq, from, &ids));
+    }
+    store.commit(&ops)?;
+    tally.stored += stored;
+    tally.duplicates += duplicates;
+    Ok(blocked)
+}
+
+/// One event of an inbox entry or journal record, read; `None` (with a warning) if it cannot
+/// be read (intake reads every event before keeping it, so only a damaged database has one).
+fn read_event(record: &InboxRecord, inbox_entry: Option<u64>, raw: &serde_json::value::RawValue) -> Option<InboxEvent> {
     match serde_json::from_str(raw.get()) {
         Ok(event) => {
-            let r = &entry.record;
-            let item = InboxItem { received_ms: r.received_ms, origin: r.origin.clone(), event };
-            Some(InboxEvent { seq: entry.seq, item })
+            let item = InboxItem { received_ms: record.received_ms, origin: record.origin.clone(), event };
+            Some(InboxEvent { inbox_entry, item })
         }
         Err(e) => {
-            tracing::warn!(seq = entry.seq, error = %e, "an inbox event cannot be read; dropping it");
+            tracing::warn!(origin = ?record.origin, error = %e, "an inbox event cannot be read; dropping it");
             None
         }
     }
 }
 
+/// What handling one event came to.
+enum One {
+    Handled,
+    /// Handled, and actions were queued.
+    Queued,
+    /// Taken in before (by event ID): nothing done.
+    Duplicate,
+    /// It must wait (e.g. for policy aliases to be resolved).
+    Blocked,
+}
+
 /// Handles one event, inside the worker's batch: its writes are staged, or, should its
-/// handling panic, only its failure.
-fn drain_one(shared: &Shared, entry: &InboxEvent) -> Result<Drained, StoreError> {
+/// handling panic, only its failure. `admit`, for an event of the journal: its event ID and
+/// record, to take it in once (an event taken in before is a [`One::Duplicate`]).
+fn drain_one(shared: &Shared, entry: &InboxEvent, admit: Option<(&str, u64)>) -> Result<One, StoreError> {
     let store = &shared.store;
     let mark = store.staged_mark();
+    let seen = match admit {
+        Some((event_id, seq)) => match store.admit(event_id, seq)? {
+            Some(op) => Some(op),
+            None => return Ok(One::Duplicate),
+        },
+        None => None,
+    };
+    store.commit(seen.as_slice())?;
     let ops = std::panic::catch_unwind(AssertUnwindSafe(|| handle(shared, entry)));
-    let ops = match ops {
+    let mut ops = match ops {
         Ok(Ok(Handled::Ops(ops))) => ops,
         Ok(Ok(Handled::NotReady)) => {
             store.unstage_to(mark);
-            return Ok(Drained::Blocked);
+            return Ok(One::Blocked);
         }
         Ok(Err(e)) => return Err(e),
         Err(panic) => {
@@ -178,15 +299,25 @@ fn drain_one(shared: &Shared, entry: &InboxEvent) -> Result<Drained, StoreError>
             if panic.is::<WorkerFault>() {
                 std::panic::resume_unwind(panic);
             }
-            // Nothing of what the handling wrote before it panicked is kept.
+            // Nothing of what the handling wrote before it panicked is kept; it stays taken
+            // in (it is in the failed list now, not to be handled again if resent).
             store.unstage_to(mark);
+            store.commit(seen.as_slice())?;
             fail_event(shared, entry, &panic_message(&*panic))?;
-            return Ok(Drained::Queued);
+            return Ok(One::Queued);
         }
     };
+    // An event taken in before this process started may have been handled, and its actions
+    // carried out, by the run before, in a batch that a crash then lost: its actions are
+    // checked against the homeserver before they are carried out, as those queued before
+    // the start are.
+    let received = entry.item.received_ms;
+    if received < shared.started_ms {
+        Store::queued_as_of(&mut ops, received);
+    }
     let queued = ops.iter().any(|op| matches!(op, Op::Put { tree: crate::storage::T::Outbox, .. }));
     store.commit(&ops)?;
-    Ok(if queued { Drained::Queued } else { Drained::Handled })
+    Ok(if queued { One::Queued } else { One::Handled })
 }
 
 /// Moves an event whose handling panicked to the failed list, with a notice.
@@ -195,7 +326,12 @@ fn fail_event(shared: &Shared, entry: &InboxEvent, panic: &str) -> Result<(), St
     let why = format!("knockwarden failed while handling it (a bug): {panic}");
     tracing::error!(event_id, error = %why, "handling an event panicked; it is kept in the failed list");
     let store = &shared.store;
-    let failed = FailedItem::Event { seq: entry.seq, item: entry.item.clone() };
+    // An event of the journal has no inbox entry to remove: a new number, which none has.
+    let seq = match entry.inbox_entry {
+        Some(seq) => seq,
+        None => store.next_id()?,
+    };
+    let failed = FailedItem::Event { seq, item: entry.item.clone() };
     store.fail(failed, &why, |number| {
         let mut m = Msg::new();
         m.text(&format!("⚠️ Could not handle the event {event_id}: {why}"));

@@ -1,12 +1,15 @@
 //! The inbox: events taken in from the homeserver (or from a catch-up) and not yet handled.
 //!
-//! An event is taken in at most once, by event ID, over the whole life of the database. The
-//! events of one transaction are one entry ([`InboxRecord`]), handled in order.
+//! The intake appends the events it keeps to the journal ([`super::journal`]), one record per
+//! transaction or catch-up; the worker handles them in order and takes each event in at most
+//! once, by event ID, over the whole life of the database ([`Store::admit`]). sled's inbox
+//! tree holds what is handled again from the failed list (`!knock retry`), and what databases
+//! before the journal left there: one entry ([`InboxRecord`]) per transaction.
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::{Op, Store, StoreError, T, now_ms, retention::time_key};
+use super::{BotMembership, Checkpoint, JournalRecord, Op, Store, StoreError, T, now_ms, retention::time_key};
 
 /// Where an inbox item came from.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -72,207 +75,186 @@ pub struct InboxEntry {
     pub record: InboxRecord,
 }
 
-/// One event of an inbox entry, read for handling.
+/// One event of an inbox entry or journal record, read for handling.
 #[derive(Debug, Clone)]
 pub struct InboxEvent {
-    /// The sequence number of its inbox entry.
-    pub seq: u64,
+    /// The sequence number of its entry in sled's inbox, if it came from there (not from the
+    /// journal).
+    pub inbox_entry: Option<u64>,
     pub item: InboxItem,
 }
 
-/// What [`Store::ingest`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct IngestOutcome {
-    /// Events newly written to the inbox.
-    pub stored: usize,
-    /// Events already taken in before (by event ID).
-    pub duplicates: usize,
-}
-
-impl IngestOutcome {
-    /// Whether anything was written (and must be flushed before it is acknowledged).
-    /// Duplicates count: the earlier copy may not be durable yet.
-    pub fn wrote(&self) -> bool {
-        self.stored + self.duplicates > 0
-    }
-}
-
-/// Counts of events not stored, added to the persistent counters with the next write.
+/// Counts of events the intake dropped, not in the sled counters yet: every batch
+/// ([`Store::batch`]) writes them.
 #[derive(Default)]
 pub(super) struct Unwritten {
     dropped: std::sync::atomic::AtomicU64,
     malformed: std::sync::atomic::AtomicU64,
+    /// Held (write) while a batch moves the counts into sled, and (read) by
+    /// [`Store::counter`], which would otherwise count them twice, or not at all.
+    pub(super) moving: parking_lot::RwLock<()>,
 }
 
-/// One event to take in.
-#[derive(Debug, Clone)]
-pub struct Kept {
-    pub event_id: String,
-    /// For a knock: the knocker (see [`KnocksInInbox`]).
-    pub knocker: Option<String>,
-    /// The event's JSON text.
-    pub event: Box<RawValue>,
-}
-
-/// The knockers whose knocks are in the inbox, not handled yet, by inbox entry. Until the
-/// worker has handled a knock, the knocker is not in [`T::Knockers`], and the intake, which
-/// keeps the membership changes of knockers, would drop what they do next: it asks
-/// [`Store::is_knocker`], which looks here too. An entry's knockers go when the entry leaves
-/// the inbox.
-#[derive(Default)]
-pub(super) struct KnocksInInbox {
-    inner: std::sync::Mutex<KnocksInner>,
-}
-
-#[derive(Default)]
-struct KnocksInner {
-    by_entry: std::collections::HashMap<u64, Vec<String>>,
-    users: std::collections::HashMap<String, u32>,
-}
-
-impl KnocksInInbox {
-    fn lock(&self) -> std::sync::MutexGuard<'_, KnocksInner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn add(&self, seq: u64, users: Vec<String>) {
-        if users.is_empty() {
-            return;
-        }
-        let mut k = self.lock();
-        for u in &users {
-            *k.users.entry(u.clone()).or_default() += 1;
-        }
-        k.by_entry.entry(seq).or_default().extend(users);
-    }
-
-    /// Entry `seq` left the inbox.
-    pub(super) fn release(&self, seq: u64) {
-        let mut k = self.lock();
-        for u in k.by_entry.remove(&seq).unwrap_or_default() {
-            if let std::collections::hash_map::Entry::Occupied(mut n) = k.users.entry(u) {
-                *n.get_mut() -= 1;
-                if *n.get() == 0 {
-                    n.remove();
-                }
-            }
-        }
-    }
-
-    pub(super) fn contains(&self, user: &str) -> bool {
-        self.lock().users.contains_key(user)
+impl Unwritten {
+    /// `dropped` and `malformed` are in sled now.
+    pub(super) fn written(&self, dropped: u64, malformed: u64) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.dropped.fetch_sub(dropped, SeqCst);
+        self.malformed.fetch_sub(malformed, SeqCst);
     }
 }
 
-/// The id under which an inbox entry's event IDs are indexed by time ([`T::SeenTimes`]);
-/// event IDs start with `$`, so it is not one.
-pub(super) fn seen_batch_id(seq: u64) -> String {
-    format!("#{seq}")
+/// The ops that add the counts of dropped events (the malformed are counted in
+/// `events_dropped` too, and in `events_malformed`).
+pub(super) fn count_ops(dropped: u64, malformed: u64) -> Vec<Op> {
+    [("events_dropped", dropped), ("events_malformed", malformed)]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(c, by)| Op::Add { counter: c.into(), by })
+        .collect()
+}
+
+/// The id under which the event IDs taken in from one journal record, from its event
+/// `from` on, are indexed by time ([`T::SeenTimes`]); event IDs start with `$`, so it is
+/// not one.
+fn seen_batch_id(seq: u64, from: usize) -> String {
+    format!("#j{seq}.{from}")
 }
 
 impl Store {
-    /// Whether `txn_id` was already answered with exactly this body. (The stored value is the
-    /// body's hash, then the time it was taken in.)
-    pub fn is_replay(&self, txn_id: &str, body_hash: &[u8; 32]) -> Result<bool, StoreError> {
-        Ok(self.tree(T::Txns).get(txn_id.as_bytes())?.is_some_and(|h| h.get(..32) == Some(body_hash.as_slice())))
-    }
-
-    /// Writes the events not seen before to the inbox, as one entry, with `extra` writes, in
-    /// one transaction. `txn` records the transaction ID and body hash for replay detection;
-    /// `dropped` counts events the caller did not need, `malformed` those it could not read
-    /// (both are counted in `events_dropped`, the malformed also in `events_malformed`).
-    ///
-    /// When no event is kept nothing is written (a replay of it costs nothing to redo): the
-    /// counts are kept in memory and written with the next write. The caller flushes before
-    /// acknowledging, when [`IngestOutcome::wrote`].
-    pub fn ingest(
-        &self,
-        origin: &Origin,
-        txn: Option<(&str, &[u8; 32])>,
-        events: Vec<Kept>,
-        dropped: u64,
-        malformed: u64,
-        extra: Vec<Op>,
-    ) -> Result<IngestOutcome, StoreError> {
+    /// Counts events the intake did not keep: `dropped` not needed, `malformed` not readable
+    /// (in memory at once, in sled with the next batch).
+    pub fn count_dropped(&self, dropped: u64, malformed: u64) {
         use std::sync::atomic::Ordering::SeqCst;
-        if events.is_empty() && extra.is_empty() {
-            self.unwritten.dropped.fetch_add(dropped + malformed, SeqCst);
-            self.unwritten.malformed.fetch_add(malformed, SeqCst);
-            return Ok(IngestOutcome::default());
-        }
-        // One ingest at a time, so the "seen" check and the write cannot interleave.
-        let _guard = self.ingest_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut outcome = IngestOutcome::default();
-        let mut ops = extra;
-        let mut in_batch = std::collections::HashSet::new();
-        let received_ms = now_ms();
-        let seq = self.next_id()?;
-        let mut kept = Vec::with_capacity(events.len());
-        let mut ids = Vec::with_capacity(events.len());
-        let mut knockers = Vec::new();
-        for Kept { event_id, knocker, event } in events {
-            if !in_batch.insert(event_id.clone()) || self.contains(T::Seen, event_id.as_bytes())? {
-                outcome.duplicates += 1;
-                continue;
-            }
-            ops.push(Op::Put { tree: T::Seen, key: event_id.clone().into_bytes(), value: seq.to_be_bytes().to_vec() });
-            ids.push(event_id);
-            kept.push(event);
-            knockers.extend(knocker);
-            outcome.stored += 1;
-        }
-        if !kept.is_empty() {
-            // The event IDs of the entry, indexed by time in one key, for pruning.
-            ops.push(Op::put_json(T::SeenTimes, time_key(received_ms, &seen_batch_id(seq)), &ids));
-            let record = InboxRecord { received_ms, origin: origin.clone(), events: kept };
-            ops.push(Op::put_json(T::Inbox, seq.to_be_bytes(), &record));
-        }
-        if let Some((id, hash)) = txn {
-            let mut value = hash.to_vec();
-            value.extend_from_slice(&received_ms.to_be_bytes());
-            ops.push(Op::Put { tree: T::Txns, key: id.as_bytes().to_vec(), value });
-            ops.push(Op::Put { tree: T::TxnTimes, key: time_key(received_ms, id), value: vec![] });
-        }
-        // Only the counters that change take part (each is a read and a write), with what
-        // earlier ingests that wrote nothing counted.
-        let (dropped, malformed) = (
-            dropped + malformed + self.unwritten.dropped.swap(0, SeqCst),
-            malformed + self.unwritten.malformed.swap(0, SeqCst),
-        );
-        let counts = [
-            ("events_stored", outcome.stored as u64),
-            ("events_duplicate", outcome.duplicates as u64),
-            ("events_dropped", dropped),
-            ("events_malformed", malformed),
-        ];
-        ops.extend(counts.into_iter().filter(|(_, n)| *n > 0).map(|(c, by)| Op::Add { counter: c.into(), by }));
-        // Known before the entry is written, so the worker cannot release it first.
-        self.knocks_in_inbox.add(seq, knockers);
-        if let Err(e) = self.commit(&ops) {
-            self.knocks_in_inbox.release(seq);
-            self.unwritten.dropped.fetch_add(dropped, SeqCst);
-            self.unwritten.malformed.fetch_add(malformed, SeqCst);
-            return Err(e);
-        }
-        Ok(outcome)
+        self.unwritten.dropped.fetch_add(dropped + malformed, SeqCst);
+        self.unwritten.malformed.fetch_add(malformed, SeqCst);
     }
 
     /// Writes the counts of dropped events not written yet (on shutdown).
     pub fn write_unwritten_counts(&self) -> Result<(), StoreError> {
-        use std::sync::atomic::Ordering::SeqCst;
-        let (dropped, malformed) = (self.unwritten.dropped.swap(0, SeqCst), self.unwritten.malformed.swap(0, SeqCst));
-        let ops: Vec<Op> = [("events_dropped", dropped), ("events_malformed", malformed)]
-            .into_iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(c, by)| Op::Add { counter: c.into(), by })
-            .collect();
-        self.commit(&ops)
+        let _counting = self.unwritten.moving.write();
+        let (dropped, malformed) = self.unwritten_counts();
+        self.commit_now(&count_ops(dropped, malformed))?;
+        self.unwritten.written(dropped, malformed);
+        Ok(())
     }
 
     /// Events counted as dropped (or malformed) that are not in the persistent counters yet.
     pub fn unwritten_counts(&self) -> (u64, u64) {
         use std::sync::atomic::Ordering::SeqCst;
         (self.unwritten.dropped.load(SeqCst), self.unwritten.malformed.load(SeqCst))
+    }
+
+    /// Whether `txn_id` was taken in lately with exactly this body (from memory: see
+    /// [`super::journal`]).
+    pub fn is_replay(&self, txn_id: &str, body_hash: &[u8; 32]) -> bool {
+        self.journal.is_replay(txn_id, body_hash)
+    }
+
+    /// Whether `txn_id` is on record, in sled, with exactly this body (written when the
+    /// worker handles its record; kept for `retention.events`).
+    pub fn txn_on_record(&self, txn_id: &str, body_hash: &[u8; 32]) -> Result<bool, StoreError> {
+        Ok(self.tree(T::Txns).get(txn_id.as_bytes())?.is_some_and(|h| h.get(..32) == Some(body_hash.as_slice())))
+    }
+
+    /// Appends the events of a transaction or catch-up to the journal, as one record, and
+    /// remembers what it takes for the intake's next choices (the knockers, the bot's
+    /// membership changes). Returns the record's seq; it is durable after
+    /// [`Store::journal_sync`].
+    pub fn journal_append(
+        &self,
+        origin: &Origin,
+        body_hash: Option<&[u8; 32]>,
+        events: Vec<Box<RawValue>>,
+        knockers: Vec<String>,
+        bot: Vec<(String, BotMembership)>,
+    ) -> Result<u64, StoreError> {
+        let changes = bot.iter().map(|(room, m)| super::views::Change::Bot(room.clone(), *m)).collect();
+        let received_ms = now_ms();
+        let seq = self
+            .journal
+            .append(knockers.clone(), |seq| {
+                let record = JournalRecord {
+                    seq,
+                    received_ms,
+                    origin: origin.clone(),
+                    body_hash: body_hash.map(hex::encode),
+                    events,
+                    knockers,
+                    bot,
+                };
+                serde_json::to_vec(&record).expect("records serialize")
+            })
+            .map_err(|e| self.mark_failed(e))?;
+        self.views.apply(changes);
+        Ok(seq)
+    }
+
+    /// Makes the journal durable up to record `seq`, with every record appended before it
+    /// (one `fdatasync` for all who wait).
+    pub async fn journal_sync(&self, seq: u64) -> Result<(), StoreError> {
+        self.journal.sync(seq).await.map_err(|e| self.mark_failed(e))
+    }
+
+    /// Remembers a transaction taken in (see [`Store::is_replay`]).
+    pub fn remember_txn(&self, txn_id: &str, body_hash: [u8; 32]) {
+        self.journal.remember_txn(txn_id, body_hash);
+    }
+
+    /// The first durable journal record at or after `at`'s.
+    pub fn journal_next(&self, at: Checkpoint) -> Result<Option<JournalRecord>, StoreError> {
+        self.journal.read(at.seq)
+    }
+
+    /// Where the worker's last committed batch left off in the journal.
+    pub fn journal_checkpoint(&self) -> Checkpoint {
+        self.journal.checkpoint()
+    }
+
+    /// The op that records how far the worker got, in its batch.
+    pub fn journal_checkpoint_op(at: Checkpoint) -> Op {
+        Op::put_json(T::Meta, super::JOURNAL_CHECKPOINT_KEY, &at)
+    }
+
+    /// The worker's batch that wrote [`Store::journal_checkpoint_op`]`(at)` is committed:
+    /// the journal lets go of what it handled (segments handled go once sled has made the
+    /// checkpoint durable).
+    pub fn journal_handled(&self, at: Checkpoint) -> Result<(), StoreError> {
+        self.journal.handled(at, || self.flush_sled())
+    }
+
+    /// The journal's segments on disk, by the seq of their first record.
+    pub fn journal_segments(&self) -> Vec<u64> {
+        self.journal.segments()
+    }
+
+    /// The ops that record a journal record's transaction (its txnId and body hash), written
+    /// when the worker begins the record.
+    pub fn txn_ops(record: &JournalRecord) -> Vec<Op> {
+        let (Origin::Push { txn_id }, Some(hash)) = (&record.origin, &record.body_hash) else {
+            return vec![];
+        };
+        let Ok(mut value) = hex::decode(hash) else { return vec![] };
+        value.extend_from_slice(&record.received_ms.to_be_bytes());
+        vec![
+            Op::Put { tree: T::Txns, key: txn_id.as_bytes().to_vec(), value },
+            Op::Put { tree: T::TxnTimes, key: time_key(record.received_ms, txn_id), value: vec![] },
+        ]
+    }
+
+    /// The op that takes an event in from journal record `seq` (its ID is remembered as
+    /// seen); `None` if it was taken in before, from any record or catch-up.
+    pub fn admit(&self, event_id: &str, seq: u64) -> Result<Option<Op>, StoreError> {
+        if self.was_seen(event_id)? {
+            return Ok(None);
+        }
+        Ok(Some(Op::Put { tree: T::Seen, key: event_id.as_bytes().to_vec(), value: seq.to_be_bytes().to_vec() }))
+    }
+
+    /// The op that indexes by time the event IDs taken in from record `seq`, from its event
+    /// `from` on, for pruning after `retention.events`.
+    pub fn seen_times_op(received_ms: u64, seq: u64, from: usize, ids: &[String]) -> Op {
+        Op::put_json(T::SeenTimes, time_key(received_ms, &seen_batch_id(seq, from)), &ids)
     }
 
     /// The oldest inbox entry.
@@ -304,9 +286,10 @@ impl Store {
         Op::put_json(T::Inbox, entry.seq.to_be_bytes(), &rest)
     }
 
-    /// Inbox entries (each the events of one transaction or catch-up, not all handled yet).
+    /// Events not all handled yet: the journal's records, and sled's inbox entries (each the
+    /// events of one transaction, catch-up or retry).
     pub fn inbox_len(&self) -> usize {
-        self.len(T::Inbox)
+        self.len(T::Inbox) + self.journal.pending() as usize
     }
 
     /// Whether an event was ever taken in.
@@ -328,55 +311,55 @@ mod tests {
         serde_json::value::to_raw_value(&v).unwrap()
     }
 
-    #[test]
-    fn an_event_is_taken_in_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
-        let o = Origin::Push { txn_id: "1".into() };
-        let ev = |id: &str| Kept { event_id: id.to_owned(), knocker: None, event: raw(json!({"event_id": id})) };
-        let r = s.ingest(&o, Some(("1", &[1; 32])), vec![ev("$a"), ev("$b"), ev("$a")], 2, 0, vec![]).unwrap();
-        assert_eq!(r, IngestOutcome { stored: 2, duplicates: 1 });
-        assert!(s.is_replay("1", &[1; 32]).unwrap());
-        assert!(!s.is_replay("1", &[2; 32]).unwrap());
-        let r = s.ingest(&o, Some(("1", &[2; 32])), vec![ev("$b"), ev("$c")], 0, 0, vec![]).unwrap();
-        assert_eq!(r, IngestOutcome { stored: 1, duplicates: 1 });
-        assert_eq!(s.inbox_len(), 2, "one entry per transaction");
-        assert_eq!(s.counter("events_dropped").unwrap(), 2);
-        let first = s.inbox_first().unwrap().unwrap();
-        let ids: Vec<_> = first.record.events.iter().map(|e| e.get().to_owned()).collect();
-        assert_eq!(ids, [r#"{"event_id":"$a"}"#, r#"{"event_id":"$b"}"#]);
-        s.commit(&[Store::inbox_done(first.seq)]).unwrap();
-        assert_eq!(s.inbox_first().unwrap().unwrap().record.events[0].get(), r#"{"event_id":"$c"}"#);
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
     }
 
     #[test]
-    fn a_transaction_of_dropped_events_writes_nothing_and_is_counted_with_the_next_write() {
+    fn a_record_is_read_once_durable_and_its_knockers_and_bot_rooms_are_known_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
         let o = Origin::Push { txn_id: "1".into() };
-        let r = s.ingest(&o, Some(("1", &[1; 32])), vec![], 5, 1, vec![]).unwrap();
-        assert!(!r.wrote());
-        assert!(!s.is_replay("1", &[1; 32]).unwrap(), "nothing written");
-        assert_eq!(s.counter("events_dropped").unwrap(), 6, "counted, though not written");
-        assert_eq!(s.unwritten_counts(), (6, 1));
-        let o = Origin::Push { txn_id: "2".into() };
-        let ev = Kept { event_id: "$a".into(), knocker: None, event: raw(json!({})) };
-        s.ingest(&o, Some(("2", &[2; 32])), vec![ev], 1, 0, vec![]).unwrap();
-        assert_eq!((s.counter("events_dropped").unwrap(), s.counter("events_malformed").unwrap()), (7, 1));
-        assert_eq!(s.unwritten_counts(), (0, 0));
-    }
-
-    #[test]
-    fn a_knocker_is_known_from_the_inbox_until_the_entry_is_handled() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
-        let o = Origin::Push { txn_id: "1".into() };
-        let knock = Kept { event_id: "$k".into(), knocker: Some("@k:x".into()), event: raw(json!({})) };
-        s.ingest(&o, None, vec![knock], 0, 0, vec![]).unwrap();
+        let bot = vec![("!r:x".to_owned(), BotMembership::Joined)];
+        let seq = s
+            .journal_append(&o, Some(&[7; 32]), vec![raw(json!({"event_id": "$a"}))], vec!["@k:x".into()], bot)
+            .unwrap();
         assert!(s.is_knocker("@k:x").unwrap());
-        let entry = s.inbox_first().unwrap().unwrap();
-        s.batch(|| s.commit(&[Store::inbox_done(entry.seq)])).unwrap();
+        assert_eq!(s.bot_in("!r:x"), Some(BotMembership::Joined));
+        assert_eq!(s.inbox_len(), 1);
+        assert!(s.journal_next(s.journal_checkpoint()).unwrap().is_none(), "not durable yet");
+        runtime().block_on(s.journal_sync(seq)).unwrap();
+        let record = s.journal_next(s.journal_checkpoint()).unwrap().unwrap();
+        assert_eq!((record.seq, record.events[0].get()), (seq, r#"{"event_id":"$a"}"#));
+        assert_eq!(Store::txn_ops(&record).len(), 2);
+        let next = Checkpoint { seq: seq + 1, event: 0 };
+        s.commit(&[Store::journal_checkpoint_op(next)]).unwrap();
+        s.journal_handled(next).unwrap();
+        assert_eq!(s.inbox_len(), 0);
         assert!(!s.is_knocker("@k:x").unwrap(), "handled (and no knock recorded)");
+        assert!(s.journal_next(next).unwrap().is_none());
+    }
+
+    #[test]
+    fn an_event_is_admitted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let op = s.admit("$a", 1).unwrap().expect("new");
+        s.commit(&[op]).unwrap();
+        assert!(s.admit("$a", 2).unwrap().is_none());
+        assert!(s.was_seen("$a").unwrap());
+    }
+
+    #[test]
+    fn dropped_events_are_counted_at_once_and_written_with_the_next_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.count_dropped(5, 1);
+        assert_eq!(s.counter("events_dropped").unwrap(), 6);
+        assert_eq!(s.unwritten_counts(), (6, 1));
+        s.batch(|| s.commit(&[Op::put_json(T::Meta, "x", &1)])).unwrap();
+        assert_eq!(s.unwritten_counts(), (0, 0));
+        assert_eq!((s.counter("events_dropped").unwrap(), s.counter("events_malformed").unwrap()), (6, 1));
     }
 
     #[test]

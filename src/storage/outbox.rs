@@ -201,6 +201,20 @@ impl Store {
         ))
     }
 
+    /// Dates the actions that `ops` queue back to `ms` (when the event they answer was taken
+    /// in), so the runner treats them as queued then: checked against the homeserver before
+    /// they are carried out, if that was before this process started.
+    pub fn queued_as_of(ops: &mut [Op], ms: u64) {
+        for op in ops {
+            if let Op::Put { tree: T::Outbox, value, .. } = op
+                && let Ok(mut entry) = serde_json::from_slice::<OutboxEntry>(value)
+            {
+                entry.created_ms = entry.created_ms.min(ms);
+                *value = serde_json::to_vec(&entry).expect("records serialize");
+            }
+        }
+    }
+
     /// Queues actions right away (one transaction).
     pub fn enqueue(&self, actions: impl IntoIterator<Item = Action>) -> Result<(), StoreError> {
         let ops = actions.into_iter().map(|a| self.outbox_push(a)).collect::<Result<Vec<_>, _>>()?;

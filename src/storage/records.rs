@@ -142,8 +142,15 @@ impl Store {
         Ok(out)
     }
 
-    /// Whether `user_id` is knocking anywhere we know of.
+    /// Whether `user_id` is knocking anywhere we know of: a knock on record, or one in the
+    /// journal not handled yet (from memory, see [`super::views`]).
     pub fn is_knocker(&self, user_id: &str) -> Result<bool, StoreError> {
-        Ok(self.knocks_in_inbox.contains(user_id) || !self.scan_keys(T::Knockers, &pair_key(user_id, ""))?.is_empty())
+        Ok(self.journal.is_knocker(user_id) || self.views.has_knocks(user_id))
+    }
+
+    /// The bot's membership in a room as last pushed, counting the events in the journal not
+    /// handled yet (from memory: what the intake asks, see [`super::views`]).
+    pub fn bot_in(&self, room_id: &str) -> Option<BotMembership> {
+        self.views.bot_membership(room_id)
     }
 }

@@ -195,7 +195,6 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
 
     use super::*;
     use crate::storage::{Origin, ReviewItem};
@@ -215,14 +214,31 @@ mod tests {
         }
     }
 
+    /// What the worker writes when it takes in the events `ids` of a pushed transaction.
+    fn taken_in(s: &Store, txn_id: &str, hash: [u8; 32], ids: &[&str]) {
+        let record = crate::storage::JournalRecord {
+            seq: 7,
+            received_ms: super::super::now_ms(),
+            origin: Origin::Push { txn_id: txn_id.into() },
+            body_hash: Some(hex::encode(hash)),
+            events: vec![],
+            knockers: vec![],
+            bot: vec![],
+        };
+        let mut ops = Store::txn_ops(&record);
+        for id in ids {
+            ops.extend(s.admit(id, record.seq).unwrap());
+        }
+        let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+        ops.push(Store::seen_times_op(record.received_ms, record.seq, 0, &ids));
+        s.commit(&ops).unwrap();
+    }
+
     #[test]
     fn old_records_go_and_pending_ones_stay() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        let o = Origin::Push { txn_id: "1".into() };
-        let raw = |v| serde_json::value::to_raw_value(&v).unwrap();
-        let ev = |id: &str| crate::storage::Kept { event_id: id.into(), knocker: None, event: raw(json!({})) };
-        s.ingest(&o, Some(("1", &[1; 32])), vec![ev("$a"), ev("$b")], 0, 0, vec![]).unwrap();
+        taken_in(&s, "1", [1; 32], &["$a", "$b"]);
         let now = super::super::now_ms();
         let mut ops = Vec::new();
         ops.extend(Store::put_review(&review(1, 10, Some(20))));
@@ -234,7 +250,7 @@ mod tests {
         let p = s.prune(now + 1_000, 1_000, 0).unwrap();
         assert_eq!((p.seen, p.txns, p.reviews), (2, 1, 1));
         assert!(!s.was_seen("$a").unwrap() && !s.was_seen("$b").unwrap());
-        assert!(!s.is_replay("1", &[1; 32]).unwrap());
+        assert!(!s.txn_on_record("1", &[1; 32]).unwrap());
         assert!(s.review(1).unwrap().is_none());
         assert!(s.review_by_notice("$n1").unwrap().is_none());
         // The open item and the recent one stay, with their indexes.
@@ -246,17 +262,14 @@ mod tests {
     fn a_reused_txn_id_keeps_its_newer_hash() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        let o = Origin::Push { txn_id: "1".into() };
         s.commit(&[
             Op::Put { tree: T::TxnTimes, key: time_key(5, "1"), value: vec![] },
             Op::Put { tree: T::TxnTimes, key: time_key(50, "1"), value: vec![] },
         ])
         .unwrap();
-        let event = serde_json::value::to_raw_value(&json!({})).unwrap();
-        let ev = crate::storage::Kept { event_id: "$a".into(), knocker: None, event };
-        s.ingest(&o, Some(("1", &[2; 32])), vec![ev], 0, 0, vec![]).unwrap();
+        taken_in(&s, "1", [2; 32], &["$a"]);
         // The entry of time 5 goes, the newer hash (written now) stays.
         s.prune(10, 0, 0).unwrap();
-        assert!(s.is_replay("1", &[2; 32]).unwrap());
+        assert!(s.txn_on_record("1", &[2; 32]).unwrap());
     }
 }

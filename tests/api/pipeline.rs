@@ -1,7 +1,7 @@
 //! The moderation pipeline: knocks decided by policy and carried out on the homeserver,
 //! exactly once, through rate limits, errors, outages and restarts.
 
-use knockwarden::storage::{Action, Outcome, Resolution};
+use knockwarden::storage::{Action, Origin, Outcome, Resolution, Store};
 use serde_json::{Value, json};
 
 use crate::helpers::{
@@ -486,4 +486,30 @@ async fn a_join_rule_change_that_stops_knocking_is_warned_about_once() {
     })
     .await;
     assert_eq!(warnings(&app).len(), 1);
+}
+
+/// A crash can lose the worker's last batch after its actions were carried out (sled makes
+/// it durable a moment later): the events of the journal are handled again after the
+/// restart. Their actions are checked against the homeserver first, so nobody is invited
+/// twice.
+#[tokio::test]
+async fn a_knock_taken_in_before_a_restart_is_checked_with_the_homeserver_before_it_is_acted_on() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+    std::fs::write(dir.path().join("policies/p.yaml"), POLICY).unwrap();
+    {
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let knock = knock_event("$a", ROOM, "@alice:test.local", Some("hi there"));
+        let knock = serde_json::value::to_raw_value(&knock).unwrap();
+        let origin = Origin::Push { txn_id: "1".into() };
+        store.journal_append(&origin, Some(&[1; 32]), vec![knock], vec!["@alice:test.local".into()], vec![]).unwrap();
+        store.flush_blocking().unwrap();
+    }
+    // The run before invited alice; its record of that was lost.
+    let hs = FakeHomeserver::start().await;
+    hs.set_membership(ROOM, "@alice:test.local", "invite");
+    let app = spawn_app_in(dir, hs, AppOptions::default()).await;
+    eventually("settled", || settled(&app) && app.store.audit_len() == 1).await;
+    assert!(app.posts("invite").is_empty(), "not invited twice");
+    assert_eq!(app.store.audit_all().unwrap()[0].outcome, Outcome::Done);
 }

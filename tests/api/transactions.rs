@@ -1,6 +1,6 @@
 //! Pushed transactions: real Synapse payloads, replays, reused txnIds, restarts.
 
-use knockwarden::storage::{Kept, Origin};
+use knockwarden::storage::{InboxRecord, Op, Origin, T};
 use serde_json::json;
 
 use crate::helpers::{AppOptions, FakeHomeserver, eventually, fixture_txn_body, knock_event, spawn_app, spawn_app_in};
@@ -33,6 +33,8 @@ async fn a_replayed_transaction_is_a_no_op() {
     assert_eq!(app.put_txn("13", &body).await.status(), 200);
     assert_eq!(app.put_txn("13", &body).await.status(), 200);
     assert_eq!(app.put_txn("13", &body).await.status(), 200);
+    let store = app.store.clone();
+    eventually("the knock is handled", || store.inbox_len() == 0 && store.counter("events_stored").unwrap() > 0).await;
     assert_eq!(app.store.counter("events_stored").unwrap(), 1);
     assert_eq!(app.store.counter("events_duplicate").unwrap(), 0, "exact replays are not even re-read");
 }
@@ -65,49 +67,54 @@ async fn unneeded_and_malformed_events_are_counted_and_dropped_without_failing_t
         knock_event("$ok", "!r:test.local", "@c:test.local", None),
     ]});
     assert_eq!(app.put_txn("5", &body).await.status(), 200);
-    assert_eq!(app.store.counter("events_stored").unwrap(), 1);
+    assert_eq!(app.store.counter("events_dropped").unwrap(), 3, "counted as they are dropped");
+    let store = app.store.clone();
+    eventually("the knock is taken in", || store.counter("events_stored").unwrap() == 1).await;
     assert_eq!(app.store.counter("events_dropped").unwrap(), 3);
 }
 
 #[tokio::test]
-async fn a_non_empty_inbox_is_drained_on_restart() {
-    // Leave an event in the inbox of a database, as a crash right after the 200 would.
+async fn a_journal_not_handled_yet_and_an_old_inbox_are_drained_on_restart() {
+    // Leave a record in the journal, as a crash right after the 200 would, and an entry in
+    // sled's inbox, as a database from before the journal has.
     let dir = tempfile::tempdir().unwrap();
     {
         let store = knockwarden::storage::Store::open(&dir.path().join("db")).unwrap();
         let ev = knock_event("$left-behind", "!r:test.local", "@e:test.local", Some("from before the crash"));
+        let raw = serde_json::value::to_raw_value(&ev).unwrap();
         store
-            .ingest(
+            .journal_append(
                 &Origin::Push { txn_id: "99".into() },
-                Some(("99", &[0; 32])),
-                vec![Kept {
-                    event_id: "$left-behind".into(),
-                    knocker: Some("@e:test.local".into()),
-                    event: serde_json::value::to_raw_value(&ev).unwrap(),
-                }],
-                0,
-                0,
+                Some(&[0; 32]),
+                vec![raw],
+                vec!["@e:test.local".into()],
                 vec![],
             )
             .unwrap();
+        let old = knock_event("$old", "!r:test.local", "@o:test.local", None);
+        let entry = InboxRecord {
+            received_ms: 1,
+            origin: Origin::Push { txn_id: "1".into() },
+            events: vec![serde_json::value::to_raw_value(&old).unwrap()],
+        };
+        store.commit(&[Op::put_json(T::Inbox, 5u64.to_be_bytes(), &entry)]).unwrap();
         store.flush_blocking().unwrap();
-        assert_eq!(store.inbox_len(), 1);
-        let entry = store.inbox_first().unwrap().unwrap();
-        let event: serde_json::Value = serde_json::from_str(entry.record.events[0].get()).unwrap();
-        assert_eq!(event["event_id"], "$left-behind");
+        assert_eq!(store.inbox_len(), 2);
     }
     let app = spawn_app_in(dir, FakeHomeserver::start().await, AppOptions::default()).await;
     let store = app.store.clone();
-    eventually("the knock is handled after restart", || {
+    eventually("both knocks are handled after restart", || {
         store.knock("!r:test.local", "@e:test.local").unwrap().is_some()
+            && store.knock("!r:test.local", "@o:test.local").unwrap().is_some()
     })
     .await;
     eventually("the inbox is empty", || store.inbox_len() == 0).await;
     // And it is not taken in again if the homeserver resends it.
     let body = json!({"events": [knock_event("$left-behind", "!r:test.local", "@e:test.local", None)]});
     assert_eq!(app.put_txn("99", &body).await.status(), 200);
+    eventually("the resent knock is found taken in", || store.counter("events_duplicate").unwrap() == 1).await;
     assert_eq!(store.inbox_len(), 0);
-    assert_eq!(store.counter("events_duplicate").unwrap(), 1);
+    assert_eq!(store.counter("events_stored").unwrap(), 1, "the old inbox's entry was taken in before");
 }
 
 #[tokio::test]

@@ -1,0 +1,725 @@
+//! The journal: the events the intake keeps, on disk before the homeserver hears 200, without
+//! sled on the way.
+//!
+//! Every sled read and write takes sled's one process-wide lock, which waits behind the
+//! worker's and the runner's transactions and the flushes before them (`docs/BENCHMARKS.md`,
+//! "Ingestion, fifth and sixth sittings"). So the events of a transaction (or a catch-up)
+//! that knockwarden needs are appended as one record to segment files of their own, and one
+//! `fdatasync` makes every record appended before it durable (group commit). The intake
+//! answers once its record is durable.
+//!
+//! The worker reads the records in order ([`Store::journal_next`]) and handles them in its
+//! sled batches. Each batch records how far it got (a [`Checkpoint`]) in the same sled
+//! transaction as what the events led to, so a record is handled exactly once, whatever
+//! crashes when: the events of a record past the checkpoint are handled again after a crash,
+//! and their earlier handling was lost with it. A segment is deleted once every record in it
+//! is handled and sled has made that durable.
+//!
+//! On disk: `journal/<the seq of its first record, 20 digits>.log`. A record is its payload's
+//! length (u32 LE), the CRC-32 of its payload (u32 LE), and the payload, a [`JournalRecord`]
+//! as JSON. Records are numbered in order. Only the last record of the last segment can be
+//! cut short by a crash (segments are synced before the next is begun): it is cut off when
+//! the journal opens, and its transaction was never acknowledged. Any other damage refuses to
+//! open, as a corrupt database does.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    fs::File,
+    io,
+    os::unix::fs::FileExt,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering::SeqCst},
+    },
+};
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::{BotMembership, Origin, StoreError};
+
+/// A segment is closed, and the next begun, once it holds this many bytes.
+const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// A record's header: the payload's length and CRC-32, each a u32 LE.
+const HEADER: usize = 8;
+
+/// Transactions remembered for replay detection ([`Journal::is_replay`]). The homeserver
+/// resends only the transaction in flight, and one not recognised is harmless (its events
+/// are taken in once, by event ID): a few are enough.
+const RECENT_TXNS: usize = 64;
+
+/// One record: the events one transaction (or catch-up) brought that knockwarden needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JournalRecord {
+    pub seq: u64,
+    pub received_ms: u64,
+    pub origin: Origin,
+    /// For a pushed transaction: its body's SHA-256, hex (recorded for replay detection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_hash: Option<String>,
+    /// The events, as the homeserver sent them.
+    pub events: Vec<Box<RawValue>>,
+    /// The knockers of the knocks among them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub knockers: Vec<String>,
+    /// The bot's own membership changes among them, by room.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bot: Vec<(String, BotMembership)>,
+}
+
+/// What the journal needs of a record when it opens (the events are not read).
+#[derive(Deserialize)]
+struct RecordHead {
+    seq: u64,
+    origin: Origin,
+    #[serde(default)]
+    body_hash: Option<String>,
+    #[serde(default)]
+    knockers: Vec<String>,
+    #[serde(default)]
+    bot: Vec<(String, BotMembership)>,
+}
+
+/// How far the worker got: the next record to handle, and how many of its events are
+/// handled already (more than none only when an event had to wait).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub seq: u64,
+    pub event: usize,
+}
+
+/// What opening the journal found that the rest of the store must know.
+pub(super) struct Opened {
+    pub journal: Journal,
+    /// The bot's membership changes in records not handled yet, oldest first.
+    pub bot: Vec<(String, BotMembership)>,
+}
+
+/// The segment being appended to.
+struct Tail {
+    file: Arc<File>,
+    len: u64,
+}
+
+/// Where the worker reads next.
+struct Cursor {
+    /// The seq of the record at `offset`.
+    seq: u64,
+    /// The first seq of the segment read.
+    segment: u64,
+    file: File,
+    offset: u64,
+}
+
+pub(super) struct Journal {
+    dir: PathBuf,
+    /// A segment is closed once it holds this many bytes ([`SEGMENT_BYTES`]).
+    segment_bytes: u64,
+    tail: Mutex<Tail>,
+    /// The seq the next record gets (records below it are written).
+    written: AtomicU64,
+    /// Records below this seq are durable.
+    synced: AtomicU64,
+    /// One `fdatasync` at a time; those who wait are covered by the next.
+    syncing: tokio::sync::Mutex<()>,
+    /// Where the worker's last committed batch left off.
+    handled: Mutex<Checkpoint>,
+    /// The first seq of each segment, oldest first; the last is the tail's.
+    segments: Mutex<VecDeque<u64>>,
+    cursor: Mutex<Option<Cursor>>,
+    /// The knockers of records not handled yet, by seq (see [`Journal::is_knocker`]).
+    knockers: Mutex<Knockers>,
+    /// The transactions last taken in: txnId and body hash.
+    recent: Mutex<VecDeque<(String, [u8; 32])>>,
+}
+
+#[derive(Default)]
+struct Knockers {
+    by_seq: VecDeque<(u64, Vec<String>)>,
+    users: HashMap<String, u32>,
+}
+
+impl Knockers {
+    fn add(&mut self, seq: u64, users: Vec<String>) {
+        if users.is_empty() {
+            return;
+        }
+        for u in &users {
+            *self.users.entry(u.clone()).or_default() += 1;
+        }
+        self.by_seq.push_back((seq, users));
+    }
+
+    /// The records below `seq` are handled.
+    fn release_below(&mut self, seq: u64) {
+        while self.by_seq.front().is_some_and(|(s, _)| *s < seq) {
+            let (_, users) = self.by_seq.pop_front().expect("just looked");
+            for u in users {
+                if let std::collections::hash_map::Entry::Occupied(mut n) = self.users.entry(u) {
+                    *n.get_mut() -= 1;
+                    if *n.get() == 0 {
+                        n.remove();
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn journal_error(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Journal(format!("{what}: {e}"))
+}
+
+fn corrupt(message: String) -> StoreError {
+    StoreError::Corrupt { tree: "journal", message }
+}
+
+fn segment_path(dir: &Path, first: u64) -> PathBuf {
+    dir.join(format!("{first:020}.log"))
+}
+
+/// The segments in `dir`, by first seq.
+fn list_segments(dir: &Path) -> Result<Vec<u64>, StoreError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| journal_error("cannot list the journal", e))? {
+        let name = entry.map_err(|e| journal_error("cannot list the journal", e))?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(first) = name.strip_suffix(".log").and_then(|n| n.parse::<u64>().ok()) {
+            out.push(first);
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// Makes the directory's entries (a segment created or removed) durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + payload.len());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// What is at `offset` of a segment.
+enum Read {
+    Record(Vec<u8>),
+    /// Nothing more: the segment ends here.
+    End,
+    /// A record cut short, or whose payload does not match its checksum.
+    Damaged(String),
+}
+
+fn read_at(file: &File, offset: u64) -> io::Result<Read> {
+    let mut header = [0u8; HEADER];
+    let got = read_up_to(file, &mut header, offset)?;
+    if got == 0 {
+        return Ok(Read::End);
+    }
+    if got < HEADER {
+        return Ok(Read::Damaged(format!("a record header cut short at byte {offset}")));
+    }
+    let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+    // A damaged length must not allocate what the file does not hold.
+    let left = file.metadata()?.len().saturating_sub(offset + HEADER as u64);
+    if len as u64 > left {
+        return Ok(Read::Damaged(format!("a record cut short at byte {offset} ({left} of {len} bytes)")));
+    }
+    let mut payload = vec![0u8; len];
+    read_up_to(file, &mut payload, offset + HEADER as u64)?;
+    if crc32fast::hash(&payload) != crc {
+        return Ok(Read::Damaged(format!("the record at byte {offset} does not match its checksum")));
+    }
+    Ok(Read::Record(payload))
+}
+
+/// Reads into `buf` from `offset` until it is full or the file ends; returns the bytes read.
+fn read_up_to(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+impl Journal {
+    /// Opens the journal in `dir` (creating it), given how far the worker got. Segments
+    /// wholly handled are deleted (a crash can leave one behind); a record cut short at the
+    /// end of the last segment is cut off.
+    pub(super) fn open(dir: &Path, handled: Checkpoint) -> Result<Opened, StoreError> {
+        Self::open_with(dir, handled, SEGMENT_BYTES)
+    }
+
+    fn open_with(dir: &Path, handled: Checkpoint, segment_bytes: u64) -> Result<Opened, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| journal_error("cannot create the journal", e))?;
+        let mut segments: VecDeque<u64> = list_segments(dir)?.into();
+        // A segment is handled when the next one begins at or before the checkpoint.
+        while segments.len() > 1 && segments[1] <= handled.seq {
+            let gone = segments.pop_front().expect("two at least");
+            std::fs::remove_file(segment_path(dir, gone)).map_err(|e| journal_error("cannot delete a segment", e))?;
+        }
+        let mut knockers = Knockers::default();
+        let mut bot = Vec::new();
+        let mut recent = VecDeque::new();
+        let mut next = handled.seq;
+        let mut tail_len = 0;
+        let count = segments.len();
+        for (i, &first) in segments.iter().enumerate() {
+            let last = i + 1 == count;
+            let path = segment_path(dir, first);
+            let file = File::options()
+                .read(true)
+                .write(last)
+                .open(&path)
+                .map_err(|e| journal_error("cannot open a segment", e))?;
+            let mut offset = 0u64;
+            let mut expected = first;
+            loop {
+                let payload = match read_at(&file, offset).map_err(|e| journal_error("cannot read a segment", e))? {
+                    Read::Record(p) => p,
+                    Read::End => break,
+                    Read::Damaged(why) if last => {
+                        tracing::warn!(segment = %path.display(), %why, "cutting off a record cut short by a crash (it was never acknowledged)");
+                        file.set_len(offset).map_err(|e| journal_error("cannot cut off a damaged record", e))?;
+                        file.sync_all().map_err(|e| journal_error("cannot cut off a damaged record", e))?;
+                        break;
+                    }
+                    Read::Damaged(why) => return Err(corrupt(format!("{}: {why}", path.display()))),
+                };
+                let head: RecordHead = serde_json::from_slice(&payload)
+                    .map_err(|e| corrupt(format!("{}: the record at byte {offset}: {e}", path.display())))?;
+                if head.seq != expected {
+                    return Err(corrupt(format!(
+                        "{}: the record at byte {offset} is number {}, {expected} was expected",
+                        path.display(),
+                        head.seq
+                    )));
+                }
+                if head.seq >= handled.seq {
+                    knockers.add(head.seq, head.knockers);
+                    bot.extend(head.bot);
+                    if let (Origin::Push { txn_id }, Some(hash)) = (head.origin, head.body_hash.as_deref())
+                        && let Some(hash) = parse_hash(hash)
+                    {
+                        remember(&mut recent, txn_id, hash);
+                    }
+                }
+                offset += (HEADER + payload.len()) as u64;
+                expected += 1;
+            }
+            if last {
+                next = expected;
+                tail_len = offset;
+            }
+        }
+        // The checkpoint ahead of the journal: its segments were lost. Number on from the
+        // checkpoint in a segment of its own, so nothing new is taken for handled.
+        if next < handled.seq {
+            tracing::warn!(
+                journal = next,
+                checkpoint = handled.seq,
+                "the journal ends before the worker's checkpoint (segments were removed?); starting a new segment"
+            );
+            next = handled.seq;
+        }
+        let tail = match segments.back() {
+            Some(&first) if tail_len > 0 || first == next => {
+                let file = File::options()
+                    .read(true)
+                    .write(true)
+                    .open(segment_path(dir, first))
+                    .map_err(|e| journal_error("cannot open a segment", e))?;
+                Tail { file: Arc::new(file), len: tail_len }
+            }
+            _ => {
+                let file = create_segment(dir, next)?;
+                segments.push_back(next);
+                Tail { file: Arc::new(file), len: 0 }
+            }
+        };
+        let journal = Journal {
+            dir: dir.to_owned(),
+            segment_bytes,
+            tail: Mutex::new(tail),
+            written: AtomicU64::new(next),
+            synced: AtomicU64::new(next),
+            syncing: tokio::sync::Mutex::new(()),
+            handled: Mutex::new(handled),
+            segments: Mutex::new(segments),
+            cursor: Mutex::new(None),
+            knockers: Mutex::new(knockers),
+            recent: Mutex::new(recent),
+        };
+        Ok(Opened { journal, bot })
+    }
+
+    /// Appends a record: `build` gets its seq and returns its payload. Not durable until
+    /// [`Journal::sync`].
+    pub(super) fn append(&self, knockers: Vec<String>, build: impl FnOnce(u64) -> Vec<u8>) -> Result<u64, StoreError> {
+        let mut tail = self.tail.lock();
+        let seq = self.written.load(SeqCst);
+        let framed = frame(&build(seq));
+        if tail.len > 0 && tail.len + framed.len() as u64 > self.segment_bytes {
+            self.rotate(&mut tail, seq)?;
+        }
+        // A write that fails leaves `len` where it was: the next record overwrites what it
+        // left.
+        tail.file.write_all_at(&framed, tail.len).map_err(|e| journal_error("cannot append to the journal", e))?;
+        tail.len += framed.len() as u64;
+        // Known before the record can be read, so the worker cannot release it first.
+        self.knockers.lock().add(seq, knockers);
+        self.written.store(seq + 1, SeqCst);
+        Ok(seq)
+    }
+
+    /// Closes the tail (synced: everything in it is durable) and begins a segment at `seq`.
+    fn rotate(&self, tail: &mut Tail, seq: u64) -> Result<(), StoreError> {
+        tail.file.sync_data().map_err(|e| journal_error("cannot sync a segment", e))?;
+        self.synced.fetch_max(seq, SeqCst);
+        let file = create_segment(&self.dir, seq)?;
+        self.segments.lock().push_back(seq);
+        *tail = Tail { file: Arc::new(file), len: 0 };
+        Ok(())
+    }
+
+    /// Makes record `seq` (and every one before it) durable: one `fdatasync` at a time, on a
+    /// blocking thread, covering every record written before it began.
+    pub(super) async fn sync(&self, seq: u64) -> Result<(), StoreError> {
+        if self.synced.load(SeqCst) > seq {
+            return Ok(());
+        }
+        let _one = self.syncing.lock().await;
+        if self.synced.load(SeqCst) > seq {
+            return Ok(());
+        }
+        let (file, upto) = {
+            let tail = self.tail.lock();
+            (tail.file.clone(), self.written.load(SeqCst))
+        };
+        tokio::task::spawn_blocking(move || file.sync_data())
+            .await
+            .map_err(|e| journal_error("the sync thread failed", e))?
+            .map_err(|e| journal_error("cannot sync the journal", e))?;
+        self.synced.fetch_max(upto, SeqCst);
+        Ok(())
+    }
+
+    /// [`Journal::sync`] of everything written, blocking (shutdown, synchronous callers).
+    pub(super) fn sync_blocking(&self) -> Result<(), StoreError> {
+        let tail = self.tail.lock();
+        let upto = self.written.load(SeqCst);
+        tail.file.sync_data().map_err(|e| journal_error("cannot sync the journal", e))?;
+        self.synced.fetch_max(upto, SeqCst);
+        Ok(())
+    }
+
+    /// The first durable record at or after `seq`, if any (the worker's read).
+    pub(super) fn read(&self, seq: u64) -> Result<Option<JournalRecord>, StoreError> {
+        if seq >= self.synced.load(SeqCst) {
+            return Ok(None);
+        }
+        let mut cursor = self.cursor.lock();
+        if cursor.as_ref().is_none_or(|c| c.seq > seq) {
+            *cursor = Some(self.seek(seq)?);
+        }
+        let c = cursor.as_mut().expect("just set");
+        loop {
+            let payload = match read_at(&c.file, c.offset).map_err(|e| journal_error("cannot read the journal", e))? {
+                Read::Record(p) => p,
+                Read::End => {
+                    let next = self.segments.lock().iter().copied().find(|&s| s > c.segment);
+                    match next {
+                        Some(next) => {
+                            *c = self.open_cursor(next)?;
+                            continue;
+                        }
+                        None => return Ok(None),
+                    }
+                }
+                Read::Damaged(why) => return Err(corrupt(format!("segment {}: {why}", c.segment))),
+            };
+            c.offset += (HEADER + payload.len()) as u64;
+            c.seq += 1;
+            let record: JournalRecord = serde_json::from_slice(&payload)
+                .map_err(|e| corrupt(format!("segment {}: a record: {e}", c.segment)))?;
+            if record.seq >= self.synced.load(SeqCst) {
+                // Past a gap in the numbering, and not durable yet: read again later.
+                *cursor = None;
+                return Ok(None);
+            }
+            if record.seq >= seq {
+                c.seq = record.seq + 1;
+                return Ok(Some(record));
+            }
+        }
+    }
+
+    /// A cursor at the start of the segment that holds `seq`.
+    fn seek(&self, seq: u64) -> Result<Cursor, StoreError> {
+        let first = {
+            let segments = self.segments.lock();
+            segments.iter().copied().rev().find(|&s| s <= seq).or_else(|| segments.front().copied())
+        };
+        self.open_cursor(first.unwrap_or(seq))
+    }
+
+    fn open_cursor(&self, first: u64) -> Result<Cursor, StoreError> {
+        let file = File::open(segment_path(&self.dir, first)).map_err(|e| journal_error("cannot open a segment", e))?;
+        Ok(Cursor { seq: first, segment: first, file, offset: 0 })
+    }
+
+    /// The worker's batch up to `upto` is committed: its knockers go, and the segments it
+    /// finished are deleted once `make_durable` has made the checkpoint durable in sled.
+    pub(super) fn handled(
+        &self,
+        upto: Checkpoint,
+        make_durable: impl FnOnce() -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        *self.handled.lock() = upto;
+        self.knockers.lock().release_below(upto.seq);
+        let finished: Vec<u64> = {
+            let segments = self.segments.lock();
+            segments
+                .iter()
+                .zip(segments.iter().skip(1))
+                .take_while(|(_, next)| **next <= upto.seq)
+                .map(|(s, _)| *s)
+                .collect()
+        };
+        if finished.is_empty() {
+            return Ok(());
+        }
+        make_durable()?;
+        for first in finished {
+            std::fs::remove_file(segment_path(&self.dir, first))
+                .map_err(|e| journal_error("cannot delete a handled segment", e))?;
+            self.segments.lock().retain(|&s| s != first);
+        }
+        sync_dir(&self.dir).map_err(|e| journal_error("cannot sync the journal's directory", e))?;
+        Ok(())
+    }
+
+    /// Where the worker's last committed batch left off.
+    pub(super) fn checkpoint(&self) -> Checkpoint {
+        *self.handled.lock()
+    }
+
+    /// Records written and not handled yet.
+    pub(super) fn pending(&self) -> u64 {
+        self.written.load(SeqCst).saturating_sub(self.handled.lock().seq)
+    }
+
+    /// Whether `user` knocks in a record not handled yet.
+    pub(super) fn is_knocker(&self, user: &str) -> bool {
+        self.knockers.lock().users.contains_key(user)
+    }
+
+    /// Whether this exact transaction was taken in lately.
+    pub(super) fn is_replay(&self, txn_id: &str, hash: &[u8; 32]) -> bool {
+        self.recent.lock().iter().any(|(t, h)| t == txn_id && h == hash)
+    }
+
+    /// Remembers a transaction taken in, for [`Journal::is_replay`].
+    pub(super) fn remember_txn(&self, txn_id: &str, hash: [u8; 32]) {
+        remember(&mut self.recent.lock(), txn_id.to_owned(), hash);
+    }
+
+    /// The segments on disk, by first seq (for tests and admins).
+    pub(super) fn segments(&self) -> Vec<u64> {
+        self.segments.lock().iter().copied().collect()
+    }
+}
+
+fn remember(recent: &mut VecDeque<(String, [u8; 32])>, txn_id: String, hash: [u8; 32]) {
+    recent.retain(|(t, _)| *t != txn_id);
+    if recent.len() == RECENT_TXNS {
+        recent.pop_front();
+    }
+    recent.push_back((txn_id, hash));
+}
+
+fn parse_hash(hex: &str) -> Option<[u8; 32]> {
+    hex::decode(hex).ok()?.try_into().ok()
+}
+
+fn create_segment(dir: &Path, first: u64) -> Result<File, StoreError> {
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(segment_path(dir, first))
+        .map_err(|e| journal_error("cannot create a segment", e))?;
+    sync_dir(dir).map_err(|e| journal_error("cannot sync the journal's directory", e))?;
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn append(j: &Journal, n: usize, knocker: &str) -> u64 {
+        j.append(vec![knocker.to_owned()], |seq| {
+            let record = JournalRecord {
+                seq,
+                received_ms: 1,
+                origin: Origin::Push { txn_id: format!("t{seq}") },
+                body_hash: Some(hex::encode([seq as u8; 32])),
+                events: vec![serde_json::value::to_raw_value(&"x".repeat(n)).unwrap()],
+                knockers: vec![knocker.to_owned()],
+                bot: vec![],
+            };
+            serde_json::to_vec(&record).unwrap()
+        })
+        .unwrap()
+    }
+
+    fn seqs(j: &Journal, from: u64) -> Vec<u64> {
+        let mut out = Vec::new();
+        let mut at = from;
+        while let Some(r) = j.read(at).unwrap() {
+            out.push(r.seq);
+            at = r.seq + 1;
+        }
+        out
+    }
+
+    #[test]
+    fn records_are_read_in_order_once_durable_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path(), Checkpoint::default()).unwrap().journal;
+        for k in ["@a:x", "@b:x", "@c:x"] {
+            append(&j, 10, k);
+        }
+        assert!(j.read(0).unwrap().is_none(), "not durable yet");
+        j.sync_blocking().unwrap();
+        assert_eq!(seqs(&j, 0), [0, 1, 2]);
+        assert_eq!(seqs(&j, 1), [1, 2], "a read behind the cursor seeks back");
+        j.remember_txn("t9", [9; 32]);
+        drop(j);
+        let opened = Journal::open(dir.path(), Checkpoint { seq: 1, event: 0 }).unwrap();
+        let j = opened.journal;
+        assert_eq!(seqs(&j, 1), [1, 2]);
+        assert_eq!(j.pending(), 2);
+        assert!(!j.is_knocker("@a:x") && j.is_knocker("@b:x"), "only the knockers of records not handled");
+        assert!(j.is_replay("t2", &[2; 32]) && !j.is_replay("t0", &[0; 32]), "the transactions of records not handled");
+        assert_eq!(append(&j, 10, "@d:x"), 3);
+    }
+
+    #[test]
+    fn a_record_cut_short_by_a_crash_is_cut_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path(), Checkpoint::default()).unwrap().journal;
+        append(&j, 10, "@a:x");
+        append(&j, 10, "@b:x");
+        j.sync_blocking().unwrap();
+        let path = segment_path(dir.path(), 0);
+        let whole = std::fs::metadata(&path).unwrap().len();
+        drop(j);
+        // Half of a third record, as a crash in the middle of its write leaves it.
+        let third = frame(br#"{"seq":2,"received_ms":1,"origin":{"kind":"push","txn_id":"t"},"events":[]}"#);
+        let file = File::options().write(true).open(&path).unwrap();
+        file.write_all_at(&third[..third.len() / 2], whole).unwrap();
+        let j = Journal::open(dir.path(), Checkpoint::default()).unwrap().journal;
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), whole, "cut off");
+        j.sync_blocking().unwrap();
+        assert_eq!(seqs(&j, 0), [0, 1]);
+        assert_eq!(append(&j, 10, "@c:x"), 2, "numbered on from the last whole record");
+        j.sync_blocking().unwrap();
+        assert_eq!(seqs(&j, 0), [0, 1, 2]);
+    }
+
+    #[test]
+    fn a_damaged_length_is_a_record_cut_short_not_an_allocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path(), Checkpoint::default()).unwrap().journal;
+        append(&j, 10, "@a:x");
+        j.sync_blocking().unwrap();
+        drop(j);
+        let path = segment_path(dir.path(), 0);
+        let file = File::options().read(true).write(true).open(&path).unwrap();
+        let end = file.metadata().unwrap().len();
+        file.write_all_at(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0], end).unwrap();
+        match read_at(&file, end).unwrap() {
+            Read::Damaged(why) => assert!(why.contains("cut short"), "{why}"),
+            _ => panic!("not read as damaged"),
+        }
+        let j = Journal::open(dir.path(), Checkpoint::default()).unwrap().journal;
+        j.sync_blocking().unwrap();
+        assert_eq!(seqs(&j, 0), [0]);
+    }
+
+    #[test]
+    fn damage_before_the_last_record_refuses_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open_with(dir.path(), Checkpoint::default(), 200).unwrap().journal;
+        for k in ["@a:x", "@b:x", "@c:x"] {
+            append(&j, 150, k);
+        }
+        j.sync_blocking().unwrap();
+        assert_eq!(j.segments(), [0, 1, 2], "one record a segment");
+        drop(j);
+        let path = segment_path(dir.path(), 1);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[HEADER + 20] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+        let err = Journal::open(dir.path(), Checkpoint::default()).err().expect("refused").to_string();
+        assert!(err.contains("does not match its checksum"), "{err}");
+    }
+
+    #[test]
+    fn segments_roll_over_and_go_once_handled_and_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open_with(dir.path(), Checkpoint::default(), 1_000).unwrap().journal;
+        for i in 0..10 {
+            append(&j, 300, &format!("@u{i}:x"));
+        }
+        j.sync_blocking().unwrap();
+        let segments = j.segments();
+        assert!(segments.len() >= 4, "{segments:?}");
+        assert_eq!(seqs(&j, 0), (0..10).collect::<Vec<_>>(), "read across segments");
+        // Handled into the third segment: the first two go, after the checkpoint is durable.
+        let at = Checkpoint { seq: segments[2] + 1, event: 0 };
+        let mut durable = 0;
+        j.handled(at, || {
+            durable += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(durable, 1);
+        assert_eq!(j.segments(), segments[2..]);
+        assert!(!segment_path(dir.path(), segments[0]).exists());
+        assert!(!j.is_knocker("@u0:x") && j.is_knocker("@u9:x"));
+        // Nothing more to delete: durability is not asked for again.
+        j.handled(at, || panic!("not needed")).unwrap();
+        drop(j);
+        let j = Journal::open_with(dir.path(), at, 1_000).unwrap().journal;
+        assert_eq!(seqs(&j, at.seq), (at.seq..10).collect::<Vec<_>>());
+        assert_eq!(j.pending(), 10 - at.seq);
+    }
+
+    #[test]
+    fn a_checkpoint_past_the_journal_numbers_on_from_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path(), Checkpoint::default()).unwrap().journal;
+        append(&j, 10, "@a:x");
+        j.sync_blocking().unwrap();
+        drop(j);
+        let j = Journal::open(dir.path(), Checkpoint { seq: 40, event: 0 }).unwrap().journal;
+        assert_eq!(append(&j, 10, "@b:x"), 40, "nothing new is taken for handled");
+        j.sync_blocking().unwrap();
+        assert_eq!(seqs(&j, 40), [40]);
+    }
+}

@@ -1,0 +1,120 @@
+//! What the intake asks of the store, answered from memory: the bot's membership of each
+//! room, and who is knocking somewhere.
+//!
+//! The intake decides which pushed events to keep by these two (`events::is_wanted`), and its
+//! path must touch no sled (see [`super::journal`]). Both are loaded from sled when the store
+//! opens and kept up to date by every commit that changes [`T::BotRooms`] or [`T::Knockers`];
+//! the bot's membership changes still in the journal are applied by the intake as it appends
+//! them (and again, to the same effect, when the worker records them in sled).
+
+use std::{
+    collections::HashMap,
+    hash::{BuildHasher, RandomState},
+};
+
+use parking_lot::{Mutex, RwLock};
+
+use super::{BotMembership, T};
+
+/// A change to a view, seen inside a sled transaction and applied once it commits.
+pub(super) enum Change {
+    Bot(String, BotMembership),
+    /// A knocker's knock added (+1) or removed (-1), by the user ID's hash.
+    Knocks(u64, i32),
+}
+
+pub(super) struct Views {
+    bot: RwLock<HashMap<String, BotMembership>>,
+    /// Knocks on record per knocker, by the user ID's hash (a false positive only keeps an
+    /// event the worker then finds it has nothing to do with). The hash's keys are random
+    /// per process, so nobody can choose a user ID that collides with a knocker's.
+    knocks: Mutex<HashMap<u64, u32>>,
+    hasher: RandomState,
+}
+
+impl Views {
+    /// The views of what sled holds: `bot` ([`T::BotRooms`]) and `knockers` (the keys of
+    /// [`T::Knockers`]: `user \0 room`).
+    pub(super) fn load(
+        bot: impl IntoIterator<Item = (String, BotMembership)>,
+        knockers: impl IntoIterator<Item = Vec<u8>>,
+    ) -> Self {
+        let hasher = RandomState::new();
+        let mut knocks = HashMap::new();
+        for key in knockers {
+            let user = key.split(|&b| b == 0).next().unwrap_or_default();
+            *knocks.entry(hasher.hash_one(user)).or_default() += 1;
+        }
+        Views { bot: RwLock::new(bot.into_iter().collect()), knocks: Mutex::new(knocks), hasher }
+    }
+
+    /// The change that a put to or a removal from `tree` makes (`old`: whether the key was
+    /// there; `value`: the new value, `None` for a removal).
+    pub(super) fn change(&self, tree: T, key: &[u8], old: bool, value: Option<&[u8]>) -> Option<Change> {
+        match (tree, value) {
+            (T::BotRooms, Some(v)) => {
+                let m = serde_json::from_slice(v).ok()?;
+                Some(Change::Bot(String::from_utf8_lossy(key).into_owned(), m))
+            }
+            (T::Knockers, Some(_)) if !old => Some(Change::Knocks(self.user_hash(key), 1)),
+            (T::Knockers, None) if old => Some(Change::Knocks(self.user_hash(key), -1)),
+            _ => None,
+        }
+    }
+
+    fn user_hash(&self, knockers_key: &[u8]) -> u64 {
+        self.hasher.hash_one(knockers_key.split(|&b| b == 0).next().unwrap_or_default())
+    }
+
+    pub(super) fn apply(&self, changes: Vec<Change>) {
+        for change in changes {
+            match change {
+                Change::Bot(room, m) => {
+                    self.bot.write().insert(room, m);
+                }
+                Change::Knocks(user, delta) => {
+                    let mut knocks = self.knocks.lock();
+                    let n = knocks.entry(user).or_default();
+                    *n = n.saturating_add_signed(delta);
+                    if *n == 0 {
+                        knocks.remove(&user);
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn bot_membership(&self, room: &str) -> Option<BotMembership> {
+        self.bot.read().get(room).copied()
+    }
+
+    pub(super) fn has_knocks(&self, user: &str) -> bool {
+        self.knocks.lock().contains_key(&self.hasher.hash_one(user.as_bytes()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn knocks_are_counted_per_knocker_and_bot_memberships_kept() {
+        let v = Views::load([("!a:x".to_owned(), BotMembership::Joined)], [b"@k:x\0!a:x".to_vec()]);
+        assert!(v.has_knocks("@k:x") && !v.has_knocks("@j:x"));
+        let added = v.change(T::Knockers, b"@k:x\0!b:x", false, Some(b"")).into_iter().collect();
+        v.apply(added);
+        let removed = v.change(T::Knockers, b"@k:x\0!a:x", true, None).into_iter().collect();
+        v.apply(removed);
+        assert!(v.has_knocks("@k:x"), "one knock left");
+        // A put over an existing key, or a removal of a missing one, changes nothing.
+        assert!(v.change(T::Knockers, b"@k:x\0!b:x", true, Some(b"")).is_none());
+        assert!(v.change(T::Knockers, b"@k:x\0!c:x", false, None).is_none());
+        let removed = v.change(T::Knockers, b"@k:x\0!b:x", true, None).into_iter().collect();
+        v.apply(removed);
+        assert!(!v.has_knocks("@k:x"));
+        assert_eq!(v.bot_membership("!a:x"), Some(BotMembership::Joined));
+        let left = v.change(T::BotRooms, b"!a:x", true, Some(br#""left""#)).into_iter().collect();
+        v.apply(left);
+        assert_eq!(v.bot_membership("!a:x"), Some(BotMembership::Left));
+    }
+}
