@@ -15,7 +15,8 @@
 //! comes after the flush); ack p50/p99; knock -> invite p50/p99 and the last invite's lag
 //! after the last acknowledgement; knockwarden's CPU time; its RSS idle (after start-up,
 //! before traffic) and peak (VmHWM); and where the time before each 200 went, step by step
-//! (the means of knockwarden's own `knockwarden_transaction_phase_duration_seconds`).
+//! (the means of knockwarden's own `knockwarden_transaction_phase_duration_seconds`), with how
+//! many transactions waited for the worker because the journal held its most.
 
 #[path = "support/mix.rs"]
 mod mix;
@@ -319,9 +320,15 @@ async fn phases(client: &reqwest::Client, service: &Service) -> String {
     if value("count", "check") == 0.0 {
         return "not reported (a knockwarden before these metrics)".to_owned();
     }
-    ["check", "filter", "store", "flush"]
+    let mut out: Vec<String> = ["check", "filter", "store", "flush"]
         .iter()
         .map(|p| format!("{p} {:.0} µs", value("sum", p) / value("count", p).max(1.0) * 1e6))
-        .collect::<Vec<_>>()
-        .join(", ")
+        .collect();
+    // Transactions that waited for the worker (the journal held its most), and how long.
+    let waits = value("count", "wait");
+    out.push(format!(
+        "waited for the worker in {waits:.0} transactions ({:.0} µs each)",
+        value("sum", "wait") / waits.max(1.0) * 1e6
+    ));
+    out.join(", ")
 }

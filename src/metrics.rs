@@ -53,6 +53,9 @@ pub enum Phase {
     /// Splitting the body into its events, reading each one's routing fields, and choosing
     /// the events needed.
     Filter,
+    /// Waiting for the worker while the journal holds its most (see
+    /// [`crate::storage::BACKLOG_EVENTS`]).
+    Wait,
     /// Appending them to the journal.
     Store,
     /// Making them durable (the journal's `fdatasync`, shared by every transaction waiting).
@@ -65,6 +68,7 @@ impl Phase {
         match self {
             Phase::Check => "check",
             Phase::Filter => "filter",
+            Phase::Wait => "wait",
             Phase::Store => "store",
             Phase::Flush => "flush",
         }

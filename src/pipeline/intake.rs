@@ -238,6 +238,12 @@ async fn store_events(
     if kept.is_empty() {
         return Ok(taken);
     }
+    // While the worker is a backlog's length behind, the homeserver waits for its 200.
+    if shared.store.journal_pending_events() >= crate::storage::BACKLOG_EVENTS {
+        let started = Instant::now();
+        shared.store.journal_room().await;
+        metrics.phase(Phase::Wait, started);
+    }
     let started = Instant::now();
     let seq = shared.store.journal_append(origin, body_hash, kept, knockers, bot)?;
     metrics.phase(Phase::Store, started);

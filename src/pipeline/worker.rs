@@ -395,7 +395,7 @@ fn handle(shared: &Shared, entry: &InboxEvent) -> Result<Handled, StoreError> {
                 return Ok(Handled::Ops(ops));
             };
             // Who is joined where, for policies' `member_of`.
-            ops.extend(Store::set_member(room, user, head.membership.as_deref() == Some("join")));
+            ops.extend(store.member_change(room, user, head.membership.as_deref() == Some("join"))?);
             match head.membership.as_deref() {
                 Some("knock") => match knocks::on_knock(shared, entry, &head, user)? {
                     Knocked::Ops(more) => ops.extend(more),

@@ -74,6 +74,17 @@ impl Store {
         }
     }
 
+    /// Ops that record a membership event of `user` in `room`: joined, or not (then only if
+    /// the store had them joined: most such events are knocks, of users who were not, and
+    /// removing what is not there costs sled as much as a write).
+    pub fn member_change(&self, room: &str, user: &str, joined: bool) -> Result<Vec<Op>, StoreError> {
+        if joined || self.contains(T::Members, &pair_key(room, user))? {
+            Ok(Store::set_member(room, user, joined))
+        } else {
+            Ok(vec![])
+        }
+    }
+
     /// Rooms (of those the bot is in) that `user` is joined to.
     pub fn rooms_of(&self, user: &str) -> Result<Vec<String>, StoreError> {
         Ok(self

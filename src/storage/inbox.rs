@@ -173,7 +173,7 @@ impl Store {
         let received_ms = now_ms();
         let seq = self
             .journal
-            .append(knockers.clone(), |seq| {
+            .append(events.len(), knockers.clone(), |seq| {
                 let record = JournalRecord {
                     seq,
                     received_ms,
@@ -188,6 +188,17 @@ impl Store {
             .map_err(|e| self.mark_failed(e))?;
         self.views.apply(changes);
         Ok(seq)
+    }
+
+    /// Returns once the journal has room: fewer than [`super::journal::BACKLOG_EVENTS`] events
+    /// wait for the worker (the intake waits, and so does the homeserver, while it has not).
+    pub async fn journal_room(&self) {
+        self.journal.wait_for_room().await
+    }
+
+    /// Events in the journal that the worker has not handled yet.
+    pub fn journal_pending_events(&self) -> usize {
+        self.journal.pending_events()
     }
 
     /// Makes the journal durable up to record `seq`, with every record appended before it

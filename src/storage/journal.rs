@@ -46,6 +46,14 @@ const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 /// A record's header: the payload's length and CRC-32, each a u32 LE.
 const HEADER: usize = 8;
 
+/// Events the journal holds for the worker at most before the intake waits for it
+/// ([`Journal::wait_for_room`]): about a second of the worker's work on the benchmark's machine
+/// (docs/BENCHMARKS.md). A wave of spam up to this size is taken in at the disk's speed;
+/// beyond it, the homeserver waits for each 200 (it sends one transaction at a time and keeps
+/// the rest), so the decisions keep up with what is acknowledged and the backlog never grows
+/// past it.
+pub const BACKLOG_EVENTS: usize = 10_000;
+
 /// Transactions remembered for replay detection ([`Journal::is_replay`]). The homeserver
 /// resends only the transaction in flight, and one not recognised is harmless (its events
 /// are taken in once, by event ID): a few are enough.
@@ -81,6 +89,7 @@ struct RecordHead {
     knockers: Vec<String>,
     #[serde(default)]
     bot: Vec<(String, BotMembership)>,
+    events: Vec<serde::de::IgnoredAny>,
 }
 
 /// How far the worker got: the next record to handle, and how many of its events are
@@ -130,33 +139,36 @@ pub(super) struct Journal {
     /// The first seq of each segment, oldest first; the last is the tail's.
     segments: Mutex<VecDeque<u64>>,
     cursor: Mutex<Option<Cursor>>,
-    /// The knockers of records not handled yet, by seq (see [`Journal::is_knocker`]).
-    knockers: Mutex<Knockers>,
+    /// The records not handled yet: their events and knockers (see [`Journal::is_knocker`]).
+    pending: Mutex<Pending>,
+    /// Woken when the worker has handled records (see [`Journal::wait_for_room`]).
+    room: tokio::sync::Notify,
     /// The transactions last taken in: txnId and body hash.
     recent: Mutex<VecDeque<(String, [u8; 32])>>,
 }
 
 #[derive(Default)]
-struct Knockers {
-    by_seq: VecDeque<(u64, Vec<String>)>,
+struct Pending {
+    /// Each record's seq, number of events and knockers.
+    by_seq: VecDeque<(u64, usize, Vec<String>)>,
     users: HashMap<String, u32>,
+    events: usize,
 }
 
-impl Knockers {
-    fn add(&mut self, seq: u64, users: Vec<String>) {
-        if users.is_empty() {
-            return;
-        }
+impl Pending {
+    fn add(&mut self, seq: u64, events: usize, users: Vec<String>) {
         for u in &users {
             *self.users.entry(u.clone()).or_default() += 1;
         }
-        self.by_seq.push_back((seq, users));
+        self.events += events;
+        self.by_seq.push_back((seq, events, users));
     }
 
     /// The records below `seq` are handled.
     fn release_below(&mut self, seq: u64) {
-        while self.by_seq.front().is_some_and(|(s, _)| *s < seq) {
-            let (_, users) = self.by_seq.pop_front().expect("just looked");
+        while self.by_seq.front().is_some_and(|(s, _, _)| *s < seq) {
+            let (_, events, users) = self.by_seq.pop_front().expect("just looked");
+            self.events -= events;
             for u in users {
                 if let std::collections::hash_map::Entry::Occupied(mut n) = self.users.entry(u) {
                     *n.get_mut() -= 1;
@@ -271,7 +283,7 @@ impl Journal {
             let gone = segments.pop_front().expect("two at least");
             std::fs::remove_file(segment_path(dir, gone)).map_err(|e| journal_error("cannot delete a segment", e))?;
         }
-        let mut knockers = Knockers::default();
+        let mut pending = Pending::default();
         let mut bot = Vec::new();
         let mut recent = VecDeque::new();
         let mut next = handled.seq;
@@ -309,7 +321,7 @@ impl Journal {
                     )));
                 }
                 if head.seq >= handled.seq {
-                    knockers.add(head.seq, head.knockers);
+                    pending.add(head.seq, head.events.len(), head.knockers);
                     bot.extend(head.bot);
                     if let (Origin::Push { txn_id }, Some(hash)) = (head.origin, head.body_hash.as_deref())
                         && let Some(hash) = parse_hash(hash)
@@ -360,7 +372,8 @@ impl Journal {
             handled: Mutex::new(handled),
             segments: Mutex::new(segments),
             cursor: Mutex::new(None),
-            knockers: Mutex::new(knockers),
+            pending: Mutex::new(pending),
+            room: tokio::sync::Notify::new(),
             recent: Mutex::new(recent),
         };
         Ok(Opened { journal, bot })
@@ -368,7 +381,12 @@ impl Journal {
 
     /// Appends a record: `build` gets its seq and returns its payload. Not durable until
     /// [`Journal::sync`].
-    pub(super) fn append(&self, knockers: Vec<String>, build: impl FnOnce(u64) -> Vec<u8>) -> Result<u64, StoreError> {
+    pub(super) fn append(
+        &self,
+        events: usize,
+        knockers: Vec<String>,
+        build: impl FnOnce(u64) -> Vec<u8>,
+    ) -> Result<u64, StoreError> {
         let mut tail = self.tail.lock();
         let seq = self.written.load(SeqCst);
         let framed = frame(&build(seq));
@@ -380,7 +398,7 @@ impl Journal {
         tail.file.write_all_at(&framed, tail.len).map_err(|e| journal_error("cannot append to the journal", e))?;
         tail.len += framed.len() as u64;
         // Known before the record can be read, so the worker cannot release it first.
-        self.knockers.lock().add(seq, knockers);
+        self.pending.lock().add(seq, events, knockers);
         self.written.store(seq + 1, SeqCst);
         Ok(seq)
     }
@@ -489,7 +507,8 @@ impl Journal {
         make_durable: impl FnOnce() -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         *self.handled.lock() = upto;
-        self.knockers.lock().release_below(upto.seq);
+        self.pending.lock().release_below(upto.seq);
+        self.room.notify_waiters();
         let finished: Vec<u64> = {
             let segments = self.segments.lock();
             segments
@@ -524,7 +543,26 @@ impl Journal {
 
     /// Whether `user` knocks in a record not handled yet.
     pub(super) fn is_knocker(&self, user: &str) -> bool {
-        self.knockers.lock().users.contains_key(user)
+        self.pending.lock().users.contains_key(user)
+    }
+
+    /// Returns once the journal holds fewer than [`BACKLOG_EVENTS`] events not handled yet.
+    pub(super) async fn wait_for_room(&self) {
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            // Registered before the look, so a wake-up in between is not missed.
+            room.as_mut().enable();
+            if self.pending.lock().events < BACKLOG_EVENTS {
+                return;
+            }
+            room.await;
+        }
+    }
+
+    /// Events in records not handled yet.
+    pub(super) fn pending_events(&self) -> usize {
+        self.pending.lock().events
     }
 
     /// Whether this exact transaction was taken in lately.
@@ -571,7 +609,7 @@ mod tests {
     use super::*;
 
     fn append(j: &Journal, n: usize, knocker: &str) -> u64 {
-        j.append(vec![knocker.to_owned()], |seq| {
+        j.append(1, vec![knocker.to_owned()], |seq| {
             let record = JournalRecord {
                 seq,
                 received_ms: 1,

@@ -513,3 +513,51 @@ async fn a_knock_taken_in_before_a_restart_is_checked_with_the_homeserver_before
     assert!(app.posts("invite").is_empty(), "not invited twice");
     assert_eq!(app.store.audit_all().unwrap()[0].outcome, Outcome::Done);
 }
+
+/// The worker cannot go on (the policy's alias cannot be resolved while the homeserver is
+/// down) and the journal holds its most: the next transaction's 200 waits until the worker has
+/// made room, so the backlog never grows past `BACKLOG_EVENTS`.
+#[tokio::test]
+async fn the_homeserver_waits_while_the_worker_is_a_backlog_behind() {
+    let hs = FakeHomeserver::start().await;
+    hs.set_alias("#support:test.local", "!r:test.local");
+    hs.go_down().await;
+    let policy = "rooms: [\"#support:test.local\"]\nrules:\n  - { name: all, action: accept }\n";
+    let app = app_with(policy, AppOptions::default(), hs.clone()).await;
+    let joined = member_event("$j", ROOM, BOT, BOT, "join");
+    let knock = knock_event("$k", ROOM, "@a:test.local", Some("hi"));
+    assert_eq!(app.put_txn("0", &json!({"events": [joined, knock]})).await.status(), 200);
+    // Members joining the managed room: kept, and cheap to handle.
+    let per_txn = 100;
+    let txns = knockwarden::storage::BACKLOG_EVENTS / per_txn;
+    for t in 0..txns {
+        let events: Vec<Value> = (0..per_txn)
+            .map(|i| {
+                let user = format!("@m{t}x{i}:test.local");
+                member_event(&format!("$m{t}x{i}"), ROOM, &user, &user, "join")
+            })
+            .collect();
+        assert_eq!(app.put_txn(&format!("{}", t + 1), &json!({"events": events})).await.status(), 200);
+    }
+    assert!(app.store.journal_pending_events() >= knockwarden::storage::BACKLOG_EVENTS);
+    let last = json!({"events": [member_event("$last", ROOM, "@z:test.local", "@z:test.local", "join")]});
+    let (address, token) = (app.address.clone(), app.hs_token.clone());
+    let waiting = tokio::spawn(async move {
+        reqwest::Client::new()
+            .put(format!("{address}/_matrix/app/v1/transactions/last"))
+            .bearer_auth(token)
+            .json(&last)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "answered while the journal was full");
+    assert!(app.store.journal_pending_events() < knockwarden::storage::BACKLOG_EVENTS + per_txn);
+    // The homeserver comes back: the alias resolves, the worker drains, the 200 comes.
+    let _back = hs.come_back().await;
+    assert_eq!(waiting.await.unwrap(), 200);
+    eventually("everything handled", || app.store.inbox_len() == 0).await;
+    assert!(app.store.was_seen("$last").unwrap());
+}
