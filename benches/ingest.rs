@@ -1,7 +1,8 @@
 //! Ingestion: Synapse-shaped transactions pushed as fast as knockwarden acknowledges them.
 //!
 //! Run with `cargo bench --bench ingest` (100 and 10,000 rules), or
-//! `cargo bench --bench ingest -- RULES [SECONDS]`. The real `knockwarden serve` binary runs as
+//! `cargo bench --bench ingest -- RULES [SECONDS [EVENTS_PER_S]]` (with a rate: transactions
+//! sent at that pace, still one in flight, to see the ack times below capacity). The real `knockwarden serve` binary runs as
 //! a child process on a temporary database (so its memory and CPU are its own), against the
 //! test suite's fake homeserver in this process. The sender plays Synapse: one transaction in
 //! flight, each of 100 events of about 470 bytes (fixed seed, unique event IDs): 10 % knocks
@@ -38,6 +39,8 @@ const EVENTS_PER_TXN: usize = 100;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let seconds = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5);
+    // Events per second offered (a transaction every 100 of them); none: as fast as acknowledged.
+    let pace: Option<u64> = args.get(2).and_then(|s| s.parse().ok());
     let rules: Vec<usize> = match args.first().and_then(|a| a.parse().ok()) {
         Some(n) => vec![n],
         None => vec![100, 10_000],
@@ -45,7 +48,7 @@ fn main() {
     disk_floor();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     for n in rules {
-        rt.block_on(run(n, seconds));
+        rt.block_on(run(n, seconds, pace));
     }
 }
 
@@ -218,7 +221,7 @@ async fn put(client: &reqwest::Client, s: &Service, txn: u64, body: String) {
     assert_eq!(res.status(), 200);
 }
 
-async fn run(rules: usize, seconds: u64) {
+async fn run(rules: usize, seconds: u64, pace: Option<u64>) {
     let hs = FakeHomeserver::start().await;
     let client = reqwest::Client::new();
     let (service, ready) = start(&hs, rules, &client).await;
@@ -247,7 +250,11 @@ async fn run(rules: usize, seconds: u64) {
     let (mut i, mut txn, mut bytes) = (0usize, 0u64, 0usize);
     let mut last = String::new();
     let begin = Instant::now();
+    let every = pace.map(|rate| Duration::from_secs_f64(EVENTS_PER_TXN as f64 / rate.max(1) as f64));
     while begin.elapsed() < Duration::from_secs(seconds) {
+        if let Some(every) = every {
+            tokio::time::sleep_until((begin + every * txn as u32).into()).await;
+        }
         let mut body = String::with_capacity(EVENTS_PER_TXN * 600);
         body.push_str(r#"{"events":["#);
         let mut knockers = Vec::new();
