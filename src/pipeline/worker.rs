@@ -206,6 +206,7 @@ fn drain_record(
     tally: &mut Tally,
 ) -> Result<Option<usize>, StoreError> {
     let store = &shared.store;
+    let mark = store.staged_mark();
     if from == 0 {
         // As the intake saw them: the transaction, and the bot's own membership changes.
         let mut ops = Store::txn_ops(record);
@@ -230,6 +231,11 @@ fn drain_record(
             One::Handled => ids.push(id),
         }
         tally.handled += 1;
+    }
+    if blocked == Some(from) {
+        // Nothing of the record is handled: it is begun again later, as if not begun now.
+        store.unstage_to(mark);
+        return Ok(blocked);
     }
     let stored = ids.len() as u64;
     let mut ops: Vec<Op> = [("events_stored", stored), ("events_duplicate", duplicates)]
