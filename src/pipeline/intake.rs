@@ -232,10 +232,14 @@ async fn store_events(
     let Selected { kept, knockers, bot, dropped, malformed } = selected;
     let metrics = &shared.metrics;
     let taken = Taken { kept: kept.len(), dropped, malformed };
-    shared.store.count_dropped(dropped, malformed);
-    Metrics::add(&metrics.events, "dropped", dropped);
-    Metrics::add(&metrics.events, "malformed", malformed);
+    // Counted once the transaction is taken: one refused is sent again, and counted then.
+    let count = || {
+        shared.store.count_dropped(dropped, malformed);
+        Metrics::add(&metrics.events, "dropped", dropped);
+        Metrics::add(&metrics.events, "malformed", malformed);
+    };
     if kept.is_empty() {
+        count();
         return Ok(taken);
     }
     // While the worker is a backlog's length behind, the homeserver waits for its 200.
@@ -250,6 +254,7 @@ async fn store_events(
     let started = Instant::now();
     shared.store.journal_sync(seq).await?;
     metrics.phase(Phase::Flush, started);
+    count();
     // The worker reads only what is durable.
     shared.inbox_ready.notify_one();
     Ok(taken)
