@@ -299,3 +299,105 @@ async fn tokens_never_appear_in_the_logs() {
     assert!(!log.contains(&reg.hs_token), "the hs_token is in the logs");
     assert!(!log.contains(&reg.as_token), "the as_token is in the logs");
 }
+
+/// Killed (SIGKILL) again and again while transactions stream in, sometimes with one in
+/// flight, and restarted each time, with what was not acknowledged sent again as Synapse
+/// does: every knock is invited, exactly once.
+#[tokio::test]
+async fn killed_again_and_again_under_load_every_knock_is_invited_exactly_once() {
+    const ROOM: &str = "!r:test.local";
+    let hs = FakeHomeserver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (config, port) = binary_config(dir.path(), &hs.url());
+    std::fs::write(
+        dir.path().join("policies/p.yaml"),
+        format!("rooms: [\"{ROOM}\"]\nrules:\n  - {{ name: all, action: accept }}\n"),
+    )
+    .unwrap();
+    let reg = knockwarden::registration::AppRegistration::load(
+        &dir.path().join("registration.yaml"),
+        ruma::server_name!("test.local"),
+    )
+    .unwrap();
+    let client = reqwest::Client::new();
+    let url = |txn: usize| format!("http://127.0.0.1:{port}/_matrix/app/v1/transactions/{txn}");
+    let (txns, per_txn) = (40, 10);
+    let body = |t: usize| {
+        let events: Vec<_> = (0..per_txn)
+            .map(|i| knock_event(&format!("$k{t}x{i}"), ROOM, &format!("@u{t}x{i}:test.local"), Some("hi")))
+            .collect();
+        json!({"events": events})
+    };
+    for t in 0..txns {
+        for i in 0..per_txn {
+            hs.set_knocking(ROOM, &format!("@u{t}x{i}:test.local"), &format!("$k{t}x{i}"));
+        }
+    }
+    let mut kw = Running::start(&config, port);
+    kw.wait_healthy().await;
+    let (mut t, mut kills, mut resending) = (0, 0, false);
+    while t < txns {
+        let put = client.put(url(t)).bearer_auth(&reg.hs_token).json(&body(t)).send();
+        if t % 8 == 5 && !resending {
+            // Killed with this transaction in flight, or just after its 200, or while the
+            // worker and the runner are busy with the ones before.
+            let sending = tokio::spawn(put);
+            tokio::time::sleep(Duration::from_millis((t as u64 * 7) % 5)).await;
+            kw.signal("-KILL");
+            kw.wait_exit();
+            kills += 1;
+            let acked = matches!(sending.await.unwrap(), Ok(res) if res.status() == 200);
+            kw = Running::start(&config, port);
+            kw.wait_healthy().await;
+            if !acked {
+                // Not acknowledged: sent again, same txnId, same body.
+                resending = true;
+                continue;
+            }
+        } else {
+            assert_eq!(put.await.unwrap().status(), 200);
+        }
+        (t, resending) = (t + 1, false);
+    }
+    assert_eq!(kills, 5);
+    let everyone = txns * per_txn;
+    let invited_once = || {
+        let mut counts = std::collections::HashMap::new();
+        for r in hs.requests_to("POST", "/invite") {
+            *counts.entry(r.body["user_id"].as_str().unwrap().to_owned()).or_insert(0) += 1;
+        }
+        counts
+    };
+    for _ in 0..1200 {
+        if invited_once().len() == everyone {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Killed once more, then everything sent again (as after Synapse's own restart, whose
+    // transaction IDs start again): all of it is known, nothing is done again.
+    kw.signal("-KILL");
+    kw.wait_exit();
+    let mut kw = Running::start(&config, port);
+    kw.wait_healthy().await;
+    for t in 0..txns {
+        let res = client.put(url(t)).bearer_auth(&reg.hs_token).json(&body(t)).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    for _ in 0..1200 {
+        let health: serde_json::Value =
+            client.get(format!("http://127.0.0.1:{port}/health")).send().await.unwrap().json().await.unwrap();
+        if health["inbox"] == 0 && health["outbox"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A moment more for anything done twice to show.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let counts = invited_once();
+    assert_eq!(counts.len(), everyone, "every knock invited");
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "{} invited more than once, e.g. {:?}", twice.len(), &twice[..twice.len().min(3)]);
+    kw.signal("-TERM");
+    assert_eq!(kw.wait_exit().code(), Some(0));
+}
