@@ -73,6 +73,10 @@ impl Op {
     pub fn del(tree: T, key: impl Into<Vec<u8>>) -> Op {
         Op::Del { tree, key: key.into() }
     }
+    /// Ops that add to counters, leaving out those that add nothing.
+    pub fn adds<'a>(counts: impl IntoIterator<Item = (&'a str, u64)>) -> Vec<Op> {
+        counts.into_iter().filter(|(_, by)| *by > 0).map(|(c, by)| Op::Add { counter: c.into(), by }).collect()
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -283,14 +287,10 @@ impl Store {
         drop(close);
         let r = result?;
         if let Some(staged) = staged {
-            let mut ops = staged.into_ops();
+            let ops = staged.into_ops();
             if !ops.is_empty() {
                 // The intake's counts of events it dropped go with every batch.
-                let _counting = self.unwritten.moving.write();
-                let (dropped, malformed) = self.unwritten_counts();
-                ops.extend(inbox::count_ops(dropped, malformed));
-                self.commit_now(&ops)?;
-                self.unwritten.written(dropped, malformed);
+                self.commit_with_unwritten_counts(ops)?;
             }
         }
         Ok(r)

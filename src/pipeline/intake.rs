@@ -64,7 +64,7 @@ impl Interests for View<'_> {
         matches!(m, Some(BotMembership::Joined | BotMembership::Invited))
     }
     fn is_knocker(&self, user: &str) -> bool {
-        self.knockers.contains(user) || self.shared.store.is_knocker(user).unwrap_or(true)
+        self.knockers.contains(user) || self.shared.store.is_knocker(user)
     }
     fn is_list_room(&self, room: &RoomId) -> bool {
         self.shared.lists.is_list_room(room.as_str())
@@ -243,9 +243,8 @@ async fn store_events(
         return Ok(taken);
     }
     // While the worker is a backlog's length behind, the homeserver waits for its 200.
-    if shared.store.journal_pending_events() >= crate::storage::BACKLOG_EVENTS {
-        let started = Instant::now();
-        shared.store.journal_room().await;
+    let started = Instant::now();
+    if shared.store.journal_room().await {
         metrics.phase(Phase::Wait, started);
     }
     let started = Instant::now();

@@ -27,9 +27,7 @@ use crate::{
     events::EventHead,
     notices::Msg,
     room_state,
-    storage::{
-        Action, Checkpoint, FailedItem, InboxEvent, InboxItem, InboxRecord, JournalRecord, Op, Store, StoreError,
-    },
+    storage::{Action, Checkpoint, FailedItem, InboxEvent, InboxItem, JournalRecord, Op, Origin, Store, StoreError},
     supervise::panic_message,
 };
 
@@ -178,7 +176,8 @@ fn drain_inbox(shared: &Shared, max: usize, tally: &mut Tally) -> Result<Drained
             return Ok(Drained::Empty);
         };
         for (index, raw) in entry.record.events.iter().enumerate() {
-            let Some(event) = read_event(&entry.record, Some(entry.seq), raw) else { continue };
+            let r = &entry.record;
+            let Some(event) = read_event(r.received_ms, &r.origin, Some(entry.seq), raw) else { continue };
             match drain_one(shared, &event, None)? {
                 One::Queued => tally.queued = true,
                 One::Handled | One::Duplicate => {}
@@ -213,10 +212,9 @@ fn drain_record(
         ops.extend(record.bot.iter().map(|(room, m)| Store::put_bot_membership(room, *m)));
         store.commit(&ops)?;
     }
-    let inbox = InboxRecord { received_ms: record.received_ms, origin: record.origin.clone(), events: vec![] };
     let (mut ids, mut duplicates, mut blocked) = (Vec::new(), 0u64, None);
     for (index, raw) in record.events.iter().enumerate().skip(from) {
-        let Some(event) = read_event(&inbox, None, raw) else { continue };
+        let Some(event) = read_event(record.received_ms, &record.origin, None, raw) else { continue };
         let id = event.item.event.get("event_id").and_then(Value::as_str).unwrap_or_default().to_owned();
         match drain_one(shared, &event, Some((&id, record.seq)))? {
             One::Duplicate => duplicates += 1,
@@ -238,11 +236,7 @@ fn drain_record(
         return Ok(blocked);
     }
     let stored = ids.len() as u64;
-    let mut ops: Vec<Op> = [("events_stored", stored), ("events_duplicate", duplicates)]
-        .into_iter()
-        .filter(|(_, n)| *n > 0)
-        .map(|(c, by)| Op::Add { counter: c.into(), by })
-        .collect();
+    let mut ops = Op::adds([("events_stored", stored), ("events_duplicate", duplicates)]);
     if !ids.is_empty() {
         ops.push(Store::seen_times_op(record.received_ms, record.seq, from, &ids));
     }
@@ -254,14 +248,16 @@ fn drain_record(
 
 /// One event of an inbox entry or journal record, read; `None` (with a warning) if it cannot
 /// be read (intake reads every event before keeping it, so only a damaged database has one).
-fn read_event(record: &InboxRecord, inbox_entry: Option<u64>, raw: &serde_json::value::RawValue) -> Option<InboxEvent> {
+fn read_event(
+    received_ms: u64,
+    origin: &Origin,
+    inbox_entry: Option<u64>,
+    raw: &serde_json::value::RawValue,
+) -> Option<InboxEvent> {
     match serde_json::from_str(raw.get()) {
-        Ok(event) => {
-            let item = InboxItem { received_ms: record.received_ms, origin: record.origin.clone(), event };
-            Some(InboxEvent { inbox_entry, item })
-        }
+        Ok(event) => Some(InboxEvent { inbox_entry, item: InboxItem { received_ms, origin: origin.clone(), event } }),
         Err(e) => {
-            tracing::warn!(origin = ?record.origin, error = %e, "an inbox event cannot be read; dropping it");
+            tracing::warn!(?origin, error = %e, "an inbox event cannot be read; dropping it");
             None
         }
     }

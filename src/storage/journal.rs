@@ -229,7 +229,10 @@ enum Read {
     Damaged(String),
 }
 
-fn read_at(file: &File, offset: u64) -> io::Result<Read> {
+/// What is at `offset` of a segment. `size`: the segment's size, when what it holds is not
+/// known to be whole (when the journal opens), so that a damaged length allocates nothing
+/// past it; `None` for records this process wrote or read whole before.
+fn read_at(file: &File, offset: u64, size: Option<u64>) -> io::Result<Read> {
     let mut header = [0u8; HEADER];
     let got = read_up_to(file, &mut header, offset)?;
     if got == 0 {
@@ -240,8 +243,7 @@ fn read_at(file: &File, offset: u64) -> io::Result<Read> {
     }
     let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
     let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
-    // A damaged length must not allocate what the file does not hold.
-    let left = file.metadata()?.len().saturating_sub(offset + HEADER as u64);
+    let left = size.map(|s| s.saturating_sub(offset + HEADER as u64)).unwrap_or(u64::MAX);
     if len as u64 > left {
         return Ok(Read::Damaged(format!("a record cut short at byte {offset} ({left} of {len} bytes)")));
     }
@@ -297,10 +299,13 @@ impl Journal {
                 .write(last)
                 .open(&path)
                 .map_err(|e| journal_error("cannot open a segment", e))?;
+            let size = file.metadata().map_err(|e| journal_error("cannot open a segment", e))?.len();
             let mut offset = 0u64;
             let mut expected = first;
             loop {
-                let payload = match read_at(&file, offset).map_err(|e| journal_error("cannot read a segment", e))? {
+                let payload = match read_at(&file, offset, Some(size))
+                    .map_err(|e| journal_error("cannot read a segment", e))?
+                {
                     Read::Record(p) => p,
                     Read::End => break,
                     Read::Damaged(why) if last => {
@@ -455,20 +460,21 @@ impl Journal {
         }
         let c = cursor.as_mut().expect("just set");
         loop {
-            let payload = match read_at(&c.file, c.offset).map_err(|e| journal_error("cannot read the journal", e))? {
-                Read::Record(p) => p,
-                Read::End => {
-                    let next = self.segments.lock().iter().copied().find(|&s| s > c.segment);
-                    match next {
-                        Some(next) => {
-                            *c = self.open_cursor(next)?;
-                            continue;
+            let payload =
+                match read_at(&c.file, c.offset, None).map_err(|e| journal_error("cannot read the journal", e))? {
+                    Read::Record(p) => p,
+                    Read::End => {
+                        let next = self.segments.lock().iter().copied().find(|&s| s > c.segment);
+                        match next {
+                            Some(next) => {
+                                *c = self.open_cursor(next)?;
+                                continue;
+                            }
+                            None => return Ok(None),
                         }
-                        None => return Ok(None),
                     }
-                }
-                Read::Damaged(why) => return Err(corrupt(format!("segment {}: {why}", c.segment))),
-            };
+                    Read::Damaged(why) => return Err(corrupt(format!("segment {}: {why}", c.segment))),
+                };
             c.offset += (HEADER + payload.len()) as u64;
             c.seq += 1;
             let record: JournalRecord = serde_json::from_slice(&payload)
@@ -546,17 +552,20 @@ impl Journal {
         self.pending.lock().users.contains_key(user)
     }
 
-    /// Returns once the journal holds fewer than [`BACKLOG_EVENTS`] events not handled yet.
-    pub(super) async fn wait_for_room(&self) {
+    /// Returns once the journal holds fewer than [`BACKLOG_EVENTS`] events not handled yet;
+    /// whether it had to wait for that.
+    pub(super) async fn wait_for_room(&self) -> bool {
+        let mut waited = false;
         loop {
             let room = self.room.notified();
             tokio::pin!(room);
             // Registered before the look, so a wake-up in between is not missed.
             room.as_mut().enable();
             if self.pending.lock().events < BACKLOG_EVENTS {
-                return;
+                return waited;
             }
             room.await;
+            waited = true;
         }
     }
 
@@ -575,8 +584,9 @@ impl Journal {
         remember(&mut self.recent.lock(), txn_id.to_owned(), hash);
     }
 
-    /// The segments on disk, by first seq (for tests and admins).
-    pub(super) fn segments(&self) -> Vec<u64> {
+    /// The segments on disk, by first seq.
+    #[cfg(test)]
+    fn segments(&self) -> Vec<u64> {
         self.segments.lock().iter().copied().collect()
     }
 }
@@ -690,7 +700,7 @@ mod tests {
         let file = File::options().read(true).write(true).open(&path).unwrap();
         let end = file.metadata().unwrap().len();
         file.write_all_at(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0], end).unwrap();
-        match read_at(&file, end).unwrap() {
+        match read_at(&file, end, Some(file.metadata().unwrap().len())).unwrap() {
             Read::Damaged(why) => assert!(why.contains("cut short"), "{why}"),
             _ => panic!("not read as damaged"),
         }

@@ -144,8 +144,8 @@ impl Store {
 
     /// Whether `user_id` is knocking anywhere we know of: a knock on record, or one in the
     /// journal not handled yet (from memory, see [`super::views`]).
-    pub fn is_knocker(&self, user_id: &str) -> Result<bool, StoreError> {
-        Ok(self.journal.is_knocker(user_id) || self.views.has_knocks(user_id))
+    pub fn is_knocker(&self, user_id: &str) -> bool {
+        self.journal.is_knocker(user_id) || self.views.has_knocks(user_id)
     }
 
     /// The bot's membership in a room as last pushed, counting the events in the journal not
