@@ -128,10 +128,12 @@ pub struct PolicySet {
     rooms: HashMap<String, usize>,
     wildcard: Option<usize>,
     hash: String,
-    /// What [`PolicySet::aliases`] and [`PolicySet::windows`] answer, worked out once (each
-    /// knock asks; with 10,000 rules, collecting them took a tenth of the worker's time).
+    /// What [`PolicySet::aliases`], [`PolicySet::windows`] and [`PolicySet::member_of_rooms`]
+    /// answer, worked out once (each knock asks; with 10,000 rules, collecting them took a
+    /// tenth of the worker's time).
     aliases: Vec<String>,
     windows: Vec<Duration>,
+    member_of: Vec<String>,
 }
 
 /// What a file check found: one line per good file.
@@ -226,7 +228,10 @@ impl PolicySet {
     ) -> Self {
         let aliases = aliases_of(&rooms, &policies);
         let windows = windows_of(&policies);
-        PolicySet { policies, rooms, wildcard, hash, aliases, windows }
+        let mut member_of: Vec<String> = policies.iter().flat_map(|p| p.member_of_rooms()).collect();
+        member_of.sort();
+        member_of.dedup();
+        PolicySet { policies, rooms, wildcard, hash, aliases, windows, member_of }
     }
 
     /// An empty set: no room is governed.
@@ -289,6 +294,12 @@ impl PolicySet {
     /// Every time window a knock counter needs, across policies (deduplicated, sorted).
     pub fn windows(&self) -> &[Duration] {
         &self.windows
+    }
+
+    /// The rooms (IDs or aliases, as written) that `member_of` conditions of any policy name,
+    /// deduplicated, sorted: the only memberships a decision can ask about.
+    pub fn member_of_rooms(&self) -> &[String] {
+        &self.member_of
     }
 
     /// One summary per policy, in file order.

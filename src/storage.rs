@@ -194,7 +194,7 @@ impl Store {
         let opened = journal::Journal::open(&path.join("journal"), checkpoint)?;
         let views = views::Views::load(
             load_bot_rooms(&trees[T::BotRooms as usize])?.into_iter().chain(opened.bot),
-            trees[T::Knockers as usize].iter().keys().map(|k| k.map(|k| k.to_vec())).collect::<Result<Vec<_>, _>>()?,
+            trees[T::Knocks as usize].iter().keys().map(|k| k.map(|k| k.to_vec())).collect::<Result<Vec<_>, _>>()?,
         );
         let store = Self {
             db,
@@ -215,8 +215,10 @@ impl Store {
     /// Brings a database written by an earlier version up to [`FORMAT`], once, and records
     /// the format, so no later start scans anything for it. Format 1 (before formats were
     /// recorded) lacks the indexes of review items by notice and by knocker, and of seen
-    /// events and transactions by time: they are built. Records themselves are read
-    /// compatibly (old free-text resolutions, string IDs, actions without a knock event).
+    /// events and transactions by time: they are built. Formats before 3 kept knocks by user
+    /// and memberships by user, which nothing reads now: those trees are dropped. Records
+    /// themselves are read compatibly (old free-text resolutions, string IDs, actions without
+    /// a knock event).
     fn upgrade(&self) -> Result<(), StoreError> {
         let found = format_of(self.tree(T::Meta))?;
         if found >= FORMAT {
@@ -229,6 +231,9 @@ impl Store {
             }
             self.index_reviews()?;
             self.index_times()?;
+        }
+        for dropped in DROPPED_TREES {
+            self.db.drop_tree(dropped)?;
         }
         self.tree(T::Meta).insert(FORMAT_KEY, FORMAT.to_string().as_bytes())?;
         self.flush_blocking()
@@ -634,8 +639,12 @@ impl Store {
 }
 
 /// The database format this version writes (and the newest it reads). 1: before formats were
-/// recorded; 2: the review and time indexes, the failed list, typed resolutions.
-pub const FORMAT: u32 = 2;
+/// recorded; 2: the review and time indexes, the failed list, typed resolutions; 3: no index
+/// of knocks by user or of memberships by user (an older version would read them stale).
+pub const FORMAT: u32 = 3;
+
+/// Trees earlier formats kept and this one drops when it upgrades the database.
+const DROPPED_TREES: [&str; 2] = ["knockers", "memberships"];
 
 /// Meta key of the database format.
 const FORMAT_KEY: &str = "format";

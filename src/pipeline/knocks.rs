@@ -112,11 +112,13 @@ pub struct Context {
     pub label: String,
     pub room_counts: Vec<(std::time::Duration, u64)>,
     pub user_counts: Vec<(std::time::Duration, u64)>,
+    /// Of the rooms the policies' `member_of` conditions name, those the knocker is in (as
+    /// the policies name them).
     pub member_of: Vec<String>,
 }
 
 impl Context {
-    /// Knock counters and the knocker's rooms. `aliases` are the room's known aliases (the
+    /// Knock counters and the knocker's memberships. `aliases` are the room's known aliases (the
     /// first names it). With `one_more`, the counters count one more knock: the one being
     /// decided, not recorded yet.
     pub fn gather(
@@ -137,9 +139,19 @@ impl Context {
             room_counts.push((*w, store.room_knocks_since(room, since)? + extra));
             user_counts.push((*w, store.user_knocks_since(user, room, since)? + extra));
         }
-        let mut member_of = store.rooms_of(user)?;
-        for r in member_of.clone() {
-            member_of.extend(store.aliases_of(&r)?);
+        // Only the rooms the policies name can matter: each is looked up (an alias through
+        // what it resolves to), not every room the knocker is in.
+        let mut member_of = Vec::new();
+        for named in set.member_of_rooms() {
+            let room_id = match named.starts_with('#') {
+                true => store.alias(named)?.flatten(),
+                false => Some(named.clone()),
+            };
+            if let Some(room_id) = room_id
+                && store.is_member(&room_id, user)?
+            {
+                member_of.push(named.clone());
+            }
         }
         let label = aliases.first().cloned().unwrap_or_else(|| room.to_owned());
         Ok(Context { label, room_counts, user_counts, member_of })

@@ -2,7 +2,8 @@
 //! `member_of` conditions are decided from.
 //!
 //! Knock times are kept per room and per (user, room), keyed by time so a window is a range
-//! scan; memberships are kept both ways (room -> users, user -> rooms).
+//! scan; memberships by room (a decision asks whether the knocker is in each room the
+//! policies' `member_of` conditions name: a point read each, so no index by user is kept).
 
 use super::{Op, Store, StoreError, T, pair_key};
 
@@ -62,16 +63,8 @@ impl Store {
 
     /// Ops that record `user`'s membership of `room` (joined or not).
     pub fn set_member(room: &str, user: &str, joined: bool) -> Vec<Op> {
-        let by_room = pair_key(room, user);
-        let by_user = pair_key(user, room);
-        if joined {
-            vec![
-                Op::Put { tree: T::Members, key: by_room, value: vec![] },
-                Op::Put { tree: T::Memberships, key: by_user, value: vec![] },
-            ]
-        } else {
-            vec![Op::del(T::Members, by_room), Op::del(T::Memberships, by_user)]
-        }
+        let key = pair_key(room, user);
+        if joined { vec![Op::Put { tree: T::Members, key, value: vec![] }] } else { vec![Op::del(T::Members, key)] }
     }
 
     /// Ops that record a membership event of `user` in `room`: joined, or not (then only if
@@ -83,15 +76,6 @@ impl Store {
         } else {
             Ok(vec![])
         }
-    }
-
-    /// Rooms (of those the bot is in) that `user` is joined to.
-    pub fn rooms_of(&self, user: &str) -> Result<Vec<String>, StoreError> {
-        Ok(self
-            .scan_keys(T::Memberships, &pair_key(user, ""))?
-            .iter()
-            .filter_map(|k| super::split_pair(k).map(|(_, room)| room))
-            .collect())
     }
 
     /// Whether the bot knows `user` is joined to `room`.
@@ -139,14 +123,14 @@ mod tests {
     }
 
     #[test]
-    fn memberships_both_ways() {
+    fn memberships_by_room() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
         s.commit(&Store::set_member("!a:x", "@u:x", true)).unwrap();
         s.commit(&Store::set_member("!b:x", "@u:x", true)).unwrap();
-        assert_eq!(s.rooms_of("@u:x").unwrap(), vec!["!a:x", "!b:x"]);
         assert_eq!(s.members_of("!a:x").unwrap(), vec!["@u:x"]);
         s.commit(&Store::set_member("!a:x", "@u:x", false)).unwrap();
-        assert_eq!(s.rooms_of("@u:x").unwrap(), vec!["!b:x"]);
+        assert!(!s.is_member("!a:x", "@u:x").unwrap());
+        assert!(s.is_member("!b:x", "@u:x").unwrap());
     }
 }

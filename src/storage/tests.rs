@@ -148,11 +148,11 @@ fn the_format_is_recorded_and_a_newer_one_refused() {
     {
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.format().unwrap(), FORMAT);
-        s.tree(T::Meta).insert(FORMAT_KEY, "3").unwrap();
+        s.tree(T::Meta).insert(FORMAT_KEY, "4").unwrap();
         s.flush_blocking().unwrap();
     }
     let err = Store::open(dir.path()).err().expect("a newer format is refused").to_string();
-    assert!(err.contains("written by a newer knockwarden (format 3; this one reads up to 2)"), "{err}");
+    assert!(err.contains("written by a newer knockwarden (format 4; this one reads up to 3)"), "{err}");
 }
 
 #[test]
@@ -167,6 +167,35 @@ fn an_unversioned_database_is_upgraded_once() {
     }
     let s = Store::open(dir.path()).unwrap();
     assert_eq!(s.format().unwrap(), FORMAT);
+}
+
+#[test]
+fn a_format_2_database_loses_the_indexes_by_user_and_keeps_its_knocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = KnockRecord {
+        room_id: ruma::owned_room_id!("!r:x"),
+        user_id: ruma::owned_user_id!("@u:x"),
+        event_id: ruma::owned_event_id!("$k"),
+        reason: None,
+        displayname: None,
+        origin_server_ts: 1,
+        audit_id: None,
+    };
+    {
+        let s = Store::open(dir.path()).unwrap();
+        s.commit(&Store::put_knock(&rec)).unwrap();
+        // As format 2 left it: knocks and memberships also indexed by user.
+        s.db.open_tree("knockers").unwrap().insert(pair_key("@u:x", "!r:x"), b"").unwrap();
+        s.db.open_tree("memberships").unwrap().insert(pair_key("@m:x", "!r:x"), b"").unwrap();
+        s.tree(T::Meta).insert(FORMAT_KEY, "2").unwrap();
+        s.flush_blocking().unwrap();
+    }
+    let s = Store::open(dir.path()).unwrap();
+    assert_eq!(s.format().unwrap(), FORMAT);
+    let names: Vec<Vec<u8>> = s.db.tree_names().into_iter().map(|n| n.to_vec()).collect();
+    assert!(!names.contains(&b"knockers".to_vec()) && !names.contains(&b"memberships".to_vec()), "{names:?}");
+    assert!(s.is_knocker("@u:x"), "the knocker is known from the knocks");
+    assert_eq!(s.knocks_of("@u:x").unwrap().len(), 1);
 }
 
 #[test]

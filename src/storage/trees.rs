@@ -20,8 +20,6 @@ pub enum T {
     BotRooms,
     /// room_id \0 user_id -> [`KnockRecord`].
     Knocks,
-    /// user_id \0 room_id -> (), the users knocking somewhere.
-    Knockers,
     /// name -> u64 BE counter.
     Counters,
     /// version (u64 BE) -> [`PolicyVersion`].
@@ -32,8 +30,6 @@ pub enum T {
     UserKnockTimes,
     /// room \0 user -> (), joined members of rooms the bot is in.
     Members,
-    /// user \0 room -> (), the same the other way round.
-    Memberships,
     /// id (u64 BE) -> [`AuditEntry`].
     Audit,
     /// number (u64 BE) -> [`ReviewItem`].
@@ -57,7 +53,7 @@ pub enum T {
     ListRules,
 }
 
-pub(super) const TREE_NAMES: [&str; 25] = [
+pub(super) const TREE_NAMES: [&str; 23] = [
     "meta",
     "seen",
     "txns",
@@ -66,13 +62,11 @@ pub(super) const TREE_NAMES: [&str; 25] = [
     "rooms",
     "bot_rooms",
     "knocks",
-    "knockers",
     "counters",
     "policy_versions",
     "room_knock_times",
     "user_knock_times",
     "members",
-    "memberships",
     "audit",
     "reviews",
     "aliases",

@@ -3,7 +3,7 @@
 //!
 //! The intake decides which pushed events to keep by these two (`events::is_wanted`), and its
 //! path must touch no sled (see [`super::journal`]). Both are loaded from sled when the store
-//! opens and kept up to date by every commit that changes [`T::BotRooms`] or [`T::Knockers`];
+//! opens and kept up to date by every commit that changes [`T::BotRooms`] or [`T::Knocks`];
 //! the bot's membership changes still in the journal are applied by the intake as it appends
 //! them (and again, to the same effect, when the worker records them in sled).
 
@@ -33,19 +33,20 @@ pub(super) struct Views {
 }
 
 impl Views {
-    /// The views of what sled holds: `bot` ([`T::BotRooms`]) and `knockers` (the keys of
-    /// [`T::Knockers`]: `user \0 room`).
+    /// The views of what sled holds: `bot` ([`T::BotRooms`]) and `knocks` (the keys of
+    /// [`T::Knocks`]: `room \0 user`).
     pub(super) fn load(
         bot: impl IntoIterator<Item = (String, BotMembership)>,
-        knockers: impl IntoIterator<Item = Vec<u8>>,
+        knocks: impl IntoIterator<Item = Vec<u8>>,
     ) -> Self {
         let hasher = RandomState::new();
-        let mut knocks = HashMap::new();
-        for key in knockers {
-            let user = key.split(|&b| b == 0).next().unwrap_or_default();
-            *knocks.entry(hasher.hash_one(user)).or_default() += 1;
+        let mut counts = HashMap::new();
+        for key in knocks {
+            if let Some(user) = knocker(&key) {
+                *counts.entry(hasher.hash_one(user)).or_default() += 1;
+            }
         }
-        Views { bot: RwLock::new(bot.into_iter().collect()), knocks: Mutex::new(knocks), hasher }
+        Views { bot: RwLock::new(bot.into_iter().collect()), knocks: Mutex::new(counts), hasher }
     }
 
     /// The change that a put to or a removal from `tree` makes (`old`: whether the key was
@@ -56,14 +57,10 @@ impl Views {
                 let m = serde_json::from_slice(v).ok()?;
                 Some(Change::Bot(String::from_utf8_lossy(key).into_owned(), m))
             }
-            (T::Knockers, Some(_)) if !old => Some(Change::Knocks(self.user_hash(key), 1)),
-            (T::Knockers, None) if old => Some(Change::Knocks(self.user_hash(key), -1)),
+            (T::Knocks, Some(_)) if !old => Some(Change::Knocks(self.hasher.hash_one(knocker(key)?), 1)),
+            (T::Knocks, None) if old => Some(Change::Knocks(self.hasher.hash_one(knocker(key)?), -1)),
             _ => None,
         }
-    }
-
-    fn user_hash(&self, knockers_key: &[u8]) -> u64 {
-        self.hasher.hash_one(knockers_key.split(|&b| b == 0).next().unwrap_or_default())
     }
 
     pub(super) fn apply(&self, changes: Vec<Change>) {
@@ -93,23 +90,29 @@ impl Views {
     }
 }
 
+/// The user of a [`T::Knocks`] key (`room \0 user`; a user ID holds no NUL, a room ID from a
+/// remote server might).
+pub(super) fn knocker(key: &[u8]) -> Option<&[u8]> {
+    key.iter().rposition(|&b| b == 0).map(|i| &key[i + 1..])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn knocks_are_counted_per_knocker_and_bot_memberships_kept() {
-        let v = Views::load([("!a:x".to_owned(), BotMembership::Joined)], [b"@k:x\0!a:x".to_vec()]);
-        assert!(v.has_knocks("@k:x") && !v.has_knocks("@j:x"));
-        let added = v.change(T::Knockers, b"@k:x\0!b:x", false, Some(b"")).into_iter().collect();
+        let v = Views::load([("!a:x".to_owned(), BotMembership::Joined)], [b"!a:x\0@k:x".to_vec()]);
+        assert!(v.has_knocks("@k:x") && !v.has_knocks("@j:x") && !v.has_knocks("!a:x"));
+        let added = v.change(T::Knocks, b"!b:x\0@k:x", false, Some(b"{}")).into_iter().collect();
         v.apply(added);
-        let removed = v.change(T::Knockers, b"@k:x\0!a:x", true, None).into_iter().collect();
+        let removed = v.change(T::Knocks, b"!a:x\0@k:x", true, None).into_iter().collect();
         v.apply(removed);
         assert!(v.has_knocks("@k:x"), "one knock left");
         // A put over an existing key, or a removal of a missing one, changes nothing.
-        assert!(v.change(T::Knockers, b"@k:x\0!b:x", true, Some(b"")).is_none());
-        assert!(v.change(T::Knockers, b"@k:x\0!c:x", false, None).is_none());
-        let removed = v.change(T::Knockers, b"@k:x\0!b:x", true, None).into_iter().collect();
+        assert!(v.change(T::Knocks, b"!b:x\0@k:x", true, Some(b"{}")).is_none());
+        assert!(v.change(T::Knocks, b"!c:x\0@k:x", false, None).is_none());
+        let removed = v.change(T::Knocks, b"!b:x\0@k:x", true, None).into_iter().collect();
         v.apply(removed);
         assert!(!v.has_knocks("@k:x"));
         assert_eq!(v.bot_membership("!a:x"), Some(BotMembership::Joined));

@@ -428,8 +428,7 @@ async fn storage_stays_bounded_under_a_long_stream() {
     // The bot was in a room and left it: its members are forgotten too.
     app.push_ok("m0", vec![member_event("$bj", ROOM2, BOT, BOT, "join")]).await;
     app.push_ok("m1", vec![member_event("$mj", ROOM2, "@member:test.local", "@member:test.local", "join")]).await;
-    eventually("the member is known", || app.store.rooms_of("@member:test.local").unwrap() == vec![ROOM2.to_owned()])
-        .await;
+    eventually("the member is known", || app.store.is_member(ROOM2, "@member:test.local").unwrap()).await;
     app.push_ok("m2", vec![member_event("$bl", ROOM2, BOT, BOT, "leave")]).await;
     for round in 0..8 {
         let events: Vec<Value> = (0..25)
@@ -455,7 +454,7 @@ async fn storage_stays_bounded_under_a_long_stream() {
     })
     .await;
     eventually("members of a room the bot left are forgotten", || {
-        app.store.rooms_of("@member:test.local").unwrap().is_empty()
+        !app.store.is_member(ROOM2, "@member:test.local").unwrap()
     })
     .await;
 }

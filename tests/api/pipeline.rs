@@ -442,11 +442,23 @@ async fn a_refused_invite_is_not_done_because_of_its_wording() {
 
 #[tokio::test]
 async fn member_of_matches_rooms_named_by_alias() {
+    member_of_accepts_members_of("#general:test.local").await;
+}
+
+#[tokio::test]
+async fn member_of_matches_rooms_named_by_id() {
+    member_of_accepts_members_of("!general:test.local").await;
+}
+
+/// A policy accepts the members of `general` (named by alias or ID) and denies the others.
+async fn member_of_accepts_members_of(general: &str) {
     let hs = FakeHomeserver::start().await;
     hs.set_alias("#general:test.local", "!general:test.local");
     hs.set_members("!general:test.local", &[BOT, "@friend:elsewhere.example"]);
-    let policy = "rooms: [\"!r:test.local\"]\ndefault: deny\nrules:\n  - { name: friends, when: { member_of: \"#general:test.local\" }, action: accept }\n";
-    let app = app_with(policy, AppOptions::default(), hs).await;
+    let policy = format!(
+        "rooms: [\"!r:test.local\"]\ndefault: deny\nrules:\n  - {{ name: friends, when: {{ member_of: \"{general}\" }}, action: accept }}\n"
+    );
+    let app = app_with(&policy, AppOptions::default(), hs).await;
     // The bot is in #general and learns its members.
     let joined = member_event("$j", "!general:test.local", BOT, BOT, "join");
     assert_eq!(app.put_txn("0", &json!({"events": [joined]})).await.status(), 200);
