@@ -285,7 +285,7 @@ impl PolicySet {
 
     /// The ban lists (room IDs or aliases, as written) any policy names, deduplicated, sorted.
     pub fn ban_lists(&self) -> Vec<String> {
-        let mut out: Vec<String> = self.policies.iter().flat_map(|p| p.ban_lists()).collect();
+        let mut out: Vec<String> = self.policies.iter().flat_map(|p| p.ban_lists().iter().cloned()).collect();
         out.sort();
         out.dedup();
         out

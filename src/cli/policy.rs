@@ -153,7 +153,7 @@ fn explain(config_file: &Path, a: &ExplainArgs) -> Result<(), String> {
     let room_counts: Vec<_> = windows.iter().map(|w| (*w, a.room_knocks)).collect();
     let user_counts: Vec<_> = windows.iter().map(|w| (*w, a.user_knocks)).collect();
     // The ban lists as stored by the service (readable while it is stopped).
-    let named: Vec<String> = policy.ban_lists().collect();
+    let named: Vec<String> = policy.ban_lists().to_vec();
     let (lists, lists_note) = if named.is_empty() {
         (None, None)
     } else if !config.database.exists() {

@@ -21,7 +21,7 @@ impl Ctx<'_> {
                 .set
                 .policies()
                 .iter()
-                .filter(|p| p.ban_lists().any(|l| names.contains(&l)))
+                .filter(|p| p.ban_lists().iter().any(|l| names.contains(l)))
                 .map(|p| p.name.clone())
                 .collect();
             out.sort();

@@ -243,8 +243,7 @@ pub fn on_knock(shared: &Shared, entry: &InboxEvent, head: &EventHead, user: &st
     };
 
     // The ban lists the policy names must have been read (or found unreadable) once.
-    let lists: Vec<String> = policy.ban_lists().collect();
-    if !shared.lists.tried_all(&lists) {
+    if !shared.lists.tried_all(policy.ban_lists()) {
         return Ok(Knocked::NotReady);
     }
     // What the policies need to know, counting this knock (not committed yet) in.

@@ -190,6 +190,9 @@ pub struct CompiledPolicy {
     pub(crate) default_why: String,
     /// The stored version this policy belongs to (0 until the set is stored).
     pub version: u64,
+    /// What [`CompiledPolicy::ban_lists`] answers, collected once: each knock asks (with
+    /// 10,000 rules, walking the atoms for it took 8 % of knockwarden's CPU under load).
+    ban_lists: Vec<String>,
 }
 
 impl CompiledPolicy {
@@ -202,11 +205,8 @@ impl CompiledPolicy {
     }
 
     /// The ban lists its `ban_list` conditions name.
-    pub fn ban_lists(&self) -> impl Iterator<Item = String> + '_ {
-        self.atoms.iter().flat_map(|a| match &a.atom {
-            Atom::BanList(rooms) => rooms.clone(),
-            _ => Vec::new(),
-        })
+    pub fn ban_lists(&self) -> &[String] {
+        &self.ban_lists
     }
 
     /// The time windows its knock counters use.
@@ -305,6 +305,13 @@ pub fn compile(ast: &PolicyAst, source: &str) -> Result<CompiledPolicy, Vec<Prob
         });
     }
     let atoms = c.atoms;
+    let ban_lists = atoms
+        .iter()
+        .flat_map(|a| match &a.atom {
+            Atom::BanList(rooms) => rooms.clone(),
+            _ => Vec::new(),
+        })
+        .collect();
     let index = build_index(&rules, &atoms).map_err(|e| {
         vec![Problem::new(&ast.file, source, ast.name.at, format!("cannot build the policy's indexes: {e}"))]
     })?;
@@ -319,6 +326,7 @@ pub fn compile(ast: &PolicyAst, source: &str) -> Result<CompiledPolicy, Vec<Prob
         rules,
         atoms,
         index,
+        ban_lists,
     })
 }
 
