@@ -195,6 +195,11 @@ impl Store {
         let views = views::Views::load(
             load_bot_rooms(&trees[T::BotRooms as usize])?.into_iter().chain(opened.bot),
             trees[T::Knocks as usize].iter().keys().map(|k| k.map(|k| k.to_vec())).collect::<Result<Vec<_>, _>>()?,
+            trees[T::RoomKnockTimes as usize]
+                .iter()
+                .keys()
+                .map(|k| k.map(|k| k.to_vec()))
+                .collect::<Result<Vec<_>, _>>()?,
         );
         let store = Self {
             db,
@@ -518,10 +523,18 @@ impl Store {
             k?;
             n += 1;
         }
+        n += self.staged_delta(tree, &from, &to)?;
+        Ok(n.max(0) as u64)
+    }
+
+    /// How many keys in `[from, to)` this thread's batch added to what sled holds (less those
+    /// it removed).
+    fn staged_delta(&self, tree: T, from: &[u8], to: &[u8]) -> Result<i64, StoreError> {
         let staged: Vec<(Vec<u8>, bool)> = overlay::with(self.id(), |o| {
-            o.range(tree, &from, Some(&to)).map(|(k, v)| (k.clone(), v.is_some())).collect()
+            o.range(tree, from, Some(to)).map(|(k, v)| (k.clone(), v.is_some())).collect()
         })
         .unwrap_or_default();
+        let mut n = 0;
         for (k, present) in staged {
             match (present, self.tree(tree).contains_key(&k)?) {
                 (true, false) => n += 1,
@@ -529,7 +542,7 @@ impl Store {
                 _ => {}
             }
         }
-        Ok(n.max(0) as u64)
+        Ok(n)
     }
 
     /// All keys of a tree that start with `prefix`.

@@ -30,11 +30,13 @@ impl Store {
         ]
     }
 
-    /// Knocks on `room` at or after `since_ms`.
+    /// Knocks on `room` at or after `since_ms`: counted in memory (see [`super::views`]), with
+    /// what this thread's batch has staged.
     pub fn room_knocks_since(&self, room: &str, since_ms: u64) -> Result<u64, StoreError> {
         let mut end = room.as_bytes().to_vec();
         end.push(1);
-        self.count_range(T::RoomKnockTimes, time_key(room, None, since_ms), end)
+        let staged = self.staged_delta(T::RoomKnockTimes, &time_key(room, None, since_ms), &end)?;
+        Ok((self.views.room_knocks_since(room, since_ms) as i64 + staged).max(0) as u64)
     }
 
     /// Knocks by `user` on `room` at or after `since_ms`.
@@ -120,6 +122,42 @@ mod tests {
         assert_eq!(s.user_knocks_since("@a:x", "!r2:x", 0).unwrap(), 1);
         assert_eq!(s.prune_knock_times(5_000).unwrap(), 2);
         assert_eq!(s.room_knocks_since("!r:x", 0).unwrap(), 3);
+    }
+
+    /// A batch's reads count the knock times it staged; what a failed batch staged is not
+    /// counted after it; times out of order and removals are followed.
+    #[test]
+    fn knock_counts_follow_batches_and_removals() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.commit(&Store::record_knock_time("!r:x", "@a:x", 5_000, 1)).unwrap();
+        s.batch(|| {
+            s.commit(&Store::record_knock_time("!r:x", "@b:x", 7_000, 2))?;
+            s.commit(&Store::record_knock_time("!r:x", "@c:x", 3_000, 3))?;
+            assert_eq!(s.room_knocks_since("!r:x", 0)?, 3);
+            assert_eq!(s.room_knocks_since("!r:x", 4_000)?, 2);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(s.room_knocks_since("!r:x", 0).unwrap(), 3);
+        assert_eq!(s.room_knocks_since("!r:x", 3_001).unwrap(), 2);
+        let failed: Result<(), StoreError> = s.batch(|| {
+            s.commit(&Store::record_knock_time("!r:x", "@d:x", 9_000, 4))?;
+            assert_eq!(s.room_knocks_since("!r:x", 0)?, 4);
+            Err(StoreError::Corrupt { tree: "test", message: "undone".into() })
+        });
+        assert!(failed.is_err());
+        assert_eq!(s.room_knocks_since("!r:x", 0).unwrap(), 3);
+        assert_eq!(s.room_knocks_since("!other:x", 0).unwrap(), 0);
+        assert_eq!(s.prune_knock_times(5_000).unwrap(), 2, "one by room, one by user");
+        assert_eq!(s.room_knocks_since("!r:x", 0).unwrap(), 2);
+        s.batch(|| {
+            assert_eq!(s.prune_knock_times(6_000)?, 2);
+            assert_eq!(s.room_knocks_since("!r:x", 0)?, 1, "a removal staged is counted out");
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(s.room_knocks_since("!r:x", 0).unwrap(), 1);
     }
 
     #[test]
