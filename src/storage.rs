@@ -194,13 +194,9 @@ impl Store {
         let opened = journal::Journal::open(&path.join("journal"), checkpoint)?;
         let views = views::Views::load(
             load_bot_rooms(&trees[T::BotRooms as usize])?.into_iter().chain(opened.bot),
-            trees[T::Knocks as usize].iter().keys().map(|k| k.map(|k| k.to_vec())).collect::<Result<Vec<_>, _>>()?,
-            trees[T::RoomKnockTimes as usize]
-                .iter()
-                .keys()
-                .map(|k| k.map(|k| k.to_vec()))
-                .collect::<Result<Vec<_>, _>>()?,
-        );
+            trees[T::Knocks as usize].iter().keys(),
+            trees[T::RoomKnockTimes as usize].iter().keys(),
+        )?;
         let store = Self {
             db,
             trees,

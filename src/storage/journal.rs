@@ -634,6 +634,13 @@ mod tests {
         .unwrap()
     }
 
+    /// A journal in `dir` holding one durable record (10 events, knocker `@a:x`), closed.
+    fn one_record_written(dir: &Path) {
+        let j = Journal::open(dir, Checkpoint::default()).unwrap().journal;
+        append(&j, 10, "@a:x");
+        j.sync_blocking().unwrap();
+    }
+
     fn seqs(j: &Journal, from: u64) -> Vec<u64> {
         let mut out = Vec::new();
         let mut at = from;
@@ -692,10 +699,7 @@ mod tests {
     #[test]
     fn a_damaged_length_is_a_record_cut_short_not_an_allocation() {
         let dir = tempfile::tempdir().unwrap();
-        let j = Journal::open(dir.path(), Checkpoint::default()).unwrap().journal;
-        append(&j, 10, "@a:x");
-        j.sync_blocking().unwrap();
-        drop(j);
+        one_record_written(dir.path());
         let path = segment_path(dir.path(), 0);
         let file = File::options().read(true).write(true).open(&path).unwrap();
         let end = file.metadata().unwrap().len();
@@ -761,10 +765,7 @@ mod tests {
     #[test]
     fn a_checkpoint_past_the_journal_numbers_on_from_the_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
-        let j = Journal::open(dir.path(), Checkpoint::default()).unwrap().journal;
-        append(&j, 10, "@a:x");
-        j.sync_blocking().unwrap();
-        drop(j);
+        one_record_written(dir.path());
         let j = Journal::open(dir.path(), Checkpoint { seq: 40, event: 0 }).unwrap().journal;
         assert_eq!(append(&j, 10, "@b:x"), 40, "nothing new is taken for handled");
         j.sync_blocking().unwrap();

@@ -46,15 +46,16 @@ pub(super) struct Views {
 
 impl Views {
     /// The views of what sled holds: `bot` ([`T::BotRooms`]), `knocks` (the keys of
-    /// [`T::Knocks`]: `room \0 user`) and `room_times` (the keys of [`T::RoomKnockTimes`]).
-    pub(super) fn load(
+    /// [`T::Knocks`]: `room \0 user`) and `room_times` (the keys of [`T::RoomKnockTimes`]),
+    /// read as they come (the keys are not gathered first: there is one per knock kept).
+    pub(super) fn load<K: AsRef<[u8]>, E>(
         bot: impl IntoIterator<Item = (String, BotMembership)>,
-        knocks: impl IntoIterator<Item = Vec<u8>>,
-        room_times: impl IntoIterator<Item = Vec<u8>>,
-    ) -> Self {
+        knocks: impl IntoIterator<Item = Result<K, E>>,
+        room_times: impl IntoIterator<Item = Result<K, E>>,
+    ) -> Result<Self, E> {
         let mut times: HashMap<Vec<u8>, Vec<u64>> = HashMap::new();
         for key in room_times {
-            if let Some((room, at)) = room_time(&key) {
+            if let Some((room, at)) = room_time(key?.as_ref()) {
                 times.entry(room.to_vec()).or_default().push(at);
             }
         }
@@ -64,16 +65,16 @@ impl Views {
         let hasher = RandomState::new();
         let mut counts = HashMap::new();
         for key in knocks {
-            if let Some(user) = knocker(&key) {
+            if let Some(user) = knocker(key?.as_ref()) {
                 *counts.entry(hasher.hash_one(user)).or_default() += 1;
             }
         }
-        Views {
+        Ok(Views {
             bot: RwLock::new(bot.into_iter().collect()),
             knocks: Mutex::new(counts),
             hasher,
             room_times: Mutex::new(times),
-        }
+        })
     }
 
     /// The change that a put to or a removal from `tree` makes (`old`: whether the key was
@@ -161,7 +162,8 @@ mod tests {
 
     #[test]
     fn knocks_are_counted_per_knocker_and_bot_memberships_kept() {
-        let v = Views::load([("!a:x".to_owned(), BotMembership::Joined)], [b"!a:x\0@k:x".to_vec()], []);
+        let v = Views::load::<_, ()>([("!a:x".to_owned(), BotMembership::Joined)], [Ok(b"!a:x\0@k:x".to_vec())], [])
+            .unwrap();
         assert!(v.has_knocks("@k:x") && !v.has_knocks("@j:x") && !v.has_knocks("!a:x"));
         let added = v.change(T::Knocks, b"!b:x\0@k:x", false, Some(b"{}")).into_iter().collect();
         v.apply(added);
