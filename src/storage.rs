@@ -64,14 +64,6 @@ pub enum Op {
         counter: String,
         by: u64,
     },
-    /// Marks an event taken in (or, `taken_in: false`, forgets it) in the set that
-    /// [`Store::was_seen`] asks, in memory (see [`views`]). Nothing is written to sled: the
-    /// caller commits with it the [`T::SeenTimes`] entry that records the event's ID, from
-    /// which the set is loaded at open (or removes that entry, to forget it).
-    Seen {
-        event: views::SeenKey,
-        taken_in: bool,
-    },
 }
 
 impl Op {
@@ -205,7 +197,6 @@ impl Store {
             trees[T::Knocks as usize].iter().keys(),
             trees[T::RoomKnockTimes as usize].iter().keys(),
         )?;
-        views.load_seen(retention::seen_ids(&trees[T::SeenTimes as usize]))?;
         let store = Self {
             db,
             trees,
@@ -226,8 +217,7 @@ impl Store {
     /// the format, so no later start scans anything for it. Format 1 (before formats were
     /// recorded) lacks the indexes of review items by notice and by knocker, and of seen
     /// events and transactions by time: they are built. Formats before 3 kept knocks by user
-    /// and memberships by user, which nothing reads now, and formats before 4 seen event IDs
-    /// in a tree of their own, which the time index holds as well: those trees are dropped. Records
+    /// and memberships by user, which nothing reads now: those trees are dropped. Records
     /// themselves are read compatibly (old free-text resolutions, string IDs, actions without
     /// a knock event).
     fn upgrade(&self) -> Result<(), StoreError> {
@@ -349,17 +339,11 @@ impl Store {
                 trees.push(self.trees[t as usize].clone());
             }
         };
-        let mut seen = Vec::new();
         for op in ops {
             match op {
                 Op::Put { tree, .. } | Op::Del { tree, .. } => touch(*tree),
                 Op::Add { .. } => touch(T::Counters),
-                Op::Seen { event, taken_in } => seen.push(views::Change::Seen(*event, *taken_in)),
             }
-        }
-        if trees.is_empty() {
-            self.views.apply(seen);
-            return Ok(());
         }
         // Queue entries added and removed (counted afresh whenever sled reruns the
         // transaction), and the actions newly queued.
@@ -392,7 +376,6 @@ impl Store {
                         let old = t.get(counter.as_bytes())?.map(|v| decode_u64(v.as_ref())).unwrap_or(0);
                         t.insert(counter.as_bytes(), &(old.saturating_add(*by)).to_be_bytes())?;
                     }
-                    Op::Seen { .. } => {}
                 }
             }
             Ok::<_, ConflictableTransactionError<()>>((delta, queued, changes))
@@ -402,7 +385,6 @@ impl Store {
             TransactionError::Abort(()) => unreachable!("commit never aborts"),
         })?;
         self.views.apply(changes);
-        self.views.apply(seen);
         for (n, d) in self.depth.iter().zip(delta) {
             if d != 0 {
                 n.fetch_add(d, Ordering::SeqCst);
@@ -667,13 +649,11 @@ impl Store {
 
 /// The database format this version writes (and the newest it reads). 1: before formats were
 /// recorded; 2: the review and time indexes, the failed list, typed resolutions; 3: no index
-/// of knocks by user or of memberships by user (an older version would read them stale); 4:
-/// no tree of seen event IDs (what was taken in is read from [`T::SeenTimes`]; an older
-/// version would find no event seen, and handle again what the homeserver sends again).
-pub const FORMAT: u32 = 4;
+/// of knocks by user or of memberships by user (an older version would read them stale).
+pub const FORMAT: u32 = 3;
 
 /// Trees earlier formats kept and this one drops when it upgrades the database.
-const DROPPED_TREES: [&str; 3] = ["knockers", "memberships", "seen"];
+const DROPPED_TREES: [&str; 2] = ["knockers", "memberships"];
 
 /// Meta key of the database format.
 const FORMAT_KEY: &str = "format";

@@ -216,7 +216,7 @@ fn drain_record(
     for (index, raw) in record.events.iter().enumerate().skip(from) {
         let Some(event) = read_event(record.received_ms, &record.origin, None, raw) else { continue };
         let id = event.item.event.get("event_id").and_then(Value::as_str).unwrap_or_default().to_owned();
-        match drain_one(shared, &event, Some(&id))? {
+        match drain_one(shared, &event, Some((&id, record.seq)))? {
             One::Duplicate => duplicates += 1,
             One::Blocked => {
                 blocked = Some(index);
@@ -275,14 +275,13 @@ enum One {
 }
 
 /// Handles one event, inside the worker's batch: its writes are staged, or, should its
-/// handling panic, only its failure. `admit`, for an event of the journal: its event ID, to
-/// take it in once (an event taken in before is a [`One::Duplicate`]; the record's
-/// [`Store::seen_times_op`] records the IDs taken in).
-fn drain_one(shared: &Shared, entry: &InboxEvent, admit: Option<&str>) -> Result<One, StoreError> {
+/// handling panic, only its failure. `admit`, for an event of the journal: its event ID and
+/// record, to take it in once (an event taken in before is a [`One::Duplicate`]).
+fn drain_one(shared: &Shared, entry: &InboxEvent, admit: Option<(&str, u64)>) -> Result<One, StoreError> {
     let store = &shared.store;
     let mark = store.staged_mark();
     let seen = match admit {
-        Some(event_id) => match store.admit(event_id) {
+        Some((event_id, seq)) => match store.admit(event_id, seq)? {
             Some(op) => Some(op),
             None => return Ok(One::Duplicate),
         },

@@ -9,9 +9,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::{
-    BotMembership, Checkpoint, JournalRecord, Op, Store, StoreError, T, now_ms, retention::time_key, views::SeenKey,
-};
+use super::{BotMembership, Checkpoint, JournalRecord, Op, Store, StoreError, T, now_ms, retention::time_key};
 
 /// Where an inbox item came from.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -249,17 +247,13 @@ impl Store {
         ]
     }
 
-    /// The op that takes an event in (its ID is remembered as seen, see [`Op::Seen`]); `None`
-    /// if it was taken in before, from any record or catch-up. The caller commits with it the
-    /// [`Store::seen_times_op`] that records the ID.
-    pub fn admit(&self, event_id: &str) -> Option<Op> {
-        let event = self.views.seen_key(event_id);
-        (!self.seen(event)).then_some(Op::Seen { event, taken_in: true })
-    }
-
-    /// The op that forgets that an event was taken in.
-    pub(super) fn forget_seen(&self, event_id: &str) -> Op {
-        Op::Seen { event: self.views.seen_key(event_id), taken_in: false }
+    /// The op that takes an event in from journal record `seq` (its ID is remembered as
+    /// seen); `None` if it was taken in before, from any record or catch-up.
+    pub fn admit(&self, event_id: &str, seq: u64) -> Result<Option<Op>, StoreError> {
+        if self.was_seen(event_id)? {
+            return Ok(None);
+        }
+        Ok(Some(Op::Put { tree: T::Seen, key: event_id.as_bytes().to_vec(), value: seq.to_be_bytes().to_vec() }))
     }
 
     /// The op that indexes by time the event IDs taken in from record `seq`, from its event
@@ -303,22 +297,9 @@ impl Store {
         self.len(T::Inbox) + self.journal.pending() as usize
     }
 
-    /// Whether an event was taken in (within `retention.events`), counting what this
-    /// thread's batch has staged.
-    pub fn was_seen(&self, event_id: &str) -> bool {
-        self.seen(self.views.seen_key(event_id))
-    }
-
-    /// How many event IDs are remembered as taken in.
-    pub fn seen_len(&self) -> usize {
-        self.views.seen_len()
-    }
-
-    fn seen(&self, event: SeenKey) -> bool {
-        match super::overlay::with(self.id(), |o| o.seen(event)) {
-            Some(Some(staged)) => staged,
-            _ => self.views.was_seen(event),
-        }
+    /// Whether an event was ever taken in.
+    pub fn was_seen(&self, event_id: &str) -> Result<bool, StoreError> {
+        self.contains(T::Seen, event_id.as_bytes())
     }
 }
 
@@ -368,10 +349,10 @@ mod tests {
     fn an_event_is_admitted_once() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        let op = s.admit("$a").expect("new");
+        let op = s.admit("$a", 1).unwrap().expect("new");
         s.commit(&[op]).unwrap();
-        assert!(s.admit("$a").is_none());
-        assert!(s.was_seen("$a"));
+        assert!(s.admit("$a", 2).unwrap().is_none());
+        assert!(s.was_seen("$a").unwrap());
     }
 
     #[test]

@@ -13,7 +13,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
-use super::{Op, T, views::SeenKey};
+use super::{Op, T};
 
 /// What a batch has staged so far.
 #[derive(Default)]
@@ -26,8 +26,6 @@ pub(super) struct Overlay {
     writes: HashMap<T, BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
     /// Amounts added to counters.
     added: HashMap<String, u64>,
-    /// Events marked taken in (`true`) or forgotten.
-    seen: HashMap<SeenKey, bool>,
 }
 
 thread_local! {
@@ -58,9 +56,6 @@ impl Overlay {
             Op::Add { counter, by } => {
                 let n = self.added.entry(counter.clone()).or_default();
                 *n = n.saturating_add(*by);
-            }
-            Op::Seen { event, taken_in } => {
-                self.seen.insert(*event, *taken_in);
             }
         }
     }
@@ -96,11 +91,6 @@ impl Overlay {
         }
     }
 
-    /// Whether the batch marked the event taken in (`Some(true)`) or forgot it.
-    pub(super) fn seen(&self, event: SeenKey) -> Option<bool> {
-        self.seen.get(&event).copied()
-    }
-
     pub(super) fn added(&self, counter: &str) -> u64 {
         self.added.get(counter).copied().unwrap_or(0)
     }
@@ -119,8 +109,7 @@ impl Overlay {
             .take_while(move |(k, _)| to.is_none_or(|to| k.as_slice() < to))
     }
 
-    /// The ops to commit: the last value of each key, the counters' additions, then the
-    /// events taken in or forgotten.
+    /// The ops to commit: the last value of each key, then the counters' additions.
     pub(super) fn into_ops(self) -> Vec<Op> {
         let mut ops = Vec::new();
         for (tree, writes) in self.writes {
@@ -134,7 +123,6 @@ impl Overlay {
         let mut added: Vec<_> = self.added.into_iter().collect();
         added.sort();
         ops.extend(added.into_iter().map(|(counter, by)| Op::Add { counter, by }));
-        ops.extend(self.seen.into_iter().map(|(event, taken_in)| Op::Seen { event, taken_in }));
         ops
     }
 }

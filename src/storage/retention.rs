@@ -45,27 +45,6 @@ fn id_of(key: &[u8]) -> &[u8] {
     key.get(9..).unwrap_or_default()
 }
 
-/// The event IDs of a [`T::SeenTimes`] entry: one key per journal record lists its event IDs
-/// (its id starts with `#`); before that, one key per event ID.
-fn seen_entry_ids(id: &[u8], value: &[u8]) -> Result<Vec<String>, StoreError> {
-    if id.starts_with(b"#") {
-        serde_json::from_slice(value).map_err(|e| StoreError::Corrupt { tree: "seen_times", message: e.to_string() })
-    } else {
-        Ok(vec![String::from_utf8_lossy(id).into_owned()])
-    }
-}
-
-/// Every event ID that [`T::SeenTimes`] records as taken in, read as they come.
-pub(super) fn seen_ids(times: &sled::Tree) -> impl Iterator<Item = Result<String, StoreError>> + '_ {
-    times.iter().flat_map(|kv| {
-        let ids = kv.map_err(StoreError::from).and_then(|(key, value)| seen_entry_ids(id_of(&key), &value));
-        match ids {
-            Ok(ids) => ids.into_iter().map(Ok).collect::<Vec<_>>(),
-            Err(e) => vec![Err(e)],
-        }
-    })
-}
-
 impl Store {
     /// Removes seen event IDs and transaction hashes taken in before `events_before_ms`,
     /// settled audit entries and closed review items older than `audit_before_ms`, knock times
@@ -87,7 +66,14 @@ impl Store {
 
     fn prune_seen(&self, before_ms: u64) -> Result<usize, StoreError> {
         self.prune_time_index(T::SeenTimes, before_ms, |id, _, value| {
-            Ok(seen_entry_ids(id, value)?.iter().map(|event_id| self.forget_seen(event_id)).collect())
+            // One key per inbox entry lists its event IDs; before that, one key per event.
+            if id.starts_with(b"#") {
+                let ids: Vec<String> = serde_json::from_slice(value)
+                    .map_err(|e| StoreError::Corrupt { tree: "seen_times", message: e.to_string() })?;
+                Ok(ids.into_iter().map(|event_id| Op::del(T::Seen, event_id.into_bytes())).collect())
+            } else {
+                Ok(vec![Op::del(T::Seen, id.to_vec())])
+            }
         })
     }
 
@@ -182,20 +168,14 @@ impl Store {
     }
 
     /// Gives seen event IDs and transaction hashes of a database written before they were
-    /// indexed by time the time of this start, so that they are pruned in their turn (and the
-    /// event IDs, which only that index keeps now, are still known as seen). Runs once per
-    /// database (see [`Store::upgrade`]), before the tree of seen event IDs is dropped.
+    /// indexed by time the time of this start, so that they are pruned in their turn. Runs
+    /// once per database (see [`Store::upgrade`]).
     pub(super) fn index_times(&self) -> Result<(), StoreError> {
         let now = super::now_ms();
-        let seen = self.db.open_tree("seen")?;
-        for (tree, times) in [(&seen, T::SeenTimes), (self.tree(T::Txns), T::TxnTimes)] {
+        for (tree, times) in [(T::Seen, T::SeenTimes), (T::Txns, T::TxnTimes)] {
             let mut ops = Vec::new();
-            for key in tree.iter().keys() {
-                let id = String::from_utf8_lossy(&key?).into_owned();
-                if times == T::SeenTimes {
-                    ops.push(Op::Seen { event: self.views.seen_key(&id), taken_in: true });
-                }
-                ops.push(Op::Put { tree: times, key: time_key(now, &id), value: vec![] });
+            for key in self.tree(tree).iter().keys() {
+                ops.push(Op::Put { tree: times, key: time_key(now, &String::from_utf8_lossy(&key?)), value: vec![] });
                 self.commit_batch(&mut ops, false)?;
             }
             self.commit_batch(&mut ops, true)?;
@@ -247,7 +227,7 @@ mod tests {
         };
         let mut ops = Store::txn_ops(&record);
         for id in ids {
-            ops.extend(s.admit(id));
+            ops.extend(s.admit(id, record.seq).unwrap());
         }
         let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
         ops.push(Store::seen_times_op(record.received_ms, record.seq, 0, &ids));
@@ -269,7 +249,7 @@ mod tests {
         assert_eq!(s.prune(0, 0, 0).unwrap().total(), 0);
         let p = s.prune(now + 1_000, 1_000, 0).unwrap();
         assert_eq!((p.seen, p.txns, p.reviews), (2, 1, 1));
-        assert!(!s.was_seen("$a") && !s.was_seen("$b"));
+        assert!(!s.was_seen("$a").unwrap() && !s.was_seen("$b").unwrap());
         assert!(!s.txn_on_record("1", &[1; 32]).unwrap());
         assert!(s.review(1).unwrap().is_none());
         assert!(s.review_by_notice("$n1").unwrap().is_none());

@@ -148,11 +148,11 @@ fn the_format_is_recorded_and_a_newer_one_refused() {
     {
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.format().unwrap(), FORMAT);
-        s.tree(T::Meta).insert(FORMAT_KEY, "5").unwrap();
+        s.tree(T::Meta).insert(FORMAT_KEY, "4").unwrap();
         s.flush_blocking().unwrap();
     }
     let err = Store::open(dir.path()).err().expect("a newer format is refused").to_string();
-    assert!(err.contains("written by a newer knockwarden (format 5; this one reads up to 4)"), "{err}");
+    assert!(err.contains("written by a newer knockwarden (format 4; this one reads up to 3)"), "{err}");
 }
 
 #[test]
@@ -160,76 +160,13 @@ fn an_unversioned_database_is_upgraded_once() {
     let dir = tempfile::tempdir().unwrap();
     {
         let s = Store::open(dir.path()).unwrap();
-        // As the first release left it: no format, no indexes marker, seen event IDs in a
-        // tree of their own and not indexed by time.
+        // As the first release left it: no format, no indexes marker.
         s.tree(T::Meta).remove(FORMAT_KEY).unwrap();
-        s.db.open_tree("seen").unwrap().insert("$old", &7u64.to_be_bytes()).unwrap();
         s.flush_blocking().unwrap();
         assert_eq!(s.format().unwrap(), 1);
     }
     let s = Store::open(dir.path()).unwrap();
     assert_eq!(s.format().unwrap(), FORMAT);
-    assert!(s.was_seen("$old") && !s.was_seen("$new"));
-    assert_eq!(s.len(T::SeenTimes), 1, "indexed by time, to be pruned in its turn");
-    drop(s);
-    let s = Store::open(dir.path()).unwrap();
-    assert!(s.was_seen("$old"), "from the index, after the tree is gone");
-}
-
-#[test]
-fn a_format_3_database_keeps_its_events_seen_and_loses_the_tree_of_them() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let s = Store::open(dir.path()).unwrap();
-        // As format 3 left it: each event ID in the tree of seen events and in the time
-        // index, in a record's list or (taken in before lists) under a key of its own.
-        let seen = s.db.open_tree("seen").unwrap();
-        for id in ["$a", "$b", "$c"] {
-            seen.insert(id, &1u64.to_be_bytes()).unwrap();
-        }
-        s.commit(&[
-            Store::seen_times_op(5, 1, 0, &["$a".to_owned(), "$b".to_owned()]),
-            Op::Put { tree: T::SeenTimes, key: retention::time_key(4, "$c"), value: vec![] },
-        ])
-        .unwrap();
-        s.tree(T::Meta).insert(FORMAT_KEY, "3").unwrap();
-        s.flush_blocking().unwrap();
-    }
-    let s = Store::open(dir.path()).unwrap();
-    assert_eq!(s.format().unwrap(), FORMAT);
-    assert!(!s.db.tree_names().iter().any(|n| n.as_ref() == b"seen"));
-    assert!(["$a", "$b", "$c"].iter().all(|id| s.was_seen(id)) && !s.was_seen("$d"));
-    assert_eq!(s.seen_len(), 3);
-}
-
-#[test]
-fn events_taken_in_stay_seen_across_restarts_until_pruned() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let s = Store::open(dir.path()).unwrap();
-        s.batch(|| {
-            let first = s.admit("$a").expect("new");
-            s.commit(&[first])?;
-            assert!(s.admit("$a").is_none(), "staged in this batch: seen");
-            assert!(!s.was_seen("$b"));
-            s.commit(&[Store::seen_times_op(now_ms(), 1, 0, &["$a".to_owned()])])
-        })
-        .unwrap();
-        // A batch that fails takes nothing in.
-        let failed: Result<(), StoreError> = s.batch(|| {
-            s.commit(&[s.admit("$b").expect("new")])?;
-            Err(StoreError::Corrupt { tree: "test", message: "fails".into() })
-        });
-        assert!(failed.is_err() && !s.was_seen("$b"));
-        s.flush_blocking().unwrap();
-    }
-    let s = Store::open(dir.path()).unwrap();
-    assert!(s.was_seen("$a") && !s.was_seen("$b"));
-    assert_eq!(s.prune(now_ms() + 1_000, 0, 0).unwrap().seen, 1);
-    assert!(!s.was_seen("$a"));
-    s.flush_blocking().unwrap();
-    drop(s);
-    assert!(!Store::open(dir.path()).unwrap().was_seen("$a"), "forgotten for good");
 }
 
 #[test]

@@ -6,6 +6,8 @@
 pub enum T {
     /// Small values: control room ID, settings.
     Meta,
+    /// event_id -> inbox sequence number, for every event ever taken in.
+    Seen,
     /// txn_id -> hash of the last body received under that ID.
     Txns,
     /// sequence (u64 BE) -> [`InboxItem`].
@@ -38,14 +40,10 @@ pub enum T {
     ReviewNotices,
     /// room \0 user -> review number (u64 BE), for open review items only.
     OpenReviews,
-    /// received time (u64 BE) \0 batch id -> [event IDs]: the events taken in, by when
-    /// (one key per journal record and start index; an older database has one key per event
-    /// ID, with no value). The durable record of what was taken in: the set of IDs that the
-    /// worker asks is in memory (see [`super::views`]), loaded from here at open, and pruned
-    /// from here after `retention.events`.
+    /// received time (u64 BE) \0 event_id -> (): when each [`T::Seen`] entry was taken in,
+    /// for pruning after `retention.events`.
     SeenTimes,
-    /// received time (u64 BE) \0 txn_id -> (): when each [`T::Txns`] entry was written, for
-    /// pruning after `retention.events`.
+    /// received time (u64 BE) \0 txn_id -> (): the same for [`T::Txns`].
     TxnTimes,
     /// number (u64 BE) -> [`FailedEntry`]: actions and events given up on, kept for people.
     Failed,
@@ -55,8 +53,9 @@ pub enum T {
     ListRules,
 }
 
-pub(super) const TREE_NAMES: [&str; 22] = [
+pub(super) const TREE_NAMES: [&str; 23] = [
     "meta",
+    "seen",
     "txns",
     "inbox",
     "outbox",

@@ -1,6 +1,5 @@
 //! What the store answers from memory: for the intake, the bot's membership of each room and
-//! who is knocking somewhere; for the worker, the knock times of each room and the events
-//! taken in.
+//! who is knocking somewhere; for the worker, the knock times of each room.
 //!
 //! The intake decides which pushed events to keep by these two (`events::is_wanted`), and its
 //! path must touch no sled (see [`super::journal`]). Both are loaded from sled when the store
@@ -14,17 +13,10 @@
 //! (`benches/knock_counts.rs`): a wave on a room with such a rule would have held the worker
 //! to a few hundred knocks a second. What is kept (8 bytes a knock) is bounded by the
 //! windows: knock times no window reaches are pruned.
-//!
-//! The events taken in (so that one the homeserver sends again is not handled twice) are
-//! kept as a set of 128-bit keyed hashes of their IDs, 16 bytes each ([`SeenKey`]); what
-//! makes them durable is [`T::SeenTimes`], written in the same transaction as what handling
-//! them did, and read back at open. They were a sled tree of their own, keyed by event ID:
-//! 1.9 writes per knock, each to a random page of it, and as many entries kept, each costing
-//! sled more memory than the set does (`docs/BENCHMARKS.md`, "Ingestion, ninth sitting").
 
 use std::{
-    collections::{HashMap, HashSet},
-    hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState},
+    collections::HashMap,
+    hash::{BuildHasher, RandomState},
 };
 
 use parking_lot::{Mutex, RwLock};
@@ -38,35 +30,6 @@ pub(super) enum Change {
     Knocks(u64, i32),
     /// A room's knock time added (`true`) or removed.
     RoomKnockTime(Vec<u8>, u64, bool),
-    /// An event taken in (`true`) or forgotten.
-    Seen(SeenKey, bool),
-}
-
-/// An event ID as the set of events taken in holds it: a 128-bit hash, keyed at random per
-/// process. Two IDs collide with a chance of one in 2^128 per pair, and, the keys being
-/// secret, nobody can make an event ID collide with another on purpose; a collision would
-/// make the worker take the second event for one it had handled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SeenKey(u128);
-
-type SeenSet = HashSet<SeenKey, BuildHasherDefault<Prehashed>>;
-
-/// A hasher for keys that are hashes already: it keeps their low 64 bits.
-#[derive(Default)]
-struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u128(&mut self, n: u128) {
-        self.0 = n as u64;
-    }
 }
 
 pub(super) struct Views {
@@ -79,9 +42,6 @@ pub(super) struct Views {
     /// Each room's knock times, sorted (times alone: two knocks at the same time count the
     /// same whichever is removed first).
     room_times: Mutex<HashMap<Vec<u8>, Vec<u64>>>,
-    /// The events taken in, by [`SeenKey`].
-    seen: Mutex<SeenSet>,
-    seen_hashers: [RandomState; 2],
 }
 
 impl Views {
@@ -114,33 +74,7 @@ impl Views {
             knocks: Mutex::new(counts),
             hasher,
             room_times: Mutex::new(times),
-            seen: Mutex::default(),
-            seen_hashers: [RandomState::new(), RandomState::new()],
         })
-    }
-
-    /// Adds the event IDs that sled records as taken in ([`T::SeenTimes`]) to the set.
-    pub(super) fn load_seen<S: AsRef<str>, E>(&self, ids: impl IntoIterator<Item = Result<S, E>>) -> Result<(), E> {
-        let mut loaded = SeenSet::default();
-        for id in ids {
-            loaded.insert(self.seen_key(id?.as_ref()));
-        }
-        self.seen.lock().extend(loaded);
-        Ok(())
-    }
-
-    pub(super) fn seen_key(&self, event_id: &str) -> SeenKey {
-        let [a, b] = &self.seen_hashers;
-        SeenKey(u128::from(a.hash_one(event_id)) << 64 | u128::from(b.hash_one(event_id)))
-    }
-
-    pub(super) fn seen_len(&self) -> usize {
-        self.seen.lock().len()
-    }
-
-    /// Whether the event was taken in (as sled holds it: not what a batch has staged).
-    pub(super) fn was_seen(&self, key: SeenKey) -> bool {
-        self.seen.lock().contains(&key)
     }
 
     /// The change that a put to or a removal from `tree` makes (`old`: whether the key was
@@ -177,12 +111,6 @@ impl Views {
                     } else if list.get(i) == Some(&at) {
                         list.remove(i);
                     }
-                }
-                Change::Seen(key, true) => {
-                    self.seen.lock().insert(key);
-                }
-                Change::Seen(key, false) => {
-                    self.seen.lock().remove(&key);
                 }
                 Change::Knocks(user, delta) => {
                     let mut knocks = self.knocks.lock();

@@ -445,7 +445,7 @@ async fn storage_stays_bounded_under_a_long_stream() {
     // 200 knocks were taken in; what is kept is what the last second or two brought.
     eventually("old records are pruned", || {
         let s = &app.store;
-        s.seen_len() <= 100 && s.len(T::Txns) <= 6 && s.audit_len() <= 100
+        s.len(T::Seen) <= 100 && s.len(T::Txns) <= 6 && s.audit_len() <= 100
     })
     .await;
     // No policy counts knocks here: no knock time outlives the pass that finds it.

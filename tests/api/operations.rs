@@ -230,7 +230,7 @@ async fn db_stats_backup_and_restore_round_trip() {
     assert!(ok, "{text}");
     let app = spawn_app_in(dir, hs, AppOptions::default()).await;
     assert_eq!(app.store.audit_len(), 1);
-    assert!(app.store.was_seen("$k1"));
+    assert!(app.store.was_seen("$k1").unwrap());
 }
 
 /// `contrib/knockwarden.service` passes `systemd-analyze verify` without a warning (with the
