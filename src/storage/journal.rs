@@ -18,9 +18,22 @@
 //! On disk: `journal/<the seq of its first record, 20 digits>.log`. A record is its payload's
 //! length (u32 LE), the CRC-32 of its payload (u32 LE), and the payload, a [`JournalRecord`]
 //! as JSON. Records are numbered in order. Only the last record of the last segment can be
-//! cut short by a crash (segments are synced before the next is begun): it is cut off when
-//! the journal opens, and its transaction was never acknowledged. Any other damage refuses to
-//! open, as a corrupt database does.
+//! cut short by a crash (segments are synced before the next is begun): the journal ends
+//! before it when it opens, and its transaction was never acknowledged. Any other damage
+//! refuses to open, as a corrupt database does.
+//!
+//! Segments are written in place, not appended to, once the journal is busy: an `fdatasync`
+//! after writing into a file's existing blocks has no size or block allocation to make
+//! durable, only the data. On this project's machine it took half as long as after an append
+//! (about 100 µs against 200), and the acknowledgement waits for it (`docs/BENCHMARKS.md`,
+//! "Ingestion, ninth sitting"). So up to [`SPARES`] handled segments are kept
+//! (`<20 digits>.spare`) and renamed to begin the next, whose records then overwrite the
+//! older ones; and the first time the journal fills a segment with none spare, a thread
+//! writes that many spares of zeros (`.zeroing` while it does), and the tail moves on to the
+//! first as soon as it is ready. What follows a segment's own records is older data, or
+//! zeros: a segment's records are the ones numbered from its name on, up to the next
+//! segment's first (the last segment's, up to zeros or the first record that is cut short or
+//! numbered below the one expected).
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -41,7 +54,10 @@ use serde_json::value::RawValue;
 use super::{BotMembership, Origin, StoreError};
 
 /// A segment is closed, and the next begun, once it holds this many bytes.
-const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+const SEGMENT_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Handled segments kept to be reused (see the module's doc); more are deleted.
+const SPARES: usize = 2;
 
 /// A record's header: the payload's length and CRC-32, each a u32 LE.
 const HEADER: usize = 8;
@@ -111,6 +127,8 @@ pub(super) struct Opened {
 struct Tail {
     file: Arc<File>,
     len: u64,
+    /// Whether its blocks past `len` are written already (a spare's): records overwrite them.
+    in_place: bool,
 }
 
 /// Where the worker reads next.
@@ -138,6 +156,12 @@ pub(super) struct Journal {
     handled: Mutex<Checkpoint>,
     /// The first seq of each segment, oldest first; the last is the tail's.
     segments: Mutex<VecDeque<u64>>,
+    /// Segments kept to be reused (handled ones, by the first seq they had, or zeros).
+    spares: Arc<Mutex<Vec<u64>>>,
+    /// Whether spares of zeros are written when needed (see the module's doc).
+    zero_spares: bool,
+    /// Whether they are being written.
+    zeroing: Arc<std::sync::atomic::AtomicBool>,
     cursor: Mutex<Option<Cursor>>,
     /// The records not handled yet: their events and knockers (see [`Journal::is_knocker`]).
     pending: Mutex<Pending>,
@@ -193,18 +217,65 @@ fn segment_path(dir: &Path, first: u64) -> PathBuf {
     dir.join(format!("{first:020}.log"))
 }
 
-/// The segments in `dir`, by first seq.
-fn list_segments(dir: &Path) -> Result<Vec<u64>, StoreError> {
+fn spare_path(dir: &Path, first: u64) -> PathBuf {
+    dir.join(format!("{first:020}.spare"))
+}
+
+fn zeroing_path(dir: &Path, name: u64) -> PathBuf {
+    dir.join(format!("{name:020}.zeroing"))
+}
+
+/// Writes spares of zeros, `bytes` each, until there are [`SPARES`] (see the module's doc).
+/// Their names count down from `u64::MAX`, clear of the seqs that name the others.
+fn write_zeroed_spares(dir: &Path, bytes: u64, spares: &Mutex<Vec<u64>>) -> io::Result<()> {
+    let zeros = vec![0u8; 1 << 20];
+    let mut name = u64::MAX;
+    while spares.lock().len() < SPARES {
+        while spares.lock().contains(&name) {
+            name -= 1;
+        }
+        let path = zeroing_path(dir, name);
+        let file = File::create(&path)?;
+        let mut at = 0;
+        while at < bytes {
+            let n = zeros.len().min((bytes - at) as usize);
+            file.write_all_at(&zeros[..n], at)?;
+            at += n as u64;
+        }
+        file.sync_all()?;
+        std::fs::rename(&path, spare_path(dir, name))?;
+        sync_dir(dir)?;
+        spares.lock().push(name);
+    }
+    Ok(())
+}
+
+/// The files in `dir` named `<number><suffix>`, by number: the segments (`.log`) or the
+/// spares (`.spare`).
+fn list_numbered(dir: &Path, suffix: &str) -> Result<Vec<u64>, StoreError> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| journal_error("cannot list the journal", e))? {
         let name = entry.map_err(|e| journal_error("cannot list the journal", e))?.file_name();
         let name = name.to_string_lossy();
-        if let Some(first) = name.strip_suffix(".log").and_then(|n| n.parse::<u64>().ok()) {
+        if let Some(first) = name.strip_suffix(suffix).and_then(|n| n.parse::<u64>().ok()) {
             out.push(first);
         }
     }
     out.sort_unstable();
     Ok(out)
+}
+
+/// Keeps a handled segment as a spare, or deletes it if there are [`SPARES`] already. The
+/// caller syncs the directory.
+fn retire(dir: &Path, first: u64, spares: &mut Vec<u64>) -> Result<(), StoreError> {
+    if spares.len() < SPARES {
+        std::fs::rename(segment_path(dir, first), spare_path(dir, first))
+            .map_err(|e| journal_error("cannot keep a handled segment", e))?;
+        spares.push(first);
+    } else {
+        std::fs::remove_file(segment_path(dir, first)).map_err(|e| journal_error("cannot delete a segment", e))?;
+    }
+    Ok(())
 }
 
 /// Makes the directory's entries (a segment created or removed) durable.
@@ -243,6 +314,10 @@ fn read_at(file: &File, offset: u64, size: Option<u64>) -> io::Result<Read> {
     }
     let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
     let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+    if len == 0 {
+        // No record is empty: these are the zeros of a spare (see the module's doc).
+        return Ok(Read::End);
+    }
     let left = size.map(|s| s.saturating_sub(offset + HEADER as u64)).unwrap_or(u64::MAX);
     if len as u64 > left {
         return Ok(Read::Damaged(format!("a record cut short at byte {offset} ({left} of {len} bytes)")));
@@ -274,16 +349,23 @@ impl Journal {
     /// wholly handled are deleted (a crash can leave one behind); a record cut short at the
     /// end of the last segment is cut off.
     pub(super) fn open(dir: &Path, handled: Checkpoint) -> Result<Opened, StoreError> {
-        Self::open_with(dir, handled, SEGMENT_BYTES)
+        Self::open_with(dir, handled, SEGMENT_BYTES, true)
     }
 
-    fn open_with(dir: &Path, handled: Checkpoint, segment_bytes: u64) -> Result<Opened, StoreError> {
+    /// [`Journal::open`] with segments of `segment_bytes`, and spares of zeros written when
+    /// needed if `zero_spares` (see the module's doc).
+    fn open_with(dir: &Path, handled: Checkpoint, segment_bytes: u64, zero_spares: bool) -> Result<Opened, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| journal_error("cannot create the journal", e))?;
-        let mut segments: VecDeque<u64> = list_segments(dir)?.into();
+        let mut segments: VecDeque<u64> = list_numbered(dir, ".log")?.into();
+        let mut spares = list_numbered(dir, ".spare")?;
+        for name in list_numbered(dir, ".zeroing")? {
+            // Cut short by a stop: not a spare.
+            std::fs::remove_file(zeroing_path(dir, name)).map_err(|e| journal_error("cannot delete a segment", e))?;
+        }
         // A segment is handled when the next one begins at or before the checkpoint.
         while segments.len() > 1 && segments[1] <= handled.seq {
             let gone = segments.pop_front().expect("two at least");
-            std::fs::remove_file(segment_path(dir, gone)).map_err(|e| journal_error("cannot delete a segment", e))?;
+            retire(dir, gone, &mut spares)?;
         }
         let mut pending = Pending::default();
         let mut bot = Vec::new();
@@ -302,22 +384,30 @@ impl Journal {
             let size = file.metadata().map_err(|e| journal_error("cannot open a segment", e))?.len();
             let mut offset = 0u64;
             let mut expected = first;
+            // A closed segment's records end where the next segment's begin: what follows
+            // them, in a reused segment, is older data.
+            let ends_at = segments.get(i + 1).copied();
             loop {
+                if ends_at.is_some_and(|next| expected >= next) {
+                    break;
+                }
                 let payload = match read_at(&file, offset, Some(size))
                     .map_err(|e| journal_error("cannot read a segment", e))?
                 {
                     Read::Record(p) => p,
                     Read::End => break,
                     Read::Damaged(why) if last => {
-                        tracing::warn!(segment = %path.display(), %why, "cutting off a record cut short by a crash (it was never acknowledged)");
-                        file.set_len(offset).map_err(|e| journal_error("cannot cut off a damaged record", e))?;
-                        file.sync_all().map_err(|e| journal_error("cannot cut off a damaged record", e))?;
+                        tracing::info!(segment = %path.display(), offset, %why, "the journal ends here: what follows is a record cut short by a crash (never acknowledged) or the older data of a reused segment, and is written over");
                         break;
                     }
                     Read::Damaged(why) => return Err(corrupt(format!("{}: {why}", path.display()))),
                 };
                 let head: RecordHead = serde_json::from_slice(&payload)
                     .map_err(|e| corrupt(format!("{}: the record at byte {offset}: {e}", path.display())))?;
+                if last && head.seq < expected {
+                    // An older record of a reused segment: the journal ends before it.
+                    break;
+                }
                 if head.seq != expected {
                     return Err(corrupt(format!(
                         "{}: the record at byte {offset} is number {}, {expected} was expected",
@@ -359,14 +449,16 @@ impl Journal {
                     .write(true)
                     .open(segment_path(dir, first))
                     .map_err(|e| journal_error("cannot open a segment", e))?;
-                Tail { file: Arc::new(file), len: tail_len }
+                let size = file.metadata().map_err(|e| journal_error("cannot open a segment", e))?.len();
+                Tail { file: Arc::new(file), len: tail_len, in_place: size > tail_len }
             }
             _ => {
-                let file = create_segment(dir, next)?;
+                let (file, in_place) = begin_segment(dir, next, &mut spares)?;
                 segments.push_back(next);
-                Tail { file: Arc::new(file), len: 0 }
+                Tail { file: Arc::new(file), len: 0, in_place }
             }
         };
+        sync_dir(dir).map_err(|e| journal_error("cannot sync the journal's directory", e))?;
         let journal = Journal {
             dir: dir.to_owned(),
             segment_bytes,
@@ -376,6 +468,9 @@ impl Journal {
             syncing: tokio::sync::Mutex::new(()),
             handled: Mutex::new(handled),
             segments: Mutex::new(segments),
+            spares: Arc::new(Mutex::new(spares)),
+            zero_spares,
+            zeroing: Default::default(),
             cursor: Mutex::new(None),
             pending: Mutex::new(pending),
             room: tokio::sync::Notify::new(),
@@ -395,7 +490,8 @@ impl Journal {
         let mut tail = self.tail.lock();
         let seq = self.written.load(SeqCst);
         let framed = frame(&build(seq));
-        if tail.len > 0 && tail.len + framed.len() as u64 > self.segment_bytes {
+        let full = tail.len + framed.len() as u64 > self.segment_bytes;
+        if tail.len > 0 && (full || (!tail.in_place && !self.spares.lock().is_empty())) {
             self.rotate(&mut tail, seq)?;
         }
         // A write that fails leaves `len` where it was: the next record overwrites what it
@@ -408,14 +504,37 @@ impl Journal {
         Ok(seq)
     }
 
-    /// Closes the tail (synced: everything in it is durable) and begins a segment at `seq`.
+    /// Closes the tail (synced: everything in it is durable) and begins a segment at `seq`:
+    /// a spare, or a new file (and then spares of zeros are written for the next).
     fn rotate(&self, tail: &mut Tail, seq: u64) -> Result<(), StoreError> {
         tail.file.sync_data().map_err(|e| journal_error("cannot sync a segment", e))?;
         self.synced.fetch_max(seq, SeqCst);
-        let file = create_segment(&self.dir, seq)?;
+        let (file, in_place) = begin_segment(&self.dir, seq, &mut self.spares.lock())?;
         self.segments.lock().push_back(seq);
-        *tail = Tail { file: Arc::new(file), len: 0 };
+        *tail = Tail { file: Arc::new(file), len: 0, in_place };
+        if !in_place {
+            self.write_spares();
+        }
         Ok(())
+    }
+
+    /// Starts a thread that writes spares of zeros, unless one is at it.
+    fn write_spares(&self) {
+        if !self.zero_spares || self.zeroing.swap(true, SeqCst) {
+            return;
+        }
+        let (dir, bytes, spares, zeroing) =
+            (self.dir.clone(), self.segment_bytes, self.spares.clone(), self.zeroing.clone());
+        let started = std::thread::Builder::new().name("journal-spares".into()).spawn(move || {
+            if let Err(e) = write_zeroed_spares(&dir, bytes, &spares) {
+                // Not needed for anything but speed: the journal appends meanwhile.
+                tracing::warn!(error = %e, "cannot write the journal's spare segments; it appends to new ones");
+            }
+            zeroing.store(false, SeqCst);
+        });
+        if started.is_err() {
+            self.zeroing.store(false, SeqCst);
+        }
     }
 
     /// Makes record `seq` (and every one before it) durable: one `fdatasync` at a time, on a
@@ -460,6 +579,14 @@ impl Journal {
         }
         let c = cursor.as_mut().expect("just set");
         loop {
+            // Past the last record of a closed segment (older data may follow it there).
+            let next = self.segments.lock().iter().copied().find(|&s| s > c.segment);
+            if let Some(next) = next
+                && c.seq >= next
+            {
+                *c = self.open_cursor(next)?;
+                continue;
+            }
             let payload =
                 match read_at(&c.file, c.offset, None).map_err(|e| journal_error("cannot read the journal", e))? {
                     Read::Record(p) => p,
@@ -529,8 +656,7 @@ impl Journal {
         }
         make_durable()?;
         for first in finished {
-            std::fs::remove_file(segment_path(&self.dir, first))
-                .map_err(|e| journal_error("cannot delete a handled segment", e))?;
+            retire(&self.dir, first, &mut self.spares.lock())?;
             self.segments.lock().retain(|&s| s != first);
         }
         sync_dir(&self.dir).map_err(|e| journal_error("cannot sync the journal's directory", e))?;
@@ -603,15 +729,24 @@ fn parse_hash(hex: &str) -> Option<[u8; 32]> {
     hex::decode(hex).ok()?.try_into().ok()
 }
 
-fn create_segment(dir: &Path, first: u64) -> Result<File, StoreError> {
+/// Begins the segment whose first record is `first`: a spare renamed, if there is one (its
+/// records are then written over what it holds: `true`), or a new file. Its name is durable
+/// when this returns.
+fn begin_segment(dir: &Path, first: u64, spares: &mut Vec<u64>) -> Result<(File, bool), StoreError> {
+    let path = segment_path(dir, first);
+    let spare = spares.pop();
+    if let Some(spare) = spare {
+        std::fs::rename(spare_path(dir, spare), &path).map_err(|e| journal_error("cannot reuse a segment", e))?;
+    }
     let file = File::options()
         .read(true)
         .write(true)
-        .create_new(true)
-        .open(segment_path(dir, first))
+        .create(true)
+        .truncate(false)
+        .open(path)
         .map_err(|e| journal_error("cannot create a segment", e))?;
     sync_dir(dir).map_err(|e| journal_error("cannot sync the journal's directory", e))?;
-    Ok(file)
+    Ok((file, spare.is_some()))
 }
 
 #[cfg(test)]
@@ -674,7 +809,7 @@ mod tests {
     }
 
     #[test]
-    fn a_record_cut_short_by_a_crash_is_cut_off() {
+    fn a_record_cut_short_by_a_crash_is_written_over() {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open(dir.path(), Checkpoint::default()).unwrap().journal;
         append(&j, 10, "@a:x");
@@ -688,12 +823,106 @@ mod tests {
         let file = File::options().write(true).open(&path).unwrap();
         file.write_all_at(&third[..third.len() / 2], whole).unwrap();
         let j = Journal::open(dir.path(), Checkpoint::default()).unwrap().journal;
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), whole, "cut off");
         j.sync_blocking().unwrap();
         assert_eq!(seqs(&j, 0), [0, 1]);
         assert_eq!(append(&j, 10, "@c:x"), 2, "numbered on from the last whole record");
         j.sync_blocking().unwrap();
         assert_eq!(seqs(&j, 0), [0, 1, 2]);
+        drop(j);
+        let j = Journal::open(dir.path(), Checkpoint::default()).unwrap().journal;
+        assert_eq!(seqs(&j, 0), [0, 1, 2], "the half record is written over");
+    }
+
+    fn spares(dir: &Path) -> usize {
+        list_numbered(dir, ".spare").unwrap().len()
+    }
+
+    /// A new journal in `dir` with segments of `segment_bytes` (no spares of zeros), holding
+    /// `n` durable records of `len` characters each (knockers `@u0:x`, `@u1:x`...).
+    fn filled(dir: &Path, segment_bytes: u64, n: usize, len: usize) -> Journal {
+        let j = Journal::open_with(dir, Checkpoint::default(), segment_bytes, false).unwrap().journal;
+        for i in 0..n {
+            append(&j, len, &format!("@u{i}:x"));
+        }
+        j.sync_blocking().unwrap();
+        j
+    }
+
+    #[test]
+    fn handled_segments_are_reused_and_their_older_records_never_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = filled(dir.path(), 1_000, 12, 300);
+        let tail = *j.segments().last().unwrap();
+        let at = Checkpoint { seq: tail, event: 0 };
+        j.handled(at, || Ok(())).unwrap();
+        assert_eq!(spares(dir.path()), SPARES, "kept to be reused; the others deleted");
+        assert_eq!(list_numbered(dir.path(), ".log").unwrap(), [tail]);
+        // Shorter records now: the reused segments hold more of them, over longer older ones.
+        for i in 12..40 {
+            append(&j, 20, &format!("@v{i}:x"));
+        }
+        j.sync_blocking().unwrap();
+        assert_eq!(spares(dir.path()), 0, "taken");
+        assert_eq!(seqs(&j, tail), (tail..40).collect::<Vec<_>>());
+        drop(j);
+        let j = Journal::open_with(dir.path(), at, 1_000, false).unwrap().journal;
+        assert_eq!(seqs(&j, tail), (tail..40).collect::<Vec<_>>());
+        assert_eq!(j.pending(), 40 - tail);
+        assert!(j.is_knocker("@v39:x") && !j.is_knocker("@u0:x"));
+        assert_eq!(append(&j, 20, "@w:x"), 40);
+    }
+
+    #[test]
+    fn a_busy_journal_writes_spares_of_zeros_and_moves_onto_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open_with(dir.path(), Checkpoint::default(), 1_000, true).unwrap().journal;
+        // The first segment fills and a new one begins, with no spare: zeros are written.
+        for i in 0..4 {
+            append(&j, 300, &format!("@u{i}:x"));
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while spares(dir.path()) < SPARES || j.zeroing.load(SeqCst) {
+            assert!(std::time::Instant::now() < deadline, "no spares written");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(list_numbered(dir.path(), ".zeroing").unwrap().is_empty());
+        // The tail, a new file, is left for the first spare at once.
+        let seq = append(&j, 20, "@a:x");
+        assert_eq!(j.segments().last(), Some(&seq));
+        assert_eq!(spares(dir.path()), SPARES - 1);
+        assert_eq!(std::fs::metadata(segment_path(dir.path(), seq)).unwrap().len(), 1_000, "written over in place");
+        j.sync_blocking().unwrap();
+        assert_eq!(seqs(&j, 0), (0..=seq).collect::<Vec<_>>());
+        drop(j);
+        let j = Journal::open_with(dir.path(), Checkpoint::default(), 1_000, true).unwrap().journal;
+        assert_eq!(seqs(&j, 0), (0..=seq).collect::<Vec<_>>(), "the zeros after the last record end it");
+        assert_eq!(append(&j, 20, "@b:x"), seq + 1);
+    }
+
+    #[test]
+    fn a_reused_last_segment_ends_at_its_own_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = filled(dir.path(), 700, 6, 150);
+        assert_eq!(j.segments(), [0, 2, 4], "two records a segment");
+        j.handled(Checkpoint { seq: 4, event: 0 }, || Ok(())).unwrap();
+        assert_eq!(spares(dir.path()), 2);
+        // Record 6 begins a reused segment, over an older record of the same length: the
+        // other older record follows it whole, its checksum good, numbered below.
+        assert_eq!(append(&j, 150, "@x6:x"), 6);
+        j.sync_blocking().unwrap();
+        assert_eq!(j.segments(), [4, 6]);
+        drop(j);
+        let at = Checkpoint { seq: 4, event: 0 };
+        let j = Journal::open_with(dir.path(), at, 700, false).unwrap().journal;
+        assert_eq!(seqs(&j, 4), [4, 5, 6]);
+        assert_eq!(j.pending(), 3);
+        // The next is written over the older record; a shorter one leaves part of it behind.
+        assert_eq!(append(&j, 10, "@b:x"), 7);
+        j.sync_blocking().unwrap();
+        drop(j);
+        let j = Journal::open_with(dir.path(), at, 700, false).unwrap().journal;
+        assert_eq!(seqs(&j, 4), [4, 5, 6, 7]);
+        assert_eq!(append(&j, 10, "@c:x"), 8);
     }
 
     #[test]
@@ -716,7 +945,7 @@ mod tests {
     #[test]
     fn damage_before_the_last_record_refuses_to_open() {
         let dir = tempfile::tempdir().unwrap();
-        let j = Journal::open_with(dir.path(), Checkpoint::default(), 200).unwrap().journal;
+        let j = Journal::open_with(dir.path(), Checkpoint::default(), 200, false).unwrap().journal;
         for k in ["@a:x", "@b:x", "@c:x"] {
             append(&j, 150, k);
         }
@@ -734,11 +963,7 @@ mod tests {
     #[test]
     fn segments_roll_over_and_go_once_handled_and_durable() {
         let dir = tempfile::tempdir().unwrap();
-        let j = Journal::open_with(dir.path(), Checkpoint::default(), 1_000).unwrap().journal;
-        for i in 0..10 {
-            append(&j, 300, &format!("@u{i}:x"));
-        }
-        j.sync_blocking().unwrap();
+        let j = filled(dir.path(), 1_000, 10, 300);
         let segments = j.segments();
         assert!(segments.len() >= 4, "{segments:?}");
         assert_eq!(seqs(&j, 0), (0..10).collect::<Vec<_>>(), "read across segments");
@@ -757,7 +982,7 @@ mod tests {
         // Nothing more to delete: durability is not asked for again.
         j.handled(at, || panic!("not needed")).unwrap();
         drop(j);
-        let j = Journal::open_with(dir.path(), at, 1_000).unwrap().journal;
+        let j = Journal::open_with(dir.path(), at, 1_000, false).unwrap().journal;
         assert_eq!(seqs(&j, at.seq), (at.seq..10).collect::<Vec<_>>());
         assert_eq!(j.pending(), 10 - at.seq);
     }
