@@ -346,8 +346,8 @@ fn read_up_to(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
 
 impl Journal {
     /// Opens the journal in `dir` (creating it), given how far the worker got. Segments
-    /// wholly handled are deleted (a crash can leave one behind); a record cut short at the
-    /// end of the last segment is cut off.
+    /// wholly handled are kept as spares or deleted (a crash can leave one behind); the
+    /// journal ends before a record cut short at the end of the last segment.
     pub(super) fn open(dir: &Path, handled: Checkpoint) -> Result<Opened, StoreError> {
         Self::open_with(dir, handled, SEGMENT_BYTES, true)
     }
