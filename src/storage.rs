@@ -497,7 +497,7 @@ impl Store {
             found.insert(k.to_vec(), v.to_vec());
         }
         overlay::with(self.id(), |o| {
-            for (k, v) in o.range(tree, prefix, None).take_while(|(k, _)| k.starts_with(prefix)) {
+            for (k, v) in o.range(tree, prefix).take_while(|(k, _)| k.starts_with(prefix)) {
                 match v {
                     Some(v) => found.insert(k.clone(), v.clone()),
                     None => found.remove(k),
@@ -526,19 +526,9 @@ impl Store {
     /// How many keys in `[from, to)` this thread's batch added to what sled holds (less those
     /// it removed).
     fn staged_delta(&self, tree: T, from: &[u8], to: &[u8]) -> Result<i64, StoreError> {
-        let staged: Vec<(Vec<u8>, bool)> = overlay::with(self.id(), |o| {
-            o.range(tree, from, Some(to)).map(|(k, v)| (k.clone(), v.is_some())).collect()
-        })
-        .unwrap_or_default();
-        let mut n = 0;
-        for (k, present) in staged {
-            match (present, self.tree(tree).contains_key(&k)?) {
-                (true, false) => n += 1,
-                (false, true) => n -= 1,
-                _ => {}
-            }
-        }
-        Ok(n)
+        let sled = self.tree(tree);
+        let delta = overlay::with(self.id(), |o| o.delta(tree, from, to, |key| sled.contains_key(key)));
+        Ok(delta.transpose()?.unwrap_or(0))
     }
 
     /// All keys of a tree that start with `prefix`.
@@ -574,7 +564,7 @@ impl Store {
             }
         }
         let staged = overlay::with(id, |o| {
-            o.range(tree, after.unwrap_or(b""), None)
+            o.range(tree, after.unwrap_or(b""))
                 .filter(|(k, _)| after.is_none_or(|a| k.as_slice() > a))
                 .find_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())))
         })

@@ -143,10 +143,7 @@ impl Context {
         // what it resolves to), not every room the knocker is in.
         let mut member_of = Vec::new();
         for named in set.member_of_rooms() {
-            let room_id = match named.starts_with('#') {
-                true => store.alias(named)?.flatten(),
-                false => Some(named.clone()),
-            };
+            let room_id = if named.starts_with('#') { store.alias(named)?.flatten() } else { Some(named.clone()) };
             if let Some(room_id) = room_id
                 && store.is_member(&room_id, user)?
             {

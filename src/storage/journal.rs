@@ -894,7 +894,10 @@ mod tests {
         j.sync_blocking().unwrap();
         assert_eq!(seqs(&j, 0), (0..=seq).collect::<Vec<_>>());
         drop(j);
+        // A spare cut short by a stop is not taken for one.
+        std::fs::write(zeroing_path(dir.path(), 7), [0u8; 10]).unwrap();
         let j = Journal::open_with(dir.path(), Checkpoint::default(), 1_000, true).unwrap().journal;
+        assert!(list_numbered(dir.path(), ".zeroing").unwrap().is_empty() && spares(dir.path()) == SPARES - 1);
         assert_eq!(seqs(&j, 0), (0..=seq).collect::<Vec<_>>(), "the zeros after the last record end it");
         assert_eq!(append(&j, 20, "@b:x"), seq + 1);
     }

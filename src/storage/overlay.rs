@@ -12,6 +12,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 
 use super::{Op, T};
 
@@ -26,6 +27,9 @@ pub(super) struct Overlay {
     writes: HashMap<T, BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
     /// Amounts added to counters.
     added: HashMap<String, u64>,
+    /// Whether sled holds each staged key, as [`Overlay::delta`] found it: asked once per key
+    /// and batch, not at every count.
+    in_sled: HashMap<T, HashMap<Vec<u8>, bool>>,
 }
 
 thread_local! {
@@ -95,18 +99,46 @@ impl Overlay {
         self.added.get(counter).copied().unwrap_or(0)
     }
 
-    /// The staged keys of `tree` in `[from, to)` (`to` `None`: to the end).
+    /// The staged keys of `tree` from `from` on.
     pub(super) fn range<'a>(
         &'a self,
         tree: T,
         from: &'a [u8],
-        to: Option<&'a [u8]>,
     ) -> impl Iterator<Item = (&'a Vec<u8>, &'a Option<Vec<u8>>)> + 'a {
         self.writes
             .get(&tree)
             .into_iter()
-            .flat_map(move |w| w.range::<[u8], _>((std::ops::Bound::Included(from), std::ops::Bound::Unbounded)))
-            .take_while(move |(k, _)| to.is_none_or(|to| k.as_slice() < to))
+            .flat_map(move |w| w.range::<[u8], _>((Bound::Included(from), Bound::Unbounded)))
+    }
+
+    /// How many keys of `tree` in `[from, to)` the staged ops add to what sled holds, less
+    /// those they remove; `in_sled` says whether sled holds a key.
+    pub(super) fn delta<E>(
+        &mut self,
+        tree: T,
+        from: &[u8],
+        to: &[u8],
+        mut in_sled: impl FnMut(&[u8]) -> Result<bool, E>,
+    ) -> Result<i64, E> {
+        let Some(writes) = self.writes.get(&tree) else { return Ok(0) };
+        let known = self.in_sled.entry(tree).or_default();
+        let mut n = 0;
+        for (key, value) in writes.range::<[u8], _>((Bound::Included(from), Bound::Excluded(to))) {
+            let had = match known.get(key) {
+                Some(had) => *had,
+                None => {
+                    let had = in_sled(key)?;
+                    known.insert(key.clone(), had);
+                    had
+                }
+            };
+            match (value.is_some(), had) {
+                (true, false) => n += 1,
+                (false, true) => n -= 1,
+                _ => {}
+            }
+        }
+        Ok(n)
     }
 
     /// The ops to commit: the last value of each key, then the counters' additions.
