@@ -7,6 +7,8 @@
 
 use super::{Op, Store, StoreError, T, pair_key};
 
+/// The start of a knock-time key: `first` (or `first \0 second`), then `\0` and the time,
+/// 8 bytes big-endian; [`Store::record_knock_time`] adds the sequence, 8 bytes more.
 fn time_key(first: &str, second: Option<&str>, ts_ms: u64) -> Vec<u8> {
     let mut k = match second {
         Some(s) => pair_key(first, s),
@@ -15,6 +17,16 @@ fn time_key(first: &str, second: Option<&str>, ts_ms: u64) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(&ts_ms.to_be_bytes());
     k
+}
+
+/// What a knock-time key is made of ([`time_key`] and the sequence): what precedes the time
+/// (the room, or the user and the room), and the time.
+pub(super) fn split_time_key(key: &[u8]) -> Option<(&[u8], u64)> {
+    let n = key.len().checked_sub(17)?;
+    if key[n] != 0 {
+        return None;
+    }
+    Some((&key[..n], u64::from_be_bytes(key[n + 1..n + 9].try_into().ok()?)))
 }
 
 impl Store {
@@ -51,9 +63,7 @@ impl Store {
         let mut ops = Vec::new();
         for tree in [T::RoomKnockTimes, T::UserKnockTimes] {
             for k in self.scan_keys(tree, b"")? {
-                // The time sits 16 bytes from the end (time, then sequence).
-                let ts = k.len().checked_sub(16).and_then(|i| k[i..i + 8].try_into().ok()).map(u64::from_be_bytes);
-                if ts.is_some_and(|t| t < before_ms) {
+                if split_time_key(&k).is_some_and(|(_, t)| t < before_ms) {
                     ops.push(Op::del(tree, k));
                 }
             }

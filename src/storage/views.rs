@@ -21,7 +21,7 @@ use std::{
 
 use parking_lot::{Mutex, RwLock};
 
-use super::{BotMembership, T};
+use super::{BotMembership, T, activity::split_time_key};
 
 /// A change to a view, seen inside a sled transaction and applied once it commits.
 pub(super) enum Change {
@@ -55,7 +55,7 @@ impl Views {
     ) -> Result<Self, E> {
         let mut times: HashMap<Vec<u8>, Vec<u64>> = HashMap::new();
         for key in room_times {
-            if let Some((room, at)) = room_time(key?.as_ref()) {
+            if let Some((room, at)) = split_time_key(key?.as_ref()) {
                 times.entry(room.to_vec()).or_default().push(at);
             }
         }
@@ -88,7 +88,7 @@ impl Views {
             (T::Knocks, Some(_)) if !old => Some(Change::Knocks(self.hasher.hash_one(knocker(key)?), 1)),
             (T::Knocks, None) if old => Some(Change::Knocks(self.hasher.hash_one(knocker(key)?), -1)),
             (T::RoomKnockTimes, v) if old != v.is_some() => {
-                let (room, at) = room_time(key)?;
+                let (room, at) = split_time_key(key)?;
                 Some(Change::RoomKnockTime(room.to_vec(), at, v.is_some()))
             }
             _ => None,
@@ -103,13 +103,20 @@ impl Views {
                 }
                 Change::RoomKnockTime(room, at, added) => {
                     let mut rooms = self.room_times.lock();
-                    let list = rooms.entry(room).or_default();
-                    // Times come in order (the time a knock was received): most land last.
-                    let i = list.partition_point(|t| *t < at);
                     if added {
+                        let list = rooms.entry(room).or_default();
+                        // Times come in order (the time a knock was received): most land last.
+                        let i = list.partition_point(|t| *t < at);
                         list.insert(i, at);
-                    } else if list.get(i) == Some(&at) {
-                        list.remove(i);
+                    } else if let Some(list) = rooms.get_mut(&room) {
+                        let i = list.partition_point(|t| *t < at);
+                        if list.get(i) == Some(&at) {
+                            list.remove(i);
+                        }
+                        // A room whose knock times are all pruned is forgotten.
+                        if list.is_empty() {
+                            rooms.remove(&room);
+                        }
                     }
                 }
                 Change::Knocks(user, delta) => {
@@ -138,16 +145,6 @@ impl Views {
         let Some(list) = rooms.get(room.as_bytes()) else { return 0 };
         (list.len() - list.partition_point(|t| *t < since_ms)) as u64
     }
-}
-
-/// The room and time of a [`T::RoomKnockTimes`] key: `room \0 time sequence`, the numbers 8
-/// bytes each, big-endian.
-fn room_time(key: &[u8]) -> Option<(&[u8], u64)> {
-    let n = key.len().checked_sub(17)?;
-    if key[n] != 0 {
-        return None;
-    }
-    Some((&key[..n], u64::from_be_bytes(key[n + 1..n + 9].try_into().ok()?)))
 }
 
 /// The user of a [`T::Knocks`] key (`room \0 user`; a user ID holds no NUL, a room ID from a
@@ -180,5 +177,27 @@ mod tests {
         let left = v.change(T::BotRooms, b"!a:x", true, Some(br#""left""#)).into_iter().collect();
         v.apply(left);
         assert_eq!(v.bot_membership("!a:x"), Some(BotMembership::Left));
+    }
+
+    /// A knock-time key of the by-room tree: `room \0 time seq`.
+    fn time_key(room: &str, at: u64, seq: u64) -> Vec<u8> {
+        [room.as_bytes(), &[0], &at.to_be_bytes(), &seq.to_be_bytes()].concat()
+    }
+
+    /// Knock times are counted from where they are loaded and as they change; a room whose
+    /// times are all removed is forgotten, not kept as an empty list.
+    #[test]
+    fn room_knock_times_follow_changes_and_empty_rooms_are_forgotten() {
+        let v = Views::load::<_, ()>([], [], [Ok(time_key("!a:x", 5, 1)), Ok(time_key("!a:x", 3, 2))]).unwrap();
+        assert_eq!((v.room_knocks_since("!a:x", 0), v.room_knocks_since("!a:x", 4)), (2, 1));
+        let added = v.change(T::RoomKnockTimes, &time_key("!b:x", 7, 3), false, Some(b"")).into_iter().collect();
+        v.apply(added);
+        assert_eq!(v.room_knocks_since("!b:x", 7), 1);
+        for (room, at, seq) in [("!a:x", 5, 1), ("!a:x", 3, 2), ("!b:x", 7, 3)] {
+            let removed = v.change(T::RoomKnockTimes, &time_key(room, at, seq), true, None).into_iter().collect();
+            v.apply(removed);
+        }
+        assert_eq!(v.room_knocks_since("!a:x", 0) + v.room_knocks_since("!b:x", 0), 0);
+        assert!(v.room_times.lock().is_empty(), "no empty list kept");
     }
 }
