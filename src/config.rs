@@ -76,6 +76,11 @@ pub struct HomeserverConfig {
     pub server_name: OwnedServerName,
     /// Requests to the homeserver in flight at once (actions run concurrently up to this).
     pub max_concurrent_requests: usize,
+    /// How long one request may take before it counts as unanswered (and is tried again).
+    pub request_timeout: Duration,
+    /// Actions in flight at once whose target is on one other server (a knocker's server):
+    /// knockers of a server that never answers hold at most this many slots.
+    pub max_requests_per_server: usize,
 }
 
 /// Prometheus metrics (see [`crate::metrics`]).
@@ -212,6 +217,12 @@ impl Config {
         if max_concurrent_requests == 0 {
             return Err(invalid("homeserver.max_concurrent_requests", "must be at least 1".into()));
         }
+        let request_timeout = crate::duration::parse(&raw.homeserver.request_timeout)
+            .map_err(|e| invalid("homeserver.request_timeout", e))?;
+        let max_requests_per_server = raw.homeserver.max_requests_per_server;
+        if max_requests_per_server == 0 {
+            return Err(invalid("homeserver.max_requests_per_server", "must be at least 1".into()));
+        }
         let give_up_after =
             crate::duration::parse(&raw.actions.give_up_after).map_err(|e| invalid("actions.give_up_after", e))?;
         let metrics_listen = match &raw.metrics.listen {
@@ -223,7 +234,13 @@ impl Config {
 
         Ok(Config {
             file: file.to_owned(),
-            homeserver: HomeserverConfig { url, server_name, max_concurrent_requests },
+            homeserver: HomeserverConfig {
+                url,
+                server_name,
+                max_concurrent_requests,
+                request_timeout,
+                max_requests_per_server,
+            },
             appservice: AppserviceConfig {
                 listen,
                 registration: resolve(&raw.appservice.registration),
@@ -277,6 +294,8 @@ mod tests {
         assert_eq!(c.review.expire_after, Duration::from_secs(7 * 86400));
         assert_eq!(c.review.on_expiry, OnExpiry::Ignore);
         assert_eq!(c.homeserver.max_concurrent_requests, 32);
+        assert_eq!(c.homeserver.request_timeout, Duration::from_secs(20));
+        assert_eq!(c.homeserver.max_requests_per_server, 4);
         assert_eq!(c.actions.give_up_after, Duration::from_secs(86_400));
     }
 

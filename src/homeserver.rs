@@ -33,7 +33,7 @@ impl MembershipChange {
     }
 }
 
-pub use limited::Limited;
+pub use limited::{Limited, Limits};
 pub use matrix::MatrixHomeserver;
 
 /// A failed call to the homeserver.

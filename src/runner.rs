@@ -134,6 +134,8 @@ pub struct Settings {
     pub started_ms: u64,
     /// Where attempts are counted.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Actions in flight at once for each other server (see [`lanes`]).
+    pub per_server: lanes::PerServer,
 }
 
 /// What became of one attempt.
@@ -152,7 +154,7 @@ pub async fn run<P: Perform>(
     settings: Settings,
     tasks: Arc<Tasks>,
 ) {
-    let mut lanes = lanes::Lanes::default();
+    let mut lanes = lanes::Lanes::per_server(settings.per_server.clone());
     let (recorder, recording) = recorder::start(perform.clone(), store.clone());
     let mut in_flight: JoinSet<(u64, Next)> = JoinSet::new();
     // Learn of new actions from the store's feed, then read what is queued already.

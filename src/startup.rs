@@ -87,12 +87,17 @@ impl Application {
     }
 
     /// Builds the service with a given homeserver (tests put a fake here). Its requests are
-    /// limited to `homeserver.max_concurrent_requests` in flight, and timed for `/metrics`.
+    /// limited to `homeserver.max_concurrent_requests` in flight and `homeserver.request_timeout`
+    /// each, and timed for `/metrics`.
     pub async fn build_with(settings: Settings, homeserver: Arc<dyn Homeserver>) -> Result<Self, StartError> {
         let Settings { config, registration } = settings;
         let metrics = crate::metrics::Metrics::new();
-        let homeserver: Arc<dyn Homeserver> =
-            Arc::new(Limited::new(homeserver, config.homeserver.max_concurrent_requests, metrics.clone()));
+        let limits = crate::homeserver::Limits {
+            max_in_flight: config.homeserver.max_concurrent_requests,
+            timeout: config.homeserver.request_timeout,
+            local: config.homeserver.server_name.clone(),
+        };
+        let homeserver: Arc<dyn Homeserver> = Arc::new(Limited::new(homeserver, limits, metrics.clone()));
         let db_path = config.database.display().to_string();
         if let Some(parent) = config.database.parent() {
             std::fs::create_dir_all(parent)
@@ -204,6 +209,10 @@ impl Application {
                     give_up_after: shared.config.actions.give_up_after,
                     started_ms: shared.started_ms,
                     metrics: shared.metrics.clone(),
+                    per_server: crate::runner::lanes::PerServer {
+                        local: shared.config.homeserver.server_name.clone(),
+                        max: shared.config.homeserver.max_requests_per_server,
+                    },
                 },
                 shared.tasks.clone(),
             ),

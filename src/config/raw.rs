@@ -85,6 +85,18 @@ pub struct RawHomeserver {
     pub server_name: String,
     #[serde(default = "default_max_concurrent_requests")]
     pub max_concurrent_requests: usize,
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: String,
+    #[serde(default = "default_max_requests_per_server")]
+    pub max_requests_per_server: usize,
+}
+
+fn default_request_timeout() -> String {
+    "20s".into()
+}
+
+fn default_max_requests_per_server() -> usize {
+    4
 }
 
 fn default_max_concurrent_requests() -> usize {

@@ -2,25 +2,64 @@
 //! the runner's concurrent actions, catch-ups and membership checks together never flood the
 //! homeserver. Requests beyond the limit wait their turn. It also times every request, by
 //! endpoint, for `/metrics` (the wait for a turn is not counted).
+//!
+//! No request waits on the homeserver for longer than `homeserver.request_timeout`: it then
+//! fails as unanswered (transient: tried again later). Requests that wait on another server
+//! (inviting, kicking or banning its users, joining or resolving its rooms and aliases: the
+//! homeserver asks that server over federation) may hold only three quarters of the slots, so
+//! a dead server's knockers never leave the control room and local knockers without one.
 
 use async_trait::async_trait;
-use ruma::{OwnedEventId, OwnedRoomId, RoomAliasId, RoomId, RoomOrAliasId, UserId};
-use std::sync::Arc;
+use ruma::{OwnedEventId, OwnedRoomId, OwnedServerName, RoomAliasId, RoomId, RoomOrAliasId, ServerName, UserId};
+use std::{sync::Arc, time::Duration};
 
 use tokio::sync::Semaphore;
 
 use super::{Homeserver, HsError, MembershipChange, StateEvent};
 use crate::metrics::{EndpointLabels, Metrics};
 
+/// How many requests may be in flight, and for how long.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Requests in flight at once (`homeserver.max_concurrent_requests`).
+    pub max_in_flight: usize,
+    /// The longest a request may take (`homeserver.request_timeout`).
+    pub timeout: Duration,
+    /// Our homeserver's name: requests about its users and rooms are not "remote".
+    pub local: OwnedServerName,
+}
+
 pub struct Limited {
     inner: Arc<dyn Homeserver>,
     permits: Semaphore,
+    /// Of the permits, how many requests that wait on another server may hold at once.
+    remote: Semaphore,
+    timeout: Duration,
+    local: OwnedServerName,
     metrics: Arc<Metrics>,
 }
 
 impl Limited {
-    pub fn new(inner: Arc<dyn Homeserver>, max_in_flight: usize, metrics: Arc<Metrics>) -> Self {
-        Self { inner, permits: Semaphore::new(max_in_flight.max(1)), metrics }
+    pub fn new(inner: Arc<dyn Homeserver>, limits: Limits, metrics: Arc<Metrics>) -> Self {
+        let max = limits.max_in_flight.max(1);
+        let remote = (max - max / 4).max(1);
+        Self {
+            inner,
+            permits: Semaphore::new(max),
+            remote: Semaphore::new(remote),
+            timeout: limits.timeout,
+            local: limits.local,
+            metrics,
+        }
+    }
+
+    /// Whether a request about `server` waits on another server.
+    fn is_remote(&self, server: Option<&ServerName>) -> bool {
+        server.is_some_and(|s| s != self.local)
+    }
+
+    fn timed_out(&self) -> HsError {
+        HsError::Transport(format!("no answer within {}", crate::duration::format(self.timeout)))
     }
 
     fn observe<T>(&self, endpoint: &'static str, started: std::time::Instant, result: &Result<T, HsError>) {
@@ -31,10 +70,18 @@ impl Limited {
 }
 
 macro_rules! limited {
-    ($self:ident, $endpoint:expr, $call:expr) => {{
-        let _permit = $self.permits.acquire().await.map_err(|_| HsError::Transport("shutting down".into()))?;
+    ($self:ident, $endpoint:expr, $call:expr) => {
+        limited!($self, $endpoint, remote: false, $call)
+    };
+    ($self:ident, $endpoint:expr, remote: $remote:expr, $call:expr) => {{
+        let closed = |_| HsError::Transport("shutting down".into());
+        let _remote = if $remote { Some($self.remote.acquire().await.map_err(closed)?) } else { None };
+        let _permit = $self.permits.acquire().await.map_err(closed)?;
         let started = std::time::Instant::now();
-        let result = $call.await;
+        let result = match tokio::time::timeout($self.timeout, $call).await {
+            Ok(result) => result,
+            Err(_) => Err($self.timed_out()),
+        };
         $self.observe($endpoint, started, &result);
         result
     }};
@@ -43,7 +90,7 @@ macro_rules! limited {
 #[async_trait]
 impl Homeserver for Limited {
     async fn join(&self, room: &RoomOrAliasId) -> Result<OwnedRoomId, HsError> {
-        limited!(self, "join", self.inner.join(room))
+        limited!(self, "join", remote: self.is_remote(room.server_name()), self.inner.join(room))
     }
 
     async fn membership(
@@ -53,11 +100,13 @@ impl Homeserver for Limited {
         user: &UserId,
         reason: &str,
     ) -> Result<(), HsError> {
-        limited!(self, change.as_str(), self.inner.membership(change, room, user, reason))
+        let remote = self.is_remote(Some(user.server_name()));
+        limited!(self, change.as_str(), remote: remote, self.inner.membership(change, room, user, reason))
     }
 
     async fn resolve_alias(&self, alias: &RoomAliasId) -> Result<OwnedRoomId, HsError> {
-        limited!(self, "resolve_alias", self.inner.resolve_alias(alias))
+        let remote = self.is_remote(Some(alias.server_name()));
+        limited!(self, "resolve_alias", remote: remote, self.inner.resolve_alias(alias))
     }
 
     async fn leave(&self, room: &RoomId) -> Result<(), HsError> {

@@ -35,8 +35,9 @@ use url::Url;
 
 use super::{Homeserver, HsError, MembershipChange, StateEvent};
 
-/// Timeout for one request to the homeserver.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The SDK's own timeout for one request: a backstop only. The service bounds each request by
+/// `homeserver.request_timeout` ([`super::Limited`]).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The real homeserver client.
 #[derive(Clone, Debug)]

@@ -3,10 +3,24 @@
 //! Each action belongs to a [`Subject`]; each subject is a lane, run in order, one action at
 //! a time. A lane's head is *ready* when it is due and not running; the ready heads start
 //! oldest first. A head that failed waits until its retry time, holding up only its own lane.
+//!
+//! No other server can take every slot: with a [`Lanes::per_server`] limit, a ready head whose
+//! destination (its target user's server, see [`crate::storage::Action::destination`]) is not
+//! ours and already has that many actions running is held back until one of them ends, and
+//! the heads behind it start meanwhile.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
+use ruma::OwnedServerName;
+
 use crate::storage::{OutboxEntry, Subject};
+
+/// At most `max` actions running at once for each server other than `local`.
+#[derive(Debug, Clone)]
+pub struct PerServer {
+    pub local: OwnedServerName,
+    pub max: usize,
+}
 
 /// The queued actions, by lane.
 #[derive(Default)]
@@ -21,9 +35,54 @@ pub struct Lanes {
     waiting: BTreeSet<(u64, u64)>,
     /// Heads running now.
     running: BTreeSet<u64>,
+    /// The limit per other server, if any.
+    per_server: Option<PerServer>,
+    /// Actions running now, by other server.
+    busy: HashMap<OwnedServerName, usize>,
+    /// Ready heads held back because their server is at the limit, oldest first.
+    held: HashMap<OwnedServerName, BTreeSet<u64>>,
 }
 
 impl Lanes {
+    /// Lanes that run at most `limit.max` actions at once for each other server.
+    pub fn per_server(limit: PerServer) -> Self {
+        Self { per_server: Some(PerServer { max: limit.max.max(1), ..limit }), ..Self::default() }
+    }
+
+    /// The other server action `seq` goes to, when it is limited.
+    fn limited_destination(&self, seq: u64) -> Option<OwnedServerName> {
+        let limit = self.per_server.as_ref()?;
+        let dest = self.entries.get(&seq)?.1.action.destination()?;
+        (dest != limit.local).then_some(dest)
+    }
+
+    /// Action `seq` stopped running: its server has a slot free for the oldest head held.
+    fn release(&mut self, seq: u64) {
+        if !self.running.remove(&seq) {
+            return;
+        }
+        let Some(dest) = self.limited_destination(seq) else { return };
+        if let Some(n) = self.busy.get_mut(&dest) {
+            *n -= 1;
+            if *n == 0 {
+                self.busy.remove(&dest);
+            }
+        }
+        if let Some(held) = self.held.get_mut(&dest) {
+            if let Some(next) = held.pop_first() {
+                self.ready.insert(next);
+            }
+            if held.is_empty() {
+                self.held.remove(&dest);
+            }
+        }
+    }
+
+    /// Actions held back because their server is at the limit, by server.
+    pub fn held(&self) -> usize {
+        self.held.values().map(BTreeSet::len).sum()
+    }
+
     /// Whether `seq` is queued (or running).
     pub fn contains(&self, seq: u64) -> bool {
         self.entries.contains_key(&seq)
@@ -55,14 +114,25 @@ impl Lanes {
             self.waiting.pop_first();
             self.ready.insert(seq);
         }
-        let seq = self.ready.pop_first()?;
-        self.running.insert(seq);
-        Some((seq, self.entries[&seq].1.clone()))
+        while let Some(seq) = self.ready.pop_first() {
+            if let Some(dest) = self.limited_destination(seq) {
+                let max = self.per_server.as_ref().map_or(usize::MAX, |l| l.max);
+                let busy = self.busy.entry(dest.clone()).or_default();
+                if *busy >= max {
+                    self.held.entry(dest).or_default().insert(seq);
+                    continue;
+                }
+                *busy += 1;
+            }
+            self.running.insert(seq);
+            return Some((seq, self.entries[&seq].1.clone()));
+        }
+        None
     }
 
     /// The running action `seq` is done (or gone to the failed list): its lane moves on.
     pub fn finished(&mut self, seq: u64) {
-        self.running.remove(&seq);
+        self.release(seq);
         let Some((subject, _)) = self.entries.remove(&seq) else { return };
         let Some(lane) = self.lanes.get_mut(&subject) else { return };
         lane.retain(|&s| s != seq);
@@ -80,7 +150,7 @@ impl Lanes {
     /// The running action `seq` failed and is tried again at `entry.not_before_ms`; its lane
     /// waits for it.
     pub fn retry_at(&mut self, seq: u64, entry: OutboxEntry) {
-        self.running.remove(&seq);
+        self.release(seq);
         let due = entry.not_before_ms;
         if let Some(slot) = self.entries.get_mut(&seq) {
             slot.1 = entry;
@@ -165,6 +235,38 @@ mod tests {
         assert_eq!(l.start_next(500).map(|(s, _)| s), Some(1));
         l.finished(1);
         assert_eq!(l.start_next(500).map(|(s, _)| s), Some(2));
+    }
+
+    #[test]
+    fn another_server_runs_at_most_its_limit_and_the_rest_go_past() {
+        let mut l = Lanes::per_server(PerServer { local: "x".try_into().unwrap(), max: 2 });
+        for i in 0..5 {
+            l.add(i, act(&format!("@d{i}:dead.example"), 0));
+        }
+        l.add(10, act("@local:x", 0));
+        l.add(11, act("@other:far.example", 0));
+        let started: Vec<u64> = std::iter::from_fn(|| l.start_next(0).map(|(s, _)| s)).collect();
+        assert_eq!(started, [0, 1, 10, 11], "two of dead.example's, then the others");
+        assert_eq!(l.held(), 3);
+        // One of dead.example's ends: the oldest held one starts; a retry frees a slot too.
+        l.finished(0);
+        assert_eq!(l.start_next(0).map(|(s, _)| s), Some(2));
+        assert!(l.start_next(0).is_none());
+        let (_, mut e) = (1, act("@d1:dead.example", 0));
+        e.not_before_ms = 100;
+        l.retry_at(1, e);
+        assert_eq!(l.start_next(0).map(|(s, _)| s), Some(3));
+        assert!(l.start_next(0).is_none());
+        assert_eq!(l.held(), 1);
+    }
+
+    #[test]
+    fn local_knockers_are_not_limited() {
+        let mut l = Lanes::per_server(PerServer { local: "x".try_into().unwrap(), max: 1 });
+        for i in 0..4 {
+            l.add(i, act(&format!("@u{i}:x"), 0));
+        }
+        assert_eq!(std::iter::from_fn(|| l.start_next(0)).count(), 4);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! Entries are written in the same transaction as the decision that made them and removed
 //! only once the homeserver has done what they say (or they are given up on, with a reason).
 
-use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
+use ruma::{OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomOrAliasId};
 use serde::{Deserialize, Serialize};
 
 use super::{Op, Store, StoreError, T, inbox::seq_of, now_ms};
@@ -121,6 +121,20 @@ impl Action {
             | Action::Reaction { .. }
             | Action::Send { .. }
             | Action::ReviewClosed { .. } => Subject::ControlRoom,
+        }
+    }
+
+    /// The server the action's requests wait on besides ours, when there is one: a knocker's
+    /// server (Synapse waits on it over federation to invite, kick or ban them), a list's
+    /// server (to join it) or an invitation's room's server. See [`crate::runner::lanes`].
+    pub fn destination(&self) -> Option<OwnedServerName> {
+        match self {
+            Action::Act { user_id, .. } => Some(user_id.server_name().to_owned()),
+            Action::ReadBanList { name } => {
+                <&RoomOrAliasId>::try_from(name.as_str()).ok().and_then(|r| r.server_name().map(ToOwned::to_owned))
+            }
+            Action::AnswerInvite { room_id, .. } => room_id.server_name().map(ToOwned::to_owned),
+            _ => None,
         }
     }
 

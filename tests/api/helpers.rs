@@ -41,6 +41,8 @@ pub struct AppOptions {
     pub control_room: String,
     /// `moderators.users`.
     pub moderators: Vec<String>,
+    /// Extra YAML lines under `homeserver:` (each indented by two spaces).
+    pub homeserver_extra: String,
 }
 
 impl Default for AppOptions {
@@ -50,6 +52,7 @@ impl Default for AppOptions {
             extra_config: String::new(),
             control_room: CONTROL_ROOM.to_owned(),
             moderators: vec![],
+            homeserver_extra: String::new(),
         }
     }
 }
@@ -85,7 +88,7 @@ pub fn write_config(dir: &std::path::Path, homeserver_url: &str, opts: &AppOptio
         r#"homeserver:
   url: "{homeserver_url}"
   server_name: "{SERVER_NAME}"
-appservice:
+{hs_extra}appservice:
   listen: "127.0.0.1:0"
   registration: "registration.yaml"
   max_body_bytes: {max}
@@ -100,6 +103,7 @@ log_format: pretty
 {extra}"#,
         max = opts.max_body_bytes,
         extra = opts.extra_config,
+        hs_extra = opts.homeserver_extra,
         control = opts.control_room,
         users = serde_json::to_string(&opts.moderators).unwrap(),
     );

@@ -84,6 +84,48 @@ async fn a_knocker_whose_server_is_down_does_not_delay_the_others() {
 }
 
 #[tokio::test]
+async fn knockers_of_a_server_that_never_answers_hold_few_slots_and_delay_nobody() {
+    let app = start("").await;
+    // Synapse waits on dead.example's server for each invite; it never answers.
+    app.homeserver.delay_users_of("dead.example", Duration::from_secs(120));
+    let dead: Vec<String> = (0..40).map(|i| format!("@d{i}:dead.example")).collect();
+    for (i, u) in dead.iter().enumerate() {
+        app.knock_on(&format!("d{i}"), &format!("$d{i}"), u, Some("a friend")).await;
+    }
+    let to_dead = || invited(&app).iter().filter(|u| u.ends_with(":dead.example")).count();
+    eventually("invites to dead.example are under way", || to_dead() >= 4).await;
+    // An ordinary local knock and a command, while those hang.
+    let sent = tokio::time::Instant::now();
+    app.knock_on("ok", "$ok", "@ok:test.local", Some("a friend")).await;
+    app.push("cmd", vec![message("$help", MODERATOR, "!knock help")]).await;
+    eventually("the local knocker is invited", || invited(&app).contains(&"@ok:test.local".to_owned())).await;
+    eventually("the command is answered", || !app.replies_to("$help").is_empty()).await;
+    let waited = sent.elapsed();
+    // Before, every one of the 32 request slots waited 30 s on dead.example.
+    assert!(waited < Duration::from_secs(10), "waited {waited:?} behind dead.example's knockers");
+    // dead.example's knockers hold at most `homeserver.max_requests_per_server` (4) requests.
+    assert_eq!(to_dead(), 4, "{:?}", invited(&app));
+}
+
+#[tokio::test]
+async fn a_request_unanswered_past_request_timeout_fails_and_is_tried_again() {
+    let opts = AppOptions { homeserver_extra: "  request_timeout: 1s\n".into(), ..Default::default() };
+    let app = started(spawn_app_in(dir_with_policy(), homeserver().await, opts).await).await;
+    app.homeserver.delay_users_of("slow.example", Duration::from_secs(120));
+    app.knock_on("s", "$s", "@s:slow.example", Some("a friend")).await;
+    let store = app.store.clone();
+    eventually("the invite timed out and waits to be tried again", || {
+        store
+            .outbox_all()
+            .unwrap()
+            .iter()
+            .any(|(_, e)| e.attempts >= 1 && e.last_error.as_deref().is_some_and(|m| m.contains("no answer within 1s")))
+    })
+    .await;
+    assert!(store.failed().unwrap().is_empty(), "a timeout is transient");
+}
+
+#[tokio::test]
 async fn a_kick_held_up_by_a_rate_limit_does_not_hit_a_newer_knock() {
     let app = start("").await;
     let limited = json!({"errcode": "M_LIMIT_EXCEEDED", "error": "Too many requests", "retry_after_ms": 2000});

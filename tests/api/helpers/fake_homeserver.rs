@@ -48,6 +48,9 @@ struct State {
     flaky_count: u64,
     /// Requests whose path contains the key are answered only after this long.
     delays: Vec<(String, std::time::Duration)>,
+    /// Invites, kicks and bans of users of these servers are answered only after this long
+    /// (Synapse waiting on a remote server that never answers).
+    server_delays: Vec<(String, std::time::Duration)>,
     /// Down: new connections are refused (the server is stopped), and any kept-alive
     /// connection gets 503.
     down: bool,
@@ -123,6 +126,11 @@ impl FakeHomeserver {
     /// would: with what the fake held when they arrived.
     pub fn delay(&self, fragment: &str, by: std::time::Duration) {
         self.state.lock().unwrap().delays.push((fragment.to_owned(), by));
+    }
+
+    /// Invites, kicks and bans of the users of `server` are answered `by` later.
+    pub fn delay_users_of(&self, server: &str, by: std::time::Duration) {
+        self.state.lock().unwrap().server_delays.push((format!(":{server}"), by));
     }
 
     pub fn set_knocks(&self, room: &str, events: Vec<Value>) {
@@ -216,8 +224,17 @@ async fn answer(req: HttpRequest, body: web::Bytes, state: web::Data<Mutex<State
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
         authorization: req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned),
     };
+    let user = recorded.body["user_id"].as_str().map(str::to_owned);
     let response = respond(&req, &body, &state, recorded);
-    let delay = state.lock().unwrap().delays.iter().find(|(f, _)| path.contains(f.as_str())).map(|(_, d)| *d);
+    let delay = {
+        let st = state.lock().unwrap();
+        let by_path = st.delays.iter().find(|(f, _)| path.contains(f.as_str())).map(|(_, d)| *d);
+        let membership = ["/invite", "/kick", "/ban"].iter().any(|v| path.ends_with(v));
+        let by_user = user
+            .filter(|_| membership)
+            .and_then(|u| st.server_delays.iter().find(|(suffix, _)| u.ends_with(suffix.as_str())).map(|(_, d)| *d));
+        by_path.or(by_user)
+    };
     if let Some(d) = delay {
         tokio::time::sleep(d).await;
     }
