@@ -65,9 +65,11 @@ async fn wrong_method() -> Result<HttpResponse, ApiError> {
     Err(ApiError::wrong_method())
 }
 
-/// `GET /health`: 200 with the queues' depths and the age of the oldest queued action when
-/// storage answers and the worker and the runner run; 503 with the reason otherwise. Not
-/// authenticated, and says nothing secret; it neither writes nor scans anything.
+/// `GET /health`: 200 with the queues' depths, the age of the oldest queued action, the
+/// knocks waiting for an input and the policies' aliases not looked up yet, when storage
+/// answers and the worker and the runner run; 503 with the reason otherwise. Not
+/// authenticated, and says nothing secret; it neither writes nor scans anything (a point read
+/// per alias the policies name).
 async fn health(state: web::Data<HttpState>) -> HttpResponse {
     let shared = &state.shared;
     let store = &shared.store;
@@ -79,6 +81,8 @@ async fn health(state: web::Data<HttpState>) -> HttpResponse {
             "inbox": store.queue_depth(crate::storage::T::Inbox),
             "outbox": store.queue_depth(crate::storage::T::Outbox),
             "oldest_action_age_ms": oldest_ms,
+            "waiting_knocks": shared.tasks.waiting_knocks(),
+            "unresolved_aliases": crate::pipeline::knocks::unresolved_aliases(shared),
         })
     };
     if !store.is_healthy() {

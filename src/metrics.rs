@@ -249,8 +249,8 @@ pub fn serve(
                         .tasks
                         .oldest_action()
                         .map(|t| Duration::from_millis(crate::storage::now_ms().saturating_sub(t))),
-                    failed: store.len(crate::storage::T::Failed) as u64,
-                    reviews_pending: store.len(crate::storage::T::OpenReviews) as u64,
+                    failed: store.queue_depth(crate::storage::T::Failed),
+                    reviews_pending: store.queue_depth(crate::storage::T::OpenReviews),
                 };
                 HttpResponse::Ok()
                     .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")

@@ -46,6 +46,9 @@ pub struct Shared {
     /// When this process started (ms since the epoch): actions queued earlier, or retried,
     /// are checked against the homeserver before they are carried out.
     pub started_ms: u64,
+    /// How often what waiting knocks may wait for (aliases looked up, ban lists read) has
+    /// changed: see [`Shared::inputs_changed`].
+    pub inputs: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Shared {
@@ -59,6 +62,13 @@ impl Shared {
 }
 
 impl Shared {
+    /// Something a knock may wait for is known now (an alias was looked up, a ban list read or
+    /// found unreadable): the worker tries the waiting knocks again.
+    pub fn inputs_changed(&self) {
+        self.inputs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inbox_ready.notify_one();
+    }
+
     /// Whether decisions are only reported: the config's `dry_run`, the policy's, or the
     /// run-time switch kept in the store.
     pub fn dry_run(&self, policy_dry_run: bool) -> bool {

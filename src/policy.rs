@@ -277,6 +277,11 @@ impl PolicySet {
             .map(|&i| &self.policies[i])
     }
 
+    /// The aliases named in `rooms` of any policy (not `member_of`).
+    pub fn room_aliases(&self) -> impl Iterator<Item = &String> {
+        self.rooms.keys().filter(|r| r.starts_with('#'))
+    }
+
     /// The aliases named in `rooms` or `member_of` of any policy (to be resolved by the
     /// caller), sorted.
     pub fn aliases(&self) -> &[String] {

@@ -165,16 +165,17 @@ pub struct TreeStats {
 /// A key and its value, as stored.
 type KeyValue = (Vec<u8>, Vec<u8>);
 
-/// How many entries the queues hold: the inbox, then the outbox (see [`queue_index`]).
-type Depth = [AtomicI64; 2];
+/// How many entries the counted trees hold: the inbox, the outbox, the failed list and the
+/// open review items (see [`queue_index`]), so that `/health` and `/metrics` read counters,
+/// never a tree.
+type Depth = [AtomicI64; 4];
 
-/// The index of a queue tree in [`Depth`].
+/// The trees counted in [`Depth`], in its order.
+const COUNTED: [T; 4] = [T::Inbox, T::Outbox, T::Failed, T::OpenReviews];
+
+/// The index of a counted tree in [`Depth`].
 fn queue_index(t: T) -> Option<usize> {
-    match t {
-        T::Inbox => Some(0),
-        T::Outbox => Some(1),
-        _ => None,
-    }
+    COUNTED.iter().position(|&c| c == t)
 }
 
 impl Store {
@@ -186,7 +187,7 @@ impl Store {
             return Err(StoreError::TooNew { found, supported: FORMAT });
         }
         let trees = TREE_NAMES.iter().map(|n| db.open_tree(n)).collect::<Result<Vec<_>, _>>()?;
-        let depth = [T::Inbox, T::Outbox].map(|t| AtomicI64::new(trees[t as usize].len() as i64));
+        let depth = COUNTED.map(|t| AtomicI64::new(trees[t as usize].len() as i64));
         let checkpoint = match trees[T::Meta as usize].get(JOURNAL_CHECKPOINT_KEY)? {
             Some(v) => decode(T::Meta, &v)?,
             None => journal::Checkpoint::default(),
@@ -347,9 +348,9 @@ impl Store {
         }
         // Queue entries added and removed (counted afresh whenever sled reruns the
         // transaction), and the actions newly queued.
-        type Done = ([i64; 2], Vec<u64>, Vec<views::Change>);
+        type Done = ([i64; COUNTED.len()], Vec<u64>, Vec<views::Change>);
         let res: Result<Done, TransactionError<()>> = trees.as_slice().transaction(|view| {
-            let mut delta = [0i64; 2];
+            let mut delta = [0i64; COUNTED.len()];
             let mut queued = Vec::new();
             let mut changes = Vec::new();
             for op in ops {
@@ -398,8 +399,8 @@ impl Store {
         Ok(())
     }
 
-    /// Entries in the inbox (with the journal's records not handled yet) or the outbox,
-    /// without counting them.
+    /// Entries in the inbox (with the journal's records not handled yet), the outbox, the
+    /// failed list or the open review items, without counting them (0 for other trees).
     pub fn queue_depth(&self, t: T) -> u64 {
         let n = queue_index(t).map(|q| self.depth[q].load(Ordering::SeqCst).max(0) as u64).unwrap_or(0);
         if t == T::Inbox { n + self.journal.pending() } else { n }

@@ -37,6 +37,8 @@ pub struct Tasks {
     oldest_action_ms: AtomicU64,
     /// The start-up reconciliation with the homeserver (and its catch-up) is done.
     ready: AtomicBool,
+    /// Knocks put aside until what deciding them needs is known.
+    waiting_knocks: AtomicU64,
 }
 
 impl Tasks {
@@ -79,6 +81,16 @@ impl Tasks {
     /// When the oldest queued action was queued.
     pub fn oldest_action(&self) -> Option<u64> {
         Some(self.oldest_action_ms.load(Ordering::SeqCst)).filter(|&t| t > 0)
+    }
+
+    pub fn set_waiting_knocks(&self, n: u64) {
+        self.waiting_knocks.store(n, Ordering::SeqCst);
+    }
+
+    /// Knocks put aside until an alias is looked up or a ban list read (as the worker last
+    /// counted them).
+    pub fn waiting_knocks(&self) -> u64 {
+        self.waiting_knocks.load(Ordering::SeqCst)
     }
 }
 

@@ -89,7 +89,7 @@ fn failed(
     e: ActionError,
 ) -> Result<ListRead, ActionError> {
     shared.lists.mark_tried(name);
-    shared.inbox_ready.notify_one();
+    shared.inputs_changed();
     let store = &shared.store;
     let mut ops = Vec::new();
     if let Some(room) = room {
@@ -193,7 +193,7 @@ pub fn record(shared: &Shared, read: ListRead) -> Result<Vec<Op>, StoreError> {
         ops.push(store.outbox_push(notices::with_block(&text, None))?);
     }
     ops.extend(pipeline::lists::rules_changed(shared, &name, &changed.set)?);
-    shared.inbox_ready.notify_one();
+    shared.inputs_changed();
     Ok(ops)
 }
 

@@ -123,26 +123,39 @@ pub async fn fetch_state(shared: &Shared, room: &RoomId) -> Result<Vec<Action>, 
 /// Looks up every alias the active policies name, so knocks can be matched to policies.
 pub async fn resolve_aliases(shared: &Shared) -> Result<Vec<Action>, ActionError> {
     let active = shared.policies.current();
-    let mut ops = Vec::new();
-    let mut follow_ups = Vec::new();
+    let store = &shared.store;
+    let mut failed = None;
     for a in active.set.aliases() {
         let Ok(alias) = RoomAliasId::parse(a) else { continue };
-        match shared.homeserver.resolve_alias(&alias).await {
-            Ok(room) => ops.push(Store::put_alias(a, Some(room.as_str()))),
+        let ops = match shared.homeserver.resolve_alias(&alias).await {
+            Ok(room) => vec![Store::put_alias(a, Some(room.as_str()))],
             Err(HsError::Api { status: 404, .. }) => {
                 tracing::warn!(alias = %a, "a policy names an alias that does not exist");
-                ops.push(Store::put_alias(a, None));
-                follow_ups.push(notices::with_block(
-                    &format!(
+                let mut ops = vec![Store::put_alias(a, None)];
+                // Said once, not at every look-up.
+                if store.alias(a)? != Some(None) {
+                    let text = format!(
                         "⚠️ A policy names the room {a}, which does not exist: knocks there cannot be matched to it."
-                    ),
-                    None,
-                ));
+                    );
+                    ops.push(store.outbox_push(notices::with_block(&text, None))?);
+                }
+                ops
             }
-            Err(e) => return Err(e.into()),
-        }
+            Err(e) => {
+                // The others are looked up all the same: only knocks that may depend on this
+                // one wait for it.
+                tracing::warn!(alias = %a, error = %e, "cannot look up an alias a policy names; knocks that depend on it wait");
+                failed.get_or_insert(e);
+                continue;
+            }
+        };
+        // Each as it comes: a knock waiting for it need not wait for the others.
+        store.commit(&ops)?;
+        shared.outbox_ready.notify_one();
+        shared.inputs_changed();
     }
-    shared.store.commit(&ops)?;
-    shared.inbox_ready.notify_one();
-    Ok(follow_ups)
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(vec![]),
+    }
 }

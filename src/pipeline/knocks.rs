@@ -25,8 +25,10 @@ use crate::{
 pub enum Knocked {
     /// Writes to commit with the inbox removal.
     Ops(Vec<Op>),
-    /// The active policies name aliases not resolved yet: try again once they are.
-    NotReady,
+    /// Deciding it needs what is not known yet (an alias not looked up, a ban list not read):
+    /// it waits, put aside, while the worker goes on. `ops` record the knock itself, so that
+    /// the knocker's later membership changes close it as they would any knock.
+    Waits { on: String, ops: Vec<Op> },
 }
 
 /// Longest reason or display name kept in the audit log.
@@ -36,14 +38,46 @@ fn clip(text: Option<String>, max: usize) -> Option<String> {
     text.map(|t| if t.chars().count() > max { t.chars().take(max).collect::<String>() + "…" } else { t })
 }
 
-/// Whether every alias the policies name has been looked up.
-fn aliases_ready(store: &Store, set: &PolicySet) -> Result<bool, StoreError> {
-    for a in set.aliases() {
-        if store.alias(a)?.is_none() {
-            return Ok(false);
+/// The first of `aliases` (in order) that has not been looked up yet.
+fn first_unresolved<'a>(
+    store: &Store,
+    aliases: impl Iterator<Item = &'a String>,
+) -> Result<Option<&'a String>, StoreError> {
+    let mut unresolved = None;
+    for a in aliases.filter(|a| a.starts_with('#')) {
+        if store.alias(a)?.is_none() && unresolved.is_none_or(|u: &String| a < u) {
+            unresolved = Some(a);
         }
     }
-    Ok(true)
+    Ok(unresolved)
+}
+
+/// The aliases the active policies name that have not been looked up yet (for `/health`).
+pub fn unresolved_aliases(shared: &Shared) -> Vec<String> {
+    let active = shared.policies.current();
+    let store = &shared.store;
+    active.set.aliases().iter().filter(|a| store.alias(a).is_ok_and(|r| r.is_none())).cloned().collect()
+}
+
+/// The alias a knock in `room` (known by `aliases`) waits for, if any: one not looked up
+/// yet that may name the policy governing the room (no policy names the room by what is
+/// known of it), or a room the `member_of` conditions of its policy ask about. Knocks in
+/// rooms named otherwise are decided at once, whatever happens to that alias.
+fn waits_for_alias(
+    store: &Store,
+    set: &PolicySet,
+    room: &str,
+    aliases: &[String],
+) -> Result<Option<String>, StoreError> {
+    let named = set.policy_named_for(room, aliases);
+    if named.is_none()
+        && let Some(a) = first_unresolved(store, set.room_aliases())?
+    {
+        return Ok(Some(a.clone()));
+    }
+    let Some(policy) = set.policy_for(room, aliases) else { return Ok(None) };
+    let member_of: Vec<String> = policy.member_of_rooms().collect();
+    Ok(first_unresolved(store, member_of.iter())?.cloned())
 }
 
 /// A room as shown to people: its first known alias, else its ID.
@@ -185,9 +219,6 @@ pub fn on_knock(shared: &Shared, entry: &InboxEvent, head: &EventHead, user: &st
         return Ok(Knocked::Ops(vec![]));
     };
     let active = shared.policies.current();
-    if !aliases_ready(store, &active.set)? {
-        return Ok(Knocked::NotReady);
-    }
     let content = event.get("content");
     let text = |k: &str| content.and_then(|c| c.get(k)).and_then(Value::as_str).map(str::to_owned);
     let now = now_ms();
@@ -204,8 +235,16 @@ pub fn on_knock(shared: &Shared, entry: &InboxEvent, head: &EventHead, user: &st
         origin_server_ts: ts,
         audit_id: None,
     };
-    // Several knocks of one inbox entry share its number: each counts under a number of its own.
-    let mut ops = Store::record_knock_time(room, user, received, store.next_id()?);
+    // A knock that waited: decided only if it is still the knocker's knock (they may have
+    // knocked again, withdrawn, or been let in or out by a person meanwhile).
+    if entry.waiting && store.knock(room, user)?.is_none_or(|k| k.event_id != head.event_id) {
+        tracing::info!(room, user, event_id = %head.event_id, "a knock that waited is no longer the knocker's: dropped");
+        return Ok(Knocked::Ops(vec![]));
+    }
+    // Several knocks of one inbox entry share its number: each counts under a number of its
+    // own. Counted once decided (not while it waits).
+    let knock_time = Store::record_knock_time(room, user, received, store.next_id()?);
+    let mut ops = Vec::new();
     // A knock while already knocking: the earlier one is superseded.
     if let Some(earlier) = store.knock(room, user)? {
         if let Some(id) = earlier.audit_id
@@ -223,6 +262,7 @@ pub fn on_knock(shared: &Shared, entry: &InboxEvent, head: &EventHead, user: &st
     let aliases = store.aliases_of(room)?;
     if shared.control_room_id().as_deref() == Some(head.room_id.as_ref()) {
         tracing::info!(room, user, "a knock on the control room: left to the people there");
+        ops.extend(knock_time);
         ops.extend(Store::put_knock(&rec));
         let mut m = notices::Msg::new();
         m.bold(user).text(" knocked on the control room");
@@ -233,16 +273,25 @@ pub fn on_knock(shared: &Shared, entry: &InboxEvent, head: &EventHead, user: &st
         ops.push(store.outbox_push(m.notice())?);
         return Ok(Knocked::Ops(ops));
     }
+    if let Some(alias) = waits_for_alias(store, &active.set, room, &aliases)? {
+        tracing::info!(room, user, %alias, "the knock waits until a policy's alias is looked up");
+        ops.extend(Store::put_knock(&rec));
+        return Ok(Knocked::Waits { on: alias, ops });
+    }
     let Some(policy) = governing_policy(shared, &active.set, room, &aliases) else {
         tracing::debug!(room, user, "knock in a room no policy governs: left alone");
+        ops.extend(knock_time);
         ops.extend(Store::put_knock(&rec));
         return Ok(Knocked::Ops(ops));
     };
 
     // The ban lists the policy names must have been read (or found unreadable) once.
-    if !shared.lists.tried_all(policy.ban_lists()) {
-        return Ok(Knocked::NotReady);
+    if let Some(list) = policy.ban_lists().iter().find(|n| !shared.lists.tried_all(std::slice::from_ref(n))) {
+        tracing::info!(room, user, %list, "the knock waits until a ban list is read");
+        ops.extend(Store::put_knock(&rec));
+        return Ok(Knocked::Waits { on: list.clone(), ops });
     }
+    ops.extend(knock_time);
     // What the policies need to know, counting this knock (not committed yet) in.
     let ctx = Context::gather(store, &active.set, room, &aliases, user, now, true)?;
     let label = ctx.label.clone();

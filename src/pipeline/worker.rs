@@ -12,6 +12,13 @@
 //!
 //! A panic while handling one event is caught: what it wrote is undone, the event goes to the
 //! failed list, with a notice, and the worker goes on with the next.
+//!
+//! The worker never waits on the network. A knock whose decision needs what is not known yet
+//! (an alias of the policies not looked up, a ban list not read: the runner fetches those, in
+//! lanes of their own) is put aside in sled's inbox ([`Store::park`]) and the worker goes on.
+//! Put-aside knocks are tried again, oldest first, each time such an input changes
+//! ([`Shared::inputs_changed`], or a new policy version); until then the worker passes them
+//! over without reading them.
 
 use std::panic::AssertUnwindSafe;
 
@@ -56,27 +63,15 @@ pub async fn run(shared: Shared) {
 /// The worker's loop, on its own thread; waits (on `runtime`) when there is nothing to do.
 fn work(shared: &Shared, runtime: &tokio::runtime::Handle) {
     let mut stopping = shared.stopping.clone();
+    let mut cursor = Cursor::default();
     loop {
         if *stopping.borrow() {
             return;
         }
-        match drain_batch(shared, BATCH) {
+        match drain_batch(shared, BATCH, &mut cursor) {
             Ok(Drained::Handled | Drained::Queued) => continue,
             Ok(Drained::Empty) => {
                 if !runtime.block_on(wait_for(&shared.inbox_ready, &mut stopping)) {
-                    return;
-                }
-            }
-            Ok(Drained::Blocked) => {
-                tracing::debug!("waiting for the policies' aliases to be resolved");
-                let go_on = runtime.block_on(async {
-                    tokio::select! {
-                        _ = shared.inbox_ready.notified() => true,
-                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => true,
-                        _ = stopping.changed() => false,
-                    }
-                });
-                if !go_on {
                     return;
                 }
             }
@@ -95,8 +90,30 @@ pub enum Drained {
     /// Handled, and actions were queued.
     Queued,
     Empty,
-    /// The oldest entry must wait (e.g. for policy aliases to be resolved).
-    Blocked,
+}
+
+/// How far the worker has looked through sled's inbox since the inputs knocks wait for last
+/// changed: the entries up to `after` wait still, and are passed over until they change.
+#[derive(Debug, Default)]
+struct Cursor {
+    /// The inputs' change count and the policy version when the pass began.
+    inputs: (u64, u64),
+    after: Option<u64>,
+    /// Knocks waiting (passed over in this pass, or put aside since it began).
+    waiting: u64,
+    /// The entries of knocks put aside since the pass began: they wait for what they waited
+    /// for then, and are passed over unread.
+    parked: std::collections::HashSet<u64>,
+}
+
+impl Cursor {
+    /// Begins a new pass when the inputs changed since this one began.
+    fn refresh(&mut self, shared: &Shared) {
+        let now = (shared.inputs.load(std::sync::atomic::Ordering::SeqCst), shared.policies.current().version);
+        if now != self.inputs {
+            *self = Cursor { inputs: now, ..Cursor::default() };
+        }
+    }
 }
 
 /// What one batch did, counted as it goes.
@@ -119,30 +136,24 @@ struct Tally {
 /// nothing is left, an event must wait (the rest of its entry or record waits with it), or
 /// the service is stopping. Returns [`Drained::Handled`] if anything was handled, else why
 /// nothing was.
-fn drain_batch(shared: &Shared, max: usize) -> Result<Drained, StoreError> {
+fn drain_batch(shared: &Shared, max: usize, cursor: &mut Cursor) -> Result<Drained, StoreError> {
     let store = &shared.store;
     let mut tally = Tally::default();
     let begun = store.journal_checkpoint();
     let mut at = begun;
+    cursor.refresh(shared);
+    let before = (cursor.after, cursor.waiting);
     let stop = store.serialized(|| {
         store.batch(|| {
-            if drain_inbox(shared, max, &mut tally)? == Drained::Blocked {
-                return Ok(Drained::Blocked);
-            }
+            drain_inbox(shared, max, &mut tally, cursor)?;
             while tally.handled < max {
                 let Some(record) = store.journal_next(at)? else {
                     return Ok(Drained::Empty);
                 };
                 let from = if record.seq == at.seq { at.event } else { 0 };
-                let blocked = drain_record(shared, &record, from, &mut tally)?;
-                at = match blocked {
-                    Some(index) => Checkpoint { seq: record.seq, event: index },
-                    None => Checkpoint { seq: record.seq + 1, event: 0 },
-                };
+                drain_record(shared, &record, from, &mut tally, cursor)?;
+                at = Checkpoint { seq: record.seq + 1, event: 0 };
                 store.commit(&[Store::journal_checkpoint_op(at)])?;
-                if blocked.is_some() {
-                    return Ok(Drained::Blocked);
-                }
                 if *shared.stopping.borrow() {
                     break;
                 }
@@ -150,6 +161,11 @@ fn drain_batch(shared: &Shared, max: usize) -> Result<Drained, StoreError> {
             Ok(Drained::Handled)
         })
     });
+    if stop.is_err() {
+        // Nothing of the batch was kept: neither did the pass get further.
+        (cursor.after, cursor.waiting) = before;
+    }
+    shared.tasks.set_waiting_knocks(cursor.waiting);
     if stop.is_ok() {
         let events = &shared.metrics.events;
         crate::metrics::Metrics::add(events, "stored", tally.stored);
@@ -166,61 +182,71 @@ fn drain_batch(shared: &Shared, max: usize) -> Result<Drained, StoreError> {
     Ok(if tally.handled > 0 { Drained::Handled } else { stop })
 }
 
-/// Handles sled's inbox entries, inside the worker's batch, up to `max` events in all;
-/// [`Drained::Blocked`] if an event must wait (the rest of its entry stays in the inbox).
-fn drain_inbox(shared: &Shared, max: usize, tally: &mut Tally) -> Result<Drained, StoreError> {
+/// Handles sled's inbox entries after the cursor, inside the worker's batch, up to `max`
+/// events in all. An event that must wait still stays in the inbox (with the rest of its
+/// entry) and is passed over: the cursor moves past it.
+fn drain_inbox(shared: &Shared, max: usize, tally: &mut Tally, cursor: &mut Cursor) -> Result<(), StoreError> {
     let store = &shared.store;
-    let mut after = None;
-    while tally.handled < max {
-        let Some(entry) = store.inbox_next(after)? else {
-            return Ok(Drained::Empty);
+    'entries: while tally.handled < max {
+        let Some(entry) = store.inbox_next(cursor.after)? else {
+            return Ok(());
         };
+        cursor.after = Some(entry.seq);
+        if cursor.parked.contains(&entry.seq) {
+            continue;
+        }
         for (index, raw) in entry.record.events.iter().enumerate() {
             let r = &entry.record;
-            let Some(event) = read_event(r.received_ms, &r.origin, Some(entry.seq), raw) else { continue };
+            let Some(event) = read_event(r.received_ms, &r.origin, Some((entry.seq, r.waiting)), raw) else { continue };
             match drain_one(shared, &event, None)? {
                 One::Queued => tally.queued = true,
                 One::Handled | One::Duplicate => {}
-                One::Blocked => {
+                One::Waits | One::Parked(_) => {
                     if index > 0 {
                         store.commit(&[Store::inbox_rest(&entry, index)])?;
                     }
-                    return Ok(Drained::Blocked);
+                    cursor.waiting += 1;
+                    continue 'entries;
                 }
             }
             tally.handled += 1;
         }
         store.commit(&[Store::inbox_done(entry.seq)])?;
-        after = Some(entry.seq);
     }
-    Ok(Drained::Handled)
+    Ok(())
 }
 
 /// Handles a journal record's events from `from` on, inside the worker's batch, taking each
-/// in once by event ID; returns the index of the event that must wait, if one must.
+/// in once by event ID; a knock that must wait is put aside in sled's inbox.
 fn drain_record(
     shared: &Shared,
     record: &JournalRecord,
     from: usize,
     tally: &mut Tally,
-) -> Result<Option<usize>, StoreError> {
+    cursor: &mut Cursor,
+) -> Result<(), StoreError> {
     let store = &shared.store;
-    let mark = store.staged_mark();
     if from == 0 {
         // As the intake saw them: the transaction, and the bot's own membership changes.
         let mut ops = Store::txn_ops(record);
         ops.extend(record.bot.iter().map(|(room, m)| Store::put_bot_membership(room, *m)));
         store.commit(&ops)?;
     }
-    let (mut ids, mut duplicates, mut blocked) = (Vec::new(), 0u64, None);
-    for (index, raw) in record.events.iter().enumerate().skip(from) {
+    let (mut ids, mut duplicates) = (Vec::new(), 0u64);
+    for raw in record.events.iter().skip(from) {
         let Some(event) = read_event(record.received_ms, &record.origin, None, raw) else { continue };
         let id = event.item.event.get("event_id").and_then(Value::as_str).unwrap_or_default().to_owned();
         match drain_one(shared, &event, Some((&id, record.seq)))? {
             One::Duplicate => duplicates += 1,
-            One::Blocked => {
-                blocked = Some(index);
-                break;
+            One::Parked(seq) => {
+                cursor.waiting += 1;
+                cursor.parked.insert(seq);
+                ids.push(id);
+            }
+            // (Not for an event of the journal: it is put aside.)
+            One::Waits => {
+                cursor.waiting += 1;
+                ids.push(id);
             }
             One::Queued => {
                 tally.queued = true;
@@ -230,11 +256,6 @@ fn drain_record(
         }
         tally.handled += 1;
     }
-    if blocked == Some(from) {
-        // Nothing of the record is handled: it is begun again later, as if not begun now.
-        store.unstage_to(mark);
-        return Ok(blocked);
-    }
     let stored = ids.len() as u64;
     let mut ops = Op::adds([("events_stored", stored), ("events_duplicate", duplicates)]);
     if !ids.is_empty() {
@@ -243,19 +264,24 @@ fn drain_record(
     store.commit(&ops)?;
     tally.stored += stored;
     tally.duplicates += duplicates;
-    Ok(blocked)
+    Ok(())
 }
 
 /// One event of an inbox entry or journal record, read; `None` (with a warning) if it cannot
 /// be read (intake reads every event before keeping it, so only a damaged database has one).
+/// `inbox_entry`: the number of its entry in sled's inbox, and whether that entry waits.
 fn read_event(
     received_ms: u64,
     origin: &Origin,
-    inbox_entry: Option<u64>,
+    inbox_entry: Option<(u64, bool)>,
     raw: &serde_json::value::RawValue,
 ) -> Option<InboxEvent> {
     match serde_json::from_str(raw.get()) {
-        Ok(event) => Some(InboxEvent { inbox_entry, item: InboxItem { received_ms, origin: origin.clone(), event } }),
+        Ok(event) => Some(InboxEvent {
+            inbox_entry: inbox_entry.map(|(seq, _)| seq),
+            waiting: inbox_entry.is_some_and(|(_, waiting)| waiting),
+            item: InboxItem { received_ms, origin: origin.clone(), event },
+        }),
         Err(e) => {
             tracing::warn!(?origin, error = %e, "an inbox event cannot be read; dropping it");
             None
@@ -270,8 +296,10 @@ enum One {
     Queued,
     /// Taken in before (by event ID): nothing done.
     Duplicate,
-    /// It must wait (e.g. for policy aliases to be resolved).
-    Blocked,
+    /// A knock of sled's inbox that must wait still: left where it is.
+    Waits,
+    /// A knock of the journal that must wait: put aside in sled's inbox as this entry.
+    Parked(u64),
 }
 
 /// Handles one event, inside the worker's batch: its writes are staged, or, should its
@@ -291,9 +319,17 @@ fn drain_one(shared: &Shared, entry: &InboxEvent, admit: Option<(&str, u64)>) ->
     let ops = std::panic::catch_unwind(AssertUnwindSafe(|| handle(shared, entry)));
     let mut ops = match ops {
         Ok(Ok(Handled::Ops(ops))) => ops,
-        Ok(Ok(Handled::NotReady)) => {
-            store.unstage_to(mark);
-            return Ok(One::Blocked);
+        Ok(Ok(Handled::Waits { on, ops })) => {
+            if entry.inbox_entry.is_some() {
+                // Still waiting where it is: nothing of it is written again.
+                store.unstage_to(mark);
+                return Ok(One::Waits);
+            }
+            tracing::debug!(waits_for = %on, "a knock is put aside until what it waits for is known");
+            let (seq, park) = store.park(&entry.item)?;
+            store.commit(&ops)?;
+            store.commit(&[park])?;
+            return Ok(One::Parked(seq));
         }
         Ok(Err(e)) => return Err(e),
         Err(panic) => {
@@ -347,8 +383,11 @@ fn fail_event(shared: &Shared, entry: &InboxEvent, panic: &str) -> Result<(), St
 /// What handling an inbox entry came to.
 enum Handled {
     Ops(Vec<Op>),
-    /// Not yet: leave it at the head of the inbox and try again later.
-    NotReady,
+    /// A knock that cannot be decided yet (`on` names what it waits for); `ops` record it.
+    Waits {
+        on: String,
+        ops: Vec<Op>,
+    },
 }
 
 fn handle(shared: &Shared, entry: &InboxEvent) -> Result<Handled, StoreError> {
@@ -401,7 +440,10 @@ fn handle(shared: &Shared, entry: &InboxEvent) -> Result<Handled, StoreError> {
             match head.membership.as_deref() {
                 Some("knock") => match knocks::on_knock(shared, entry, &head, user)? {
                     Knocked::Ops(more) => ops.extend(more),
-                    Knocked::NotReady => return Ok(Handled::NotReady),
+                    Knocked::Waits { on, ops: more } => {
+                        ops.extend(more);
+                        return Ok(Handled::Waits { on, ops });
+                    }
                 },
                 Some(m) => ops.extend(knocks::on_change(shared, &head, user, m)?),
                 None => {}

@@ -40,6 +40,9 @@ pub struct InboxRecord {
     pub received_ms: u64,
     pub origin: Origin,
     pub events: Vec<Box<RawValue>>,
+    /// A knock put aside until what deciding it needs is known (see [`Store::park`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub waiting: bool,
 }
 
 #[derive(Deserialize)]
@@ -51,20 +54,22 @@ struct StoredRecord {
     /// Before one entry per transaction.
     #[serde(default)]
     event: Option<Box<RawValue>>,
+    #[serde(default)]
+    waiting: bool,
 }
 
 impl From<StoredRecord> for InboxRecord {
     fn from(s: StoredRecord) -> Self {
         let mut events = s.event.into_iter().collect::<Vec<_>>();
         events.extend(s.events);
-        InboxRecord { received_ms: s.received_ms, origin: s.origin, events }
+        InboxRecord { received_ms: s.received_ms, origin: s.origin, events, waiting: s.waiting }
     }
 }
 
 impl From<&InboxItem> for InboxRecord {
     fn from(item: &InboxItem) -> Self {
         let raw = serde_json::value::to_raw_value(&item.event).expect("a JSON value serializes");
-        InboxRecord { received_ms: item.received_ms, origin: item.origin.clone(), events: vec![raw] }
+        InboxRecord { received_ms: item.received_ms, origin: item.origin.clone(), events: vec![raw], waiting: false }
     }
 }
 
@@ -81,6 +86,9 @@ pub struct InboxEvent {
     /// The sequence number of its entry in sled's inbox, if it came from there (not from the
     /// journal).
     pub inbox_entry: Option<u64>,
+    /// A knock that was put aside to wait ([`Store::park`]): it is decided only if it is still
+    /// the knocker's knock.
+    pub waiting: bool,
     pub item: InboxItem,
 }
 
@@ -275,6 +283,15 @@ impl Store {
             .map(|(k, record)| InboxEntry { seq: seq_of(&k), record }))
     }
 
+    /// The op that puts a knock aside in sled's inbox, to be decided once what it waits for
+    /// is known (an alias looked up, a ban list read): the worker goes on with the rest.
+    /// Returns the entry's number with the op.
+    pub fn park(&self, item: &InboxItem) -> Result<(u64, Op), StoreError> {
+        let record = InboxRecord { waiting: true, ..InboxRecord::from(item) };
+        let seq = self.next_id()?;
+        Ok((seq, Op::put_json(T::Inbox, seq.to_be_bytes(), &record)))
+    }
+
     /// The op that removes an inbox entry once handled.
     pub fn inbox_done(seq: u64) -> Op {
         Op::del(T::Inbox, seq.to_be_bytes())
@@ -287,6 +304,7 @@ impl Store {
             received_ms: r.received_ms,
             origin: r.origin.clone(),
             events: r.events.get(from..).unwrap_or_default().to_vec(),
+            waiting: r.waiting,
         };
         Op::put_json(T::Inbox, entry.seq.to_be_bytes(), &rest)
     }

@@ -10,6 +10,7 @@ mod membership;
 mod operations;
 mod pipeline;
 mod policies;
+mod resilience;
 mod routes;
 mod runner;
 mod synapse;

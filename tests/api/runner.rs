@@ -17,7 +17,7 @@ use crate::{
 };
 
 /// Friends are let in; everyone else is turned away.
-const POLICY: &str = r#"rooms: ["!r:test.local"]
+pub(crate) const POLICY: &str = r#"rooms: ["!r:test.local"]
 default: deny
 rules:
   - name: friends

@@ -96,6 +96,7 @@ async fn a_journal_not_handled_yet_and_an_old_inbox_are_drained_on_restart() {
             received_ms: 1,
             origin: Origin::Push { txn_id: "1".into() },
             events: vec![serde_json::value::to_raw_value(&old).unwrap()],
+            waiting: false,
         };
         store.commit(&[Op::put_json(T::Inbox, 5u64.to_be_bytes(), &entry)]).unwrap();
         store.flush_blocking().unwrap();

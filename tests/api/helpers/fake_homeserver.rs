@@ -122,6 +122,11 @@ impl FakeHomeserver {
         self.state.lock().unwrap().scripted.push((fragment.to_owned(), answers.into_iter().collect()));
     }
 
+    /// Forgets every scripted answer not given yet.
+    pub fn clear_scripts(&self) {
+        self.state.lock().unwrap().scripted.clear();
+    }
+
     /// Requests whose path contains `fragment` are answered `by` later, as a slow homeserver
     /// would: with what the fake held when they arrived.
     pub fn delay(&self, fragment: &str, by: std::time::Duration) {

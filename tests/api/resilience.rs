@@ -1,0 +1,113 @@
+//! One slow, broken or hostile thing never stalls the rest: an alias that cannot be looked up,
+//! a ban list that cannot be matched, and what is said about them.
+
+use serde_json::{Value, json};
+
+use crate::{
+    control::{homeserver, message},
+    helpers::{AppOptions, FakeHomeserver, MODERATOR, TestApp, eventually, knock_event, spawn_app_in},
+};
+
+/// The room named by ID: friends are let in, everyone else is turned away.
+use crate::runner::POLICY as BY_ID;
+
+/// A room named by an alias on a server whose homeserver refuses the look-up.
+const BY_ALIAS: &str = r##"rooms: ["#other:example.org"]
+default: deny
+rules:
+  - name: spam
+    when: { reason: { contains: [spam] } }
+    action: ban
+"##;
+
+/// The room the alias turns out to name.
+const ALIASED: &str = "!x:test.local";
+
+async fn start(hs: FakeHomeserver, policies: &[(&str, &str)]) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+    for (name, text) in policies {
+        std::fs::write(dir.path().join("policies").join(name), text).unwrap();
+    }
+    let app = spawn_app_in(dir, hs, AppOptions::default()).await;
+    eventually("start-up done", || app.store.get_meta("control_room_id").unwrap().is_some()).await;
+    app
+}
+
+/// `n` answers of `status` (403: refused for good; 502: the alias's server is down).
+fn refused(status: u16, n: usize) -> Vec<(u16, Value, Option<String>)> {
+    vec![(status, json!({"errcode": "M_UNKNOWN", "error": "You may not look this up"}), None); n]
+}
+
+async fn health(app: &TestApp) -> Value {
+    app.client.get(format!("{}/health", app.address)).send().await.unwrap().json().await.unwrap()
+}
+
+#[tokio::test]
+async fn an_alias_that_cannot_be_looked_up_delays_only_the_knocks_that_depend_on_it() {
+    let hs = homeserver().await;
+    // The alias's server is down: its look-up fails, many times over (tried again, with
+    // back-off).
+    hs.script("/directory/room/", refused(502, 10_000));
+    let app = start(hs, &[("by-id.yaml", BY_ID), ("by-alias.yaml", BY_ALIAS)]).await;
+    eventually("the look-up was refused", || !app.homeserver.requests_to("GET", "/directory/room/").is_empty()).await;
+
+    // A knock in a room named by ID, a knock in a room that may be the alias's, and a command.
+    app.knock_on("1", "$friend", "@friend:test.local", Some("a friend of Bob")).await;
+    app.homeserver.set_knocking(ALIASED, "@maybe:test.local", "$maybe");
+    app.push("2", vec![knock_event("$maybe", ALIASED, "@maybe:test.local", Some("hello"))]).await;
+    app.push("3", vec![message("$help", MODERATOR, "!knock help")]).await;
+    eventually("the knock in the room named by ID is decided", || !app.posted("invite").is_empty()).await;
+    eventually("the command is answered", || !app.replies_to("$help").is_empty()).await;
+
+    // The other knock waits, and /health says for what.
+    let store = app.store.clone();
+    eventually("the knock that may be the alias's waits", || {
+        store.knock(ALIASED, "@maybe:test.local").unwrap().is_some()
+    })
+    .await;
+    eventually("/health counts it", || app.store.inbox_len() == 1).await;
+    let h = health(&app).await;
+    assert_eq!(h["status"], "ok");
+    assert_eq!(h["unresolved_aliases"], json!(["#other:example.org"]), "{h}");
+    assert_eq!(h["waiting_knocks"], 1, "{h}");
+    assert!(app.homeserver.requests_to("POST", &format!("/rooms/{ALIASED}/")).is_empty(), "decided too early");
+
+    // The alias can be looked up now: the waiting knock is decided by the policy it names.
+    app.homeserver.set_alias("#other:example.org", ALIASED);
+    app.homeserver.clear_scripts();
+    eventually("the waiting knock is decided once the alias is known", || {
+        !app.homeserver.requests_to("POST", &format!("/rooms/{ALIASED}/kick")).is_empty()
+    })
+    .await;
+    eventually("nothing waits any more", || app.store.inbox_len() == 0).await;
+    let audit = app.store.audit_all().unwrap();
+    let decided: Vec<(&str, &str)> = audit.iter().map(|e| (e.user_id.as_str(), e.policy.as_str())).collect();
+    assert_eq!(decided, [("@friend:test.local", "by-id"), ("@maybe:test.local", "by-alias")]);
+}
+
+#[tokio::test]
+async fn a_waiting_knock_withdrawn_meanwhile_is_not_decided() {
+    let hs = homeserver().await;
+    // Refused for good: the look-up goes to the failed list.
+    hs.script("/directory/room/", refused(403, 10_000));
+    let app = start(hs, &[("by-id.yaml", BY_ID), ("by-alias.yaml", BY_ALIAS)]).await;
+    eventually("the look-up failed for good", || app.store.failed().unwrap().len() == 1).await;
+    app.homeserver.set_knocking(ALIASED, "@gone:test.local", "$gone");
+    app.push("1", vec![knock_event("$gone", ALIASED, "@gone:test.local", Some("hello"))]).await;
+    eventually("the knock waits", || app.store.knock(ALIASED, "@gone:test.local").unwrap().is_some()).await;
+    // They withdraw before the alias is known.
+    let leave = crate::helpers::member_event("$leave", ALIASED, "@gone:test.local", "@gone:test.local", "leave");
+    app.push("2", vec![leave]).await;
+    eventually("the withdrawal is taken in", || app.store.knock(ALIASED, "@gone:test.local").unwrap().is_none()).await;
+    // A moderator tries the look-up again once it can succeed: `!knock retry` is not held up.
+    app.homeserver.set_alias("#other:example.org", ALIASED);
+    app.homeserver.clear_scripts();
+    app.push("3", vec![message("$retry", MODERATOR, "!knock retry 1")]).await;
+    eventually("the waiting knock is dropped", || app.store.inbox_len() == 0).await;
+    assert!(app.store.audit_all().unwrap().is_empty(), "a withdrawn knock was decided");
+    assert!(app.homeserver.requests_to("POST", &format!("/rooms/{ALIASED}/")).is_empty());
+    // And a knock in the room named by ID was never held up.
+    app.knock_on("4", "$f", "@f:test.local", Some("a friend")).await;
+    eventually("invited", || !app.posted("invite").is_empty()).await;
+}
