@@ -56,6 +56,9 @@ impl Perform for Actions {
             Action::FetchRoomState { room_id } => then(rooms::fetch_state(shared, room_id).await?),
             Action::ResolveAliases => then(rooms::resolve_aliases(shared).await?),
             Action::ReadBanList { name } => Ok(Performed::ListRead(lists::read(shared, name, entry.attempts).await?)),
+            Action::ReportIgnoredRules { room_id, name } => {
+                then(lists::report_ignored(shared, seq, room_id, name).await?)
+            }
             Action::Notice { plain, html, .. } => then(messages::notice(shared, seq, plain, html).await?),
             Action::Send { event_type, content } => then(messages::send(shared, seq, event_type, content).await?),
             Action::ReviewNotice { number } => match messages::review_notice(shared, seq, *number).await? {

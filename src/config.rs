@@ -83,6 +83,14 @@ pub struct HomeserverConfig {
     pub max_requests_per_server: usize,
 }
 
+/// The ban lists followed (see [`crate::lists`]).
+#[derive(Debug, Clone)]
+pub struct BanListsConfig {
+    /// A list holding more rules than this is unavailable: knocks its `ban_list` conditions
+    /// ask about are held for review, never accepted.
+    pub max_rules: usize,
+}
+
 /// Prometheus metrics (see [`crate::metrics`]).
 #[derive(Debug, Clone, Default)]
 pub struct MetricsConfig {
@@ -146,6 +154,7 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub actions: ActionsConfig,
     pub metrics: MetricsConfig,
+    pub ban_lists: BanListsConfig,
 }
 
 /// Everything `serve` needs: the configuration and the registration it points at.
@@ -257,6 +266,7 @@ impl Config {
             retention,
             actions: ActionsConfig { give_up_after },
             metrics: MetricsConfig { listen: metrics_listen },
+            ban_lists: BanListsConfig { max_rules: raw.ban_lists.max_rules },
         })
     }
 }

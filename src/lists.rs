@@ -25,14 +25,18 @@ use crate::{
 };
 
 /// One followed list.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Followed {
     list: BanList,
+    /// Why the list cannot be matched against, as last checked ([`Lists::recheck`]).
+    unavailable: Option<String>,
+    /// Ignored rules pushed and not reported yet, and whether a report is queued.
+    ignored: (Vec<String>, bool),
     /// Keys changed by pushed events, with the change number.
     touched: HashMap<RuleKey, u64>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Inner {
     rooms: HashMap<OwnedRoomId, Followed>,
     /// Name (alias or room ID, as the policies write it) -> room.
@@ -40,10 +44,28 @@ struct Inner {
     /// Names tried at least once (read, or found missing or unreachable): knocks under a
     /// policy naming a list wait until it has been tried.
     tried: HashSet<String>,
+    /// Past this many rules a list is unavailable (`ban_lists.max_rules`).
+    max_rules: usize,
+}
+
+impl Inner {
+    fn new(max_rules: usize) -> Self {
+        Self { rooms: HashMap::new(), names: HashMap::new(), tried: HashSet::new(), max_rules }
+    }
+
+    fn followed(&mut self, room: &OwnedRoomId) -> &mut Followed {
+        let max_rules = self.max_rules;
+        self.rooms.entry(room.clone()).or_insert_with(|| Followed {
+            list: BanList::with_max_rules(max_rules),
+            unavailable: None,
+            ignored: (Vec::new(), false),
+            touched: HashMap::new(),
+        })
+    }
 }
 
 /// The followed lists, shared by the worker, the runner and the control room.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Lists {
     inner: RwLock<Inner>,
     /// Changes made by pushed events so far.
@@ -77,6 +99,15 @@ impl View<'_> {
     }
 }
 
+/// A list's availability changed ([`Lists::recheck`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Availability {
+    /// It cannot be matched against any more: why.
+    Lost(String),
+    /// It can be again.
+    Regained,
+}
+
 /// What a read of a list's whole state changed.
 #[derive(Debug, Default)]
 pub struct Replaced {
@@ -87,17 +118,30 @@ pub struct Replaced {
 }
 
 impl Lists {
-    /// Loads every stored list.
-    pub fn load(store: &Store) -> Result<Self, StoreError> {
-        let mut inner = Inner::default();
+    /// No list followed yet; a list is unavailable past `max_rules` rules.
+    pub fn new(max_rules: usize) -> Self {
+        Self { inner: RwLock::new(Inner::new(max_rules)), seq: AtomicU64::new(0) }
+    }
+
+    /// Loads every stored list; a list is unavailable past `max_rules` rules.
+    pub fn load(store: &Store, max_rules: usize) -> Result<Self, StoreError> {
+        let mut inner = Inner::new(max_rules);
         for rec in store.list_records()? {
-            let list = BanList::from_rules(store.list_rules(rec.room_id.as_str())?);
+            let mut list = BanList::with_max_rules(max_rules);
+            for (key, rule) in store.list_rules(rec.room_id.as_str())? {
+                list.set(key, rule);
+            }
             for n in &rec.names {
                 inner.names.insert(n.clone(), rec.room_id.clone());
                 inner.tried.insert(n.clone());
             }
             inner.tried.insert(rec.room_id.to_string());
-            inner.rooms.insert(rec.room_id, Followed { list, touched: HashMap::new() });
+            let unavailable = list.unavailable();
+            if let Some(why) = &unavailable {
+                tracing::error!(list = %rec.room_id, why, "a ban list is unavailable: knocks it would decide are held for review");
+            }
+            let ignored = (Vec::new(), false);
+            inner.rooms.insert(rec.room_id, Followed { list, unavailable, ignored, touched: HashMap::new() });
         }
         Ok(Self { inner: RwLock::new(inner), seq: AtomicU64::new(0) })
     }
@@ -137,7 +181,7 @@ impl Lists {
         let mut inner = self.write_inner();
         inner.names.insert(name.to_owned(), room.clone());
         let new = !inner.rooms.contains_key(room);
-        inner.rooms.entry(room.clone()).or_default();
+        inner.followed(room);
         new
     }
 
@@ -170,7 +214,7 @@ impl Lists {
     /// rules pushed since then are kept as they are. Returns what changed.
     pub fn replace(&self, room: &OwnedRoomId, read: Vec<(RuleKey, Parsed)>, since: u64) -> Replaced {
         let mut inner = self.write_inner();
-        let followed = inner.rooms.entry(room.clone()).or_default();
+        let followed = inner.followed(room);
         let newer = |k: &RuleKey| followed.touched.get(k).is_some_and(|&n| n > since);
         let mut out = Replaced::default();
         let mut seen = BTreeSet::new();
@@ -206,6 +250,51 @@ impl Lists {
         out
     }
 
+    /// Checks whether a list room's list can be matched against after a change (compiling
+    /// its wildcard rules if they changed); returns the change of its availability, if any.
+    pub fn recheck(&self, room: &str) -> Option<Availability> {
+        let mut inner = self.write_inner();
+        let followed = inner.rooms.get_mut(room)?;
+        let now = followed.list.unavailable();
+        let change = match (&followed.unavailable, &now) {
+            (None, Some(why)) => Some(Availability::Lost(why.clone())),
+            (Some(_), None) => Some(Availability::Regained),
+            _ => None,
+        };
+        followed.unavailable = now;
+        change
+    }
+
+    /// Gathers lines about ignored rules of a list room, to be said in one notice; returns
+    /// whether a report must be queued (none is yet).
+    pub fn gather_ignored(&self, room: &str, lines: Vec<String>) -> bool {
+        let mut inner = self.write_inner();
+        let Some(followed) = inner.rooms.get_mut(room) else { return false };
+        followed.ignored.0.extend(lines);
+        !std::mem::replace(&mut followed.ignored.1, true)
+    }
+
+    /// The ignored rules of a list room gathered and not reported yet.
+    pub fn gathered_ignored(&self, room: &str) -> Vec<String> {
+        self.read_inner().rooms.get(room).map(|f| f.ignored.0.clone()).unwrap_or_default()
+    }
+
+    /// The first `n` gathered lines were reported; returns whether more wait (another report
+    /// is then due: the caller queues it).
+    pub fn reported_ignored(&self, room: &str, n: usize) -> bool {
+        let mut inner = self.write_inner();
+        let Some(followed) = inner.rooms.get_mut(room) else { return false };
+        let (lines, queued) = &mut followed.ignored;
+        lines.drain(..n.min(lines.len()));
+        *queued = !lines.is_empty();
+        *queued
+    }
+
+    /// Why a list room's list cannot be matched against, if it cannot (as last checked).
+    pub fn unavailable(&self, room: &str) -> Option<String> {
+        self.read_inner().rooms.get(room)?.unavailable.clone()
+    }
+
     /// Rule counts of a list room: (users, servers, ignored).
     pub fn counts(&self, room: &str) -> Option<(usize, usize, usize)> {
         let inner = self.read_inner();
@@ -237,7 +326,7 @@ mod tests {
 
     #[test]
     fn a_read_keeps_what_was_pushed_while_it_ran() {
-        let lists = Lists::default();
+        let lists = Lists::new(crate::policy::banlist::DEFAULT_MAX_RULES);
         let room: OwnedRoomId = "!l:x".try_into().unwrap();
         assert!(lists.follow("#l:x", &room));
         lists.replace(
@@ -257,9 +346,9 @@ mod tests {
         );
         assert!(r.set.is_empty() && r.removed.is_empty(), "{r:?}");
         let view = lists.view();
-        assert!(view.list("#l:x").unwrap().find("@c:x").is_some());
-        assert!(view.list("#l:x").unwrap().find("@b:x").is_none());
-        assert!(view.list("!l:x").unwrap().find("@a:x").is_some());
+        assert!(view.list("#l:x").unwrap().find("@c:x").unwrap().is_some());
+        assert!(view.list("#l:x").unwrap().find("@b:x").unwrap().is_none());
+        assert!(view.list("!l:x").unwrap().find("@a:x").unwrap().is_some());
         drop(view);
         // A later read is the truth again.
         let r = lists.replace(&room, vec![(key("a"), Parsed::Rule(rule("@a:x", "$1")))], lists.seq());

@@ -106,8 +106,10 @@ impl Application {
         let store = Store::open(&config.database).map_err(|source| StartError::Store { path: db_path, source })?;
         let policies = Arc::new(LivePolicies::start(&config.policies, store.clone())?);
         let db = config.database.display().to_string();
-        let lists =
-            Arc::new(crate::lists::Lists::load(&store).map_err(|source| StartError::Store { path: db, source })?);
+        let lists = Arc::new(
+            crate::lists::Lists::load(&store, config.ban_lists.max_rules)
+                .map_err(|source| StartError::Store { path: db, source })?,
+        );
         let listener = TcpListener::bind(config.appservice.listen)
             .map_err(|source| StartError::Listen { addr: config.appservice.listen.to_string(), source })?;
         let port = listener.local_addr().map_err(|source| StartError::Listen { addr: "?".into(), source })?.port();

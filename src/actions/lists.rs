@@ -192,9 +192,31 @@ pub fn record(shared: &Shared, read: ListRead) -> Result<Vec<Op>, StoreError> {
         let text = format!("📋 Following the ban list {name}: {users} user rules, {servers} server rules.");
         ops.push(store.outbox_push(notices::with_block(&text, None))?);
     }
-    ops.extend(pipeline::lists::rules_changed(shared, &name, &changed.set)?);
+    ops.extend(pipeline::lists::rules_changed(shared, &name, &changed.set, pipeline::lists::Report::Now)?);
+    ops.extend(pipeline::lists::availability_notice(shared, &name, shared.lists.recheck(room.as_str()))?);
     shared.inputs_changed();
     Ok(ops)
+}
+
+/// Posts the ignored rules of a list gathered from pushed events since the last report, in
+/// one notice; a follow-up reports those gathered while it was posted.
+pub async fn report_ignored(
+    shared: &Shared,
+    seq: u64,
+    room: &OwnedRoomId,
+    name: &str,
+) -> Result<Vec<Action>, ActionError> {
+    let ignored = shared.lists.gathered_ignored(room.as_str());
+    if ignored.is_empty() {
+        // Gathered before a restart: the rules are kept, marked ignored (`!knock lists`).
+        return Ok(vec![]);
+    }
+    let notice = pipeline::lists::ignored_notice(name, &ignored);
+    if let Action::Notice { plain, html, .. } = &notice {
+        super::messages::notice(shared, seq, plain, html).await?;
+    }
+    let more = shared.lists.reported_ignored(room.as_str(), ignored.len());
+    Ok(if more { vec![Action::ReportIgnoredRules { room_id: room.clone(), name: name.to_owned() }] } else { vec![] })
 }
 
 #[cfg(test)]

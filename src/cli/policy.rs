@@ -159,7 +159,7 @@ fn explain(config_file: &Path, a: &ExplainArgs) -> Result<(), String> {
     } else if !config.database.exists() {
         (None, Some("not read yet (no database): `ban_list` conditions do not hold".to_owned()))
     } else {
-        match Store::open(&config.database).and_then(|s| crate::lists::Lists::load(&s)) {
+        match Store::open(&config.database).and_then(|s| crate::lists::Lists::load(&s, config.ban_lists.max_rules)) {
             Ok(l) => (Some(l), Some("the copies stored by the service".to_owned())),
             Err(_) => (
                 None,

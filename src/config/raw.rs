@@ -30,6 +30,25 @@ pub struct RawConfig {
     pub actions: RawActions,
     #[serde(default)]
     pub metrics: RawMetrics,
+    #[serde(default)]
+    pub ban_lists: RawBanLists,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBanLists {
+    #[serde(default = "default_max_rules")]
+    pub max_rules: usize,
+}
+
+impl Default for RawBanLists {
+    fn default() -> Self {
+        Self { max_rules: default_max_rules() }
+    }
+}
+
+fn default_max_rules() -> usize {
+    crate::policy::banlist::DEFAULT_MAX_RULES
 }
 
 #[derive(Debug, Default, Deserialize)]

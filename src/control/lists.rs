@@ -49,6 +49,9 @@ impl Ctx<'_> {
             if ignored > 0 {
                 m.text(&format!(", {ignored} ignored"));
             }
+            if let Some(why) = self.shared.lists.unavailable(rec.room_id.as_str()) {
+                m.text(&format!(" · ⛔ unavailable: {why} (knocks it would decide are held for review)"));
+            }
             match rec.changed_ms {
                 Some(t) => m.text(&format!(" · last change {}", ago(now, t))),
                 None => m.text(" · no change seen yet"),

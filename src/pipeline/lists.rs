@@ -11,7 +11,7 @@ use crate::{
     events::EventHead,
     notices,
     policy::banlist::{self, ListRule, Parsed, RuleKey},
-    storage::{ListRecord, Op, Store, StoreError, now_ms},
+    storage::{Action, ListRecord, Op, Store, StoreError, now_ms},
 };
 
 /// What an event of a list room changes.
@@ -47,27 +47,87 @@ pub fn on_event(shared: &Shared, head: &EventHead, event: &Value) -> Result<Vec<
     if let Parsed::Rule(rule) = &parsed
         && old.as_ref() != Some(rule)
     {
-        ops.extend(rules_changed(shared, &name, &[(key, rule.clone())])?);
+        ops.extend(rules_changed(shared, &name, &[(key, rule.clone())], Report::Gathered(&head.room_id))?);
     }
+    ops.extend(availability_notice(shared, &name, lists.recheck(room))?);
     Ok(ops)
 }
 
-/// What new or changed rules of the list `name` lead to: one notice for those ignored as
-/// over-broad, and a new decision on the knocks waiting for review that the others ban.
-pub fn rules_changed(shared: &Shared, name: &str, rules: &[(RuleKey, ListRule)]) -> Result<Vec<Op>, StoreError> {
+/// The notice about a list's availability changing, if it did.
+pub fn availability_notice(
+    shared: &Shared,
+    name: &str,
+    change: Option<crate::lists::Availability>,
+) -> Result<Option<Op>, StoreError> {
+    let text = match change {
+        None => return Ok(None),
+        Some(crate::lists::Availability::Lost(why)) => {
+            tracing::error!(list = %name, why, "a ban list is unavailable: knocks it would decide are held for review");
+            format!(
+                "⚠️ The ban list {name} is unavailable: {why}. Knocks that its rules would decide are held for review, never accepted, until it is fixed."
+            )
+        }
+        Some(crate::lists::Availability::Regained) => {
+            tracing::info!(list = %name, "a ban list is available again");
+            format!("✅ The ban list {name} is available again.")
+        }
+    };
+    Ok(Some(shared.store.outbox_push(notices::with_block(&text, None))?))
+}
+
+/// How ignored rules are reported: at once (a read of the whole list), or gathered and said
+/// in one notice after the pushed events handled meanwhile (see [`Action::ReportIgnoredRules`]).
+pub enum Report<'a> {
+    Now,
+    Gathered(&'a ruma::OwnedRoomId),
+}
+
+/// One line about an ignored rule, its entity cut short.
+fn ignored_line(key: &RuleKey, rule: &ListRule) -> Option<String> {
+    let why = rule.ignored.as_deref()?;
+    let entity = rule.entity.to_string();
+    let shown = match entity.char_indices().nth(80) {
+        Some((cut, _)) => format!("{}…", &entity[..cut]),
+        None => entity,
+    };
+    Some(format!("{shown} ({}, state key {:?}): {why}", key.event_type, key.state_key))
+}
+
+/// The notice about the ignored rules of the list `name`: a count, and the first 20.
+pub fn ignored_notice(name: &str, ignored: &[String]) -> Action {
+    const SHOWN: usize = 20;
+    let text = format!(
+        "⚠️ The ban list {name} has {} that knockwarden ignores:",
+        if ignored.len() == 1 { "a rule".to_owned() } else { format!("{} rules", ignored.len()) },
+    );
+    let mut block = ignored.iter().take(SHOWN).cloned().collect::<Vec<_>>().join("\n");
+    if ignored.len() > SHOWN {
+        block.push_str(&format!("\n… and {} more (`!knock lists` counts them)", ignored.len() - SHOWN));
+    }
+    notices::with_block(&text, Some(&block))
+}
+
+/// What new or changed rules of the list `name` lead to: one notice for those ignored (as
+/// over-broad, or too long to be a user ID or server name), and a new decision on the knocks
+/// waiting for review that the others ban.
+pub fn rules_changed(
+    shared: &Shared,
+    name: &str,
+    rules: &[(RuleKey, ListRule)],
+    report: Report,
+) -> Result<Vec<Op>, StoreError> {
     let mut ops = Vec::new();
-    let ignored: Vec<String> = rules
-        .iter()
-        .filter(|(_, r)| r.ignored.is_some())
-        .map(|(k, r)| format!("{} ({}, state key {:?})", r.entity, k.event_type, k.state_key))
-        .collect();
+    let ignored: Vec<String> = rules.iter().filter_map(|(k, r)| ignored_line(k, r)).collect();
     if !ignored.is_empty() {
-        let text = format!(
-            "⚠️ The ban list {name} has {} that would match everyone or nearly everyone; knockwarden ignores {}:",
-            if ignored.len() == 1 { "a rule".to_owned() } else { format!("{} rules", ignored.len()) },
-            if ignored.len() == 1 { "it" } else { "them" }
-        );
-        ops.push(shared.store.outbox_push(notices::with_block(&text, Some(&ignored.join("\n"))))?);
+        match report {
+            Report::Now => ops.push(shared.store.outbox_push(ignored_notice(name, &ignored))?),
+            Report::Gathered(room) => {
+                if shared.lists.gather_ignored(room.as_str(), ignored) {
+                    let report = Action::ReportIgnoredRules { room_id: room.clone(), name: name.to_owned() };
+                    ops.push(shared.store.outbox_push(report)?);
+                }
+            }
+        }
     }
     let gained: Vec<&ListRule> = rules.iter().map(|(_, r)| r).filter(|r| r.ignored.is_none()).collect();
     if !gained.is_empty() {

@@ -16,9 +16,16 @@
 //! - A rule whose entity would match everyone or nearly everyone (nothing but `*`, `?`, `@`,
 //!   `:` and `.`: `*`, `*:*`, `@*`, `?*`) is kept, marked ignored, and never matches.
 //!
-//! Matching is indexed: exact entities and hashes in hash maps, globs in one glob set (rebuilt
-//! on first use after a glob rule changed), so deciding against lists of tens of thousands of
-//! entries costs a few lookups.
+//! - A rule whose entity is longer than 255 bytes (no user ID or server name is) is kept,
+//!   marked ignored, and never matches.
+//!
+//! Matching is indexed: exact entities and hashes in hash maps, the common glob shapes
+//! (`*:server`, `@prefix*:server`, `*.domain`) in maps by server or domain, changed rule by
+//! rule, and other globs in one glob set (rebuilt on first use after such a rule changed), so
+//! deciding against lists of a hundred thousand entries costs a few lookups. A list that
+//! cannot be matched against (its glob set cannot be built, or it holds more than
+//! `ban_lists.max_rules` rules) is *unavailable*: [`find_in`] says so, and the policy engine
+//! never accepts a knock on its word.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -38,6 +45,9 @@ pub const SERVER_TYPES: &[&str] = &["m.policy.rule.server", "m.room.rule.server"
 /// The recommendations that ban.
 pub const BAN_RECOMMENDATIONS: &[&str] =
     &["m.ban", "org.matrix.mjolnir.ban", "m.takedown", "org.matrix.msc4204.takedown"];
+/// The longest entity a rule may have: no user ID or server name is longer (the spec's limit
+/// is 255 bytes); a longer one is ignored.
+pub const MAX_ENTITY_BYTES: usize = 255;
 /// Where hashed entities are given (MSC4205).
 pub const HASHES_KEY: &str = "org.matrix.msc4205.hashes";
 
@@ -134,6 +144,10 @@ pub fn parse(event_type: &str, content: &Value, event_id: &str) -> Option<Parsed
         },
     };
     let ignored = match &entity {
+        Entity::Glob(g) if g.len() > MAX_ENTITY_BYTES => Some(format!(
+            "the entity is {} bytes long: no Matrix user ID or server name is over {MAX_ENTITY_BYTES}",
+            g.len()
+        )),
         Entity::Glob(g) if is_over_broad(g) => {
             Some(format!("the entity `{g}` would match everyone or nearly everyone"))
         }
@@ -181,11 +195,49 @@ pub fn sha256_b64(text: &str) -> String {
     base64::engine::general_purpose::STANDARD_NO_PAD.encode(Sha256::digest(text.as_bytes()))
 }
 
-/// The globs of one kind, compiled together.
+/// The globs of one kind that no shape below covers, compiled together (or why they could
+/// not be: the list is then unavailable, never silently empty).
 #[derive(Debug, Clone)]
 struct Globs {
-    set: GlobSet,
+    set: Result<GlobSet, String>,
     keys: Vec<RuleKey>,
+}
+
+/// A glob entity in a shape matched without a glob set, so that the common rules of large
+/// lists (`*:server`, `@prefix*:server`, `*.domain`) are kept in maps and changed one by one,
+/// and only the rare other shapes need the (rebuilt) glob set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Shape {
+    /// A user glob `*:server` or `@prefix*:server` (server and prefix without wildcards or
+    /// `:`): the user IDs ending with `:server` and starting with `@prefix` (empty: any).
+    UserOf { server: String, prefix: String },
+    /// A server glob `*.domain` (no other wildcard): the servers ending with `.domain`.
+    Subdomain(String),
+    /// Anything else: the glob set.
+    Other,
+}
+
+/// The shape of a lowercase glob with a wildcard.
+fn shape(kind: EntityKind, glob: &str) -> Shape {
+    let plain = |t: &str| !t.contains(['*', '?', ':']);
+    match kind {
+        EntityKind::User => {
+            let Some((left, server)) = glob.rsplit_once(':') else { return Shape::Other };
+            let Some(prefix) = left.strip_suffix('*') else { return Shape::Other };
+            let prefix_ok = prefix.is_empty() || (prefix.starts_with('@') && plain(prefix));
+            if prefix_ok && plain(server) && !server.is_empty() {
+                Shape::UserOf { server: server.to_owned(), prefix: prefix.to_owned() }
+            } else {
+                Shape::Other
+            }
+        }
+        EntityKind::Server => match glob.strip_prefix('*') {
+            Some(domain) if domain.starts_with('.') && domain.len() > 1 && plain(domain) => {
+                Shape::Subdomain(domain.to_owned())
+            }
+            _ => Shape::Other,
+        },
+    }
 }
 
 /// The rules of one kind, indexed.
@@ -195,7 +247,11 @@ struct KindIndex {
     exact: HashMap<String, BTreeSet<RuleKey>>,
     /// Hash -> rules.
     hashes: HashMap<String, BTreeSet<RuleKey>>,
-    /// Rules with a wildcard entity.
+    /// `*:server` and `@prefix*:server` rules, by server: (prefix, rule).
+    user_of: HashMap<String, Vec<(String, RuleKey)>>,
+    /// `*.domain` rules, by `.domain`.
+    subdomains: HashMap<String, BTreeSet<RuleKey>>,
+    /// Rules with a wildcard entity of another shape.
     glob_keys: BTreeSet<RuleKey>,
     globs: OnceLock<Globs>,
 }
@@ -203,10 +259,16 @@ struct KindIndex {
 impl KindIndex {
     fn insert(&mut self, key: &RuleKey, rule: &ListRule) {
         match &rule.entity {
-            Entity::Glob(g) if has_wildcard(g) => {
-                self.glob_keys.insert(key.clone());
-                self.globs = OnceLock::new();
-            }
+            Entity::Glob(g) if has_wildcard(g) => match shape(rule.kind, &g.to_lowercase()) {
+                Shape::UserOf { server, prefix } => self.user_of.entry(server).or_default().push((prefix, key.clone())),
+                Shape::Subdomain(d) => {
+                    self.subdomains.entry(d).or_default().insert(key.clone());
+                }
+                Shape::Other => {
+                    self.glob_keys.insert(key.clone());
+                    self.globs = OnceLock::new();
+                }
+            },
             Entity::Glob(g) => {
                 self.exact.entry(g.to_lowercase()).or_default().insert(key.clone());
             }
@@ -226,10 +288,21 @@ impl KindIndex {
             }
         };
         match &rule.entity {
-            Entity::Glob(g) if has_wildcard(g) => {
-                self.glob_keys.remove(key);
-                self.globs = OnceLock::new();
-            }
+            Entity::Glob(g) if has_wildcard(g) => match shape(rule.kind, &g.to_lowercase()) {
+                Shape::UserOf { server, .. } => {
+                    if let Some(v) = self.user_of.get_mut(&server) {
+                        v.retain(|(_, k)| k != key);
+                        if v.is_empty() {
+                            self.user_of.remove(&server);
+                        }
+                    }
+                }
+                Shape::Subdomain(d) => drop_from(&mut self.subdomains, &d),
+                Shape::Other => {
+                    self.glob_keys.remove(key);
+                    self.globs = OnceLock::new();
+                }
+            },
             Entity::Glob(g) => drop_from(&mut self.exact, &g.to_lowercase()),
             Entity::Sha256(h) => drop_from(&mut self.hashes, h),
         }
@@ -246,41 +319,72 @@ impl KindIndex {
                     keys.push(key.clone());
                 }
             }
-            let set = b.build().unwrap_or_else(|_| GlobSet::empty());
+            let set = b.build().map_err(|e| format!("its {} wildcard rules cannot be compiled: {e}", keys.len()));
             Globs { set, keys }
         })
     }
 
-    /// The first rule (in key order) matching `text` (lowercase) or its hash.
+    /// The first rule (in key order) matching `text` (lowercase) or its hash; an error when
+    /// the glob set that some of the rules need could not be built.
     fn find<'r>(
         &self,
         rules: &'r HashMap<RuleKey, ListRule>,
         lower: &str,
         original: &str,
-    ) -> Option<(&'r RuleKey, &'r ListRule)> {
+    ) -> Result<Option<(&'r RuleKey, &'r ListRule)>, String> {
         let mut best: Option<&RuleKey> = self.exact.get(lower).and_then(|s| s.first());
         if !self.hashes.is_empty()
             && let Some(k) = self.hashes.get(&sha256_b64(original)).and_then(|s| s.first())
         {
             best = Some(best.map_or(k, |b| b.min(k)));
         }
+        if !self.user_of.is_empty()
+            && let Some((_, server)) = lower.rsplit_once(':')
+            && let Some(rules_of) = self.user_of.get(server)
+        {
+            let local = &lower[..lower.len() - server.len() - 1];
+            for (prefix, k) in rules_of {
+                if local.starts_with(prefix.as_str()) {
+                    best = Some(best.map_or(k, |b| b.min(k)));
+                }
+            }
+        }
+        if !self.subdomains.is_empty() {
+            for (i, _) in lower.match_indices('.') {
+                if let Some(k) = self.subdomains.get(&lower[i..]).and_then(|s| s.first()) {
+                    best = Some(best.map_or(k, |b| b.min(k)));
+                }
+            }
+        }
         if !self.glob_keys.is_empty() {
             let globs = self.globs(rules);
-            if let Some(k) = globs.set.matches(lower).into_iter().map(|i| &globs.keys[i]).min() {
+            let set = globs.set.as_ref().map_err(Clone::clone)?;
+            if let Some(k) = set.matches(lower).into_iter().map(|i| &globs.keys[i]).min() {
                 best = Some(best.map_or(k, |b| b.min(k)));
             }
         }
-        best.and_then(|k| rules.get_key_value(k))
+        Ok(best.and_then(|k| rules.get_key_value(k)))
     }
 }
 
+/// The most rules a list may hold before it is unavailable (`ban_lists.max_rules`).
+pub const DEFAULT_MAX_RULES: usize = 200_000;
+
 /// One list's rules, indexed for matching.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct BanList {
     rules: HashMap<RuleKey, ListRule>,
     by_event: HashMap<String, RuleKey>,
     users: KindIndex,
     servers: KindIndex,
+    /// Past this many rules the list is unavailable.
+    max_rules: usize,
+}
+
+impl Default for BanList {
+    fn default() -> Self {
+        Self::with_max_rules(DEFAULT_MAX_RULES)
+    }
 }
 
 /// A list entry that matched a knocker.
@@ -297,6 +401,17 @@ pub struct ListHit {
 impl BanList {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty list that becomes unavailable past `max_rules` rules.
+    pub fn with_max_rules(max_rules: usize) -> Self {
+        Self {
+            rules: HashMap::new(),
+            by_event: HashMap::new(),
+            users: KindIndex::default(),
+            servers: KindIndex::default(),
+            max_rules,
+        }
     }
 
     /// Builds a list from its rules.
@@ -375,13 +490,34 @@ impl BanList {
         })
     }
 
+    /// Why the list cannot be matched against, if it cannot: it holds more rules than
+    /// `ban_lists.max_rules`, or its wildcard rules cannot be compiled. Knocks are then never
+    /// accepted on its word (see [`find_in`]). Compiles the wildcard rules if not done yet.
+    pub fn unavailable(&self) -> Option<String> {
+        if self.rules.len() > self.max_rules {
+            return Some(format!(
+                "it holds {} rules, more than ban_lists.max_rules ({})",
+                self.rules.len(),
+                self.max_rules
+            ));
+        }
+        [&self.users, &self.servers]
+            .into_iter()
+            .filter(|ix| !ix.glob_keys.is_empty())
+            .find_map(|ix| ix.globs(&self.rules).set.as_ref().err().cloned())
+    }
+
     /// The rule banning `user` (a full user ID), by user or by server, if any. User rules are
-    /// looked at first.
-    pub fn find(&self, user: &str) -> Option<(&RuleKey, &ListRule)> {
+    /// looked at first. An error says why the list cannot be matched against.
+    pub fn find(&self, user: &str) -> Result<Option<(&RuleKey, &ListRule)>, String> {
+        if self.rules.len() > self.max_rules {
+            return Err(self.unavailable().unwrap_or_default());
+        }
         let server = user.split_once(':').map(|(_, s)| s).unwrap_or("");
-        self.users
-            .find(&self.rules, &lowercase(user), user)
-            .or_else(|| self.servers.find(&self.rules, &lowercase(server), server))
+        match self.users.find(&self.rules, &lowercase(user), user)? {
+            Some(hit) => Ok(Some(hit)),
+            None => self.servers.find(&self.rules, &lowercase(server), server),
+        }
     }
 }
 
@@ -432,18 +568,39 @@ pub fn describe_hit(h: &ListHit) -> String {
     format!("{}, {} rule {:?} ({}){reason}", h.list, h.kind.as_str(), h.entity, h.event_type)
 }
 
-/// The first entry of the named lists that bans `user`.
-pub fn find_in(lists: &dyn ListSource, names: &[String], user: &str) -> Option<ListHit> {
-    names.iter().find_map(|name| {
-        let (key, rule) = lists.list(name)?.find(user)?;
-        Some(ListHit {
-            list: name.clone(),
-            kind: rule.kind,
-            entity: rule.entity.to_string(),
-            reason: rule.reason.clone(),
-            event_type: key.event_type.clone(),
-        })
-    })
+/// A list that could not be matched against, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unavailable {
+    pub list: String,
+    pub why: String,
+}
+
+/// The first entry of the named lists that bans `user`. When none does but one of the lists
+/// is unavailable, that list: whether `user` is listed cannot be known (fail closed).
+pub fn find_in(lists: &dyn ListSource, names: &[String], user: &str) -> Result<Option<ListHit>, Unavailable> {
+    let mut unavailable = None;
+    for name in names {
+        let Some(list) = lists.list(name) else { continue };
+        match list.find(user) {
+            Ok(Some((key, rule))) => {
+                return Ok(Some(ListHit {
+                    list: name.clone(),
+                    kind: rule.kind,
+                    entity: rule.entity.to_string(),
+                    reason: rule.reason.clone(),
+                    event_type: key.event_type.clone(),
+                }));
+            }
+            Ok(None) => {}
+            Err(why) => {
+                unavailable.get_or_insert(Unavailable { list: name.clone(), why });
+            }
+        }
+    }
+    match unavailable {
+        Some(u) => Err(u),
+        None => Ok(None),
+    }
 }
 
 #[cfg(test)]
@@ -479,16 +636,16 @@ mod tests {
             ("m.policy.rule.server", "c", json!({"entity": "[v6]", "recommendation": "m.ban"})),
             ("m.policy.rule.user", "d", json!({"entity": "@Exact:Example.org", "recommendation": "m.ban"})),
         ]);
-        assert_eq!(l.find("@SpamBot42:EVIL.org").unwrap().1.reason, "spam");
-        assert!(l.find("@ham:evil.org").is_none());
-        assert!(l.find("@x:bad1.example").is_some());
-        assert!(l.find("@x:bad12.example").is_none(), "? is one character");
-        assert!(l.find("@x:[v6]").is_some(), "[ is literal");
-        assert!(l.find("@x:v").is_none());
-        assert!(l.find("@exact:example.org").is_some());
+        assert_eq!(l.find("@SpamBot42:EVIL.org").unwrap().unwrap().1.reason, "spam");
+        assert!(l.find("@ham:evil.org").unwrap().is_none());
+        assert!(l.find("@x:bad1.example").unwrap().is_some());
+        assert!(l.find("@x:bad12.example").unwrap().is_none(), "? is one character");
+        assert!(l.find("@x:[v6]").unwrap().is_some(), "[ is literal");
+        assert!(l.find("@x:v").unwrap().is_none());
+        assert!(l.find("@exact:example.org").unwrap().is_some());
         assert_eq!(l.counts(), (2, 2));
         for user in ["@SpamBot42:EVIL.org", "@x:bad1.example", "@x:[v6]", "@exact:example.org", "@ham:evil.org"] {
-            let by_index = l.find(user).is_some();
+            let by_index = l.find(user).unwrap().is_some();
             assert_eq!(by_index, l.rules().any(|(_, r)| rule_matches(r, user)), "{user}");
         }
     }
@@ -498,7 +655,7 @@ mod tests {
         for t in ["m.room.rule.user", "org.matrix.mjolnir.rule.user"] {
             for rec in BAN_RECOMMENDATIONS {
                 let l = list(&[(t, "x", json!({"entity": "@a:b", "recommendation": rec}))]);
-                assert!(l.find("@a:b").is_some(), "{t} {rec}");
+                assert!(l.find("@a:b").unwrap().is_some(), "{t} {rec}");
             }
         }
         let l = list(&[(
@@ -506,7 +663,7 @@ mod tests {
             "x",
             json!({"entity": "b", "recommendation": "org.matrix.mjolnir.ban"}),
         )]);
-        assert!(l.find("@anyone:b").is_some());
+        assert!(l.find("@anyone:b").unwrap().is_some());
         assert!(parse("m.policy.rule.room", &json!({"entity": "!r:b", "recommendation": "m.ban"}), "$e").is_none());
     }
 
@@ -522,10 +679,10 @@ mod tests {
                 json!({"recommendation": "m.ban", HASHES_KEY: {"sha256": sha256_b64("hidden.example")}}),
             ),
         ]);
-        assert!(l.find("@hidden:example.org").is_some());
-        assert!(l.find("@Hidden:example.org").is_none());
-        assert!(l.find("@who:hidden.example").is_some());
-        assert_eq!(l.find("@hidden:example.org").unwrap().1.entity, Entity::Sha256(h));
+        assert!(l.find("@hidden:example.org").unwrap().is_some());
+        assert!(l.find("@Hidden:example.org").unwrap().is_none());
+        assert!(l.find("@who:hidden.example").unwrap().is_some());
+        assert_eq!(l.find("@hidden:example.org").unwrap().unwrap().1.entity, Entity::Sha256(h));
         // An entity wins over hashes.
         let p = rule(
             "m.policy.rule.user",
@@ -542,17 +699,21 @@ mod tests {
             ("m.policy.rule.user", "b", json!({"entity": "@b*:x", "recommendation": "m.ban"})),
             ("m.policy.rule.user", "c", json!({"entity": "@c:x", "recommendation": "m.ban"})),
         ]);
-        assert!(l.find("@a:x").is_some() && l.find("@bee:x").is_some() && l.find("@c:x").is_some());
+        assert!(
+            l.find("@a:x").unwrap().is_some()
+                && l.find("@bee:x").unwrap().is_some()
+                && l.find("@c:x").unwrap().is_some()
+        );
         l.apply(key("m.policy.rule.user", "a"), rule("m.policy.rule.user", json!({}), "$r1"));
-        assert!(l.find("@a:x").is_none(), "no entity: removed");
+        assert!(l.find("@a:x").unwrap().is_none(), "no entity: removed");
         l.apply(
             key("m.policy.rule.user", "b"),
             rule("m.policy.rule.user", json!({"entity": "@b*:x", "recommendation": "m.mute"}), "$r2"),
         );
-        assert!(l.find("@bee:x").is_none(), "not a ban: removed");
+        assert!(l.find("@bee:x").unwrap().is_none(), "not a ban: removed");
         let k = l.key_of_event("$e2").cloned().unwrap();
         assert!(l.remove(&k).is_some());
-        assert!(l.find("@c:x").is_none(), "redacted: removed");
+        assert!(l.find("@c:x").unwrap().is_none(), "redacted: removed");
         assert!(l.is_empty());
         assert!(matches!(rule("m.policy.rule.user", json!({"entity": "@a:x"}), "$e"), Parsed::Removed));
     }
@@ -561,7 +722,7 @@ mod tests {
     fn over_broad_rules_are_ignored() {
         for g in ["*", "*:*", "@*", "?*", "@*:*", "*.*"] {
             let l = list(&[("m.policy.rule.user", "x", json!({"entity": g, "recommendation": "m.ban"}))]);
-            assert!(l.find("@anyone:anywhere.org").is_none(), "{g}");
+            assert!(l.find("@anyone:anywhere.org").unwrap().is_none(), "{g}");
             assert!(l.get(&key("m.policy.rule.user", "x")).unwrap().ignored.is_some());
             assert_eq!(l.counts(), (0, 0));
         }
@@ -580,11 +741,79 @@ mod tests {
                 json!({"entity": "*.evil.org", "recommendation": "m.ban", "reason": "spam hub"}),
             )]),
         );
-        let hit = find_in(&lists, &["#other:x".into(), "#bans:x".into()], "@a:chat.evil.org").unwrap();
+        let hit = find_in(&lists, &["#other:x".into(), "#bans:x".into()], "@a:chat.evil.org").unwrap().unwrap();
         assert_eq!(hit.list, "#bans:x");
         assert_eq!(hit.entity, "*.evil.org");
         assert_eq!(hit.reason, "spam hub");
         assert_eq!(hit.kind, EntityKind::Server);
-        assert!(find_in(&lists, &["#bans:x".into()], "@a:good.org").is_none());
+        assert!(find_in(&lists, &["#bans:x".into()], "@a:good.org").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_glob_set_that_cannot_be_built_makes_the_list_unavailable_not_empty() {
+        let mut l =
+            list(&[("m.policy.rule.user", "evil", json!({"entity": "*:evil.example", "recommendation": "m.ban"}))]);
+        // Rules no parse would leave in force (over 255 bytes), set directly: their globs are
+        // past what globset compiles. Before, the set silently became empty and banned nobody.
+        let huge = ListRule {
+            kind: EntityKind::User,
+            entity: Entity::Glob(String::new()),
+            recommendation: "m.ban".into(),
+            reason: String::new(),
+            event_id: "$huge".into(),
+            ignored: None,
+        };
+        for i in 0..5 {
+            let rule = ListRule { entity: Entity::Glob(format!("{i}{}", "?".repeat(60_000))), ..huge.clone() };
+            l.set(key("m.policy.rule.user", &format!("huge{i}")), rule);
+        }
+        let why = l.unavailable().expect("unavailable");
+        assert!(why.contains("cannot be compiled"), "{why}");
+        assert!(l.find("@anyone:good.example").is_err());
+        let lists: HashMap<String, BanList> = [("#l:x".to_owned(), l)].into();
+        let u = find_in(&lists, &["#l:x".into()], "@anyone:good.example").unwrap_err();
+        assert_eq!(u.list, "#l:x");
+    }
+
+    #[test]
+    fn common_glob_shapes_match_as_the_glob_would() {
+        let l = list(&[
+            ("m.policy.rule.user", "a", json!({"entity": "*:Evil.example", "recommendation": "m.ban"})),
+            ("m.policy.rule.user", "b", json!({"entity": "@spam*:bad.example", "recommendation": "m.ban"})),
+            ("m.policy.rule.server", "c", json!({"entity": "*.hub.example", "recommendation": "m.ban"})),
+            ("m.policy.rule.user", "d", json!({"entity": "*:8448", "recommendation": "m.ban"})),
+        ]);
+        let users = [
+            "@x:evil.example",
+            "@x:EVIL.example",
+            "@x:notevil.example",
+            "@x:evil.example:8448",
+            "@spam:bad.example",
+            "@spambot:bad.example",
+            "@spa:bad.example",
+            "@xspam:bad.example",
+            "@x:a.hub.example",
+            "@x:hub.example",
+            "@x:a.b.hub.example",
+            "@x:a.hub.example:8448",
+            "@x:other.example:8448",
+        ];
+        for user in users {
+            let by_index = l.find(user).unwrap().is_some();
+            assert_eq!(by_index, l.rules().any(|(_, r)| rule_matches(r, user)), "{user}");
+        }
+        assert!(l.find("@x:evil.example").unwrap().is_some());
+        assert!(l.find("@x:a.hub.example").unwrap().is_some());
+        assert!(l.find("@x:hub.example").unwrap().is_none());
+        assert_eq!(l.users.glob_keys.len(), 0, "no glob set needed");
+        assert_eq!(l.servers.glob_keys.len(), 0, "no glob set needed");
+    }
+
+    #[test]
+    fn an_entity_over_255_bytes_is_ignored() {
+        let long = format!("@{}:x", "a".repeat(300));
+        let l = list(&[("m.policy.rule.user", "x", json!({"entity": long, "recommendation": "m.ban"}))]);
+        assert!(l.get(&key("m.policy.rule.user", "x")).unwrap().ignored.as_deref().unwrap().contains("bytes long"));
+        assert_eq!(l.counts(), (0, 0));
     }
 }

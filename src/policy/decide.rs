@@ -11,7 +11,7 @@ use globset::Candidate;
 use super::{
     Action,
     ast::Atom,
-    banlist::{self, ListHit, ListSource},
+    banlist::{self, ListHit, ListSource, Unavailable},
     compile::{CCond, CompiledAtom, CompiledPolicy, ReSet},
     template, words,
 };
@@ -85,6 +85,10 @@ fn count(windows: &[(Duration, u64)], within: Duration) -> u64 {
     windows.iter().find(|(d, _)| *d == within).map(|(_, n)| *n).unwrap_or(0)
 }
 
+/// What looking a knocker up in the named lists came to: the entry banning them, if any, or
+/// a list that could not be asked.
+type Lookup = Result<Option<ListHit>, Unavailable>;
+
 /// Per-knock facts computed once (or lazily) and shared by the atoms.
 struct Facts<'k> {
     knock: &'k Knock<'k>,
@@ -95,7 +99,10 @@ struct Facts<'k> {
     /// Ban list lookups made so far, by `ban_list` atom (its names' address: atoms live as
     /// long as the decision), so that deciding, explaining and filling in the reason look
     /// each up once.
-    list_hits: std::cell::RefCell<Vec<(usize, Option<ListHit>)>>,
+    list_hits: std::cell::RefCell<Vec<(usize, Lookup)>>,
+    /// The first unavailable list a `ban_list` condition asked about: the decision is then
+    /// never `accept` (fail closed).
+    unavailable: std::cell::RefCell<Option<Unavailable>>,
 }
 
 fn lowercase(s: &str) -> Cow<'_, str> {
@@ -110,18 +117,29 @@ impl<'k> Facts<'k> {
             server: lowercase(knock.server()),
             words: std::cell::OnceCell::new(),
             list_hits: std::cell::RefCell::new(Vec::new()),
+            unavailable: std::cell::RefCell::new(None),
         }
     }
 
-    /// The entry of the named lists that bans the knocker, if any (looked up once per atom).
-    fn list_hit(&self, names: &[String]) -> Option<ListHit> {
+    /// The entry of the named lists that bans the knocker, if any, or the list that could
+    /// not be asked (looked up once per atom).
+    fn list_lookup(&self, names: &[String]) -> Lookup {
         let id = names.as_ptr() as usize;
         if let Some((_, hit)) = self.list_hits.borrow().iter().find(|(i, _)| *i == id) {
             return hit.clone();
         }
-        let hit = banlist::find_in(self.knock.lists?, names, self.knock.user);
+        let Some(lists) = self.knock.lists else { return Ok(None) };
+        let hit = banlist::find_in(lists, names, self.knock.user);
+        if let Err(u) = &hit {
+            self.unavailable.borrow_mut().get_or_insert_with(|| u.clone());
+        }
         self.list_hits.borrow_mut().push((id, hit.clone()));
         hit
+    }
+
+    /// The entry of the named lists that bans the knocker, if any.
+    fn list_hit(&self, names: &[String]) -> Option<ListHit> {
+        self.list_lookup(names).ok().flatten()
     }
     fn reason(&self) -> &str {
         self.knock.reason.unwrap_or("")
@@ -196,13 +214,25 @@ fn eval(c: &CCond, atom: &mut impl FnMut(usize) -> bool) -> bool {
 impl CompiledPolicy {
     fn decision(&self, rule: Option<usize>, facts: &Facts, explanation: String) -> Decision {
         let knock = facts.knock;
-        let (name, action, reason, notify) = match rule {
+        let (name, mut action, reason, notify) = match rule {
             Some(i) => {
                 let r = &self.rules[i];
                 (Some(r.name.clone()), r.action, r.reason.clone(), r.notify)
             }
             None => (None, self.default, None, None),
         };
+        let mut explanation = explanation;
+        // Fail closed: a knock is never accepted when a ban list it was to be checked against
+        // could not be.
+        if action == Action::Accept
+            && let Some(u) = facts.unavailable.borrow().as_ref()
+        {
+            action = Action::Review;
+            explanation = format!(
+                "{explanation}; held for review, not accepted: the ban list {} is unavailable ({})",
+                u.list, u.why
+            );
+        }
         let rule_name = name.as_deref().unwrap_or("default");
         let list = rule.and_then(|i| first_list_hit(&self.rules[i].cond, &self.atoms, facts));
         let values = template::Values {
@@ -392,6 +422,9 @@ fn describe(a: &CompiledAtom, f: &Facts, ok: bool) -> String {
         Atom::MemberOf(rooms) => format!("knocker is{is} joined to one of [{}]", quote_list(rooms)),
         Atom::BanList(names) => match f.list_hit(names) {
             Some(h) => format!("knocker is listed on {}", banlist::describe_hit(&h)),
+            None if let Err(u) = f.list_lookup(names) => {
+                format!("knocker cannot be checked against {}: it is unavailable ({})", u.list, u.why)
+            }
             None if k.lists.is_none() => format!("knocker is not listed on [{}] (no lists known)", quote_list(names)),
             None => format!("knocker is not listed on any of [{}]", quote_list(names)),
         },

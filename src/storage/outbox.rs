@@ -69,6 +69,8 @@ pub enum Action {
     ResolveAliases,
     /// Join a ban list the policies name (a room ID or alias) and read its whole state.
     ReadBanList { name: String },
+    /// Report, in one notice, the rules of a ban list ignored since the last report.
+    ReportIgnoredRules { room_id: OwnedRoomId, name: String },
     /// Carry out a decision on one knock: invite, kick or ban the knocker, unless that knock
     /// is no longer their membership (they knocked again, withdrew, or a person acted).
     Act {
@@ -120,6 +122,7 @@ impl Action {
             | Action::Command { .. }
             | Action::Reaction { .. }
             | Action::Send { .. }
+            | Action::ReportIgnoredRules { .. }
             | Action::ReviewClosed { .. } => Subject::ControlRoom,
         }
     }
@@ -150,6 +153,7 @@ impl Action {
             Action::Notice { .. } => "notice",
             Action::ResolveAliases => "resolve_aliases",
             Action::ReadBanList { .. } => "read_ban_list",
+            Action::ReportIgnoredRules { .. } => "report_ignored_rules",
             Action::Act { change, .. } => change.as_str(),
             Action::ReviewNotice { .. } => "review_notice",
             Action::Command { .. } => "command",
@@ -173,6 +177,7 @@ impl Action {
             }
             Action::ResolveAliases => "look up the policies' room aliases".into(),
             Action::ReadBanList { name } => format!("read the ban list {name}"),
+            Action::ReportIgnoredRules { name, .. } => format!("report the ignored rules of the ban list {name}"),
             Action::Act { change, room_id, user_id, verdict, .. } => {
                 let by = verdict.as_ref().map(|v| format!(" (decided by {})", v.by)).unwrap_or_default();
                 let to = match change {

@@ -290,3 +290,84 @@ async fn a_list_named_by_room_id_is_joined_via_its_server() {
     assert!(join.path.ends_with("/join/!remote-list:remote.example"), "{}", join.path);
     assert!(join.query.contains("via=remote.example"), "over federation, via the room's server: {}", join.query);
 }
+
+/// Listed knockers are banned; everyone else is let in.
+const OPEN_POLICY: &str = r##"rooms: ["!r:test.local"]
+default: accept
+rules:
+  - name: community-bans
+    when: { ban_list: ["#bans:test.local"] }
+    action: ban
+"##;
+
+/// `n` pushed user ban rules (state keys `rule:{tag}{i}`), with the entities `entity(i)`.
+fn user_bans(tag: &str, n: usize, entity: impl Fn(usize) -> String) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            let content = json!({"entity": entity(i), "recommendation": "m.ban"});
+            rule_event(&format!("$rule-{tag}{i}"), "m.policy.rule.user", &format!("rule:{tag}{i}"), content)
+        })
+        .collect()
+}
+
+/// A list banning every user of evil.example.
+async fn open_app(extra_config: &str) -> TestApp {
+    let hs = homeserver().await;
+    hs.set_alias(LIST_ALIAS, LIST);
+    hs.put_state_event(rule_event(
+        "$rule-evil",
+        "m.policy.rule.user",
+        "rule:evil",
+        json!({"entity": "*:evil.example", "recommendation": "m.ban", "reason": "abuse"}),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+    std::fs::write(dir.path().join("policies/p.yaml"), OPEN_POLICY).unwrap();
+    let opts = AppOptions { extra_config: extra_config.to_owned(), ..Default::default() };
+    let app = spawn_app_in(dir, hs, opts).await;
+    eventually("the list is read", || app.store.list_record(LIST).unwrap().is_some_and(|r| r.read_ms.is_some())).await;
+    app
+}
+
+#[tokio::test]
+async fn a_rule_with_a_huge_glob_is_ignored_and_the_list_keeps_banning() {
+    let app = open_app("").await;
+    // The list gains rules whose globs no user ID could match (a digit and 60,000 `?`): before,
+    // the glob set failed to build, was replaced by an empty one, and the list banned nobody.
+    app.push("1", user_bans("huge", 5, |i| format!("{i}{}", "?".repeat(60_000)))).await;
+    app.knock_on("2", "$k", "@spammer:evil.example", Some("hi")).await;
+    eventually("the listed knocker is banned", || bans(&app).len() == 1).await;
+    assert!(app.posted("invite").is_empty(), "a listed knocker was invited");
+    let rules = app.store.list_rules(LIST).unwrap();
+    assert_eq!(rules.iter().filter(|(k, r)| k.state_key.starts_with("rule:huge") && r.ignored.is_some()).count(), 5);
+    // Said in one notice per pushed batch, with the rules shown cut short.
+    eventually("the ignored rules are reported", || notices_with(&app, "60001 bytes long") == 1).await;
+    let notice = notices(&app).into_iter().find(|n| n.contains("60001 bytes long")).unwrap();
+    assert!(notice.len() < 5_000, "the notice quotes the rules whole: {} bytes", notice.len());
+}
+
+#[tokio::test]
+async fn a_list_past_max_rules_is_unavailable_and_holds_knocks_for_review() {
+    let app = open_app("ban_lists:\n  max_rules: 2\n").await;
+    app.knock_on("1", "$k1", "@first:good.example", Some("hi")).await;
+    eventually("an unlisted knocker is let in while the list is usable", || app.posted("invite").len() == 1).await;
+    // The list grows past the cap.
+    app.push("2", user_bans("", 2, |i| format!("@spam{i}:bad.example"))).await;
+    eventually("the list is said to be unavailable, once", || notices_with(&app, "is unavailable") == 1).await;
+    app.knock_on("3", "$k2", "@second:good.example", Some("hi")).await;
+    app.review_notice(1).await;
+    let item = app.store.review(1).unwrap().unwrap();
+    assert_eq!(item.user_id.as_str(), "@second:good.example");
+    assert_eq!(app.posted("invite").len(), 1, "not accepted on the word of an unavailable list");
+    let audit = app.store.audit_all().unwrap();
+    assert!(
+        audit[1].explanation.contains("the ban list #bans:test.local is unavailable"),
+        "{:?}",
+        audit[1].explanation
+    );
+    let lists = app.say("4", "$c", "!knock lists").await;
+    assert!(lists.contains("unavailable: it holds 3 rules, more than ban_lists.max_rules (2)"), "{lists}");
+    // A rule removed: usable again, and said so.
+    app.push("5", vec![rule_event("$gone", "m.policy.rule.user", "rule:0", json!({}))]).await;
+    eventually("the list is said to be available again", || notices_with(&app, "is available again") == 1).await;
+}
