@@ -237,8 +237,16 @@ pub fn on_knock(shared: &Shared, entry: &InboxEvent, head: &EventHead, user: &st
     };
     // A knock that waited: decided only if it is still the knocker's knock (they may have
     // knocked again, withdrawn, or been let in or out by a person meanwhile).
-    if entry.waiting && store.knock(room, user)?.is_none_or(|k| k.event_id != head.event_id) {
+    let current = store.knock(room, user)?;
+    let is_current = current.as_ref().is_some_and(|k| k.event_id == head.event_id);
+    if entry.waiting && !is_current {
         tracing::info!(room, user, event_id = %head.event_id, "a knock that waited is no longer the knocker's: dropped");
+        return Ok(Knocked::Ops(vec![]));
+    }
+    // The knock the store holds for them, taken in again (its seen ID forgotten): not a new
+    // knock, and not decided again.
+    if !entry.waiting && is_current {
+        tracing::info!(room, user, event_id = %head.event_id, "a knock taken in again is the knocker's current knock: nothing to do");
         return Ok(Knocked::Ops(vec![]));
     }
     // Several knocks of one inbox entry share its number: each counts under a number of its
@@ -246,7 +254,7 @@ pub fn on_knock(shared: &Shared, entry: &InboxEvent, head: &EventHead, user: &st
     let knock_time = Store::record_knock_time(room, user, received, store.next_id()?);
     let mut ops = Vec::new();
     // A knock while already knocking: the earlier one is superseded.
-    if let Some(earlier) = store.knock(room, user)? {
+    if let Some(earlier) = current {
         if let Some(id) = earlier.audit_id
             && let Some((_, op)) = store.settle_op(id, Outcome::Resolved(Resolution::KnockedAgain), now, is_pending)?
         {

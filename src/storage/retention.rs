@@ -64,17 +64,44 @@ impl Store {
         Ok(pruned)
     }
 
+    /// Forgets the event IDs taken in before `before_ms`, but for the knocks still open (their
+    /// decision pending or waiting for review, or not decided: left alone or waiting for an
+    /// input): those are indexed again as of now, so that the same knock, sent again (a
+    /// catch-up after a restart), is still recognised and not decided again. They go once the
+    /// knock is settled.
     fn prune_seen(&self, before_ms: u64) -> Result<usize, StoreError> {
-        self.prune_time_index(T::SeenTimes, before_ms, |id, _, value| {
-            // One key per inbox entry lists its event IDs; before that, one key per event.
-            if id.starts_with(b"#") {
-                let ids: Vec<String> = serde_json::from_slice(value)
-                    .map_err(|e| StoreError::Corrupt { tree: "seen_times", message: e.to_string() })?;
-                Ok(ids.into_iter().map(|event_id| Op::del(T::Seen, event_id.into_bytes())).collect())
-            } else {
-                Ok(vec![Op::del(T::Seen, id.to_vec())])
+        let mut current = std::collections::HashSet::new();
+        for k in self.knocks(None)? {
+            let open = match k.audit_id {
+                None => true,
+                Some(id) => self.audit(id)?.is_some_and(|e| e.outcome == Outcome::Pending),
+            };
+            if open {
+                current.insert(k.event_id.to_string());
             }
-        })
+        }
+        let now = super::now_ms();
+        let mut kept = 0u64;
+        let n = self.prune_time_index(T::SeenTimes, before_ms, |id, _, value| {
+            // One key per inbox entry lists its event IDs; before that, one key per event.
+            let ids: Vec<String> = if id.starts_with(b"#") {
+                serde_json::from_slice(value)
+                    .map_err(|e| StoreError::Corrupt { tree: "seen_times", message: e.to_string() })?
+            } else {
+                vec![String::from_utf8_lossy(id).into_owned()]
+            };
+            let (keep, forget): (Vec<String>, Vec<String>) = ids.into_iter().partition(|i| current.contains(i));
+            let mut ops: Vec<Op> = forget.into_iter().map(|event_id| Op::del(T::Seen, event_id.into_bytes())).collect();
+            if !keep.is_empty() {
+                kept += 1;
+                // A new key (never the one being removed).
+                let again = format!("#kept{}", self.next_id()?);
+                ops.push(Op::put_json(T::SeenTimes, time_key(now, &again), &keep));
+            }
+            Ok(ops)
+        })?;
+        // The ops returned count what went, and the re-indexing puts.
+        Ok(n - kept as usize)
     }
 
     fn prune_txns(&self, before_ms: u64) -> Result<usize, StoreError> {
@@ -256,6 +283,34 @@ mod tests {
         // The open item and the recent one stay, with their indexes.
         assert_eq!(s.open_review_for("!r:x", "@u2:x").unwrap().unwrap().number, 2);
         assert_eq!(s.review_by_notice("$n3").unwrap().unwrap().number, 3);
+    }
+
+    #[test]
+    fn the_seen_id_of_a_knock_still_pending_is_kept_until_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        taken_in(&s, "1", [1; 32], &["$pending", "$other"]);
+        let knock = crate::storage::KnockRecord {
+            room_id: "!r:x".try_into().unwrap(),
+            user_id: "@u:x".try_into().unwrap(),
+            event_id: "$pending".try_into().unwrap(),
+            reason: None,
+            displayname: None,
+            origin_server_ts: 0,
+            audit_id: None,
+        };
+        s.commit(&Store::put_knock(&knock)).unwrap();
+        let later = super::super::now_ms() + 1_000;
+        assert_eq!(s.prune(later, 0, 0).unwrap().seen, 1);
+        assert!(s.was_seen("$pending").unwrap(), "the pending knock would be taken for a new one");
+        assert!(!s.was_seen("$other").unwrap());
+        // Kept, and indexed again: the next pass keeps it too while the knock is pending...
+        assert_eq!(s.prune(later + 1_000, 0, 0).unwrap().seen, 0);
+        assert!(s.was_seen("$pending").unwrap());
+        // ...and forgets it once the knock has ended.
+        s.commit(&Store::del_knock("!r:x", "@u:x")).unwrap();
+        assert_eq!(s.prune(later + 2_000, 0, 0).unwrap().seen, 1);
+        assert!(!s.was_seen("$pending").unwrap());
     }
 
     #[test]

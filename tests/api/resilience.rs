@@ -4,8 +4,8 @@
 use serde_json::{Value, json};
 
 use crate::{
-    control::{homeserver, message},
-    helpers::{AppOptions, FakeHomeserver, MODERATOR, TestApp, eventually, knock_event, spawn_app_in},
+    control::{ROOM, homeserver, message},
+    helpers::{AppOptions, CONTROL_ROOM, FakeHomeserver, MODERATOR, TestApp, eventually, knock_event, spawn_app_in},
 };
 
 /// The room named by ID: friends are let in, everyone else is turned away.
@@ -110,4 +110,28 @@ async fn a_waiting_knock_withdrawn_meanwhile_is_not_decided() {
     // And a knock in the room named by ID was never held up.
     app.knock_on("4", "$f", "@f:test.local", Some("a friend")).await;
     eventually("invited", || !app.posted("invite").is_empty()).await;
+}
+
+#[tokio::test]
+async fn a_knock_waiting_for_review_past_retention_is_not_decided_again_after_a_restart() {
+    let hs = homeserver().await;
+    hs.set_joined_rooms(&[CONTROL_ROOM, ROOM]);
+    let retention = "retention:\n  events: 1s\n";
+    let app = crate::control::start(tempfile::tempdir().unwrap(), hs, retention).await;
+    app.knock_on("1", "$k", "@u:test.local", Some("hello")).await;
+    app.review_notice(1).await;
+    // The homeserver still lists the knock (a catch-up after a restart reads it again).
+    app.homeserver.set_knocks(ROOM, vec![knock_event("$k", ROOM, "@u:test.local", Some("hello"))]);
+    // Longer than `retention.events`, with pruning passes every 250 ms.
+    tokio::time::sleep(std::time::Duration::from_millis(2_000)).await;
+    let (dir, hs) = app.stop().await;
+    let members = |hs: &FakeHomeserver| hs.requests_to("GET", &format!("/rooms/{ROOM}/members")).len();
+    let caught_up = members(&hs);
+    let app = crate::control::start(dir, hs, retention).await;
+    eventually("the restart caught up on the room's knocks", || members(&app.homeserver) > caught_up).await;
+    eventually("settled", || app.store.outbox_len() == 0).await;
+    assert!(app.store.review(2).unwrap().is_none(), "decided again: a second review item");
+    let item = app.store.review(1).unwrap().unwrap();
+    assert!(item.closed.is_none(), "review #1 closed: {:?}", item.closed);
+    assert_eq!(app.store.audit_all().unwrap().len(), 1);
 }
