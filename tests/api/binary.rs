@@ -401,3 +401,66 @@ async fn killed_again_and_again_under_load_every_knock_is_invited_exactly_once()
     kw.signal("-TERM");
     assert_eq!(kw.wait_exit().code(), Some(0));
 }
+
+/// Killed (SIGKILL) right after acting on a knock, ten times: the control-room notice about
+/// each knock is posted once (one transaction ID), whatever the crash lost.
+#[tokio::test]
+async fn killed_right_after_acting_no_notice_is_posted_twice() {
+    const ROOM: &str = "!r:test.local";
+    let hs = FakeHomeserver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (config, port) = binary_config(dir.path(), &hs.url());
+    std::fs::write(
+        dir.path().join("policies/p.yaml"),
+        format!("rooms: [\"{ROOM}\"]\nrules:\n  - {{ name: all, action: accept }}\n"),
+    )
+    .unwrap();
+    let reg = knockwarden::registration::AppRegistration::load(
+        &dir.path().join("registration.yaml"),
+        ruma::server_name!("test.local"),
+    )
+    .unwrap();
+    let client = reqwest::Client::new();
+    let mut kw = Running::start(&config, port);
+    kw.wait_healthy().await;
+    let users: Vec<String> = (0..10).map(|i| format!("@k{i}:test.local")).collect();
+    for (i, user) in users.iter().enumerate() {
+        hs.set_knocking(ROOM, user, &format!("$k{i}"));
+        let body = json!({"events": [knock_event(&format!("$k{i}"), ROOM, user, Some("hi"))]});
+        let url = format!("http://127.0.0.1:{port}/_matrix/app/v1/transactions/{i}");
+        assert_eq!(client.put(url).bearer_auth(&reg.hs_token).json(&body).send().await.unwrap().status(), 200);
+        // Killed the moment the invite reaches the homeserver.
+        let invited = || hs.requests_to("POST", "/invite").iter().any(|r| r.body["user_id"] == user.as_str());
+        for _ in 0..4_000 {
+            if invited() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        kw.signal("-KILL");
+        kw.wait_exit();
+        kw = Running::start(&config, port);
+        kw.wait_healthy().await;
+    }
+    // Everything settles: each knocker's notice posted, once.
+    let notices_about = |user: &str| -> std::collections::BTreeSet<String> {
+        hs.requests_to("PUT", "/send/m.room.message/")
+            .into_iter()
+            .filter(|r| r.body["body"].as_str().is_some_and(|b| b.contains(user)))
+            .map(|r| r.path.rsplit('/').next().unwrap().to_owned())
+            .collect()
+    };
+    for _ in 0..1200 {
+        if users.iter().all(|u| !notices_about(u).is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for user in &users {
+        let txns = notices_about(user);
+        assert_eq!(txns.len(), 1, "{user}'s notice was posted under {} transaction IDs: {txns:?}", txns.len());
+    }
+    kw.signal("-TERM");
+    assert_eq!(kw.wait_exit().code(), Some(0));
+}
