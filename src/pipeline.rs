@@ -49,6 +49,8 @@ pub struct Shared {
     /// How often what waiting knocks may wait for (aliases looked up, ban lists read) has
     /// changed: see [`Shared::inputs_changed`].
     pub inputs: Arc<std::sync::atomic::AtomicU64>,
+    /// Who was told lately that they are not a moderator.
+    pub told: Arc<crate::control::moderators::Told>,
 }
 
 impl Shared {

@@ -136,6 +136,7 @@ impl Application {
             stopping,
             started_ms: crate::storage::now_ms(),
             inputs: Default::default(),
+            told: Default::default(),
         };
         let state =
             web::Data::new(HttpState { shared: shared.clone(), hs_token: registration.hs_token, max_body_bytes });

@@ -86,16 +86,36 @@ fn backup(db: &Path, to: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Copies the backup beside the database's place, makes the copy durable, checks that the
+/// copy opens, and only then moves it into place. The backup itself is only read: it may be
+/// on read-only media, and it stays as it was.
 fn restore(from: &Path, db: &Path) -> Result<(), String> {
     if db.exists() {
         return Err(format!("{}: a database is there; move it away first (knockwarden must be stopped)", db.display()));
     }
-    Store::open(from).map_err(|e| format!("{}: not a usable backup: {e}", from.display()))?;
-    copy_dir(from, db).map_err(|e| format!("cannot copy {} to {}: {e}", from.display(), db.display()))?;
+    if !from.is_dir() {
+        return Err(format!("{}: no backup there", from.display()));
+    }
+    let mut staging = db.as_os_str().to_owned();
+    staging.push(".restoring");
+    let staging = PathBuf::from(staging);
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(|e| format!("{}: cannot remove: {e}", staging.display()))?;
+    }
+    copy_dir(from, &staging).map_err(|e| format!("cannot copy {} to {}: {e}", from.display(), staging.display()))?;
+    if let Err(e) = Store::open(&staging) {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(format!("{}: not a usable backup: {e}", from.display()));
+    }
+    std::fs::rename(&staging, db).map_err(|e| format!("cannot move {} to {}: {e}", staging.display(), db.display()))?;
+    if let Some(parent) = db.parent() {
+        sync_dir(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
     println!("restored {} from {}", db.display(), from.display());
     Ok(())
 }
 
+/// Copies a directory tree, each file and directory made durable (fsync) before it returns.
 fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(to)?;
     for entry in std::fs::read_dir(from)? {
@@ -104,10 +124,16 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
         if entry.file_type()?.is_dir() {
             copy_dir(&entry.path(), &target)?;
         } else {
-            std::fs::copy(entry.path(), target)?;
+            std::fs::copy(entry.path(), &target)?;
+            std::fs::File::open(&target)?.sync_all()?;
         }
     }
-    Ok(())
+    sync_dir(to)
+}
+
+/// Makes a directory's entries durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 fn dir_size(path: &Path) -> std::io::Result<u64> {

@@ -59,7 +59,7 @@ pub async fn command(
     let (event_id, sender) = (event_id.as_str(), sender.as_str());
     if !moderators::is_moderator(shared, sender).await? {
         tracing::warn!(sender, "a command from someone who is not a moderator; nothing done");
-        return Ok(vec![moderators::not_a_moderator(shared, sender).reply_to(event_id)]);
+        return Ok(moderators::refuse(shared, sender, event_id));
     }
     let (line, block) = command::split_block(text);
     tracing::info!(sender, command = %line.trim(), "control-room command");
@@ -101,7 +101,7 @@ pub async fn reaction(
     let Some(item) = shared.store.review_by_notice(target)? else { return Ok(vec![]) };
     if !moderators::is_moderator(shared, sender).await? {
         tracing::warn!(sender, "a verdict reaction from someone who is not a moderator; nothing done");
-        return Ok(vec![moderators::not_a_moderator(shared, sender).reply_to(target)]);
+        return Ok(moderators::refuse(shared, sender, target));
     }
     tracing::info!(sender, number = item.number, ?verdict, "verdict by reaction");
     let ctx = Ctx { shared, sender, reply_to: target, by_reaction: true };

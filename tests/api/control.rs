@@ -260,9 +260,10 @@ async fn a_non_moderator_changes_nothing_and_is_told_once() {
     app.push("2", vec![message("$c1", RANDO, "!knock approve 1")]).await;
     let r = app.reply_to("$c1").await;
     assert!(r.starts_with("@rando:test.local is not a moderator, so nothing was done"), "{r}");
+    // Told once: their reaction, and a flood of commands, change nothing and get no reply.
     app.push("3", vec![reaction("$r1", RANDO, &notice, "✅")]).await;
-    let r = app.reply_to(&notice).await;
-    assert!(r.contains("is not a moderator"), "{r}");
+    let flood: Vec<Value> = (0..20).map(|i| message(&format!("$f{i}"), RANDO, "!knock help")).collect();
+    app.push("3b", flood).await;
     // Messages that are not commands, the bot's own messages and other rooms' are ignored.
     let mut not_commands = vec![
         message("$m1", RANDO, "good morning"),
@@ -277,6 +278,12 @@ async fn a_non_moderator_changes_nothing_and_is_told_once() {
     for id in ["$m1", "$m2", "$m3"] {
         assert!(app.replies_to(id).is_empty() && app.reactions_on(id).is_empty(), "{id} was answered");
     }
+    let told = app
+        .sent("m.room.message")
+        .iter()
+        .filter(|r| r.body["body"].as_str().unwrap().contains("is not a moderator"))
+        .count();
+    assert_eq!(told, 1, "a non-moderator is told once per 10 minutes");
     assert!(app.posted("invite").is_empty());
     assert!(app.store.review(1).unwrap().unwrap().closed.is_none());
 

@@ -196,6 +196,51 @@ fn db_command(config: &std::path::Path, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// A directory tree made read-only while it lives: immutable (`chattr +i`, which binds root
+/// too) where the tool and the file system allow, else without write permission.
+struct ReadOnly(std::path::PathBuf);
+
+impl ReadOnly {
+    fn make(dir: &std::path::Path) -> Self {
+        let immutable = std::process::Command::new("chattr")
+            .args(["-R", "+i"])
+            .arg(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !immutable {
+            let ok = std::process::Command::new("chmod").args(["-R", "a-w"]).arg(dir).status().unwrap().success();
+            assert!(ok, "cannot make {} read-only", dir.display());
+        }
+        ReadOnly(dir.to_owned())
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .args(["-R", "-i"])
+            .arg(&self.0)
+            .stderr(std::process::Stdio::null())
+            .status();
+        let _ = std::process::Command::new("chmod").args(["-R", "u+w"]).arg(&self.0).status();
+    }
+}
+
+/// Every file under `dir`, with its contents.
+fn tree_contents(dir: &std::path::Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(tree_contents(&path));
+        } else {
+            out.insert(path.clone(), std::fs::read(&path).unwrap());
+        }
+    }
+    out
+}
+
 #[tokio::test]
 async fn db_stats_backup_and_restore_round_trip() {
     let app = spawn_app_in(dir_with_policy(), homeserver().await, AppOptions::default()).await;
@@ -224,10 +269,15 @@ async fn db_stats_backup_and_restore_round_trip() {
     let (ok, text) = db_command(&config, &["restore", backup.to_str().unwrap()]);
     assert!(!ok && text.contains("a database is there; move it away first"), "{text}");
 
-    // Lose the database; restore it; everything is there.
+    // Lose the database; restore it; everything is there. The backup is only read (it may be
+    // on read-only media): every file of it is as it was.
     std::fs::remove_dir_all(dir.path().join("db")).unwrap();
+    let before = tree_contents(&backup);
+    let read_only = ReadOnly::make(&backup);
     let (ok, text) = db_command(&config, &["restore", backup.to_str().unwrap()]);
     assert!(ok, "{text}");
+    drop(read_only);
+    assert!(before == tree_contents(&backup), "restoring wrote to the backup");
     let app = spawn_app_in(dir, hs, AppOptions::default()).await;
     assert_eq!(app.store.audit_len(), 1);
     assert!(app.store.was_seen("$k1").unwrap());
