@@ -44,6 +44,12 @@ pub enum StartError {
     Server(std::io::Error),
     #[error("cannot flush the database on shutdown: {0}")]
     Flush(StoreError),
+    /// Storage failed while running (a full disk, an I/O error): the process stops so that
+    /// the service manager starts it again, on a database opened afresh.
+    #[error(
+        "storage failed while running (a full disk or an I/O error; the log says which): stopped so that it can be started again (systemd's Restart=on-failure does); nothing acknowledged is lost"
+    )]
+    StorageFailed,
 }
 
 /// A built, not yet running, knockwarden.
@@ -239,7 +245,10 @@ impl Application {
             "knockwarden is running"
         );
 
+        let storage_watch = tokio::spawn(watch_storage(shared.store.clone(), server.handle(), shared.stopping.clone()));
         let served = server.await;
+        storage_watch.abort();
+        let storage_failed = shared.store.has_failed();
         if let Some((task, handle)) = metrics {
             handle.stop(true).await;
             let _ = task.await;
@@ -256,9 +265,32 @@ impl Application {
         if let Err(e) = shared.store.write_unwritten_counts() {
             tracing::warn!(error = %e, "cannot write the counts of dropped events");
         }
+        if storage_failed {
+            tracing::error!("stopped because storage failed; start knockwarden again (the service manager does)");
+            return Err(StartError::StorageFailed);
+        }
         shared.store.flush().await.map_err(StartError::Flush)?;
         tracing::info!("stopped");
         served.map_err(StartError::Server)
+    }
+}
+
+/// Stops the service once storage has failed. sled's errors are sticky: after a full disk or
+/// an I/O error nothing more is written, even once space is freed, and a process that kept
+/// running would be a zombie. Stopped, it ends with an error, and the service manager starts
+/// it again (`Restart=on-failure`): sled opened afresh recovers from its log, the journal
+/// keeps everything acknowledged, and the homeserver resends what was refused meanwhile.
+async fn watch_storage(store: Store, server: actix_web::dev::ServerHandle, mut stopping: watch::Receiver<bool>) {
+    loop {
+        if store.has_failed() {
+            tracing::error!("storage has failed (see the error above); stopping so that knockwarden is started again");
+            server.stop(true).await;
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+            _ = stopping.changed() => return,
+        }
     }
 }
 

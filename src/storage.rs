@@ -459,6 +459,12 @@ impl Store {
         Ok(self.db.generate_id()?)
     }
 
+    /// Whether a write or a flush of sled has failed: sled's errors are sticky (nothing is
+    /// written after one), so the process must start again (see [`crate::startup`]).
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+
     /// Whether storage is usable (for `/health`): no write or flush has failed, and a read
     /// answers. Writes nothing, so an unauthenticated caller cannot make it work.
     pub fn is_healthy(&self) -> bool {

@@ -104,6 +104,11 @@ pub async fn take_transaction(shared: &Shared, txn_id: &str, body: &[u8]) -> Res
     if replay {
         return Ok(TxnOutcome::Replay);
     }
+    // Storage has failed: nothing taken in now could be handled (the process is about to
+    // stop, to be started again). The homeserver sends it again.
+    if shared.store.has_failed() {
+        return Err(IntakeError::Store(StoreError::Journal("storage has failed; knockwarden is restarting".into())));
+    }
     let started = Instant::now();
     let events = split_events(body)?;
     let selected = select_events(shared, events);

@@ -464,3 +464,137 @@ async fn killed_right_after_acting_no_notice_is_posted_twice() {
     kw.signal("-TERM");
     assert_eq!(kw.wait_exit().code(), Some(0));
 }
+
+/// A tmpfs of `mb` MiB mounted at `dir` while it lives (root only).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, mb: u32) -> Option<Self> {
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mb}m"), "tmpfs"])
+            .arg(dir)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Tmpfs(dir.to_owned()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the file system holding `dir` with one file; returns it.
+fn fill(dir: &Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0u8; 1 << 20];
+    while f.write_all(&chunk).is_ok() {}
+    let _ = f.sync_all();
+    path
+}
+
+/// The disk holding the database fills while knockwarden runs, then space is freed: storage
+/// fails, knockwarden stops with an error (a service manager starts it again: here the test
+/// does, as `Restart=on-failure` would), and within 60 s of the space being freed every knock
+/// acknowledged is acted on, exactly once, with no person involved. Needs root, to mount a
+/// tmpfs of its own: run as another user, it says so and checks nothing.
+#[tokio::test]
+async fn a_full_disk_ends_in_a_restart_and_everything_is_acted_on_once_space_is_freed() {
+    const ROOM: &str = "!r:test.local";
+    let outer = tempfile::tempdir().unwrap();
+    let Some(_tmpfs) = Tmpfs::mount(outer.path(), 160) else {
+        eprintln!("SKIPPED: mounting a tmpfs needs root; this test runs in CI, which is root");
+        return;
+    };
+    let dir = outer.path();
+    let hs = FakeHomeserver::start().await;
+    let (config, port) = binary_config(dir, &hs.url());
+    std::fs::write(
+        dir.join("policies/p.yaml"),
+        format!("rooms: [\"{ROOM}\"]\nrules:\n  - {{ name: all, action: accept }}\n"),
+    )
+    .unwrap();
+    let reg = knockwarden::registration::AppRegistration::load(
+        &dir.join("registration.yaml"),
+        ruma::server_name!("test.local"),
+    )
+    .unwrap();
+    let client = reqwest::Client::new();
+    // Its log, beside the tmpfs (kept there for as long as the test runs).
+    let logs = tempfile::tempdir().unwrap();
+    let log = std::fs::File::create(logs.path().join("knockwarden.log")).unwrap();
+    let start = || Running::start_logging(&config, port, log.try_clone().unwrap());
+    let mut kw = start();
+    kw.wait_healthy().await;
+    let mut restarts = 0;
+    // Sends transaction `t` until it is acknowledged, as Synapse does; starts knockwarden again
+    // whenever it has stopped (a second later, as a service manager would).
+    let user = |t: usize, i: usize| format!("@u{t}x{i}:test.local");
+    let mut send = async |kw: &mut Running, t: usize, deadline: tokio::time::Instant| {
+        let events: Vec<_> =
+            (0..5).map(|i| knock_event(&format!("$k{t}x{i}"), ROOM, &user(t, i), Some("hi"))).collect();
+        for i in 0..5 {
+            hs.set_knocking(ROOM, &user(t, i), &format!("$k{t}x{i}"));
+        }
+        let url = format!("http://127.0.0.1:{port}/_matrix/app/v1/transactions/{t}");
+        while tokio::time::Instant::now() < deadline {
+            if let Some(status) = kw.child.try_wait().unwrap() {
+                assert!(!status.success(), "stopped with success while storage failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                *kw = start();
+                restarts += 1;
+                continue;
+            }
+            let res = client.put(&url).bearer_auth(&reg.hs_token).json(&json!({"events": events})).send().await;
+            if res.is_ok_and(|r| r.status() == 200) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        false
+    };
+    let soon = || tokio::time::Instant::now() + Duration::from_secs(30);
+    assert!(send(&mut kw, 0, soon()).await);
+    // The disk fills; knocks keep coming (each sent until acknowledged, or for 10 s).
+    let filler = fill(dir);
+    let mut acked = vec![0];
+    for t in 1..6 {
+        if send(&mut kw, t, tokio::time::Instant::now() + Duration::from_secs(10)).await {
+            acked.push(t);
+        }
+    }
+    // Space is freed: within 60 s, everything sent is acknowledged and acted on, once.
+    std::fs::remove_file(&filler).unwrap();
+    let freed = tokio::time::Instant::now();
+    for t in 1..6 {
+        if !acked.contains(&t) {
+            assert!(send(&mut kw, t, freed + Duration::from_secs(60)).await, "transaction {t} never acknowledged");
+            acked.push(t);
+        }
+    }
+    let invites = || {
+        let mut counts = std::collections::HashMap::new();
+        for r in hs.requests_to("POST", "/invite") {
+            *counts.entry(r.body["user_id"].as_str().unwrap().to_owned()).or_insert(0) += 1;
+        }
+        counts
+    };
+    while invites().len() < 30 && freed.elapsed() < Duration::from_secs(60) {
+        if kw.child.try_wait().unwrap().is_some() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            kw = start();
+            restarts += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let counts = invites();
+    assert_eq!(counts.len(), 30, "not every knock acted on within 60 s of the space being freed ({restarts} restarts)");
+    assert!(counts.values().all(|&n| n == 1), "a knock acted on twice: {counts:?}");
+    assert!(restarts >= 1, "storage failed, yet knockwarden never stopped");
+    kw.signal("-TERM");
+    kw.wait_exit();
+}
