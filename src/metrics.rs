@@ -110,6 +110,8 @@ pub struct Metrics {
     oldest_action: Gauge<f64, std::sync::atomic::AtomicU64>,
     failed: Gauge,
     reviews_pending: Gauge,
+    /// Damaged places found in the journal (kept aside, skipped).
+    pub journal_damage: Counter,
 }
 
 fn seconds_buckets() -> impl Iterator<Item = f64> {
@@ -165,6 +167,12 @@ impl Default for Metrics {
         registry.register("failed_actions", "Entries in the failed list, waiting for !knock retry", failed.clone());
         let reviews_pending = Gauge::default();
         registry.register("review_items_pending", "Open review items", reviews_pending.clone());
+        let journal_damage = Counter::default();
+        registry.register(
+            "journal_damage",
+            "Damaged places found in the journal: kept aside under journal-damaged/, the records after them handled",
+            journal_damage.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
         registry.register("build_info", "knockwarden's version", build);
@@ -183,6 +191,7 @@ impl Default for Metrics {
             oldest_action,
             failed,
             reviews_pending,
+            journal_damage,
         }
     }
 }

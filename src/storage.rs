@@ -37,7 +37,7 @@ use sled::{
 pub use audit::{AuditEntry, Outcome, ReviewItem};
 pub use failed::{FailedEntry, FailedItem};
 pub use inbox::{InboxEntry, InboxEvent, InboxItem, InboxRecord, Origin};
-pub use journal::{BACKLOG_EVENTS, Checkpoint, JournalRecord};
+pub use journal::{BACKLOG_EVENTS, Checkpoint, Damage, JournalRecord};
 pub use lists::ListRecord;
 pub use outbox::{Action, ModeratorVerdict, OutboxEntry, Subject};
 pub use policies::{KEEP_VERSIONS, PolicyVersion};

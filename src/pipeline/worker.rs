@@ -166,6 +166,7 @@ fn drain_batch(shared: &Shared, max: usize, cursor: &mut Cursor) -> Result<Drain
         (cursor.after, cursor.waiting) = before;
     }
     shared.tasks.set_waiting_knocks(cursor.waiting);
+    tell_journal_damage(shared)?;
     if stop.is_ok() {
         let events = &shared.metrics.events;
         crate::metrics::Metrics::add(events, "stored", tally.stored);
@@ -180,6 +181,36 @@ fn drain_batch(shared: &Shared, max: usize, cursor: &mut Cursor) -> Result<Drain
     }
     let stop = stop?;
     Ok(if tally.handled > 0 { Drained::Handled } else { stop })
+}
+
+/// Tells the control room about damage the journal found and skipped (the log has said it).
+fn tell_journal_damage(shared: &Shared) -> Result<(), StoreError> {
+    let store = &shared.store;
+    for d in store.take_journal_damage() {
+        shared.metrics.journal_damage.inc();
+        let lost = d.unhandled();
+        let what = if lost.is_empty() {
+            "The records there had been handled already: nothing was lost.".to_owned()
+        } else {
+            format!(
+                "Records {}–{} could not be read: what they brought (acknowledged to the homeserver, which will not send it again) was never handled.",
+                lost.start,
+                lost.end - 1
+            )
+        };
+        let text = format!(
+            "⚠️ The journal is damaged at byte {} of {} ({}). The damaged bytes are kept in {}; the records after them were handled. {what} See docs/OPERATIONS.md, \"A damaged journal\".",
+            d.byte,
+            d.segment.display(),
+            d.why,
+            d.kept_in.display()
+        );
+        let mut m = Msg::new();
+        m.text(&text);
+        store.commit(&[store.outbox_push(m.notice())?])?;
+        shared.outbox_ready.notify_one();
+    }
+    Ok(())
 }
 
 /// Handles sled's inbox entries after the cursor, inside the worker's batch, up to `max`

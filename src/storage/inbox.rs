@@ -224,6 +224,12 @@ impl Store {
         self.journal.read(at.seq)
     }
 
+    /// Damage found in the journal and skipped since the last call, to be told (see
+    /// [`super::journal`]).
+    pub fn take_journal_damage(&self) -> Vec<super::Damage> {
+        self.journal.take_damage()
+    }
+
     /// Where the worker's last committed batch left off in the journal.
     pub fn journal_checkpoint(&self) -> Checkpoint {
         self.journal.checkpoint()

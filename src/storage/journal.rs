@@ -19,8 +19,16 @@
 //! length (u32 LE), the CRC-32 of its payload (u32 LE), and the payload, a [`JournalRecord`]
 //! as JSON. Records are numbered in order. Only the last record of the last segment can be
 //! cut short by a crash (segments are synced before the next is begun): the journal ends
-//! before it when it opens, and its transaction was never acknowledged. Any other damage
-//! refuses to open, as a corrupt database does.
+//! before it when it opens, and its transaction was never acknowledged.
+//!
+//! Any other damage (a flipped byte, a bad block) is survived and said: the journal looks for
+//! the next whole record after it (a header whose payload matches its checksum and is a
+//! record numbered further on), keeps the damaged bytes aside in a file of their own
+//! (`journal-damaged/` beside `journal/`), and goes on from that record; the records in
+//! between are lost, and said to be ([`Damage`]: an ERROR line, a control-room notice, a
+//! metric). Damage followed by no whole record of the last segment is its end, as a record
+//! cut short is. The segment itself is left as it is: found again at the next start, the
+//! same damage is skipped again, and not reported twice (its file exists).
 //!
 //! Segments are written in place, not appended to, once the journal is busy: an `fdatasync`
 //! after writing into a file's existing blocks has no size or block allocation to make
@@ -116,6 +124,29 @@ pub struct Checkpoint {
     pub event: usize,
 }
 
+/// Damage found in the journal and skipped (see the module's doc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    /// The file the damaged bytes were copied to.
+    pub kept_in: PathBuf,
+    /// The segment, and the byte of it where the damage begins.
+    pub segment: PathBuf,
+    pub byte: u64,
+    /// The records that could not be read: from this seq, up to (not including) `to`.
+    pub from: u64,
+    pub to: u64,
+    /// Records below this seq were handled before (their loss costs nothing).
+    pub handled_below: u64,
+    pub why: String,
+}
+
+impl Damage {
+    /// The records lost that were not handled yet (acknowledged, never acted on).
+    pub fn unhandled(&self) -> std::ops::Range<u64> {
+        self.from.max(self.handled_below)..self.to
+    }
+}
+
 /// What opening the journal found that the rest of the store must know.
 pub(super) struct Opened {
     pub journal: Journal,
@@ -169,6 +200,8 @@ pub(super) struct Journal {
     room: tokio::sync::Notify,
     /// The transactions last taken in: txnId and body hash.
     recent: Mutex<VecDeque<(String, [u8; 32])>>,
+    /// Damage found and skipped, not yet told ([`Journal::take_damage`]).
+    damage: Mutex<Vec<Damage>>,
 }
 
 #[derive(Default)]
@@ -207,10 +240,6 @@ impl Pending {
 
 fn journal_error(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Journal(format!("{what}: {e}"))
-}
-
-fn corrupt(message: String) -> StoreError {
-    StoreError::Corrupt { tree: "journal", message }
 }
 
 fn segment_path(dir: &Path, first: u64) -> PathBuf {
@@ -344,6 +373,56 @@ fn read_up_to(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     Ok(got)
 }
 
+/// The next whole record after damage at `offset`: the first byte offset past it where a
+/// record header's payload matches its checksum and is a record numbered `above` or more.
+/// Returns its offset and payload. Reads at most to `size`.
+fn next_whole_record(file: &File, offset: u64, size: u64, above: u64) -> io::Result<Option<(u64, Vec<u8>, u64)>> {
+    let mut at = offset + 1;
+    while at + HEADER as u64 <= size {
+        let mut header = [0u8; HEADER + 1];
+        if read_up_to(file, &mut header, at)? < HEADER + 1 {
+            return Ok(None);
+        }
+        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as u64;
+        // A record's payload is a JSON object.
+        if header[HEADER] == b'{' && len > 0 && at + HEADER as u64 + len <= size {
+            let crc = u32::from_le_bytes(header[4..HEADER].try_into().expect("4 bytes"));
+            let mut payload = vec![0u8; len as usize];
+            read_up_to(file, &mut payload, at + HEADER as u64)?;
+            if crc32fast::hash(&payload) == crc
+                && let Ok(head) = serde_json::from_slice::<RecordHead>(&payload)
+                && head.seq >= above
+            {
+                return Ok(Some((at, payload, head.seq)));
+            }
+        }
+        at += 1;
+    }
+    Ok(None)
+}
+
+/// Where damage of a segment is kept: `journal-damaged/` beside the journal's directory.
+fn damage_path(dir: &Path, segment: u64, byte: u64) -> PathBuf {
+    let beside = dir.parent().unwrap_or(dir).join("journal-damaged");
+    beside.join(format!("{segment:020}-at-{byte}.bin"))
+}
+
+/// Copies bytes `from..to` of a segment aside (unless done before: then `None`, it was
+/// told already).
+fn keep_aside(dir: &Path, file: &File, segment: u64, from: u64, to: u64) -> Result<Option<PathBuf>, StoreError> {
+    let path = damage_path(dir, segment, from);
+    if path.exists() {
+        return Ok(None);
+    }
+    let mut bytes = vec![0u8; to.saturating_sub(from) as usize];
+    read_up_to(file, &mut bytes, from).map_err(|e| journal_error("cannot read damage", e))?;
+    let parent = path.parent().expect("a file in a directory");
+    std::fs::create_dir_all(parent).map_err(|e| journal_error("cannot keep damage aside", e))?;
+    std::fs::write(&path, &bytes).map_err(|e| journal_error("cannot keep damage aside", e))?;
+    File::open(&path).and_then(|f| f.sync_all()).map_err(|e| journal_error("cannot keep damage aside", e))?;
+    Ok(Some(path))
+}
+
 impl Journal {
     /// Opens the journal in `dir` (creating it), given how far the worker got. Segments
     /// wholly handled are kept as spares or deleted (a crash can leave one behind); the
@@ -370,6 +449,7 @@ impl Journal {
         let mut pending = Pending::default();
         let mut bot = Vec::new();
         let mut recent = VecDeque::new();
+        let mut damaged = Vec::new();
         let mut next = handled.seq;
         let mut tail_len = 0;
         let count = segments.len();
@@ -387,34 +467,77 @@ impl Journal {
             // A closed segment's records end where the next segment's begin: what follows
             // them, in a reused segment, is older data.
             let ends_at = segments.get(i + 1).copied();
+            let mut damage_from: Option<(u64, String)> = None;
             loop {
                 if ends_at.is_some_and(|next| expected >= next) {
                     break;
                 }
-                let payload = match read_at(&file, offset, Some(size))
-                    .map_err(|e| journal_error("cannot read a segment", e))?
-                {
-                    Read::Record(p) => p,
+                let read = read_at(&file, offset, Some(size)).map_err(|e| journal_error("cannot read a segment", e))?;
+                let head = match &read {
+                    Read::Record(p) => match serde_json::from_slice::<RecordHead>(p) {
+                        Ok(head) if last && head.seq < expected => {
+                            // An older record of a reused segment: the journal ends before it.
+                            break;
+                        }
+                        Ok(head) if head.seq == expected => Some(head),
+                        Ok(head) => {
+                            damage_from = Some((
+                                offset,
+                                format!("the record at byte {offset} is number {}, {expected} was expected", head.seq),
+                            ));
+                            None
+                        }
+                        Err(e) => {
+                            damage_from = Some((offset, format!("the record at byte {offset} cannot be read: {e}")));
+                            None
+                        }
+                    },
                     Read::End => break,
-                    Read::Damaged(why) if last => {
-                        tracing::info!(segment = %path.display(), offset, %why, "the journal ends here: what follows is a record cut short by a crash (never acknowledged) or the older data of a reused segment, and is written over");
-                        break;
+                    Read::Damaged(why) => {
+                        damage_from = Some((offset, why.clone()));
+                        None
                     }
-                    Read::Damaged(why) => return Err(corrupt(format!("{}: {why}", path.display()))),
                 };
-                let head: RecordHead = serde_json::from_slice(&payload)
-                    .map_err(|e| corrupt(format!("{}: the record at byte {offset}: {e}", path.display())))?;
-                if last && head.seq < expected {
-                    // An older record of a reused segment: the journal ends before it.
-                    break;
-                }
-                if head.seq != expected {
-                    return Err(corrupt(format!(
-                        "{}: the record at byte {offset} is number {}, {expected} was expected",
-                        path.display(),
-                        head.seq
-                    )));
-                }
+                let Some(head) = head else {
+                    // Damage: go on from the next whole record, if one follows.
+                    let (from, why) = damage_from.take().expect("set with no record");
+                    let found = next_whole_record(&file, from, ends_at.map_or(size, |_| size), expected + 1)
+                        .map_err(|e| journal_error("cannot read a segment", e))?
+                        .filter(|(_, _, seq)| ends_at.is_none_or(|next| *seq < next));
+                    let (to, to_seq) = match &found {
+                        Some((at, _, seq)) => (*at, *seq),
+                        None if last => {
+                            tracing::info!(segment = %path.display(), offset, %why, "the journal ends here: what follows is a record cut short by a crash (never acknowledged) or the older data of a reused segment, and is written over");
+                            break;
+                        }
+                        None => (size, ends_at.expect("not the last segment")),
+                    };
+                    let report = Damage {
+                        kept_in: damage_path(dir, first, from),
+                        segment: path.clone(),
+                        byte: from,
+                        from: expected,
+                        to: to_seq,
+                        handled_below: handled.seq,
+                        why,
+                    };
+                    if keep_aside(dir, &file, first, from, to)?.is_some() {
+                        tracing::error!(segment = %report.segment.display(), byte = from, kept_in = %report.kept_in.display(), lost = ?report.unhandled(), why = %report.why, "the journal is damaged: the damaged bytes are kept aside and the records after them handled");
+                        damaged.push(report);
+                    }
+                    match found {
+                        Some((at, _, seq)) => {
+                            offset = at;
+                            expected = seq;
+                            continue;
+                        }
+                        None => break,
+                    }
+                };
+                let payload_len = match &read {
+                    Read::Record(p) => p.len(),
+                    _ => unreachable!("a head is read from a record"),
+                };
                 if head.seq >= handled.seq {
                     pending.add(head.seq, head.events.len(), head.knockers);
                     bot.extend(head.bot);
@@ -424,7 +547,7 @@ impl Journal {
                         remember(&mut recent, txn_id, hash);
                     }
                 }
-                offset += (HEADER + payload.len()) as u64;
+                offset += (HEADER + payload_len) as u64;
                 expected += 1;
             }
             if last {
@@ -475,6 +598,7 @@ impl Journal {
             pending: Mutex::new(pending),
             room: tokio::sync::Notify::new(),
             recent: Mutex::new(recent),
+            damage: Mutex::new(damaged),
         };
         Ok(Opened { journal, bot })
     }
@@ -568,7 +692,8 @@ impl Journal {
         Ok(())
     }
 
-    /// The first durable record at or after `seq`, if any (the worker's read).
+    /// The first durable record at or after `seq`, if any (the worker's read). Damage is
+    /// skipped (see the module's doc).
     pub(super) fn read(&self, seq: u64) -> Result<Option<JournalRecord>, StoreError> {
         if seq >= self.synced.load(SeqCst) {
             return Ok(None);
@@ -587,35 +712,79 @@ impl Journal {
                 *c = self.open_cursor(next)?;
                 continue;
             }
-            let payload =
-                match read_at(&c.file, c.offset, None).map_err(|e| journal_error("cannot read the journal", e))? {
-                    Read::Record(p) => p,
-                    Read::End => {
-                        let next = self.segments.lock().iter().copied().find(|&s| s > c.segment);
-                        match next {
-                            Some(next) => {
-                                *c = self.open_cursor(next)?;
-                                continue;
-                            }
-                            None => return Ok(None),
+            let read = read_at(&c.file, c.offset, None).map_err(|e| journal_error("cannot read the journal", e))?;
+            let damage = match read {
+                Read::Record(payload) => match serde_json::from_slice::<JournalRecord>(&payload) {
+                    Ok(record) => {
+                        c.offset += (HEADER + payload.len()) as u64;
+                        c.seq += 1;
+                        if record.seq >= self.synced.load(SeqCst) {
+                            // Past a gap in the numbering, and not durable yet: read again later.
+                            *cursor = None;
+                            return Ok(None);
                         }
+                        if record.seq >= seq {
+                            c.seq = record.seq + 1;
+                            return Ok(Some(record));
+                        }
+                        continue;
                     }
-                    Read::Damaged(why) => return Err(corrupt(format!("segment {}: {why}", c.segment))),
-                };
-            c.offset += (HEADER + payload.len()) as u64;
-            c.seq += 1;
-            let record: JournalRecord = serde_json::from_slice(&payload)
-                .map_err(|e| corrupt(format!("segment {}: a record: {e}", c.segment)))?;
-            if record.seq >= self.synced.load(SeqCst) {
-                // Past a gap in the numbering, and not durable yet: read again later.
-                *cursor = None;
+                    Err(e) => format!("the record at byte {} cannot be read: {e}", c.offset),
+                },
+                Read::End => match next {
+                    Some(next) => {
+                        *c = self.open_cursor(next)?;
+                        continue;
+                    }
+                    None => return Ok(None),
+                },
+                Read::Damaged(why) => why,
+            };
+            if !self.skip_damage(c, next, damage)? {
                 return Ok(None);
             }
-            if record.seq >= seq {
-                c.seq = record.seq + 1;
-                return Ok(Some(record));
-            }
         }
+    }
+
+    /// Moves the cursor past damage at its offset, to the next whole record of its segment
+    /// (or to the next segment); keeps the damaged bytes aside and reports them, once.
+    /// Returns false when no whole record follows in the last segment (read again later).
+    fn skip_damage(&self, c: &mut Cursor, next_segment: Option<u64>, why: String) -> Result<bool, StoreError> {
+        let size = c.file.metadata().map_err(|e| journal_error("cannot read the journal", e))?.len();
+        let found = next_whole_record(&c.file, c.offset, size, c.seq + 1)
+            .map_err(|e| journal_error("cannot read the journal", e))?
+            .filter(|(_, _, seq)| next_segment.is_none_or(|next| *seq < next));
+        // Where the damage ends, the record read next, and whether it is in this segment.
+        let (to, to_seq, here) = match (found, next_segment) {
+            (Some((at, _, seq)), _) => (at, seq, true),
+            (None, Some(next)) => (size, next, false),
+            (None, None) => return Ok(false),
+        };
+        let report = Damage {
+            kept_in: damage_path(&self.dir, c.segment, c.offset),
+            segment: segment_path(&self.dir, c.segment),
+            byte: c.offset,
+            from: c.seq,
+            to: to_seq,
+            handled_below: self.handled.lock().seq,
+            why,
+        };
+        if keep_aside(&self.dir, &c.file, c.segment, c.offset, to)?.is_some() {
+            tracing::error!(segment = %report.segment.display(), byte = report.byte, kept_in = %report.kept_in.display(), lost = ?report.unhandled(), why = %report.why, "the journal is damaged: the damaged bytes are kept aside and the records after them handled");
+            self.damage.lock().push(report);
+        }
+        if here {
+            c.offset = to;
+            c.seq = to_seq;
+        } else {
+            *c = self.open_cursor(to_seq)?;
+        }
+        Ok(true)
+    }
+
+    /// The damage found and skipped since the last call (to be told).
+    pub(super) fn take_damage(&self) -> Vec<Damage> {
+        std::mem::take(&mut *self.damage.lock())
     }
 
     /// A cursor at the start of the segment that holds `seq`.
@@ -946,21 +1115,73 @@ mod tests {
     }
 
     #[test]
-    fn damage_before_the_last_record_refuses_to_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let j = Journal::open_with(dir.path(), Checkpoint::default(), 200, false).unwrap().journal;
+    fn damage_in_a_closed_segment_is_kept_aside_and_the_rest_read() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("journal");
+        let j = Journal::open_with(&dir, Checkpoint::default(), 200, false).unwrap().journal;
         for k in ["@a:x", "@b:x", "@c:x"] {
             append(&j, 150, k);
         }
         j.sync_blocking().unwrap();
         assert_eq!(j.segments(), [0, 1, 2], "one record a segment");
         drop(j);
-        let path = segment_path(dir.path(), 1);
+        let path = segment_path(&dir, 1);
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[HEADER + 20] ^= 0xff;
         std::fs::write(&path, bytes).unwrap();
-        let err = Journal::open(dir.path(), Checkpoint::default()).err().expect("refused").to_string();
-        assert!(err.contains("does not match its checksum"), "{err}");
+        // Opens (twice: no numbering trap), and reads what follows the damage.
+        for open in 0..2 {
+            let opened = Journal::open(&dir, Checkpoint::default()).unwrap();
+            let damage = opened.journal.take_damage();
+            if open == 0 {
+                assert_eq!(damage.len(), 1, "{damage:?}");
+                let d = &damage[0];
+                assert_eq!((d.from, d.to, d.byte), (1, 2, 0));
+                assert_eq!(d.unhandled(), 1..2);
+                assert!(d.why.contains("does not match its checksum"), "{}", d.why);
+                assert!(d.kept_in.starts_with(root.path().join("journal-damaged")));
+                assert_eq!(std::fs::read(&d.kept_in).unwrap().len() as u64, std::fs::metadata(&path).unwrap().len());
+            } else {
+                assert!(damage.is_empty(), "told once: {damage:?}");
+            }
+            assert_eq!(seqs(&opened.journal, 0), [0, 2]);
+        }
+    }
+
+    #[test]
+    fn a_flipped_byte_before_the_last_records_is_skipped_not_taken_for_the_end() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("journal");
+        let j = Journal::open(&dir, Checkpoint::default()).unwrap().journal;
+        let mut offsets = Vec::new();
+        for i in 0..6 {
+            offsets.push(j.tail.lock().len);
+            append(&j, 20, &format!("@u{i}:x"));
+        }
+        j.sync_blocking().unwrap();
+        drop(j);
+        // A byte of record 2's payload flips.
+        let path = segment_path(&dir, 0);
+        let file = File::options().read(true).write(true).open(&path).unwrap();
+        let mut b = [0u8; 1];
+        file.read_exact_at(&mut b, offsets[2] + HEADER as u64 + 5).unwrap();
+        file.write_all_at(&[b[0] ^ 0x20], offsets[2] + HEADER as u64 + 5).unwrap();
+        drop(file);
+        let mut expected = vec![0, 1, 3, 4, 5];
+        for open in 0..2u64 {
+            let opened = Journal::open(&dir, Checkpoint::default()).unwrap();
+            let damage = opened.journal.take_damage();
+            assert_eq!(damage.len(), usize::from(open == 0), "{damage:?}");
+            opened.journal.sync_blocking().unwrap();
+            assert_eq!(seqs(&opened.journal, 0), expected, "the records after the damage are read");
+            expected.push(6 + open);
+            assert!(opened.journal.is_knocker("@u5:x") && !opened.journal.is_knocker("@u2:x"));
+            // New records number on after the last.
+            assert_eq!(append(&opened.journal, 20, "@new:x"), 6 + open);
+            opened.journal.sync_blocking().unwrap();
+        }
+        let opened = Journal::open(&dir, Checkpoint::default()).unwrap();
+        assert_eq!(seqs(&opened.journal, 0), [0, 1, 3, 4, 5, 6, 7]);
     }
 
     #[test]

@@ -194,6 +194,11 @@ impl TestApp {
         (self.dir, self.homeserver)
     }
 
+    /// Waits for the service to end by itself; what it ended with.
+    pub async fn ended(self) -> Result<(), knockwarden::startup::StartError> {
+        self.handle.await.unwrap()
+    }
+
     /// The bot's registration as written on disk.
     pub fn registration(&self) -> AppRegistration {
         AppRegistration::load(&self.dir.path().join("registration.yaml"), server_name!("test.local")).unwrap()

@@ -135,3 +135,68 @@ async fn a_knock_waiting_for_review_past_retention_is_not_decided_again_after_a_
     assert!(item.closed.is_none(), "review #1 closed: {:?}", item.closed);
     assert_eq!(app.store.audit_all().unwrap().len(), 1);
 }
+
+/// Flips a byte of the journal's record that holds `needle` (a string of its payload).
+fn flip_byte_of_record_with(db: &std::path::Path, needle: &str) {
+    let path = db.join("journal").join(format!("{:020}.log", 0));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at =
+        bytes.windows(needle.len()).position(|w| w == needle.as_bytes()).expect("the record is in the first segment");
+    bytes[at + 1] ^= 0x20;
+    std::fs::write(&path, bytes).unwrap();
+}
+
+fn damage_notices(app: &TestApp) -> Vec<String> {
+    app.plain_notices().into_iter().filter(|n| n.contains("The journal is damaged")).collect()
+}
+
+#[tokio::test]
+async fn a_damaged_journal_is_kept_aside_said_and_the_records_after_it_handled() {
+    // Three knocks acknowledged and left in the journal, as a crash right after the 200s would.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    {
+        let store = knockwarden::storage::Store::open(&db).unwrap();
+        for (i, user) in ["@a:test.local", "@b:test.local", "@c:test.local"].iter().enumerate() {
+            let ev = knock_event(&format!("$knock-{i}"), ROOM, user, Some("a friend"));
+            let raw = serde_json::value::to_raw_value(&ev).unwrap();
+            let origin = knockwarden::storage::Origin::Push { txn_id: format!("{i}") };
+            store.journal_append(&origin, Some(&[i as u8; 32]), vec![raw], vec![user.to_string()], vec![]).unwrap();
+        }
+        store.flush_blocking().unwrap();
+    }
+    // A byte of the second record flips on disk.
+    flip_byte_of_record_with(&db, "$knock-1");
+    std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+    std::fs::write(dir.path().join("policies/p.yaml"), BY_ID).unwrap();
+    let hs = homeserver().await;
+    for (i, user) in ["@a:test.local", "@b:test.local", "@c:test.local"].iter().enumerate() {
+        hs.set_knocking(ROOM, user, &format!("$knock-{i}"));
+    }
+    let app = spawn_app_in(dir, hs, AppOptions::default()).await;
+    // The records before and after the damage are handled; the damaged one is said lost.
+    eventually("the knocks around the damage are acted on", || app.posted("invite").len() == 2).await;
+    let invited: Vec<String> =
+        app.posted("invite").iter().map(|r| r.body["user_id"].as_str().unwrap().to_owned()).collect();
+    assert!(
+        invited.contains(&"@a:test.local".to_owned()) && invited.contains(&"@c:test.local".to_owned()),
+        "{invited:?}"
+    );
+    eventually("the damage is told", || damage_notices(&app).len() == 1).await;
+    let notice = &damage_notices(&app)[0];
+    assert!(notice.contains("Records 1–1 could not be read"), "{notice}");
+    let kept = db.join("journal-damaged");
+    assert_eq!(std::fs::read_dir(&kept).unwrap().count(), 1, "the damaged bytes are kept aside");
+    assert!(notice.contains(kept.to_str().unwrap()), "{notice}");
+    // Started again, twice: it starts, and the damage is not told again.
+    let (dir, hs) = app.stop().await;
+    let app = spawn_app_in(dir, hs, AppOptions::default()).await;
+    let (dir, hs) = app.stop().await;
+    // A byte of a handled record flips too: said, with nothing lost.
+    flip_byte_of_record_with(&db, "$knock-0");
+    let app = spawn_app_in(dir, hs, AppOptions::default()).await;
+    eventually("the second damage is told", || damage_notices(&app).len() == 2).await;
+    let notices = damage_notices(&app);
+    assert!(notices[1].contains("had been handled already: nothing was lost"), "{}", notices[1]);
+    assert_eq!(app.posted("invite").len(), 2, "nothing acted on again");
+}

@@ -146,11 +146,16 @@ async fn health_reports_storage() {
 }
 
 #[tokio::test]
-async fn health_is_503_once_storage_has_failed() {
+async fn once_storage_has_failed_health_is_503_and_the_service_stops_with_an_error() {
     let app = spawn_app().await;
     app.store.mark_failed(knockwarden::storage::StoreError::Corrupt { tree: "meta", message: "disk gone".into() });
-    let res = app.client.get(format!("{}/health", app.address)).send().await.unwrap();
-    assert_eq!(res.status(), 503);
-    let body: Value = res.json().await.unwrap();
-    assert_eq!(body["status"], "storage unavailable");
+    // Until it has stopped (it checks twice a second), /health says so.
+    if let Ok(res) = app.client.get(format!("{}/health", app.address)).send().await {
+        assert_eq!(res.status(), 503);
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["status"], "storage unavailable");
+    }
+    // It stops with an error, for the service manager to start it again (a zombie before).
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), app.ended()).await.expect("the service stops");
+    assert!(matches!(ended, Err(knockwarden::startup::StartError::StorageFailed)), "{ended:?}");
 }
