@@ -112,6 +112,8 @@ pub struct Metrics {
     reviews_pending: Gauge,
     /// Damaged places found in the journal (kept aside, skipped).
     pub journal_damage: Counter,
+    waiting_knocks: Gauge,
+    unresolved_aliases: Gauge,
 }
 
 fn seconds_buckets() -> impl Iterator<Item = f64> {
@@ -173,6 +175,18 @@ impl Default for Metrics {
             "Damaged places found in the journal: kept aside under journal-damaged/, the records after them handled",
             journal_damage.clone(),
         );
+        let waiting_knocks = Gauge::default();
+        registry.register(
+            "waiting_knocks",
+            "Knocks put aside until a policy's alias is looked up or a ban list read",
+            waiting_knocks.clone(),
+        );
+        let unresolved_aliases = Gauge::default();
+        registry.register(
+            "unresolved_aliases",
+            "Aliases the active policies name that could not be looked up yet (GET /health lists them)",
+            unresolved_aliases.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
         registry.register("build_info", "knockwarden's version", build);
@@ -192,6 +206,8 @@ impl Default for Metrics {
             failed,
             reviews_pending,
             journal_damage,
+            waiting_knocks,
+            unresolved_aliases,
         }
     }
 }
@@ -203,6 +219,8 @@ pub struct Snapshot {
     pub oldest_action_age: Option<Duration>,
     pub failed: u64,
     pub reviews_pending: u64,
+    pub waiting_knocks: u64,
+    pub unresolved_aliases: u64,
 }
 
 impl Metrics {
@@ -231,6 +249,8 @@ impl Metrics {
         self.oldest_action.set(now.oldest_action_age.map(|d| d.as_secs_f64()).unwrap_or(0.0));
         self.failed.set(now.failed as i64);
         self.reviews_pending.set(now.reviews_pending as i64);
+        self.waiting_knocks.set(now.waiting_knocks as i64);
+        self.unresolved_aliases.set(now.unresolved_aliases as i64);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
         out
@@ -260,6 +280,8 @@ pub fn serve(
                         .map(|t| Duration::from_millis(crate::storage::now_ms().saturating_sub(t))),
                     failed: store.queue_depth(crate::storage::T::Failed),
                     reviews_pending: store.queue_depth(crate::storage::T::OpenReviews),
+                    waiting_knocks: shared.tasks.waiting_knocks(),
+                    unresolved_aliases: crate::pipeline::knocks::unresolved_aliases(&shared).len() as u64,
                 };
                 HttpResponse::Ok()
                     .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
@@ -289,7 +311,15 @@ mod tests {
         m.knocks.get_or_create(&KnockLabels { room: "r".into(), policy: "p".into(), decision: "accept" }).inc();
         m.actions.get_or_create(&ActionLabels { kind: "invite", outcome: "done" }).inc();
         m.homeserver.get_or_create(&EndpointLabels { endpoint: "invite", outcome: "ok" }).observe(0.1);
-        let text = m.render(Snapshot { inbox: 0, outbox: 0, oldest_action_age: None, failed: 0, reviews_pending: 0 });
+        let text = m.render(Snapshot {
+            inbox: 0,
+            outbox: 0,
+            oldest_action_age: None,
+            failed: 0,
+            reviews_pending: 0,
+            waiting_knocks: 0,
+            unresolved_aliases: 0,
+        });
         let mut out = Vec::new();
         for line in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
             let (name, kind) = line.split_once(' ').unwrap();
