@@ -14,9 +14,9 @@
 //!   and a panic while performing it move the action to the failed list, in the transaction
 //!   that takes it out of the outbox, with whatever [`Perform::record_failure`] adds (a
 //!   notice). `!knock retry` puts it back.
-//! - An action queued by this process is carried out only once the store has made it durable
-//!   (with what queued it): a crash never has an effect taken whose cause is then lost and
-//!   redone, queuing it again under another number.
+//! - A message queued by this process is sent only once the store has made it durable (with
+//!   what queued it): a crash never has a notice posted whose cause is then lost and redone,
+//!   queuing it again under another number (another transaction ID).
 //! - What an action did is recorded ([`Perform::record`]) in the same transaction that removes
 //!   it from the outbox: a crash either leaves it queued (it is performed again, and its own
 //!   checks keep it from acting twice) or has fully recorded it. The records of actions done
@@ -252,11 +252,17 @@ async fn attempt<P: Perform>(
 ) -> (u64, Next) {
     let Settings { give_up_after, metrics, .. } = settings;
     let kind = entry.action.kind();
-    // No effect before its cause is durable: the batch that queued a fresh action (and with
-    // it how far the worker got) may not be on disk yet. Lost in a crash, it would be handled
-    // again and queue the same action anew, under another number (another transaction ID:
-    // a second notice). Flushes are grouped: one covers every action started meanwhile.
-    if fresh && let Err(e) = store.flush().await {
+    // No message before its cause is durable: the batch that queued a fresh one (and with it
+    // how far the worker got) may not be on disk yet. Lost in a crash, it would be handled
+    // again and queue the same message anew, under another number (another transaction ID:
+    // a second notice). Flushes are grouped: one covers every message started meanwhile.
+    // Invites, kicks and bans need no flush: each checks the knocker's membership first, so
+    // one queued again is not carried out twice (and a flush for each would hold them up
+    // under load: the ingest benchmark's invites fell tens of seconds behind).
+    if fresh
+        && entry.action.is_message()
+        && let Err(e) = store.flush().await
+    {
         let next = retry_later(&store, seq, entry, &ActionError::Store(e));
         return (seq, next);
     }

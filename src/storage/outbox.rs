@@ -141,6 +141,18 @@ impl Action {
         }
     }
 
+    /// Whether it posts in the control room (a notice, a reply, a reaction, an edit).
+    pub fn is_message(&self) -> bool {
+        matches!(
+            self,
+            Action::Notice { .. }
+                | Action::Send { .. }
+                | Action::ReviewNotice { .. }
+                | Action::ReviewClosed { .. }
+                | Action::ReportIgnoredRules { .. }
+        )
+    }
+
     /// Its kind, as the outbox names it (`act`, `notice`, …): for metrics.
     pub fn kind(&self) -> &'static str {
         match self {
