@@ -173,7 +173,8 @@ fn large_list() {
     let (built, _) = rss_kib();
     assert!(lists.recheck(room.as_str()).is_none(), "the list is usable");
     let ops: Vec<_> = changed.set.iter().map(|(k, r)| Store::put_list_rule(room.as_str(), k, r)).collect();
-    store.commit(&ops).unwrap();
+    // As `actions::lists::record` writes a large list: in chunks.
+    store.commit_bulk(&ops).unwrap();
     store.flush_blocking().unwrap();
     let (written, _) = rss_kib();
     let read = started.elapsed();

@@ -117,7 +117,9 @@ fn event(out: &mut String, rng: &mut StdRng, i: usize, knock: bool) -> Option<St
     let r = room(rng.random_range(0..ROOMS));
     let ts = 1_795_403_555_095u64 + i as u64;
     if knock {
-        let user = format!("@newcomer{i}:elsewhere.example");
+        // Knockers of the homeserver itself: requests about another server's users are capped
+        // per server (homeserver.max_requests_per_server), which would be measured instead.
+        let user = format!("@newcomer{i}:test.local");
         let _ = write!(
             out,
             r#"{{"event_id":"$k{i}","room_id":"{r}","sender":"{user}","state_key":"{user}","type":"m.room.member","content":{{"membership":"knock","displayname":"newcomer {i}","reason":"hello, I would like to join","avatar_url":"mxc://elsewhere.example/AbCdEfGhIjKlMnOpQrStUvWx"}},"origin_server_ts":{ts},"unsigned":{{"age":12,"knock_room_state":[{{"type":"m.room.join_rules","state_key":"","sender":"@owner:test.local","content":{{"join_rule":"knock"}}}},{{"type":"m.room.name","state_key":"","sender":"@owner:test.local","content":{{"name":"Support"}}}}]}}}}"#

@@ -175,6 +175,12 @@ pub fn record(shared: &Shared, read: ListRead) -> Result<Vec<Op>, StoreError> {
     for key in &changed.removed {
         ops.push(Store::del_list_rule(room.as_str(), key));
     }
+    if ops.len() > crate::storage::BULK_CHUNK {
+        // A large list's rules are written in chunks, at once (the stored copy is a cache:
+        // the list is read whole again at every start); the rest goes with the record.
+        store.commit_bulk(&ops)?;
+        ops.clear();
+    }
     rec.read_ms = Some(now);
     rec.error = None;
     if !changed.set.is_empty() || !changed.removed.is_empty() {
