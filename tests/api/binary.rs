@@ -30,6 +30,26 @@ fn binary_config(dir: &Path, hs_url: &str) -> (std::path::PathBuf, u16) {
     (path, port)
 }
 
+/// The room of [`accepting_binary`]'s policy.
+const ACCEPTING_ROOM: &str = "!r:test.local";
+
+/// A config for the binary in `dir` whose policy accepts every knock on [`ACCEPTING_ROOM`];
+/// returns (config path, port, registration).
+fn accepting_binary(
+    dir: &Path,
+    hs: &FakeHomeserver,
+) -> (std::path::PathBuf, u16, knockwarden::registration::AppRegistration) {
+    let (config, port) = binary_config(dir, &hs.url());
+    let policy = format!("rooms: [\"{ACCEPTING_ROOM}\"]\nrules:\n  - {{ name: all, action: accept }}\n");
+    std::fs::write(dir.join("policies/p.yaml"), policy).unwrap();
+    let reg = knockwarden::registration::AppRegistration::load(
+        &dir.join("registration.yaml"),
+        ruma::server_name!("test.local"),
+    )
+    .unwrap();
+    (config, port, reg)
+}
+
 struct Running {
     child: Child,
     port: u16,
@@ -305,20 +325,10 @@ async fn tokens_never_appear_in_the_logs() {
 /// does: every knock is invited, exactly once.
 #[tokio::test]
 async fn killed_again_and_again_under_load_every_knock_is_invited_exactly_once() {
-    const ROOM: &str = "!r:test.local";
+    const ROOM: &str = ACCEPTING_ROOM;
     let hs = FakeHomeserver::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let (config, port) = binary_config(dir.path(), &hs.url());
-    std::fs::write(
-        dir.path().join("policies/p.yaml"),
-        format!("rooms: [\"{ROOM}\"]\nrules:\n  - {{ name: all, action: accept }}\n"),
-    )
-    .unwrap();
-    let reg = knockwarden::registration::AppRegistration::load(
-        &dir.path().join("registration.yaml"),
-        ruma::server_name!("test.local"),
-    )
-    .unwrap();
+    let (config, port, reg) = accepting_binary(dir.path(), &hs);
     let client = reqwest::Client::new();
     let url = |txn: usize| format!("http://127.0.0.1:{port}/_matrix/app/v1/transactions/{txn}");
     let (txns, per_txn) = (40, 10);
@@ -406,20 +416,10 @@ async fn killed_again_and_again_under_load_every_knock_is_invited_exactly_once()
 /// each knock is posted once (one transaction ID), whatever the crash lost.
 #[tokio::test]
 async fn killed_right_after_acting_no_notice_is_posted_twice() {
-    const ROOM: &str = "!r:test.local";
+    const ROOM: &str = ACCEPTING_ROOM;
     let hs = FakeHomeserver::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let (config, port) = binary_config(dir.path(), &hs.url());
-    std::fs::write(
-        dir.path().join("policies/p.yaml"),
-        format!("rooms: [\"{ROOM}\"]\nrules:\n  - {{ name: all, action: accept }}\n"),
-    )
-    .unwrap();
-    let reg = knockwarden::registration::AppRegistration::load(
-        &dir.path().join("registration.yaml"),
-        ruma::server_name!("test.local"),
-    )
-    .unwrap();
+    let (config, port, reg) = accepting_binary(dir.path(), &hs);
     let client = reqwest::Client::new();
     let mut kw = Running::start(&config, port);
     kw.wait_healthy().await;
@@ -504,7 +504,7 @@ fn fill(dir: &Path) -> std::path::PathBuf {
 /// tmpfs of its own: run as another user, it says so and checks nothing.
 #[tokio::test]
 async fn a_full_disk_ends_in_a_restart_and_everything_is_acted_on_once_space_is_freed() {
-    const ROOM: &str = "!r:test.local";
+    const ROOM: &str = ACCEPTING_ROOM;
     let outer = tempfile::tempdir().unwrap();
     let Some(_tmpfs) = Tmpfs::mount(outer.path(), 160) else {
         eprintln!("SKIPPED: mounting a tmpfs needs root; this test runs in CI, which is root");
@@ -512,17 +512,7 @@ async fn a_full_disk_ends_in_a_restart_and_everything_is_acted_on_once_space_is_
     };
     let dir = outer.path();
     let hs = FakeHomeserver::start().await;
-    let (config, port) = binary_config(dir, &hs.url());
-    std::fs::write(
-        dir.join("policies/p.yaml"),
-        format!("rooms: [\"{ROOM}\"]\nrules:\n  - {{ name: all, action: accept }}\n"),
-    )
-    .unwrap();
-    let reg = knockwarden::registration::AppRegistration::load(
-        &dir.join("registration.yaml"),
-        ruma::server_name!("test.local"),
-    )
-    .unwrap();
+    let (config, port, reg) = accepting_binary(dir, &hs);
     let client = reqwest::Client::new();
     // Its log, beside the tmpfs (kept there for as long as the test runs).
     let logs = tempfile::tempdir().unwrap();
