@@ -164,10 +164,10 @@ impl Lists {
         self.read_inner().rooms.contains_key(room)
     }
 
-    /// Whether every one of `names` has been tried at least once.
-    pub fn tried_all(&self, names: &[String]) -> bool {
+    /// The first of `names` not tried yet (read, or found missing or unreachable), if any.
+    pub fn untried<'a>(&self, names: &'a [String]) -> Option<&'a String> {
         let inner = self.read_inner();
-        names.iter().all(|n| inner.tried.contains(n))
+        names.iter().find(|n| !inner.tried.contains(*n))
     }
 
     /// Marks a name tried (its read is done, or failed).

@@ -4,7 +4,7 @@
 //! `malloc_trim` in the middle of a run handed back a third of the process's resident size.
 //! jemalloc, whose background thread hands back unused pages after [`MALLOC_CONF`]'s decay,
 //! keeps the resident size close to what is in use, and also hands back what compiling the
-//! policies at start-up used only for a while. Figures: `docs/BENCHMARKS.md` ("Ingestion,
+//! policies at start-up used only for a while. Figures: `docs/benchmarks-history.md` ("Ingestion,
 //! fourth sitting").
 //!
 //! The binary declares the allocator and exports the settings (`src/main.rs`); the library

@@ -123,7 +123,7 @@ pub trait Perform: Send + Sync + 'static {
 /// (`homeserver.max_concurrent_requests`, which the homeserver's client enforces on its own,
 /// see [`crate::homeserver::limited`]). An attempt spends most of its time not on the
 /// homeserver but waiting for its record to be committed, behind the worker's batch: with one
-/// attempt per request, the actions fell behind the decisions under load (docs/BENCHMARKS.md,
+/// attempt per request, the actions fell behind the decisions under load (docs/benchmarks-history.md,
 /// seventh sitting).
 pub const ATTEMPTS_PER_REQUEST: usize = 8;
 

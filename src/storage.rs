@@ -701,7 +701,7 @@ const DRY_RUN_KEY: &str = "dry_run";
 /// grow with the database under load (153–193 MiB after 20 s of the ingest benchmark at 100
 /// rules, 360 MiB after 60 s); with 8 MB it peaked at 69–72 MiB (83 after 60 s) at the same
 /// throughput. Smaller caps took a few MiB more off and, in some runs, a quarter of the
-/// throughput (`docs/BENCHMARKS.md`, "Ingestion, fourth sitting").
+/// throughput (`docs/benchmarks-history.md`, "Ingestion, fourth sitting").
 const CACHE_CAPACITY: u64 = 8_000_000;
 
 /// Opens sled's database. The file lock of a database just closed in this process (a restart

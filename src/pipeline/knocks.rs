@@ -38,7 +38,7 @@ fn clip(text: Option<String>, max: usize) -> Option<String> {
     text.map(|t| if t.chars().count() > max { t.chars().take(max).collect::<String>() + "…" } else { t })
 }
 
-/// The first of `aliases` (in order) that has not been looked up yet.
+/// The least of `aliases` (those that are aliases) that has not been looked up yet.
 fn first_unresolved<'a>(
     store: &Store,
     aliases: impl Iterator<Item = &'a String>,
@@ -294,7 +294,7 @@ pub fn on_knock(shared: &Shared, entry: &InboxEvent, head: &EventHead, user: &st
     };
 
     // The ban lists the policy names must have been read (or found unreadable) once.
-    if let Some(list) = policy.ban_lists().iter().find(|n| !shared.lists.tried_all(std::slice::from_ref(n))) {
+    if let Some(list) = shared.lists.untried(policy.ban_lists()) {
         tracing::info!(room, user, %list, "the knock waits until a ban list is read");
         ops.extend(Store::put_knock(&rec));
         return Ok(Knocked::Waits { on: list.clone(), ops });

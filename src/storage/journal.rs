@@ -2,7 +2,7 @@
 //! sled on the way.
 //!
 //! Every sled read and write takes sled's one process-wide lock, which waits behind the
-//! worker's and the runner's transactions and the flushes before them (`docs/BENCHMARKS.md`,
+//! worker's and the runner's transactions and the flushes before them (`docs/benchmarks-history.md`,
 //! "Ingestion, fifth and sixth sittings"). So the events of a transaction (or a catch-up)
 //! that knockwarden needs are appended as one record to segment files of their own, and one
 //! `fdatasync` makes every record appended before it durable (group commit). The intake
@@ -33,7 +33,7 @@
 //! Segments are written in place, not appended to, once the journal is busy: an `fdatasync`
 //! after writing into a file's existing blocks has no size or block allocation to make
 //! durable, only the data. On this project's machine it took half as long as after an append
-//! (about 100 µs against 200), and the acknowledgement waits for it (`docs/BENCHMARKS.md`,
+//! (about 100 µs against 200), and the acknowledgement waits for it (`docs/benchmarks-history.md`,
 //! "Ingestion, ninth sitting"). So up to [`SPARES`] handled segments are kept
 //! (`<20 digits>.spare`) and renamed to begin the next, whose records then overwrite the
 //! older ones; and the first time the journal fills a segment with none spare, a thread
@@ -72,7 +72,7 @@ const HEADER: usize = 8;
 
 /// Events the journal holds for the worker at most before the intake waits for it
 /// ([`Journal::wait_for_room`]): about a second of the worker's work on the benchmark's machine
-/// (docs/BENCHMARKS.md). A wave of spam up to this size is taken in at the disk's speed;
+/// (docs/benchmarks-history.md). A wave of spam up to this size is taken in at the disk's speed;
 /// beyond it, the homeserver waits for each 200 (it sends one transaction at a time and keeps
 /// the rest), so the decisions keep up with what is acknowledged and the backlog never grows
 /// past it.
@@ -423,6 +423,34 @@ fn keep_aside(dir: &Path, file: &File, segment: u64, from: u64, to: u64) -> Resu
     Ok(Some(path))
 }
 
+/// Damage at bytes `from..to` of segment `first`, where records `lost` could not be read:
+/// kept aside and logged, and its report returned; `None` when it was kept before (found
+/// again at a later start, or by the worker's read after the open's).
+#[allow(clippy::too_many_arguments)]
+fn note_damage(
+    dir: &Path,
+    file: &File,
+    first: u64,
+    from: u64,
+    to: u64,
+    lost: std::ops::Range<u64>,
+    handled_below: u64,
+    why: String,
+) -> Result<Option<Damage>, StoreError> {
+    let Some(kept_in) = keep_aside(dir, file, first, from, to)? else { return Ok(None) };
+    let report = Damage {
+        kept_in,
+        segment: segment_path(dir, first),
+        byte: from,
+        from: lost.start,
+        to: lost.end,
+        handled_below,
+        why,
+    };
+    tracing::error!(segment = %report.segment.display(), byte = from, kept_in = %report.kept_in.display(), lost = ?report.unhandled(), why = %report.why, "the journal is damaged: the damaged bytes are kept aside and the records after them handled");
+    Ok(Some(report))
+}
+
 impl Journal {
     /// Opens the journal in `dir` (creating it), given how far the worker got. Segments
     /// wholly handled are kept as spares or deleted (a crash can leave one behind); the
@@ -467,76 +495,47 @@ impl Journal {
             // A closed segment's records end where the next segment's begin: what follows
             // them, in a reused segment, is older data.
             let ends_at = segments.get(i + 1).copied();
-            let mut damage_from: Option<(u64, String)> = None;
             loop {
                 if ends_at.is_some_and(|next| expected >= next) {
                     break;
                 }
                 let read = read_at(&file, offset, Some(size)).map_err(|e| journal_error("cannot read a segment", e))?;
-                let head = match &read {
-                    Read::Record(p) => match serde_json::from_slice::<RecordHead>(p) {
-                        Ok(head) if last && head.seq < expected => {
-                            // An older record of a reused segment: the journal ends before it.
-                            break;
-                        }
-                        Ok(head) if head.seq == expected => Some(head),
-                        Ok(head) => {
-                            damage_from = Some((
-                                offset,
-                                format!("the record at byte {offset} is number {}, {expected} was expected", head.seq),
-                            ));
-                            None
-                        }
-                        Err(e) => {
-                            damage_from = Some((offset, format!("the record at byte {offset} cannot be read: {e}")));
-                            None
-                        }
-                    },
+                // The record's head and length, or why what is here is damage.
+                let whole = match read {
                     Read::End => break,
-                    Read::Damaged(why) => {
-                        damage_from = Some((offset, why.clone()));
-                        None
-                    }
+                    Read::Damaged(why) => Err(why),
+                    Read::Record(p) => match serde_json::from_slice::<RecordHead>(&p) {
+                        // An older record of a reused segment: the journal ends before it.
+                        Ok(head) if last && head.seq < expected => break,
+                        Ok(head) if head.seq == expected => Ok((head, p.len())),
+                        Ok(head) => {
+                            Err(format!("the record at byte {offset} is number {}, {expected} was expected", head.seq))
+                        }
+                        Err(e) => Err(format!("the record at byte {offset} cannot be read: {e}")),
+                    },
                 };
-                let Some(head) = head else {
-                    // Damage: go on from the next whole record, if one follows.
-                    let (from, why) = damage_from.take().expect("set with no record");
-                    let found = next_whole_record(&file, from, ends_at.map_or(size, |_| size), expected + 1)
-                        .map_err(|e| journal_error("cannot read a segment", e))?
-                        .filter(|(_, _, seq)| ends_at.is_none_or(|next| *seq < next));
-                    let (to, to_seq) = match &found {
-                        Some((at, _, seq)) => (*at, *seq),
-                        None if last => {
-                            tracing::info!(segment = %path.display(), offset, %why, "the journal ends here: what follows is a record cut short by a crash (never acknowledged) or the older data of a reused segment, and is written over");
+                let (head, len) = match whole {
+                    Ok(whole) => whole,
+                    Err(why) => {
+                        // Damage: go on from the next whole record, if one follows.
+                        let found = next_whole_record(&file, offset, size, expected + 1)
+                            .map_err(|e| journal_error("cannot read a segment", e))?
+                            .filter(|(_, _, seq)| ends_at.is_none_or(|next| *seq < next));
+                        let (to, to_seq) = match found {
+                            Some((at, _, seq)) => (at, seq),
+                            None if last => {
+                                tracing::info!(segment = %path.display(), offset, %why, "the journal ends here: what follows is a record cut short by a crash (never acknowledged) or the older data of a reused segment, and is written over");
+                                break;
+                            }
+                            None => (size, ends_at.expect("not the last segment")),
+                        };
+                        damaged.extend(note_damage(dir, &file, first, offset, to, expected..to_seq, handled.seq, why)?);
+                        if found.is_none() {
                             break;
                         }
-                        None => (size, ends_at.expect("not the last segment")),
-                    };
-                    let report = Damage {
-                        kept_in: damage_path(dir, first, from),
-                        segment: path.clone(),
-                        byte: from,
-                        from: expected,
-                        to: to_seq,
-                        handled_below: handled.seq,
-                        why,
-                    };
-                    if keep_aside(dir, &file, first, from, to)?.is_some() {
-                        tracing::error!(segment = %report.segment.display(), byte = from, kept_in = %report.kept_in.display(), lost = ?report.unhandled(), why = %report.why, "the journal is damaged: the damaged bytes are kept aside and the records after them handled");
-                        damaged.push(report);
+                        (offset, expected) = (to, to_seq);
+                        continue;
                     }
-                    match found {
-                        Some((at, _, seq)) => {
-                            offset = at;
-                            expected = seq;
-                            continue;
-                        }
-                        None => break,
-                    }
-                };
-                let payload_len = match &read {
-                    Read::Record(p) => p.len(),
-                    _ => unreachable!("a head is read from a record"),
                 };
                 if head.seq >= handled.seq {
                     pending.add(head.seq, head.events.len(), head.knockers);
@@ -547,7 +546,7 @@ impl Journal {
                         remember(&mut recent, txn_id, hash);
                     }
                 }
-                offset += (HEADER + payload_len) as u64;
+                offset += (HEADER + len) as u64;
                 expected += 1;
             }
             if last {
@@ -760,19 +759,9 @@ impl Journal {
             (None, Some(next)) => (size, next, false),
             (None, None) => return Ok(false),
         };
-        let report = Damage {
-            kept_in: damage_path(&self.dir, c.segment, c.offset),
-            segment: segment_path(&self.dir, c.segment),
-            byte: c.offset,
-            from: c.seq,
-            to: to_seq,
-            handled_below: self.handled.lock().seq,
-            why,
-        };
-        if keep_aside(&self.dir, &c.file, c.segment, c.offset, to)?.is_some() {
-            tracing::error!(segment = %report.segment.display(), byte = report.byte, kept_in = %report.kept_in.display(), lost = ?report.unhandled(), why = %report.why, "the journal is damaged: the damaged bytes are kept aside and the records after them handled");
-            self.damage.lock().push(report);
-        }
+        let handled_below = self.handled.lock().seq;
+        let report = note_damage(&self.dir, &c.file, c.segment, c.offset, to, c.seq..to_seq, handled_below, why)?;
+        self.damage.lock().extend(report);
         if here {
             c.offset = to;
             c.seq = to_seq;
