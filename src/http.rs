@@ -75,6 +75,7 @@ async fn health(state: web::Data<HttpState>) -> HttpResponse {
     let store = &shared.store;
     let stopped: Vec<&str> = shared.tasks.stopped().into_iter().map(|t| t.name()).collect();
     let oldest_ms = shared.tasks.oldest_action().map(|t| crate::storage::now_ms().saturating_sub(t));
+    let not_ready = not_ready(shared);
     let body = |status: String| {
         serde_json::json!({
             "status": status,
@@ -83,6 +84,13 @@ async fn health(state: web::Data<HttpState>) -> HttpResponse {
             "oldest_action_age_ms": oldest_ms,
             "waiting_knocks": shared.tasks.waiting_knocks(),
             "unresolved_aliases": crate::pipeline::knocks::unresolved_aliases(shared),
+            "control_room": match shared.readiness.control_room() {
+                crate::readiness::ControlRoom::Joined(id) => serde_json::json!({"joined": true, "room_id": id}),
+                crate::readiness::ControlRoom::Joining => serde_json::json!({"joined": false, "why": "joining"}),
+                crate::readiness::ControlRoom::NotJoined { why } => serde_json::json!({"joined": false, "why": why}),
+            },
+            "ping": shared.readiness.ping().as_str(),
+            "not_ready": not_ready,
         })
     };
     if !store.is_healthy() {
@@ -94,14 +102,32 @@ async fn health(state: web::Data<HttpState>) -> HttpResponse {
     }
 }
 
-/// `GET /ready`: 200 once the policies are loaded (they are before anything listens) and the
-/// start-up reconciliation with the homeserver, with its catch-up on knocks, is done; 503
-/// before. Not authenticated; reads one flag.
+/// Why knockwarden is not ready (empty: ready), from what it holds in memory and a point read
+/// per alias the policies name.
+fn not_ready(shared: &Shared) -> Vec<String> {
+    let aliases = crate::pipeline::knocks::unresolved_aliases(shared);
+    let lists = shared.lists.problems(&shared.policies.current().set.ban_lists());
+    crate::readiness::NotReady {
+        reconciled: shared.tasks.is_ready(),
+        control_room_name: shared.config.control_room.as_str(),
+        control_room: shared.readiness.control_room(),
+        ping: shared.readiness.ping(),
+        unresolved_aliases: &aliases,
+        ban_lists: &lists,
+    }
+    .reasons()
+}
+
+/// `GET /ready`: 200 once knockwarden can do its work: the start-up reconciliation with the
+/// homeserver (with its catch-up on knocks) done, the control room joined, the homeserver's
+/// ping not failed, every alias and ban list the policies name looked up. 503 otherwise, with
+/// every reason (`reasons`; `status` is the first). Not authenticated.
 async fn ready(state: web::Data<HttpState>) -> HttpResponse {
-    if state.shared.tasks.is_ready() {
-        HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
-    } else {
-        HttpResponse::ServiceUnavailable()
-            .json(serde_json::json!({"status": "starting: catching up with the homeserver"}))
+    let reasons = not_ready(&state.shared);
+    match reasons.first() {
+        None => HttpResponse::Ok().json(serde_json::json!({"status": "ready"})),
+        Some(first) => {
+            HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": first, "reasons": reasons}))
+        }
     }
 }

@@ -5,7 +5,7 @@
 //! the actions out and [`actions`] says what each does; [`control`] is the control room;
 //! [`homeserver`] is how the bot acts; [`storage`] is the only code that touches sled;
 //! [`lists`] holds the ban lists followed (matched by [`policy::banlist`]);
-//! [`supervise`] tells `/health` which tasks run; [`config`] and [`registration`] are the
+//! [`supervise`] tells `/health` which tasks run, [`readiness`] tells `/ready` what is missing; [`config`] and [`registration`] are the
 //! files an admin writes.
 
 pub mod actions;
@@ -26,6 +26,7 @@ pub mod ping;
 pub mod pipeline;
 pub mod policy;
 pub mod power;
+pub mod readiness;
 pub mod registration;
 pub mod retention;
 pub mod room_state;

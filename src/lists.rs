@@ -170,6 +170,21 @@ impl Lists {
         names.iter().find(|n| !inner.tried.contains(*n))
     }
 
+    /// What is wrong with each of `names` that cannot be matched against now, for `/ready`:
+    /// (name, why).
+    pub fn problems(&self, names: &[String]) -> Vec<(String, String)> {
+        let inner = self.read_inner();
+        let why = |name: &String| {
+            if !inner.tried.contains(name) {
+                return Some("is not read yet".to_owned());
+            }
+            let Some(room) = inner.names.get(name) else { return Some("could not be read".to_owned()) };
+            let unavailable = inner.rooms.get(room.as_str())?.unavailable.clone()?;
+            Some(format!("cannot be matched against: {unavailable}"))
+        };
+        names.iter().filter_map(|n| why(n).map(|w| (n.clone(), w))).collect()
+    }
+
     /// Marks a name tried (its read is done, or failed).
     pub fn mark_tried(&self, name: &str) {
         self.write_inner().tried.insert(name.to_owned());

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::{homeserver::HsError, notices, pipeline::Shared};
+use crate::{homeserver::HsError, notices, pipeline::Shared, readiness::Ping};
 
 /// Waits between the first tries.
 const FIRST_TRIES: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(2)];
@@ -47,6 +47,7 @@ pub async fn run(shared: Shared, appservice_id: String) {
         match shared.homeserver.ping(&appservice_id).await {
             Ok(took) => {
                 tracing::info!(took_ms = took.as_millis() as u64, "the homeserver reaches knockwarden (ping)");
+                shared.readiness.set_ping(Ping::Reaches);
                 if reported {
                     report(&shared, "✅ The homeserver reaches knockwarden again (ping).".into());
                 }
@@ -55,11 +56,13 @@ pub async fn run(shared: Shared, appservice_id: String) {
             // A homeserver older than the ping endpoint (Matrix 1.7) cannot say.
             Err(HsError::Api { status: 404, errcode, .. }) if errcode == "M_UNRECOGNIZED" => {
                 tracing::info!("the homeserver does not support the appservice ping; not checked");
+                shared.readiness.set_ping(Ping::Unsupported);
                 return;
             }
             Err(e) => {
                 let wait = waits.next().unwrap_or(AGAIN_EVERY);
                 let text = advice(&e);
+                shared.readiness.set_ping(Ping::Fails { why: text.clone() });
                 tracing::error!(retry_in_s = wait.as_secs(), "the homeserver's ping of knockwarden failed: {text}");
                 if !reported && wait == AGAIN_EVERY {
                     report(&shared, format!("⚠️ The homeserver cannot reach knockwarden (ping failed): {text}"));

@@ -51,6 +51,8 @@ pub struct Shared {
     pub inputs: Arc<std::sync::atomic::AtomicU64>,
     /// Who was told lately that they are not a moderator.
     pub told: Arc<crate::control::moderators::Told>,
+    /// What `/ready` reports: the control room joined, the homeserver reaching knockwarden.
+    pub readiness: Arc<crate::readiness::Readiness>,
 }
 
 impl Shared {

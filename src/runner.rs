@@ -139,6 +139,8 @@ pub struct Settings {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Actions in flight at once for each other server (see [`lanes`]).
     pub per_server: lanes::PerServer,
+    /// Whether the control room is joined: until it is, what needs it waits (see [`lanes`]).
+    pub control_room_joined: watch::Receiver<bool>,
 }
 
 /// What became of one attempt.
@@ -158,6 +160,8 @@ pub async fn run<P: Perform>(
     tasks: Arc<Tasks>,
 ) {
     let mut lanes = lanes::Lanes::per_server(settings.per_server.clone());
+    let mut joined = settings.control_room_joined.clone();
+    lanes.set_control_room_joined(*joined.borrow_and_update());
     let (recorder, recording) = recorder::start(perform.clone(), store.clone());
     let mut in_flight: JoinSet<(u64, Next)> = JoinSet::new();
     // Learn of new actions from the store's feed, then read what is queued already.
@@ -204,6 +208,7 @@ pub async fn run<P: Perform>(
         tokio::select! {
             Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => settle(&mut lanes, joined),
             _ = wake.notified() => {}
+            Ok(()) = joined.changed() => lanes.set_control_room_joined(*joined.borrow_and_update()),
             _ = tokio::time::sleep(due.unwrap_or(Duration::from_secs(3600))), if due.is_some() => {}
             _ = stopping.changed() => {}
         }

@@ -143,6 +143,7 @@ impl Application {
             started_ms: crate::storage::now_ms(),
             inputs: Default::default(),
             told: Default::default(),
+            readiness: Default::default(),
         };
         let state =
             web::Data::new(HttpState { shared: shared.clone(), hs_token: registration.hs_token, max_body_bytes });
@@ -219,6 +220,7 @@ impl Application {
                     give_up_after: shared.config.actions.give_up_after,
                     started_ms: shared.started_ms,
                     metrics: shared.metrics.clone(),
+                    control_room_joined: shared.readiness.control_room_joined(),
                     per_server: crate::runner::lanes::PerServer {
                         local: shared.config.homeserver.server_name.clone(),
                         max: shared.config.homeserver.max_requests_per_server,

@@ -10,20 +10,51 @@ use crate::{
     homeserver::HsError,
     notices,
     pipeline::{Shared, intake},
+    readiness::ControlRoom,
     room_state,
     runner::ActionError,
     storage::{Action, BotMembership, Origin, Store},
 };
 
+/// Joins the control room (on every start, and whenever the bot is invited while not in it).
+/// A refusal (the room is invite-only and the bot not invited yet) is not a failure: the bot
+/// waits for an invitation, which the worker turns into another join; `/ready` says so
+/// meanwhile. Until the join, what needs the control room waits (see
+/// [`crate::runner::lanes`]).
 pub async fn join_control_room(shared: &Shared) -> Result<Vec<Action>, ActionError> {
-    let id = shared.homeserver.join(&shared.config.control_room).await?;
+    let name = &shared.config.control_room;
+    let id = match shared.homeserver.join(name).await {
+        Ok(id) => id,
+        Err(e) => {
+            let why = format!("the homeserver refused the join ({e})");
+            if e.is_transient() {
+                shared.readiness.set_control_room(ControlRoom::NotJoined { why: format!("cannot join it yet ({e})") });
+                return Err(e.into());
+            }
+            tracing::warn!(
+                room = %name,
+                bot = %shared.bot,
+                error = %e,
+                "cannot join the control room: invite the bot there; it joins when invited, and tries again on every start"
+            );
+            shared.readiness.set_control_room(ControlRoom::NotJoined { why });
+            return Ok(vec![]);
+        }
+    };
     shared.store.set_meta(crate::pipeline::CONTROL_ROOM_KEY, id.as_str())?;
+    shared.readiness.set_control_room(ControlRoom::Joined(id.clone()));
+    shared.outbox_ready.notify_one();
     tracing::info!(room = %id, "in the control room");
     // Its power levels say who may steer knockwarden, its members who still can.
     Ok(vec![Action::FetchRoomState { room_id: id.clone() }, Action::FetchMembers { room_id: id }])
 }
 
 pub async fn answer_invite(shared: &Shared, room: &RoomId, inviter: &UserId) -> Result<Vec<Action>, ActionError> {
+    // An invitation to the control room given as an alias: joined already (this action waits
+    // for that join), whoever invited.
+    if shared.control_room_id().as_deref() == Some(room) {
+        return Ok(vec![]);
+    }
     if moderators::is_moderator(shared, inviter.as_str()).await? {
         shared.homeserver.join(<&ruma::RoomOrAliasId>::from(room)).await?;
         tracing::info!(%room, %inviter, "joined at a moderator's invitation");

@@ -282,7 +282,7 @@ pub fn on_knock(shared: &Shared, entry: &InboxEvent, head: &EventHead, user: &st
         return Ok(Knocked::Ops(ops));
     }
     if let Some(alias) = waits_for_alias(store, &active.set, room, &aliases)? {
-        tracing::info!(room, user, %alias, "the knock waits until a policy's alias is looked up");
+        tracing::debug!(room, user, %alias, "the knock waits until a policy's alias is looked up");
         ops.extend(Store::put_knock(&rec));
         return Ok(Knocked::Waits { on: alias, ops });
     }
@@ -295,7 +295,7 @@ pub fn on_knock(shared: &Shared, entry: &InboxEvent, head: &EventHead, user: &st
 
     // The ban lists the policy names must have been read (or found unreadable) once.
     if let Some(list) = shared.lists.untried(policy.ban_lists()) {
-        tracing::info!(room, user, %list, "the knock waits until a ban list is read");
+        tracing::debug!(room, user, %list, "the knock waits until a ban list is read");
         ops.extend(Store::put_knock(&rec));
         return Ok(Knocked::Waits { on: list.clone(), ops });
     }

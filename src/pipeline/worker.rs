@@ -356,7 +356,8 @@ fn drain_one(shared: &Shared, entry: &InboxEvent, admit: Option<(&str, u64)>) ->
                 store.unstage_to(mark);
                 return Ok(One::Waits);
             }
-            tracing::debug!(waits_for = %on, "a knock is put aside until what it waits for is known");
+            let event_id = entry.item.event.get("event_id").and_then(Value::as_str).unwrap_or("(no ID)");
+            tracing::warn!(waits_for = %on, event_id, "a knock is put aside until {on} is looked up (an alias) or read (a ban list); /ready and /health say what is missing");
             let (seq, park) = store.park(&entry.item)?;
             store.commit(&ops)?;
             store.commit(&[park])?;
@@ -443,19 +444,33 @@ fn handle(shared: &Shared, entry: &InboxEvent) -> Result<Handled, StoreError> {
     match head.kind.as_str() {
         "m.room.member" if head.is_membership_of(&shared.bot) => match head.membership.as_deref() {
             Some("invite") => {
-                let action = if in_control || is_configured_control_alias_target(shared, event) {
-                    Action::JoinControlRoom
-                } else {
-                    Action::AnswerInvite { room_id: head.room_id.clone(), inviter: head.sender.clone() }
-                };
                 tracing::info!(room, inviter = %head.sender, "invited");
-                ops.push(store.outbox_push(action)?);
+                // The configured control room is joined whoever invites (the admin chose it).
+                // While the bot is not in it, any invitation may be to it (an alias names it,
+                // and the invitation need not say so): the join is tried again, and the
+                // invitation is answered once it is known whether it was to that room.
+                let to_control = in_control || is_configured_control_alias_target(shared, event);
+                if to_control || !shared.readiness.is_control_room_joined() {
+                    ops.push(store.outbox_push(Action::JoinControlRoom)?);
+                }
+                if !to_control {
+                    let answer = Action::AnswerInvite { room_id: head.room_id.clone(), inviter: head.sender.clone() };
+                    ops.push(store.outbox_push(answer)?);
+                }
             }
             Some("join") => {
                 tracing::info!(room, "joined");
                 ops.push(store.outbox_push(Action::FetchRoomState { room_id: head.room_id.clone() })?);
                 ops.push(store.outbox_push(Action::FetchMembers { room_id: head.room_id.clone() })?);
                 ops.push(store.outbox_push(Action::CatchUp { room_id: head.room_id.clone() })?);
+            }
+            Some(m) if in_control && matches!(m, "leave" | "ban") => {
+                tracing::warn!(room, membership = m, by = %head.sender, "the bot is no longer in the control room: invite it again");
+                let why = format!("the bot's membership became {m} (by {})", head.sender);
+                shared.readiness.set_control_room(crate::readiness::ControlRoom::NotJoined { why });
+                // Tried once more: the room may be public, or the event older than a join
+                // made since (it then only confirms it); refused, it waits for an invitation.
+                ops.push(store.outbox_push(Action::JoinControlRoom)?);
             }
             Some(m) => {
                 tracing::info!(room, membership = m, by = %head.sender, "the bot's membership changed")

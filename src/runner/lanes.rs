@@ -8,6 +8,9 @@
 //! destination (its target user's server, see [`crate::storage::Action::destination`]) is not
 //! ours and already has that many actions running is held back until one of them ends, and
 //! the heads behind it start meanwhile.
+//!
+//! What needs the control room (see [`crate::storage::Action::needs_control_room`]) waits
+//! while it is not joined ([`Lanes::set_control_room_joined`]): held, not tried and failed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -41,6 +44,10 @@ pub struct Lanes {
     busy: HashMap<OwnedServerName, usize>,
     /// Ready heads held back because their server is at the limit, oldest first.
     held: HashMap<OwnedServerName, BTreeSet<u64>>,
+    /// The control room is not joined: what needs it is held back.
+    control_room_closed: bool,
+    /// Ready heads held back until the control room is joined.
+    held_for_control_room: BTreeSet<u64>,
 }
 
 impl Lanes {
@@ -75,6 +82,15 @@ impl Lanes {
             if held.is_empty() {
                 self.held.remove(&dest);
             }
+        }
+    }
+
+    /// Whether the control room is joined: while it is not, the heads that need it are held
+    /// back; once it is, they are ready.
+    pub fn set_control_room_joined(&mut self, joined: bool) {
+        self.control_room_closed = !joined;
+        if joined {
+            self.ready.append(&mut self.held_for_control_room);
         }
     }
 
@@ -115,6 +131,10 @@ impl Lanes {
             self.ready.insert(seq);
         }
         while let Some(seq) = self.ready.pop_first() {
+            if self.control_room_closed && self.entries[&seq].1.action.needs_control_room() {
+                self.held_for_control_room.insert(seq);
+                continue;
+            }
             if let Some(dest) = self.limited_destination(seq) {
                 let max = self.per_server.as_ref().map_or(usize::MAX, |l| l.max);
                 let busy = self.busy.entry(dest.clone()).or_default();
@@ -267,6 +287,30 @@ mod tests {
             l.add(i, act(&format!("@u{i}:x"), 0));
         }
         assert_eq!(std::iter::from_fn(|| l.start_next(0)).count(), 4);
+    }
+
+    #[test]
+    fn what_needs_the_control_room_waits_for_the_join_and_the_rest_goes_on() {
+        let mut l = Lanes::default();
+        l.set_control_room_joined(false);
+        let notice = Action::Notice { plain: "hi".into(), html: "hi".into(), about_failure: false };
+        l.add(1, OutboxEntry { action: notice, created_ms: 0, attempts: 0, not_before_ms: 0, last_error: None });
+        l.add(
+            2,
+            OutboxEntry {
+                action: Action::JoinControlRoom,
+                created_ms: 0,
+                attempts: 0,
+                not_before_ms: 0,
+                last_error: None,
+            },
+        );
+        l.add(3, act("@a:x", 0));
+        let started: Vec<u64> = std::iter::from_fn(|| l.start_next(0).map(|(s, _)| s)).collect();
+        assert_eq!(started, [2, 3], "the join and the knock's action, not the notice");
+        l.finished(2);
+        l.set_control_room_joined(true);
+        assert_eq!(l.start_next(0).map(|(s, _)| s), Some(1));
     }
 
     #[test]

@@ -15,6 +15,8 @@ use crate::homeserver::MembershipChange;
 pub enum Subject {
     /// The control room: its messages, edits and reactions, and the commands sent there.
     ControlRoom,
+    /// Joining the control room: never behind what waits for the join.
+    ControlRoomJoin,
     /// One knocker in one room: the decisions on their knocks.
     Knocker { room_id: OwnedRoomId, user_id: OwnedUserId },
     /// A room's own state: joining, fetching its state and members, catching up.
@@ -116,8 +118,8 @@ impl Action {
             Action::ResolveAliases => Subject::Aliases,
             Action::ReadBanList { name } => Subject::List(name.clone()),
             Action::Reconcile => Subject::Rooms,
-            Action::JoinControlRoom
-            | Action::Notice { .. }
+            Action::JoinControlRoom => Subject::ControlRoomJoin,
+            Action::Notice { .. }
             | Action::ReviewNotice { .. }
             | Action::Command { .. }
             | Action::Reaction { .. }
@@ -139,6 +141,14 @@ impl Action {
             Action::AnswerInvite { room_id, .. } => room_id.server_name().map(ToOwned::to_owned),
             _ => None,
         }
+    }
+
+    /// Whether it needs the control room joined: it posts there, is a command or reaction
+    /// from there, or answers an invitation (which asks whether the inviter is a moderator
+    /// there). Such actions wait for the join (see [`crate::runner::lanes`]).
+    pub fn needs_control_room(&self) -> bool {
+        self.is_message()
+            || matches!(self, Action::Command { .. } | Action::Reaction { .. } | Action::AnswerInvite { .. })
     }
 
     /// Whether it posts in the control room (a notice, a reply, a reaction, an edit).

@@ -146,19 +146,18 @@ async fn a_homeserver_that_is_down_gets_the_action_once_it_is_back() {
 }
 
 #[tokio::test]
-async fn a_permanent_refusal_is_not_retried_forever() {
+async fn a_refused_control_room_join_is_not_a_failure_and_is_not_retried_until_invited() {
     let app = spawn_app().await;
     let hs = app.homeserver.clone();
-    hs.script(
-        &format!("/join/{CONTROL_ROOM}"),
-        [(403, json!({"errcode": "M_FORBIDDEN", "error": "not invited"}), None)],
-    );
-    let store = app.store.clone();
-    eventually("the action is dropped", || store.counter("actions_failed").unwrap() == 1).await;
-    // The failure notice is queued with the failure: the outbox empties once it is posted.
-    eventually("the failure notice is posted", || store.outbox_len() == 0).await;
-    assert_eq!(hs.requests_to("POST", &format!("/join/{CONTROL_ROOM}")).len(), 1);
-    let _ = hs.port();
+    hs.refuse_joins(CONTROL_ROOM, true);
+    let (dir, hs) = app.stop().await;
+    let app = crate::helpers::spawn_app_in(dir, hs.clone(), Default::default()).await;
+    let joins = || hs.requests_to("POST", &format!("/join/{CONTROL_ROOM}")).len();
+    eventually("the join is refused", || joins() == 2).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(joins(), 2, "not retried with back-off: the bot waits for an invitation");
+    assert!(app.store.failed().unwrap().is_empty());
+    assert_eq!(app.store.counter("actions_failed").unwrap(), 0);
 }
 
 #[tokio::test]

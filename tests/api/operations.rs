@@ -116,8 +116,16 @@ async fn a_homeserver_that_cannot_reach_knockwarden_is_reported_with_what_to_che
     assert_eq!(notice.len(), 1, "{notice:#?}");
     assert!(notice[0].contains("registration's `url`") && notice[0].contains("appservice.listen"), "{}", notice[0]);
     assert_eq!(app.homeserver.requests_to("POST", "/appservice/knockwarden/ping").len(), 3, "tried three times");
-    // Still running: knocks are handled.
-    assert_eq!(app.client.get(format!("{}/health", app.address)).send().await.unwrap().status(), 200);
+    // Still running: knocks are handled; but not ready, and both say why.
+    let health = app.client.get(format!("{}/health", app.address)).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let health: Value = health.json().await.unwrap();
+    assert_eq!(health["ping"], "failed", "{health}");
+    let (status, body) = ready(&app).await;
+    assert_eq!(status, 503, "{body}");
+    let reasons = body["reasons"].as_array().unwrap();
+    assert!(reasons.iter().any(|r| r.as_str().unwrap().contains("ping failed")), "{body}");
+    assert_eq!(health["not_ready"].as_array().unwrap(), reasons);
 }
 
 #[tokio::test]

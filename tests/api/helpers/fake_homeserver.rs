@@ -51,6 +51,8 @@ struct State {
     /// Invites, kicks and bans of users of these servers are answered only after this long
     /// (Synapse waiting on a remote server that never answers).
     server_delays: Vec<(String, std::time::Duration)>,
+    /// Joins of these rooms or aliases are refused with 403 (the bot is not invited).
+    refused_joins: std::collections::HashSet<String>,
     /// Down: new connections are refused (the server is stopped), and any kept-alive
     /// connection gets 503.
     down: bool,
@@ -90,10 +92,6 @@ impl FakeHomeserver {
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
     }
 
     /// Stops answering (connections are then refused).
@@ -202,6 +200,16 @@ impl FakeHomeserver {
         self.state.lock().unwrap().bot_rooms = Some(rooms.iter().map(|r| r.to_string()).collect());
     }
 
+    /// Joins of `target` (a room ID or alias) are refused with 403 `M_FORBIDDEN` while
+    /// `refused`, as Synapse refuses to join an invite-only room the bot is not invited to.
+    pub fn refuse_joins(&self, target: &str, refused: bool) {
+        let mut st = self.state.lock().unwrap();
+        match refused {
+            true => st.refused_joins.insert(target.to_owned()),
+            false => st.refused_joins.remove(target),
+        };
+    }
+
     pub fn set_alias(&self, alias: &str, room: &str) {
         self.state.lock().unwrap().aliases.insert(alias.to_owned(), room.to_owned());
     }
@@ -269,6 +277,9 @@ fn respond(req: &HttpRequest, body: &web::Bytes, state: &web::Data<Mutex<State>>
     let method = req.method().as_str();
     match (method, parts.iter().map(String::as_str).collect::<Vec<_>>().as_slice()) {
         ("POST", ["join", target]) => {
+            if st.refused_joins.contains(*target) {
+                return matrix_error(403, "M_FORBIDDEN", "You are not invited to this room.");
+            }
             let room = st.aliases.get(*target).cloned().unwrap_or_else(|| target.to_string());
             if room.starts_with('#') {
                 return matrix_error(404, "M_NOT_FOUND", "Room alias not found");
