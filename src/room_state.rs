@@ -2,14 +2,17 @@
 //! from pushed events by the worker, fetched from the homeserver when the bot joins, and the
 //! warnings posted when knocking cannot work as configured.
 
+use std::collections::BTreeMap;
+
 use ruma::RoomId;
 use serde_json::Value;
 
 use crate::{
     notices,
     pipeline::{Shared, knocks},
+    power,
     runner::ActionError,
-    storage::{Action, RoomRecord, Store, StoreError},
+    storage::{Action, FailCause, Op, RoomRecord, Store, StoreError, T},
 };
 
 /// The state event types knockwarden follows.
@@ -68,9 +71,12 @@ pub fn check_warnings(shared: &Shared, room: &str, rec: &mut RoomRecord) -> (boo
     if warnings == rec.warned {
         return (false, None);
     }
-    rec.warned = warnings.clone();
+    let had = std::mem::replace(&mut rec.warned, warnings.clone());
     if warnings.is_empty() {
-        return (true, None);
+        let label = knocks::room_label(&shared.store, room);
+        tracing::info!(room, "knocking works as configured now");
+        let text = format!("✅ Knocking in {label} works as configured now (before: {}).", had.join("; "));
+        return (true, Some(notices::with_block(&text, None)));
     }
     for w in &warnings {
         tracing::warn!(room, "{w}");
@@ -79,19 +85,60 @@ pub fn check_warnings(shared: &Shared, room: &str, rec: &mut RoomRecord) -> (boo
     (true, Some(notices::with_block("⚠️ Knocking cannot work as configured:", Some(&text))))
 }
 
-/// Checks the warnings of a room as the store holds it, writing what changed (after a fetch).
+/// Checks the warnings of a room as the store holds it, writing what changed, and puts back
+/// in the queue what failed for lack of a power the bot has now (after a fetch).
 pub fn warn_if_changed(shared: &Shared, room: &str) -> Result<(), StoreError> {
     let store = &shared.store;
     store.serialized(|| {
         let mut rec = store.room(room)?.unwrap_or_default();
+        let mut ops = power_regained(shared, room, &rec)?;
         let (changed, notice) = check_warnings(shared, room, &mut rec);
-        if !changed {
-            return Ok(());
+        if changed {
+            ops.push(Store::put_room(room, &rec));
         }
-        let mut ops = vec![Store::put_room(room, &rec)];
         if let Some(n) = notice {
             ops.push(store.outbox_push(n)?);
         }
         store.commit(&ops)
     })
+}
+
+/// Puts back in the queue the failed actions in `room` that the bot lacked the power for and
+/// has now (as `rec` says), and returns the writes of a notice saying so, one line per power.
+/// Runs under [`Store::serialized`] (the worker, or [`warn_if_changed`]).
+pub fn power_regained(shared: &Shared, room: &str, rec: &RoomRecord) -> Result<Vec<Op>, StoreError> {
+    let store = &shared.store;
+    if store.queue_depth(T::Failed) == 0 {
+        return Ok(vec![]);
+    }
+    let pl = rec.power_levels.as_ref();
+    let have = power::user_level(pl, &rec.creators, shared.bot.as_str());
+    let mut by_change: BTreeMap<&'static str, Vec<u64>> = BTreeMap::new();
+    for f in store.failed()? {
+        if let Some(FailCause::NoPower { room_id, change }) = &f.cause
+            && room_id.as_str() == room
+            && have >= power::action_level(pl, change.as_str())
+        {
+            by_change.entry(change.as_str()).or_default().push(f.number);
+        }
+    }
+    if by_change.is_empty() {
+        return Ok(vec![]);
+    }
+    let label = knocks::room_label(store, room);
+    let mut lines = Vec::new();
+    for (change, numbers) in &by_change {
+        for n in numbers {
+            store.retry_failed(*n)?;
+        }
+        tracing::info!(
+            room,
+            change,
+            count = numbers.len(),
+            "the bot has the power now: failed actions put back in the queue"
+        );
+        lines.push(format!("✅ knockwarden can now {change} in {label}: {} failed action(s) retried.", numbers.len()));
+    }
+    shared.outbox_ready.notify_one();
+    Ok(vec![store.outbox_push(notices::with_block(&lines.join("\n"), None))?])
 }

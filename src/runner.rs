@@ -38,7 +38,7 @@ use tokio::{
 use self::recorder::{Recorder, Refused};
 use crate::{
     homeserver::HsError,
-    storage::{FailedItem, Op, OutboxEntry, Store, StoreError, now_ms},
+    storage::{FailCause, FailedItem, Op, OutboxEntry, Store, StoreError, now_ms},
     supervise::{Tasks, panic_message},
 };
 
@@ -77,6 +77,10 @@ pub enum ActionError {
     /// says why, for people.
     #[error("{0}")]
     Permanent(String),
+    /// Not retryable now: the bot lacks the power to do it (`why`, for people). It is put
+    /// back in the queue when the bot gains that power.
+    #[error("{why}")]
+    NoPower { why: String, cause: FailCause },
 }
 
 impl ActionError {
@@ -85,7 +89,15 @@ impl ActionError {
         match self {
             ActionError::Homeserver(e) => e.is_transient(),
             ActionError::Store(_) => true,
-            ActionError::Permanent(_) => false,
+            ActionError::Permanent(_) | ActionError::NoPower { .. } => false,
+        }
+    }
+
+    /// Why it failed, when something can be done about it without a moderator.
+    fn cause(&self) -> Option<FailCause> {
+        match self {
+            ActionError::NoPower { cause, .. } => Some(cause.clone()),
+            _ => None,
         }
     }
 
@@ -295,11 +307,11 @@ async fn attempt<P: Perform>(
             } else {
                 e.to_string()
             };
-            give_up(&*perform, &store, seq, entry, &why)
+            give_up(&*perform, &store, seq, entry, &why, e.cause())
         }
         Err(panic) => {
             let why = format!("knockwarden failed while carrying it out (a bug): {panic}");
-            give_up(&*perform, &store, seq, entry, &why)
+            give_up(&*perform, &store, seq, entry, &why, None)
         }
     };
     let outcome = match next {
@@ -323,10 +335,17 @@ fn retry_later(store: &Store, seq: u64, mut entry: OutboxEntry, e: &ActionError)
     Next::RetryAt(Box::new(entry))
 }
 
-fn give_up<P: Perform>(perform: &P, store: &Store, seq: u64, entry: OutboxEntry, why: &str) -> Next {
+fn give_up<P: Perform>(
+    perform: &P,
+    store: &Store,
+    seq: u64,
+    entry: OutboxEntry,
+    why: &str,
+    cause: Option<FailCause>,
+) -> Next {
     tracing::error!(action = %entry.action.describe(), error = why, "action failed for good; it is kept in the failed list");
     let failed = FailedItem::Action { seq, entry: entry.clone() };
-    let recorded = store.fail(failed, why, |number| {
+    let recorded = store.fail(failed, why, cause, |number| {
         // A bug in rendering the failure must not keep the action from the failed list.
         let mut ops = std::panic::catch_unwind(AssertUnwindSafe(|| perform.record_failure(&entry, why, number)))
             .unwrap_or_else(|p| {

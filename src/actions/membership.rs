@@ -21,7 +21,7 @@ use crate::{
     pipeline::{Shared, knocks},
     power,
     runner::ActionError,
-    storage::{Action, AuditEntry, Op, Outcome, Resolution, Store, StoreError, now_ms},
+    storage::{Action, AuditEntry, FailCause, Op, Outcome, Resolution, Store, StoreError, now_ms},
 };
 
 /// What came of an invite, kick or ban.
@@ -63,10 +63,10 @@ pub async fn perform(shared: &Shared, action: &Action, fresh: bool) -> Result<Ac
             let now = shared.homeserver.state(&room, "m.room.member", user.as_str()).await?;
             match now.as_ref().and_then(|ev| ev.membership()) {
                 Some("invite" | "join") => Ok(Acted::Done),
-                _ => Err(ActionError::Permanent(refusal(shared, *change, &room, &e))),
+                _ => Err(refusal(shared, *change, &room, &e)),
             }
         }
-        Err(e) => Err(ActionError::Permanent(refusal(shared, *change, &room, &e))),
+        Err(e) => Err(refusal(shared, *change, &room, &e)),
     }
 }
 
@@ -113,17 +113,19 @@ async fn check_homeserver(
     })
 }
 
-/// Says exactly why the homeserver refused: missing power if that is it.
-fn refusal(shared: &Shared, change: MembershipChange, room: &RoomId, e: &HsError) -> String {
+/// Says exactly why the homeserver refused: missing power if that is it (then the action is
+/// put back in the queue once the bot has that power).
+fn refusal(shared: &Shared, change: MembershipChange, room: &RoomId, e: &HsError) -> ActionError {
     let rec = shared.store.room(room.as_str()).ok().flatten().unwrap_or_default();
     let pl = rec.power_levels.as_ref();
     let need = power::action_level(pl, change.as_str());
     let have = power::user_level(pl, &rec.creators, shared.bot.as_str());
     let label = knocks::room_label(&shared.store, room.as_str());
     if e.status() == Some(403) && have < need {
-        format!("knockwarden needs power level {need} to {} in {label} (it has {have})", change.as_str())
+        let why = format!("knockwarden needs power level {need} to {} in {label} (it has {have})", change.as_str());
+        ActionError::NoPower { why, cause: FailCause::NoPower { room_id: room.to_owned(), change } }
     } else {
-        format!("the homeserver refused to {} in {label}: {e}", change.as_str())
+        ActionError::Permanent(format!("the homeserver refused to {} in {label}: {e}", change.as_str()))
     }
 }
 

@@ -402,7 +402,7 @@ fn fail_event(shared: &Shared, entry: &InboxEvent, panic: &str) -> Result<(), St
         None => store.next_id()?,
     };
     let failed = FailedItem::Event { seq, item: entry.item.clone() };
-    store.fail(failed, &why, |number| {
+    store.fail(failed, &why, None, |number| {
         let mut m = Msg::new();
         m.text(&format!("⚠️ Could not handle the event {event_id}: {why}"));
         m.line().text(&format!("Kept as failed item {number}: !knock retry {number} tries again."));
@@ -505,6 +505,7 @@ fn handle(shared: &Shared, entry: &InboxEvent) -> Result<Handled, StoreError> {
             room_state::apply(&mut rec, &head.kind, content, &sender);
             rec.pushed.insert(head.kind.clone(), mark);
             if !in_control && store.bot_membership(room)? == Some(crate::storage::BotMembership::Joined) {
+                ops.extend(room_state::power_regained(shared, room, &rec)?);
                 let (_, notice) = room_state::check_warnings(shared, room, &mut rec);
                 if let Some(n) = notice {
                     ops.push(store.outbox_push(n)?);

@@ -4,9 +4,11 @@
 //! An entry moves here in the same transaction that takes it out of the outbox (or the
 //! inbox), and back in the same transaction that removes it from here.
 
+use ruma::OwnedRoomId;
 use serde::{Deserialize, Serialize};
 
 use super::{InboxItem, Op, OutboxEntry, Store, StoreError, T, now_ms};
+use crate::homeserver::MembershipChange;
 
 /// What was given up on.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -18,6 +20,15 @@ pub enum FailedItem {
     Event { seq: u64, item: InboxItem },
 }
 
+/// Why an action failed, where something can be done about it without a moderator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cause", rename_all = "snake_case")]
+pub enum FailCause {
+    /// The bot lacked the power to `change` in `room_id`: put back in the queue once it has
+    /// it (see [`crate::room_state::power_regained`]).
+    NoPower { room_id: OwnedRoomId, change: MembershipChange },
+}
+
 /// One entry of the failed list.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FailedEntry {
@@ -27,6 +38,9 @@ pub struct FailedEntry {
     /// Why it failed.
     pub error: String,
     pub failed_ms: u64,
+    /// Why it failed, when something can be done about it without a moderator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<FailCause>,
 }
 
 /// Counter of the failed-list numbers given out.
@@ -40,6 +54,7 @@ impl Store {
         &self,
         item: FailedItem,
         error: &str,
+        cause: Option<FailCause>,
         with: impl FnOnce(u64) -> Result<Vec<Op>, StoreError>,
     ) -> Result<u64, StoreError> {
         self.serialized(|| {
@@ -50,7 +65,7 @@ impl Store {
                 FailedItem::Event { seq, .. } => Store::inbox_done(*seq),
             });
             ops.push(Op::Add { counter: FAILED_NUMBER.into(), by: 1 });
-            let entry = FailedEntry { number, item, error: error.to_owned(), failed_ms: now_ms() };
+            let entry = FailedEntry { number, item, error: error.to_owned(), failed_ms: now_ms(), cause };
             ops.push(Op::put_json(T::Failed, number.to_be_bytes(), &entry));
             self.commit(&ops)?;
             Ok(number)
@@ -102,7 +117,7 @@ mod tests {
         let s = Store::open(dir.path()).unwrap();
         s.enqueue([Action::ResolveAliases]).unwrap();
         let (seq, entry) = s.outbox_first().unwrap().unwrap();
-        let n = s.fail(FailedItem::Action { seq, entry }, "refused", |_| Ok(vec![])).unwrap();
+        let n = s.fail(FailedItem::Action { seq, entry }, "refused", None, |_| Ok(vec![])).unwrap();
         assert_eq!(n, 1);
         assert_eq!(s.outbox_len(), 0);
         assert_eq!(s.failed().unwrap().len(), 1);

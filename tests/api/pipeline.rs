@@ -202,6 +202,23 @@ async fn missing_power_is_reported_exactly_and_not_retried() {
     let warnings: Vec<_> = app.notices().into_iter().filter(|n| n.contains("Knocking cannot work")).collect();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].contains("knockwarden needs power level 50 to ban"), "{}", warnings[0]);
+
+    // A moderator raises the bot's power: the kick is tried again at once, and both are said.
+    let raised = json!({"users": {BOT: 50}, "kick": 50, "ban": 50, "invite": 0});
+    app.homeserver.set_state(ROOM, "m.room.power_levels", "", "@owner:test.local", raised.clone());
+    let pl = json!({"event_id": "$pl2", "room_id": ROOM, "sender": "@owner:test.local", "state_key": "",
+                    "type": "m.room.power_levels", "content": raised, "origin_server_ts": 2});
+    assert_eq!(app.put_txn("2", &json!({"events": [pl]})).await.status(), 200);
+    eventually("the kick is tried again", || app.posts("kick").len() == 2).await;
+    eventually("the failed list is empty", || app.store.failed().unwrap().is_empty()).await;
+    eventually("said", || {
+        app.notices().iter().any(|n| n.contains("can now kick in !r:test.local: 1 failed action(s) retried"))
+    })
+    .await;
+    assert!(app.notices().iter().any(|n| n.contains("works as configured now")), "{:#?}", app.notices());
+    eventually("settled", || settled(&app)).await;
+    let e = app.store.audit_all().unwrap().into_iter().find(|e| e.user_id == "@bob:elsewhere.example").unwrap();
+    assert!(!matches!(e.outcome, Outcome::Failed(_)), "{:?}", e.outcome);
 }
 
 /// The knock and what a moderator did about it arrive together, before the worker has
