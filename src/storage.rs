@@ -93,6 +93,9 @@ pub enum StoreError {
         "the database was written by a newer knockwarden (format {found}; this one reads up to {supported}): run that version, or restore a backup made with this one"
     )]
     TooNew { found: u32, supported: u32 },
+    /// Another process (a running knockwarden) holds the database.
+    #[error("the database is in use by another process (a running knockwarden?): stop it first")]
+    InUse,
 }
 
 /// Handle on the database; cheap to clone.
@@ -185,6 +188,8 @@ impl Store {
     /// Opens (creating if needed) the database directory.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = open_db(path)?;
+        // sled recovered nothing: the directory was empty, the database is new.
+        let new = !db.was_recovered();
         let found = format_of(&db.open_tree(TREE_NAMES[T::Meta as usize])?)?;
         if found > FORMAT {
             return Err(StoreError::TooNew { found, supported: FORMAT });
@@ -213,7 +218,7 @@ impl Store {
             failed: Default::default(),
             depth: std::sync::Arc::new(depth),
         };
-        store.upgrade()?;
+        store.upgrade(new)?;
         Ok(store)
     }
 
@@ -224,16 +229,17 @@ impl Store {
     /// and memberships by user, which nothing reads now: those trees are dropped. Records
     /// themselves are read compatibly (old free-text resolutions, string IDs, actions without
     /// a knock event).
-    fn upgrade(&self) -> Result<(), StoreError> {
+    /// A `new` database has nothing to upgrade: its format is recorded.
+    fn upgrade(&self, new: bool) -> Result<(), StoreError> {
         let found = format_of(self.tree(T::Meta))?;
         if found >= FORMAT {
             return Ok(());
         }
+        if new {
+            tracing::info!(format = FORMAT, "a new database");
         // Databases of the first indexing release recorded it under its own key.
-        if self.get_meta("indexes_built")?.is_none() {
-            if found > 0 {
-                tracing::info!(from = found, to = FORMAT, "upgrading the database");
-            }
+        } else if self.get_meta("indexes_built")?.is_none() {
+            tracing::info!(from = found, to = FORMAT, "upgrading the database");
             self.index_reviews()?;
             self.index_times()?;
         }
@@ -712,7 +718,10 @@ fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
     loop {
         let config = sled::Config::new().path(path).mode(sled::Mode::HighThroughput).cache_capacity(CACHE_CAPACITY);
         match config.open() {
-            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") && tries < 50 => {
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                if tries == 50 {
+                    return Err(StoreError::InUse);
+                }
                 tries += 1;
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }

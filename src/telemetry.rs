@@ -1,4 +1,7 @@
 //! Logging: `tracing` to stderr, pretty or JSON, level from `RUST_LOG` (default `info`).
+//! Colours only when stderr is a terminal (never in a file or the journal), never in JSON.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::{EnvFilter, fmt};
 
@@ -11,7 +14,7 @@ pub fn init(format: LogFormat) {
     });
     let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
-        LogFormat::Pretty => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Pretty => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Json => builder.with_ansi(false).json().flatten_event(true).try_init(),
     };
 }

@@ -48,9 +48,10 @@ fn open(path: &Path) -> Result<Store, String> {
         return Err(format!("{}: no database there", path.display()));
     }
     Store::open(path).map_err(|e| match e {
-        StoreError::Sled(sled::Error::Io(io)) if io.to_string().contains("lock") => {
-            format!("{}: the database is in use: stop knockwarden first ({io})", path.display())
-        }
+        StoreError::InUse => format!(
+            "{}: the database is in use by a running knockwarden: stop it first (while it runs, GET /health shows its queues)",
+            path.display()
+        ),
         other => format!("{}: cannot open the database: {other}", path.display()),
     })
 }

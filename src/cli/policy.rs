@@ -139,14 +139,47 @@ fn version_label(config: &Config, hash: &str) -> String {
     }
 }
 
+/// What the service's stored look-ups say of `room`: for a room ID, the policies' aliases
+/// that name it; for an alias, the room it names (if looked up). Err: why they cannot be read.
+fn stored_names(config: &Config, set: &PolicySet, room: &str) -> Result<Vec<String>, String> {
+    if !config.database.exists() {
+        return Err("there is no database yet to hold the service's look-ups".into());
+    }
+    let store = Store::open(&config.database)
+        .map_err(|_| "the database is in use by a running knockwarden, so its look-ups cannot be read".to_owned())?;
+    let looked_up = |alias: &str| store.alias(alias).ok().flatten().flatten();
+    if room.starts_with('#') {
+        return Ok(looked_up(room).into_iter().collect());
+    }
+    Ok(set.room_aliases().filter(|a| looked_up(a).as_deref() == Some(room)).cloned().collect())
+}
+
 fn explain(config_file: &Path, a: &ExplainArgs) -> Result<(), String> {
     let config = load_config(config_file)?;
     ruma::UserId::parse(a.user).map_err(|e| format!("--user: `{}` is not a user ID: {e}", a.user))?;
     let sources = read_dir(&config.policies).map_err(|e| e.to_string())?;
     let set =
         PolicySet::load(&sources).map_err(|p| format!("the policy files have problems:\n{}", format_problems(&p)))?;
-    let Some(policy) = set.policy_for(a.room, &[]) else {
+    // The policies may name the room by an alias: the service's stored look-ups say which.
+    let known = stored_names(&config, &set, a.room);
+    let (room_id, names) = match (&known, a.room.starts_with('#')) {
+        (Ok(names), true) => (names.first().cloned().unwrap_or_else(|| a.room.to_owned()), vec![a.room.to_owned()]),
+        (Ok(names), false) => (a.room.to_owned(), names.clone()),
+        (Err(_), _) => (a.room.to_owned(), vec![]),
+    };
+    let Some(policy) = set.policy_for(&room_id, &names) else {
         println!("No policy governs {}: a knock there is left alone.", a.room);
+        let aliases: Vec<&String> = set.room_aliases().collect();
+        if !a.room.starts_with('#') && !aliases.is_empty() {
+            let why = match &known {
+                Ok(_) => "the service has not looked them up to this room".to_owned(),
+                Err(why) => why.clone(),
+            };
+            println!(
+                "Note: policies name rooms by alias ({}), and {why}. Give the alias with --room, or ask `!knock explain` in the control room.",
+                aliases.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ")
+            );
+        }
         return Ok(());
     };
     let windows = set.windows();
@@ -173,7 +206,7 @@ fn explain(config_file: &Path, a: &ExplainArgs) -> Result<(), String> {
     let view = lists.as_ref().map(|l| l.view());
     let knock = Knock {
         user: a.user,
-        room: a.room,
+        room: &room_id,
         reason: a.reason,
         displayname: a.displayname,
         member_of: a.member_of,

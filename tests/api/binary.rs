@@ -318,6 +318,8 @@ async fn tokens_never_appear_in_the_logs() {
     assert!(log.contains("/_matrix/app/v1/transactions/1"), "requests are logged:\n{log}");
     assert!(!log.contains(&reg.hs_token), "the hs_token is in the logs");
     assert!(!log.contains(&reg.as_token), "the as_token is in the logs");
+    assert!(!log.contains('\x1b'), "no colour codes in a log file:\n{log}");
+    assert!(!log.contains("upgrading"), "a new database is not upgraded:\n{log}");
 }
 
 /// Killed (SIGKILL) again and again while transactions stream in, sometimes with one in

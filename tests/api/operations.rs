@@ -261,7 +261,9 @@ async fn db_stats_backup_and_restore_round_trip() {
 
     // While knockwarden runs, the database is in use.
     let (ok, text) = db_command(&config, &["stats"]);
-    assert!(!ok && text.contains("the database is in use: stop knockwarden first"), "{text}");
+    assert!(!ok && text.contains("the database is in use by a running knockwarden: stop it first"), "{text}");
+    assert_eq!(text.trim().lines().count(), 1, "one line, no Rust dump: {text}");
+    assert!(!text.contains("Os {"), "{text}");
 
     let (dir, hs) = app.stop().await;
     let (ok, text) = db_command(&config, &["stats"]);

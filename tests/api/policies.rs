@@ -91,6 +91,36 @@ fn policy_check_defaults_to_the_configured_directory_and_explain_explains() {
 }
 
 #[test]
+fn explain_for_a_room_id_finds_the_policy_that_names_it_by_alias() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::helpers::write_config(dir.path(), "http://127.0.0.1:1", &AppOptions::default());
+    let by_alias = GOOD.replace("!r:test.local", "#support:test.local");
+    std::fs::write(dir.path().join("policies/p.yaml"), by_alias).unwrap();
+    let explain = |room: &str| {
+        let out = knockwarden()
+            .args(["policy", "explain", "--room", room, "--user", "@eve:test.local", "-c"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // No database yet: the policy names the room by alias, and the output says so.
+    let said = explain("!r:test.local");
+    assert!(said.contains("No policy governs !r:test.local"), "{said}");
+    assert!(said.contains("policies name rooms by alias (#support:test.local)") && said.contains("--room"), "{said}");
+    assert!(explain("#support:test.local").contains("decision: accept"), "by its alias");
+
+    // The service looked the alias up: the room ID finds the policy.
+    let store = Store::open(&dir.path().join("db")).unwrap();
+    store.commit(&[Store::put_alias("#support:test.local", Some("!r:test.local"))]).unwrap();
+    store.flush_blocking().unwrap();
+    drop(store);
+    let said = explain("!r:test.local");
+    assert!(said.contains("decision: accept") && said.contains("policy:   p ("), "{said}");
+}
+
+#[test]
 fn policy_versions_rollback_and_a_refused_start() {
     let dir = tempfile::tempdir().unwrap();
     let pdir = dir.path().join("policies");
