@@ -127,7 +127,7 @@ def start(demo):
     binary = os.environ.get("KNOCKWARDEN_BIN") or ROOT / "target/debug/knockwarden"
 
     # knockwarden: config, the example support policy for #support:localhost, registration.
-    policy = (ROOT / "policies/support.yaml").read_text().replace("#support:example.org", f"#support:{SERVER}")
+    policy = (ROOT / "policies/examples/support.yaml").read_text().replace("#support:example.org", f"#support:{SERVER}")
     (demo / "policies/support.yaml").write_text(policy)
     (demo / "config.yaml").write_text(
         f"""homeserver:

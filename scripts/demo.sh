@@ -3,7 +3,7 @@
 #
 #   scripts/demo.sh        sets up a local Synapse (installed from PyPI into target/synapse-venv),
 #                          registers knockwarden with it, creates a knock-only room governed by the
-#                          example policy policies/support.yaml and a control room, makes one user
+#                          example policy policies/examples/support.yaml and a control room, makes one user
 #                          knock who is let in and one who is refused, and prints what happened.
 #                          Synapse and knockwarden keep running for you to explore with a client.
 #   scripts/demo.sh stop   stops them.

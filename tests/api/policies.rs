@@ -21,9 +21,17 @@ const BROKEN: &str =
     "rooms: [\"!r:test.local\"]\nrules:\n  - name: locals\n    when: { servr: test.local }\n    action: accept\n";
 
 #[test]
-fn the_shipped_examples_pass_policy_check() {
+fn the_shipped_policies_pass_policy_check_and_the_examples_are_not_loaded() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/policies");
     let out = knockwarden().args(["policy", "check", dir]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    // The directory a new admin copies: one policy, naming no alias (nothing to look up).
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.contains("my-room.yaml: ok: policy `my-room`"), "{stdout}");
+    assert!(!stdout.contains('#'), "no alias to look up: {stdout}");
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/policies/examples");
+    let out = knockwarden().args(["policy", "check", examples]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     for name in ["community", "support", "strict"] {
