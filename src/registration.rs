@@ -13,7 +13,7 @@ use ruma::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistrationError {
-    #[error("{path}: cannot read the registration: {source}")]
+    #[error("{path}: cannot read the registration: {source}{}", read_hint(source))]
     Read {
         path: String,
         #[source]
@@ -31,6 +31,16 @@ pub enum RegistrationError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// What to do about an unreadable registration, when it is a matter of permissions.
+fn read_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            " (knockwarden's user must own it, mode 0600; the homeserver reads its own copy: docs/OPERATIONS.md, \"As a systemd service\")"
+        }
+        _ => "",
+    }
 }
 
 /// A loaded registration with the bot's user ID worked out.

@@ -625,7 +625,7 @@ fn the_checked_in_schema_is_current() {
 
 #[test]
 fn the_schema_model_and_the_reader_agree_on_the_examples() {
-    for name in ["community", "support", "strict"] {
+    for name in ["my-room", "examples/community", "examples/support", "examples/strict"] {
         let path = format!("{}/policies/{name}.yaml", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(&path).unwrap();
         let model: Result<format::PolicyFile, _> = serde_yaml::from_str(&text);

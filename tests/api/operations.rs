@@ -306,7 +306,7 @@ fn the_systemd_unit_verifies() {
     for key in [
         "Type=exec",
         "Restart=on-failure",
-        "DynamicUser=yes",
+        "User=knockwarden",
         "StateDirectory=knockwarden",
         "ProtectSystem=strict",
         "NoNewPrivileges=yes",

@@ -3,6 +3,7 @@
 //! Every assertion reads what the homeserver reports (memberships, control-room messages),
 //! not knockwarden's own belief. If Synapse cannot be installed or started, the tests fail.
 
+mod checklist;
 mod client;
 mod homeserver;
 mod knockwarden;

@@ -262,6 +262,13 @@ rc_invites:
         self.proc = Some(proc);
     }
 
+    /// Lists an appservice registration in `homeserver.yaml` (read at the next start).
+    pub fn add_appservice(&self, registration: &Path) {
+        let mut config = std::fs::read_to_string(&self.config).unwrap();
+        config.push_str(&format!("app_service_config_files: [\"{}\"]\n", registration.display()));
+        std::fs::write(&self.config, config).unwrap();
+    }
+
     /// SIGTERM, and wait for it to exit.
     pub fn stop(&mut self) {
         if let Some(mut p) = self.proc.take() {

@@ -70,13 +70,36 @@ log_format: pretty
         }
     }
 
+    /// A knockwarden whose config (listening on `port`) and registration were written by the
+    /// test itself, as an admin would, in `dir`.
+    pub fn written(dir: &Path, config: &Path, registration: &Path, port: u16, server_name: &str) -> Knockwarden {
+        let reg: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(registration).unwrap()).unwrap();
+        Knockwarden {
+            dir: dir.to_owned(),
+            config: config.to_owned(),
+            port,
+            proc: None,
+            as_token: reg["as_token"].as_str().unwrap().to_owned(),
+            bot: format!("@knockwarden:{server_name}"),
+        }
+    }
+
+    /// `knockwarden serve -c CONFIG` as this test's process would run it.
+    pub fn serve_command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_knockwarden"));
+        cmd.args(["serve", "-c"]).arg(&self.config);
+        cmd
+    }
+
     /// Starts the binary and waits for `/health`.
     pub async fn start(&mut self) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_knockwarden"));
-        cmd.args(["serve", "-c"])
-            .arg(&self.config)
-            .env_remove("KNOCKWARDEN_CONFIG")
-            .env("RUST_LOG", "info,knockwarden=debug");
+        let cmd = self.serve_command();
+        self.start_command(cmd).await;
+    }
+
+    /// Starts `cmd` (a `knockwarden serve`) and waits for `/health`.
+    pub async fn start_command(&mut self, mut cmd: Command) {
+        cmd.env_remove("KNOCKWARDEN_CONFIG").env("RUST_LOG", "info,knockwarden=debug");
         let mut proc = Proc::spawn("knockwarden", cmd, &self.dir.join("knockwarden.log"));
         let client = reqwest::Client::new();
         for _ in 0..600 {
