@@ -1,6 +1,8 @@
-//! The command line: `serve`, `generate-registration`, `policy` and `db`.
+//! The command line: `serve`, `generate-registration`, `policy`, `db`, `doctor`, and the
+//! shell completions and manual page.
 
 mod db;
+mod doctor;
 mod generate;
 mod policy;
 
@@ -40,6 +42,20 @@ pub enum Command {
     /// The database: stats, backup, restore (with the service stopped).
     #[command(subcommand)]
     Db(db::DbCommand),
+    /// Check the installation, in order, and say what to fix (exit 0 only when all hold).
+    Doctor(doctor::DoctorArgs),
+    /// Print shell completions for bash, zsh or fish.
+    Completions { shell: CompletionShell },
+    /// Print the manual page (roff).
+    Manpage,
+}
+
+/// The shells `knockwarden completions` writes for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 /// Entry point of the binary.
@@ -50,6 +66,9 @@ pub fn main() -> ExitCode {
         Command::GenerateRegistration(args) => generate::run(&args),
         Command::Policy(cmd) => policy::run(&cmd),
         Command::Db(cmd) => db::run(&cmd),
+        Command::Doctor(args) => doctor::run(&args),
+        Command::Completions { shell } => completions(shell),
+        Command::Manpage => manpage(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -58,6 +77,24 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn completions(shell: CompletionShell) -> Result<(), String> {
+    use clap::CommandFactory;
+    let shell = match shell {
+        CompletionShell::Bash => clap_complete::Shell::Bash,
+        CompletionShell::Zsh => clap_complete::Shell::Zsh,
+        CompletionShell::Fish => clap_complete::Shell::Fish,
+    };
+    clap_complete::generate(shell, &mut Cli::command(), "knockwarden", &mut std::io::stdout());
+    Ok(())
+}
+
+fn manpage() -> Result<(), String> {
+    use clap::CommandFactory;
+    clap_mangen::Man::new(Cli::command())
+        .render(&mut std::io::stdout())
+        .map_err(|e| format!("cannot write the manual page: {e}"))
 }
 
 fn serve(config: &std::path::Path) -> Result<(), String> {

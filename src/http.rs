@@ -56,6 +56,30 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(web::resource("/ready").route(web::get().to(ready)).default_service(web::to(wrong_method)));
 }
 
+/// The appservice ping alone, checked with `hs_token`: what `knockwarden doctor` answers on
+/// `appservice.listen` while the service is stopped, so the homeserver's ping can be checked.
+pub fn serve_ping_only(listener: std::net::TcpListener, hs_token: String) -> std::io::Result<actix_web::dev::Server> {
+    let token = web::Data::new(hs_token);
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(token.clone())
+            .route("/_matrix/app/v1/ping", web::post().to(ping_only))
+            .default_service(web::to(unknown_route))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(0)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+async fn ping_only(req: actix_web::HttpRequest, token: web::Data<String>) -> Result<HttpResponse, ApiError> {
+    let (bearer, query) = auth::presented(&req);
+    auth::check(bearer.as_deref(), query.as_deref(), &token)?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({})))
+}
+
 /// For `App::default_service`: any other path.
 pub async fn unknown_route() -> Result<HttpResponse, ApiError> {
     Err(ApiError::unrecognized_route())

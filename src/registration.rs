@@ -50,6 +50,11 @@ pub struct AppRegistration {
     pub as_token: String,
     pub hs_token: String,
     pub bot_user_id: OwnedUserId,
+    /// Where the homeserver pushes transactions (the registration's `url`).
+    pub url: Option<String>,
+    /// Whether the users namespace claims the bot's user ID (the homeserver then lets the
+    /// as_token act as it).
+    pub claims_bot: bool,
 }
 
 // Tokens never appear in logs, not even in Debug output.
@@ -88,7 +93,10 @@ impl AppRegistration {
         let bot_user_id = UserId::parse_with_server_name(reg.sender_localpart.as_str(), server_name).map_err(|e| {
             invalid("sender_localpart", &format!("`{}` is not a valid localpart: {e}", reg.sender_localpart))
         })?;
-        Ok(Self { id: reg.id, as_token: reg.as_token, hs_token: reg.hs_token, bot_user_id })
+        let claims_bot = reg.namespaces.users.iter().any(|ns| {
+            regex::Regex::new(&format!("^(?:{})$", ns.regex)).is_ok_and(|r| r.is_match(bot_user_id.as_str()))
+        });
+        Ok(Self { id: reg.id, as_token: reg.as_token, hs_token: reg.hs_token, bot_user_id, url: reg.url, claims_bot })
     }
 }
 

@@ -185,6 +185,18 @@ fn queue_index(t: T) -> Option<usize> {
 }
 
 impl Store {
+    /// The format of the database at `path`, read without opening it for use (nothing is
+    /// upgraded or written): for `knockwarden doctor`. [`StoreError::InUse`] while a running
+    /// knockwarden holds it, [`StoreError::TooNew`] when this version cannot read it.
+    pub fn inspect(path: &Path) -> Result<u32, StoreError> {
+        let db = open_db(path)?;
+        let found = format_of(&db.open_tree(TREE_NAMES[T::Meta as usize])?)?;
+        if found > FORMAT {
+            return Err(StoreError::TooNew { found, supported: FORMAT });
+        }
+        Ok(found)
+    }
+
     /// Opens (creating if needed) the database directory.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = open_db(path)?;

@@ -15,8 +15,10 @@ use matrix_sdk::{
     ruma::api::{
         MatrixVersion,
         client::{
+            account,
             alias::get_alias,
             appservice::request_ping,
+            discovery,
             membership::{
                 ban_user, get_member_events, invite_user, join_room_by_id_or_alias, joined_members, joined_rooms,
                 kick_user, leave_room,
@@ -65,6 +67,19 @@ impl MatrixHomeserver {
 
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// The spec versions the homeserver says it supports (`GET /_matrix/client/versions`, no
+    /// token needed).
+    pub async fn versions(&self) -> Result<Vec<String>, HsError> {
+        let req = discovery::get_supported_versions::Request::new();
+        let config = RequestConfig::new().disable_retry().timeout(REQUEST_TIMEOUT).skip_auth();
+        Ok(self.client.send(req).with_request_config(config).await.map_err(hs_error)?.versions)
+    }
+
+    /// Who the homeserver says the as_token acts as (`GET /account/whoami`).
+    pub async fn whoami(&self) -> Result<ruma::OwnedUserId, HsError> {
+        Ok(self.client.send(account::whoami::v3::Request::new()).await.map_err(hs_error)?.user_id)
     }
 }
 

@@ -13,7 +13,7 @@ use crate::error::ApiError;
 pub struct HsAuth;
 
 /// The tokens a request presents.
-fn presented(req: &HttpRequest) -> (Option<String>, Option<String>) {
+pub(super) fn presented(req: &HttpRequest) -> (Option<String>, Option<String>) {
     let bearer = req
         .headers()
         .get(header::AUTHORIZATION)

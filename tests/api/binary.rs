@@ -126,6 +126,25 @@ fn version_and_help_on_every_subcommand() {
     }
 }
 
+#[test]
+fn completions_and_the_manual_page_are_printed() {
+    for (shell, mark) in
+        [("bash", "_knockwarden()"), ("zsh", "#compdef knockwarden"), ("fish", "complete -c knockwarden")]
+    {
+        let out = knockwarden().args(["completions", shell]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{shell}");
+        assert!(text.contains(mark), "{shell}: {text}");
+        assert!(text.contains("doctor") && text.contains("generate-registration"), "{shell} completes the subcommands");
+    }
+    let out = knockwarden().arg("manpage").output().unwrap();
+    let man = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(man.contains(".TH knockwarden 1") && man.contains("doctor"), "{man}");
+    let out = knockwarden().args(["completions", "tcsh"]).output().unwrap();
+    assert!(!out.status.success(), "an unknown shell is refused");
+}
+
 /// The binary runs on jemalloc with the settings of `knockwarden::memory` (jemalloc prints
 /// its options at exit when asked to, and warns on a setting it does not know).
 #[test]

@@ -235,3 +235,22 @@ pub fn member_event(event_id: &str, room: &str, sender: &str, user: &str, member
         "type": "m.room.member", "content": {"membership": membership}, "origin_server_ts": 1_795_403_555_095u64, "unsigned": {}
     })
 }
+
+/// Runs `knockwarden doctor -c CONFIG [args]` (on a blocking thread: the fake homeserver may
+/// run on this test's runtime); returns whether it exited 0, and its stdout.
+pub async fn doctor(config: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let (config, args) = (config.to_owned(), args.iter().map(|a| a.to_string()).collect::<Vec<_>>());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_knockwarden"))
+            .arg("doctor")
+            .arg("-c")
+            .arg(config)
+            .args(args)
+            .env_remove("KNOCKWARDEN_CONFIG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+}

@@ -4,6 +4,7 @@
 mod ban_lists;
 mod binary;
 mod control;
+mod doctor;
 mod first_hour;
 mod helpers;
 mod hostile;

@@ -530,6 +530,25 @@ async fn synapse_knocks_over_federation() {
     .await;
 }
 
+/// `knockwarden doctor` in this suite's setup: every check holds while knockwarden runs (it
+/// reads `/health` and `/ready`) and once it is stopped (it answers the homeserver's ping).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synapse_doctor_holds_while_knockwarden_runs_and_when_it_is_stopped() {
+    let mut env = Env::start(&[LOBBY], lobby_policy).await;
+    let (ok, out) = crate::helpers::doctor(&env.kw.config, &[]).await;
+    assert!(ok, "{out}");
+    assert_eq!(out.lines().filter(|l| l.starts_with('✓')).count(), 9, "{out}");
+    assert!(out.contains("in use by the running knockwarden"), "{out}");
+    env.kw.proc.take().unwrap().stop();
+    let (ok, out) = crate::helpers::doctor(&env.kw.config, &[]).await;
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("doctor answered for the stopped service")
+            && out.contains(&format!("format {}", ::knockwarden::storage::FORMAT)),
+        "{out}"
+    );
+}
+
 /// `scripts/demo.sh`'s steps (after its build and install): one user let in, one refused, both
 /// reported in the control room; then `stop` stops exactly what it started.
 #[test]

@@ -51,6 +51,10 @@ struct State {
     /// Invites, kicks and bans of users of these servers are answered only after this long
     /// (Synapse waiting on a remote server that never answers).
     server_delays: Vec<(String, std::time::Duration)>,
+    /// The appservice registered with the fake, as a homeserver knows it from its copy of
+    /// the registration: (url, as_token, hs_token). When set, `whoami` checks the as_token and
+    /// the appservice ping calls knockwarden's `/ping` with the hs_token.
+    appservice: Option<(String, String, String)>,
     /// Joins of these rooms or aliases are refused with 403 (the bot is not invited).
     refused_joins: std::collections::HashSet<String>,
     /// Down: new connections are refused (the server is stopped), and any kept-alive
@@ -210,6 +214,11 @@ impl FakeHomeserver {
         };
     }
 
+    /// Registers an appservice, as a homeserver reads its copy of the registration.
+    pub fn register_appservice(&self, url: &str, as_token: &str, hs_token: &str) {
+        self.state.lock().unwrap().appservice = Some((url.to_owned(), as_token.to_owned(), hs_token.to_owned()));
+    }
+
     pub fn set_alias(&self, alias: &str, room: &str) {
         self.state.lock().unwrap().aliases.insert(alias.to_owned(), room.to_owned());
     }
@@ -238,6 +247,11 @@ async fn answer(req: HttpRequest, body: web::Bytes, state: web::Data<Mutex<State
         authorization: req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned),
     };
     let user = recorded.body["user_id"].as_str().map(str::to_owned);
+    let appservice = state.lock().unwrap().appservice.clone();
+    if let Some((url, _, hs_token)) = appservice.filter(|_| path.starts_with("/_matrix/client/v1/appservice/")) {
+        state.lock().unwrap().requests.push(recorded);
+        return ping_appservice(&url, &hs_token).await;
+    }
     let response = respond(&req, &body, &state, recorded);
     let delay = {
         let st = state.lock().unwrap();
@@ -252,6 +266,25 @@ async fn answer(req: HttpRequest, body: web::Bytes, state: web::Data<Mutex<State
         tokio::time::sleep(d).await;
     }
     response
+}
+
+/// Like Synapse's appservice ping: calls the appservice's `/ping` with the hs_token.
+async fn ping_appservice(url: &str, hs_token: &str) -> HttpResponse {
+    let started = std::time::Instant::now();
+    let res = reqwest::Client::new()
+        .post(format!("{url}/_matrix/app/v1/ping"))
+        .bearer_auth(hs_token)
+        .json(&json!({}))
+        .timeout(std::time::Duration::from_secs(5))
+        .send()
+        .await;
+    match res {
+        Ok(r) if r.status().is_success() => {
+            HttpResponse::Ok().json(json!({"duration_ms": started.elapsed().as_millis() as u64}))
+        }
+        Ok(r) => matrix_error(502, "M_BAD_STATUS", &format!("the appservice answered {}", r.status())),
+        Err(e) => matrix_error(502, "M_CONNECTION_FAILED", &e.to_string()),
+    }
 }
 
 /// The answer, as of the moment the request arrived.
@@ -272,6 +305,9 @@ fn respond(req: &HttpRequest, body: &web::Bytes, state: &web::Data<Mutex<State>>
         return res.json(body);
     }
 
+    if path == "/_matrix/client/versions" {
+        return HttpResponse::Ok().json(json!({"versions": ["v1.11", "v1.12"]}));
+    }
     let rest = path.strip_prefix("/_matrix/client/v3/").unwrap_or("");
     let parts: Vec<String> = rest.split('/').map(decode).collect();
     let method = req.method().as_str();
@@ -287,6 +323,15 @@ fn respond(req: &HttpRequest, body: &web::Bytes, state: &web::Data<Mutex<State>>
             HttpResponse::Ok().json(json!({"room_id": room}))
         }
         ("POST", ["rooms", _room, "leave"]) => HttpResponse::Ok().json(json!({})),
+        ("GET", ["account", "whoami"]) => {
+            let presented = req.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+            match &st.appservice {
+                Some((_, as_token, _)) if presented != format!("Bearer {as_token}") => {
+                    matrix_error(401, "M_UNKNOWN_TOKEN", "Unrecognised access token")
+                }
+                _ => HttpResponse::Ok().json(json!({"user_id": "@knockwarden:test.local"})),
+            }
+        }
         ("POST", ["rooms", room, verb @ ("invite" | "kick" | "ban")]) => {
             if st.flaky {
                 st.flaky_count += 1;
