@@ -145,6 +145,49 @@ fn completions_and_the_manual_page_are_printed() {
     assert!(!out.status.success(), "an unknown shell is refused");
 }
 
+/// What the Debian package ships beside the binary is what this binary and the checked-in
+/// files say: the completions and the manual page as the binary prints them, the unit and the
+/// config as `contrib/knockwarden.service` and `config.example.yaml` with only their paths
+/// changed. Regenerate the printed ones with
+/// `for s in bash zsh fish; do knockwarden completions $s; done` (into `contrib/completions/`:
+/// `knockwarden.bash`, `_knockwarden`, `knockwarden.fish`) and `knockwarden manpage >
+/// contrib/knockwarden.1`.
+#[test]
+fn the_packaged_files_are_up_to_date() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let printed = |args: &[&str]| String::from_utf8(knockwarden().args(args).output().unwrap().stdout).unwrap();
+    for (args, file) in [
+        (&["completions", "bash"][..], "contrib/completions/knockwarden.bash"),
+        (&["completions", "zsh"], "contrib/completions/_knockwarden"),
+        (&["completions", "fish"], "contrib/completions/knockwarden.fish"),
+        (&["manpage"], "contrib/knockwarden.1"),
+    ] {
+        let checked_in = std::fs::read_to_string(root.join(file)).unwrap();
+        assert!(checked_in == printed(args), "{file} is stale: `knockwarden {} > {file}`", args.join(" "));
+    }
+    // Past their opening comments, the packaged unit and config are the manual ones with their
+    // paths changed.
+    let body = |file: &str| {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        text.lines().skip_while(|l| l.starts_with('#')).collect::<Vec<_>>().join("\n")
+    };
+    assert_eq!(
+        body("contrib/debian/knockwarden.service"),
+        body("contrib/knockwarden.service")
+            .replace("ExecStart=/usr/local/bin/knockwarden ", "ExecStart=/usr/bin/knockwarden ")
+    );
+    // The version is said alike in Cargo.toml, the changelog and the package's changelog.
+    let version = env!("CARGO_PKG_VERSION");
+    let changelog = std::fs::read_to_string(root.join("CHANGELOG.md")).unwrap();
+    assert!(changelog.contains(&format!("\n## [{version}] - ")), "CHANGELOG.md has no entry for {version}");
+    let debian = std::fs::read_to_string(root.join("contrib/debian/changelog")).unwrap();
+    assert!(debian.starts_with(&format!("knockwarden ({version}-1) ")), "contrib/debian/changelog is not at {version}");
+    assert_eq!(
+        body("contrib/debian/config.yaml"),
+        body("config.example.yaml").replace("database: \"data/knockwarden\"", "database: \"/var/lib/knockwarden/db\"")
+    );
+}
+
 /// The binary runs on jemalloc with the settings of `knockwarden::memory` (jemalloc prints
 /// its options at exit when asked to, and warns on a setting it does not know).
 #[test]

@@ -11,15 +11,27 @@ use crate::helpers::{BOT, CONTROL_ROOM, FakeHomeserver};
 
 const ROOM: &str = "!r:test.local";
 
-struct Setup {
-    dir: tempfile::TempDir,
-    config: PathBuf,
+pub(crate) struct Setup {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) config: PathBuf,
     hs: FakeHomeserver,
 }
 
 /// A working installation: config, registration (0600), a policy, a homeserver that knows the
 /// registration, a bot in the control room and in ROOM with the power it needs.
 async fn setup() -> Setup {
+    setup_with_config(|hs_url, port| {
+        format!(
+            "homeserver:\n  url: \"{hs_url}\"\n  server_name: \"test.local\"\nappservice:\n  listen: \"127.0.0.1:{port}\"\ndatabase: \"db\"\npolicies: \"policies\"\ncontrol_room: \"#control:test.local\"\n"
+        )
+    })
+    .await
+}
+
+/// Like [`setup`], with the config that `config(homeserver URL, appservice port)` writes (it
+/// must name the registration `registration.yaml`, the policies `policies` and the control
+/// room `#control:test.local`).
+pub(crate) async fn setup_with_config(config: impl FnOnce(&str, u16) -> String) -> Setup {
     let hs = FakeHomeserver::start().await;
     let dir = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -31,15 +43,9 @@ async fn setup() -> Setup {
         server_name: server_name!("test.local"),
     };
     reg.write(&dir.path().join("registration.yaml"), false).unwrap();
-    let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "homeserver:\n  url: \"{}\"\n  server_name: \"test.local\"\nappservice:\n  listen: \"127.0.0.1:{port}\"\ndatabase: \"db\"\npolicies: \"policies\"\ncontrol_room: \"#control:test.local\"\n",
-            hs.url()
-        ),
-    )
-    .unwrap();
+    let config_path = dir.path().join("config.yaml");
+    std::fs::write(&config_path, config(&hs.url(), port)).unwrap();
+    let config = config_path;
     std::fs::create_dir(dir.path().join("policies")).unwrap();
     std::fs::write(dir.path().join("policies/p.yaml"), format!("rooms: [\"{ROOM}\"]\ndefault: review\nrules:\n  - {{ name: locals, when: {{ server: test.local }}, action: accept }}\n")).unwrap();
     let written = knockwarden::registration::AppRegistration::load(

@@ -239,9 +239,15 @@ pub fn member_event(event_id: &str, room: &str, sender: &str, user: &str, member
 /// Runs `knockwarden doctor -c CONFIG [args]` (on a blocking thread: the fake homeserver may
 /// run on this test's runtime); returns whether it exited 0, and its stdout.
 pub async fn doctor(config: &std::path::Path, args: &[&str]) -> (bool, String) {
-    let (config, args) = (config.to_owned(), args.iter().map(|a| a.to_string()).collect::<Vec<_>>());
+    doctor_of(std::path::Path::new(env!("CARGO_BIN_EXE_knockwarden")), config, args).await
+}
+
+/// [`doctor`] with another binary (an installed package's).
+pub async fn doctor_of(binary: &std::path::Path, config: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let (binary, config) = (binary.to_owned(), config.to_owned());
+    let args = args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_knockwarden"))
+        std::process::Command::new(binary)
             .arg("doctor")
             .arg("-c")
             .arg(config)

@@ -10,6 +10,7 @@ mod helpers;
 mod hostile;
 mod membership;
 mod operations;
+mod package;
 mod pipeline;
 mod policies;
 mod resilience;
