@@ -73,6 +73,13 @@ impl Perform for Actions {
                 then(control::run::reaction(shared, sender, target, key).await?)
             }
             Action::Act { .. } => Ok(Performed::Acted(membership::perform(shared, &entry.action, fresh).await?)),
+            Action::LookupAccount { user_id, .. } => {
+                // Never fails: a failure is an answer (`unknown`). The knock waiting for it is
+                // decided next.
+                shared.accounts.look_up(user_id, crate::storage::now_ms).await;
+                shared.inputs_changed();
+                then(vec![])
+            }
         }
     }
 

@@ -81,6 +81,8 @@ pub struct HomeserverConfig {
     /// Actions in flight at once whose target is on one other server (a knocker's server):
     /// knockers of a server that never answers hold at most this many slots.
     pub max_requests_per_server: usize,
+    /// A file holding a server admin's access token, for `account:` conditions.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// The ban lists followed (see [`crate::lists`]).
@@ -162,6 +164,18 @@ pub struct Config {
 pub struct Settings {
     pub config: Config,
     pub registration: AppRegistration,
+    /// The server admin's token from `homeserver.admin_token_file`, if set.
+    pub admin_token: Option<AdminToken>,
+}
+
+/// A server admin's access token: never printed (`Debug` leaves it out).
+#[derive(Clone)]
+pub struct AdminToken(pub String);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
 }
 
 impl Config {
@@ -249,6 +263,7 @@ impl Config {
                 max_concurrent_requests,
                 request_timeout,
                 max_requests_per_server,
+                admin_token_file: raw.homeserver.admin_token_file.as_deref().map(resolve),
             },
             appservice: AppserviceConfig {
                 listen,
@@ -277,7 +292,26 @@ impl Settings {
         let config = Config::load(file)?;
         let registration = AppRegistration::load(&config.appservice.registration, &config.homeserver.server_name)
             .map_err(|source| ConfigError::Registration { file: file.to_owned(), source })?;
-        Ok(Settings { config, registration })
+        let admin_token = match &config.homeserver.admin_token_file {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
+                    file: file.to_owned(),
+                    key: "homeserver.admin_token_file",
+                    message: format!("{}: cannot read it: {e}", path.display()),
+                })?;
+                let token = text.trim();
+                if token.is_empty() || token.contains(char::is_whitespace) {
+                    return Err(ConfigError::Invalid {
+                        file: file.to_owned(),
+                        key: "homeserver.admin_token_file",
+                        message: format!("{}: must hold one access token", path.display()),
+                    });
+                }
+                Some(AdminToken(token.to_owned()))
+            }
+        };
+        Ok(Settings { config, registration, admin_token })
     }
 }
 

@@ -4,6 +4,7 @@
 //! implementation (matrix-sdk, acting as the appservice bot with the as_token); tests put a
 //! fake HTTP homeserver behind it, or a fake implementation of the trait.
 
+mod admin;
 mod limited;
 mod matrix;
 
@@ -33,6 +34,7 @@ impl MembershipChange {
     }
 }
 
+pub use admin::{AccountRecord, AdminApi, SynapseAdmin};
 pub use limited::{Limited, Limits};
 pub use matrix::MatrixHomeserver;
 

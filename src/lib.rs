@@ -8,6 +8,7 @@
 //! [`supervise`] tells `/health` which tasks run, [`readiness`] tells `/ready` what is missing; [`config`] and [`registration`] are the
 //! files an admin writes.
 
+pub mod accounts;
 pub mod actions;
 pub mod cli;
 pub mod config;

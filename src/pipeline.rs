@@ -53,6 +53,8 @@ pub struct Shared {
     pub told: Arc<crate::control::moderators::Told>,
     /// What `/ready` reports: the control room joined, the homeserver reaching knockwarden.
     pub readiness: Arc<crate::readiness::Readiness>,
+    /// What the homeserver says of local knockers' accounts (`account:` conditions).
+    pub accounts: Arc<crate::accounts::Accounts>,
 }
 
 impl Shared {

@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 pub use ast::RoomSel;
 pub use banlist::{BanList, ListHit, ListSource};
 pub use compile::{CompiledPolicy, CompiledRule};
-pub use decide::{Decision, Knock, RuleTrace, Trace};
+pub use decide::{AccountFacts, Decision, Knock, RuleTrace, Trace};
 pub use problem::{Pos, Problem, format_problems};
 
 /// What to do with a knock.
@@ -144,6 +144,8 @@ pub struct FileSummary {
     pub rules: usize,
     pub rooms: Vec<String>,
     pub default: Action,
+    /// It has `account:` conditions.
+    pub uses_account: bool,
 }
 
 impl PolicySet {
@@ -324,8 +326,14 @@ impl PolicySet {
                     })
                     .collect(),
                 default: p.default,
+                uses_account: p.uses_account(),
             })
             .collect()
+    }
+
+    /// The policies with `account:` conditions (they need `homeserver.admin_token_file`).
+    pub fn account_policies(&self) -> Vec<&str> {
+        self.policies.iter().filter(|p| p.uses_account()).map(|p| p.name.as_str()).collect()
     }
 }
 

@@ -96,7 +96,7 @@ impl Application {
     /// limited to `homeserver.max_concurrent_requests` in flight and `homeserver.request_timeout`
     /// each, and timed for `/metrics`.
     pub async fn build_with(settings: Settings, homeserver: Arc<dyn Homeserver>) -> Result<Self, StartError> {
-        let Settings { config, registration } = settings;
+        let Settings { config, registration, admin_token } = settings;
         let metrics = crate::metrics::Metrics::new();
         let limits = crate::homeserver::Limits {
             max_in_flight: config.homeserver.max_concurrent_requests,
@@ -126,6 +126,23 @@ impl Application {
             }
             None => None,
         };
+        let admin: Option<Arc<dyn crate::homeserver::AdminApi>> = admin_token.map(|t| {
+            let admin =
+                crate::homeserver::SynapseAdmin::new(&config.homeserver.url, t.0, config.homeserver.request_timeout);
+            Arc::new(admin) as Arc<dyn crate::homeserver::AdminApi>
+        });
+        let with_account = policies.current().set.account_policies().iter().map(|p| p.to_string()).collect::<Vec<_>>();
+        if !with_account.is_empty() {
+            match admin.is_some() {
+                true => {
+                    tracing::info!(policies = %with_account.join(", "), "`account:` conditions ask the homeserver's admin API")
+                }
+                false => {
+                    tracing::warn!(policies = %with_account.join(", "), "these policies have `account:` conditions, which need homeserver.admin_token_file: without it they are unknown")
+                }
+            }
+        }
+        let accounts = Arc::new(crate::accounts::Accounts::new(admin, config.homeserver.server_name.clone()));
         let (stop_tx, stopping) = watch::channel(false);
         let max_body_bytes = config.appservice.max_body_bytes;
         let shared = Shared {
@@ -144,6 +161,7 @@ impl Application {
             inputs: Default::default(),
             told: Default::default(),
             readiness: Default::default(),
+            accounts,
         };
         let state =
             web::Data::new(HttpState { shared: shared.clone(), hs_token: registration.hs_token, max_body_bytes });

@@ -58,6 +58,13 @@ pub async fn perform(shared: &Shared, action: &Action, fresh: bool) -> Result<Ac
     match shared.homeserver.membership(*change, &room, &user, reason).await {
         Ok(()) => Ok(Acted::Done),
         Err(e) if e.is_transient() => Err(e.into()),
+        // The user blocks invites (MSC4380): not retried; a person must ask them to allow it.
+        Err(HsError::Api { errcode, .. }) if *change == MembershipChange::Invite && errcode == "M_INVITE_BLOCKED" => {
+            let label = knocks::room_label(&shared.store, room.as_str());
+            Err(ActionError::Permanent(format!(
+                "{user} blocks invites (M_INVITE_BLOCKED): they must allow invites from {label} or its server before they can be let in; then !knock retry tries again"
+            )))
+        }
         // Inviting someone already invited or joined: what the invite was for has happened.
         Err(e @ HsError::Api { status: 403, .. }) if *change == MembershipChange::Invite => {
             let now = shared.homeserver.state(&room, "m.room.member", user.as_str()).await?;

@@ -91,13 +91,18 @@ fn check(config: &Path, paths: &[PathBuf]) -> Result<(), String> {
         Ok(set) => {
             for s in set.summaries() {
                 println!(
-                    "{}: ok: policy `{}`, {} rule{}, default {}, rooms {}",
+                    "{}: ok: policy `{}`, {} rule{}, default {}, rooms {}{}",
                     s.path,
                     s.policy,
                     s.rules,
                     if s.rules == 1 { "" } else { "s" },
                     s.default,
-                    s.rooms.join(", ")
+                    s.rooms.join(", "),
+                    if s.uses_account {
+                        "; its `account:` conditions need homeserver.admin_token_file (without it they are unknown)"
+                    } else {
+                        ""
+                    }
                 );
             }
             Ok(())
@@ -154,6 +159,31 @@ fn stored_names(config: &Config, set: &PolicySet, room: &str) -> Result<Vec<Stri
     Ok(set.room_aliases().filter(|a| looked_up(a).as_deref() == Some(room)).cloned().collect())
 }
 
+/// What the homeserver's admin API says of `user`'s account, as the service would ask it.
+fn account_facts(config_file: &Path, config: &Config, user: &str) -> crate::policy::AccountFacts {
+    use crate::policy::AccountFacts;
+    let Ok(user) = ruma::OwnedUserId::try_from(user) else {
+        return AccountFacts::Unknown(format!("{user} is not a user ID"));
+    };
+    let token = match crate::config::Settings::load(config_file) {
+        Ok(s) => s.admin_token,
+        Err(e) => return AccountFacts::Unknown(format!("the admin token cannot be read: {e}")),
+    };
+    let admin = token.map(|t| {
+        let admin =
+            crate::homeserver::SynapseAdmin::new(&config.homeserver.url, t.0, config.homeserver.request_timeout);
+        std::sync::Arc::new(admin) as std::sync::Arc<dyn crate::homeserver::AdminApi>
+    });
+    let accounts = crate::accounts::Accounts::new(admin, config.homeserver.server_name.clone());
+    if let Some(facts) = accounts.facts(&user, crate::storage::now_ms()) {
+        return facts;
+    }
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt.block_on(accounts.look_up(&user, crate::storage::now_ms)),
+        Err(e) => AccountFacts::Unknown(format!("cannot start the async runtime: {e}")),
+    }
+}
+
 fn explain(config_file: &Path, a: &ExplainArgs) -> Result<(), String> {
     let config = load_config(config_file)?;
     ruma::UserId::parse(a.user).map_err(|e| format!("--user: `{}` is not a user ID: {e}", a.user))?;
@@ -204,6 +234,7 @@ fn explain(config_file: &Path, a: &ExplainArgs) -> Result<(), String> {
         }
     };
     let view = lists.as_ref().map(|l| l.view());
+    let account = policy.uses_account().then(|| account_facts(config_file, &config, a.user));
     let knock = Knock {
         user: a.user,
         room: &room_id,
@@ -213,6 +244,7 @@ fn explain(config_file: &Path, a: &ExplainArgs) -> Result<(), String> {
         room_knocks: &room_counts,
         user_knocks: &user_counts,
         lists: view.as_ref().map(|v| v as &dyn crate::policy::ListSource),
+        account: account.as_ref(),
     };
     let trace = policy.explain(&knock);
     let d = &trace.decision;
@@ -227,6 +259,9 @@ fn explain(config_file: &Path, a: &ExplainArgs) -> Result<(), String> {
     }
     if let Some(hit) = &d.list {
         println!("ban list: {}", crate::policy::banlist::describe_hit(hit));
+    }
+    if let Some(facts) = &account {
+        println!("account:  {}", facts.describe());
     }
     println!("why:      {}", d.explanation);
     if !trace.rules.is_empty() {

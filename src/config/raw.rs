@@ -108,6 +108,8 @@ pub struct RawHomeserver {
     pub request_timeout: String,
     #[serde(default = "default_max_requests_per_server")]
     pub max_requests_per_server: usize,
+    #[serde(default)]
+    pub admin_token_file: Option<String>,
 }
 
 fn default_request_timeout() -> String {

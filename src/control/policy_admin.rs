@@ -34,9 +34,18 @@ impl Ctx<'_> {
         let Some(policy) = knocks::governing_policy(self.shared, &active.set, room_id.as_str(), &aliases) else {
             return Ok(Done::text(true, &format!("No policy governs {}: a knock there is left alone.", room.0)));
         };
+        // The account's facts as a knock would be decided with them (asked now if not kept).
+        let account = match policy.uses_account() {
+            false => None,
+            true => match self.shared.accounts.facts(user, now_ms()) {
+                Some(f) => Some(f),
+                None => Some(self.shared.accounts.look_up(user, now_ms).await),
+            },
+        };
         let ctx = Context::gather(store, &active.set, room_id.as_str(), &aliases, user.as_str(), now_ms(), true)?;
         let lists = self.shared.lists.view();
-        let trace = policy.explain(&ctx.knock(user.as_str(), reason, None).with_lists(&lists));
+        let knock = ctx.knock(user.as_str(), reason, None).with_lists(&lists);
+        let trace = policy.explain(&crate::policy::Knock { account: account.as_ref(), ..knock });
         drop(lists);
         let d = &trace.decision;
         let mut m = Msg::new();
@@ -56,6 +65,9 @@ impl Ctx<'_> {
         }
         if let Some(hit) = &d.list {
             m.line().text(&format!("ban list: {}", crate::policy::banlist::describe_hit(hit)));
+        }
+        if let Some(facts) = &account {
+            m.line().text(&format!("account: {}", facts.describe()));
         }
         m.line().text(&format!("why: {}", d.explanation));
         if !trace.rules.is_empty() {

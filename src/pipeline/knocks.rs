@@ -28,7 +28,12 @@ pub enum Knocked {
     /// Deciding it needs what is not known yet (an alias not looked up, a ban list not read):
     /// it waits, put aside, while the worker goes on. `ops` record the knock itself, so that
     /// the knocker's later membership changes close it as they would any knock.
-    Waits { on: String, ops: Vec<Op> },
+    Waits {
+        on: String,
+        ops: Vec<Op>,
+        /// The knocker's account, to be looked up (in their lane) before it is decided.
+        lookup: Option<Action>,
+    },
 }
 
 /// Longest reason or display name kept in the audit log.
@@ -198,6 +203,7 @@ impl Context {
             room_knocks: &self.room_counts,
             user_knocks: &self.user_counts,
             lists: None,
+            account: None,
         }
     }
 }
@@ -284,7 +290,7 @@ pub fn on_knock(shared: &Shared, entry: &InboxEvent, head: &EventHead, user: &st
     if let Some(alias) = waits_for_alias(store, &active.set, room, &aliases)? {
         tracing::debug!(room, user, %alias, "the knock waits until a policy's alias is looked up");
         ops.extend(Store::put_knock(&rec));
-        return Ok(Knocked::Waits { on: alias, ops });
+        return Ok(Knocked::Waits { on: alias, ops, lookup: None });
     }
     let Some(policy) = governing_policy(shared, &active.set, room, &aliases) else {
         tracing::debug!(room, user, "knock in a room no policy governs: left alone");
@@ -297,15 +303,30 @@ pub fn on_knock(shared: &Shared, entry: &InboxEvent, head: &EventHead, user: &st
     if let Some(list) = shared.lists.untried(policy.ban_lists()) {
         tracing::debug!(room, user, %list, "the knock waits until a ban list is read");
         ops.extend(Store::put_knock(&rec));
-        return Ok(Knocked::Waits { on: list.clone(), ops });
+        return Ok(Knocked::Waits { on: list.clone(), ops, lookup: None });
     }
+    // `account:` conditions go by what the homeserver says of a local knocker's account: it
+    // is asked in the knocker's lane, and the knock waits for the answer.
+    let account = match policy.uses_account() {
+        false => None,
+        true => match shared.accounts.facts(&user_id, now) {
+            Some(facts) => Some(facts),
+            None => {
+                tracing::debug!(room, user, "the knock waits until the knocker's account is looked up");
+                ops.extend(Store::put_knock(&rec));
+                let lookup = Action::LookupAccount { room_id: head.room_id.clone(), user_id: user_id.clone() };
+                return Ok(Knocked::Waits { on: format!("the account of {user}"), ops, lookup: Some(lookup) });
+            }
+        },
+    };
     ops.extend(knock_time);
     // What the policies need to know, counting this knock (not committed yet) in.
     let ctx = Context::gather(store, &active.set, room, &aliases, user, now, true)?;
     let label = ctx.label.clone();
     let started = std::time::Instant::now();
     let view = shared.lists.view();
-    let d = policy.decide(&ctx.knock(user, rec.reason.as_deref(), rec.displayname.as_deref()).with_lists(&view));
+    let knock = ctx.knock(user, rec.reason.as_deref(), rec.displayname.as_deref()).with_lists(&view);
+    let d = policy.decide(&Knock { account: account.as_ref(), ..knock });
     drop(view);
     let metrics = &shared.metrics;
     metrics.decision.observe(started.elapsed().as_secs_f64());
@@ -455,10 +476,18 @@ pub fn redecide_reviews(shared: &Shared, banned: &dyn Fn(&str) -> bool, why: &st
         }
         let aliases = store.aliases_of(room)?;
         let Some(policy) = governing_policy(shared, &active.set, room, &aliases) else { continue };
+        // Decided again only with the account's facts at hand (never by asking the network).
+        let account = match policy.uses_account() {
+            false => None,
+            true => match shared.accounts.facts(&item.user_id, now) {
+                Some(f) => Some(f),
+                None => continue,
+            },
+        };
         let ctx = Context::gather(store, &active.set, room, &aliases, user, now, false)?;
         let view = shared.lists.view();
         let knock = ctx.knock(user, rec.reason.as_deref(), rec.displayname.as_deref()).with_lists(&view);
-        let d = policy.decide(&knock);
+        let d = policy.decide(&Knock { account: account.as_ref(), ..knock });
         drop(view);
         if d.action == Verdict::Review {
             continue;

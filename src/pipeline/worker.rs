@@ -232,7 +232,8 @@ fn drain_inbox(shared: &Shared, max: usize, tally: &mut Tally, cursor: &mut Curs
             match drain_one(shared, &event, None)? {
                 One::Queued => tally.queued = true,
                 One::Handled | One::Duplicate => {}
-                One::Waits | One::Parked(_) => {
+                One::Waits(queued) | One::Parked(_, queued) => {
+                    tally.queued |= queued;
                     if index > 0 {
                         store.commit(&[Store::inbox_rest(&entry, index)])?;
                     }
@@ -269,13 +270,15 @@ fn drain_record(
         let id = event.item.event.get("event_id").and_then(Value::as_str).unwrap_or_default().to_owned();
         match drain_one(shared, &event, Some((&id, record.seq)))? {
             One::Duplicate => duplicates += 1,
-            One::Parked(seq) => {
+            One::Parked(seq, queued) => {
+                tally.queued |= queued;
                 cursor.waiting += 1;
                 cursor.parked.insert(seq);
                 ids.push(id);
             }
             // (Not for an event of the journal: it is put aside.)
-            One::Waits => {
+            One::Waits(queued) => {
+                tally.queued |= queued;
                 cursor.waiting += 1;
                 ids.push(id);
             }
@@ -327,10 +330,12 @@ enum One {
     Queued,
     /// Taken in before (by event ID): nothing done.
     Duplicate,
-    /// A knock of sled's inbox that must wait still: left where it is.
-    Waits,
-    /// A knock of the journal that must wait: put aside in sled's inbox as this entry.
-    Parked(u64),
+    /// A knock of sled's inbox that must wait still: left where it is (`true`: a lookup of
+    /// the knocker's account was queued).
+    Waits(bool),
+    /// A knock of the journal that must wait: put aside in sled's inbox as this entry (and
+    /// whether a lookup was queued).
+    Parked(u64, bool),
 }
 
 /// Handles one event, inside the worker's batch: its writes are staged, or, should its
@@ -350,18 +355,30 @@ fn drain_one(shared: &Shared, entry: &InboxEvent, admit: Option<(&str, u64)>) ->
     let ops = std::panic::catch_unwind(AssertUnwindSafe(|| handle(shared, entry)));
     let mut ops = match ops {
         Ok(Ok(Handled::Ops(ops))) => ops,
-        Ok(Ok(Handled::Waits { on, ops })) => {
+        Ok(Ok(Handled::Waits { on, ops, lookup })) => {
+            // The knocker's account is asked once (again after a restart: the answers are
+            // kept in memory only).
+            let ask = lookup.filter(|a| {
+                matches!(a, Action::LookupAccount { user_id, .. } if shared.accounts.ask(user_id, crate::storage::now_ms()))
+            });
+            let asked = ask.is_some();
             if entry.inbox_entry.is_some() {
                 // Still waiting where it is: nothing of it is written again.
                 store.unstage_to(mark);
-                return Ok(One::Waits);
+                if let Some(a) = ask {
+                    store.commit(&[store.outbox_push(a)?])?;
+                }
+                return Ok(One::Waits(asked));
             }
             let event_id = entry.item.event.get("event_id").and_then(Value::as_str).unwrap_or("(no ID)");
             tracing::warn!(waits_for = %on, event_id, "a knock is put aside until {on} is looked up (an alias) or read (a ban list); /ready and /health say what is missing");
             let (seq, park) = store.park(&entry.item)?;
             store.commit(&ops)?;
             store.commit(&[park])?;
-            return Ok(One::Parked(seq));
+            if let Some(a) = ask {
+                store.commit(&[store.outbox_push(a)?])?;
+            }
+            return Ok(One::Parked(seq, asked));
         }
         Ok(Err(e)) => return Err(e),
         Err(panic) => {
@@ -419,6 +436,7 @@ enum Handled {
     Waits {
         on: String,
         ops: Vec<Op>,
+        lookup: Option<Action>,
     },
 }
 
@@ -486,9 +504,9 @@ fn handle(shared: &Shared, entry: &InboxEvent) -> Result<Handled, StoreError> {
             match head.membership.as_deref() {
                 Some("knock") => match knocks::on_knock(shared, entry, &head, user)? {
                     Knocked::Ops(more) => ops.extend(more),
-                    Knocked::Waits { on, ops: more } => {
+                    Knocked::Waits { on, ops: more, lookup } => {
                         ops.extend(more);
-                        return Ok(Handled::Waits { on, ops });
+                        return Ok(Handled::Waits { on, ops, lookup });
                     }
                 },
                 Some(m) => ops.extend(knocks::on_change(shared, &head, user, m)?),

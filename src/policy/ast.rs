@@ -71,4 +71,21 @@ pub enum Atom {
         more_than: u64,
         within: Duration,
     },
+    /// `account:`: what the homeserver says of a local knocker's account (see
+    /// [`super::AccountFacts`]). Each key is one atom; only `unknown` holds when the account
+    /// cannot be known.
+    Account(AccountAtom),
+}
+
+/// The keys of `account:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountAtom {
+    YoungerThan(Duration),
+    OlderThan(Duration),
+    ShadowBanned(bool),
+    Locked(bool),
+    Suspended(bool),
+    /// `unknown: true` holds when the account cannot be known (a remote knocker, no admin
+    /// token, the homeserver refused or failed).
+    Unknown(bool),
 }

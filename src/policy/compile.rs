@@ -193,6 +193,8 @@ pub struct CompiledPolicy {
     /// What [`CompiledPolicy::ban_lists`] answers, collected once: each knock asks (with
     /// 10,000 rules, walking the atoms for it took 8 % of knockwarden's CPU under load).
     ban_lists: Vec<String>,
+    /// Whether an atom is an `account:` condition.
+    uses_account: bool,
 }
 
 impl CompiledPolicy {
@@ -202,6 +204,12 @@ impl CompiledPolicy {
             Atom::MemberOf(rooms) => rooms.clone(),
             _ => Vec::new(),
         })
+    }
+
+    /// Whether it has `account:` conditions (deciding a local knock then waits for the
+    /// homeserver's word on the account).
+    pub fn uses_account(&self) -> bool {
+        self.uses_account
     }
 
     /// The ban lists its `ban_list` conditions name.
@@ -312,6 +320,7 @@ pub fn compile(ast: &PolicyAst, source: &str) -> Result<CompiledPolicy, Vec<Prob
             _ => Vec::new(),
         })
         .collect();
+    let uses_account = atoms.iter().any(|a| matches!(a.atom, Atom::Account(_)));
     let index = build_index(&rules, &atoms).map_err(|e| {
         vec![Problem::new(&ast.file, source, ast.name.at, format!("cannot build the policy's indexes: {e}"))]
     })?;
@@ -327,6 +336,7 @@ pub fn compile(ast: &PolicyAst, source: &str) -> Result<CompiledPolicy, Vec<Prob
         atoms,
         index,
         ban_lists,
+        uses_account,
     })
 }
 

@@ -62,6 +62,9 @@ pub struct Condition {
     /// Holds when a ban rule (`m.policy.rule.user` / `m.policy.rule.server` with `m.ban`) of one
     /// of these moderation policy lists (room IDs or aliases) matches the knocker.
     pub ban_list: Option<OneOrMany<String>>,
+    /// What the homeserver says of the knocker's account (local knockers, with
+    /// `homeserver.admin_token_file`); every key given must hold.
+    pub account: Option<AccountCondition>,
     /// Knocks on this room in a time window (a knock wave).
     pub room_knocks: Option<CountCondition>,
     /// Knocks by this user on this room in a time window.
@@ -98,6 +101,26 @@ pub struct DisplaynameCondition {
     pub missing: Option<bool>,
     /// A regex the display name matches.
     pub matches: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccountCondition {
+    /// The account was created less than this long ago, like `1d`.
+    #[schemars(regex(pattern = r"^[0-9]+[smhdw]$"))]
+    pub younger_than: Option<String>,
+    /// The account was created more than this long ago.
+    #[schemars(regex(pattern = r"^[0-9]+[smhdw]$"))]
+    pub older_than: Option<String>,
+    /// The homeserver shadow-bans the account (or does not, with false).
+    pub shadow_banned: Option<bool>,
+    /// The account is locked.
+    pub locked: Option<bool>,
+    /// The account is suspended.
+    pub suspended: Option<bool>,
+    /// true: the account cannot be known (a remote knocker, no admin token, the homeserver
+    /// refused or failed). The other keys never hold then.
+    pub unknown: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

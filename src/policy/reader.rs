@@ -26,6 +26,7 @@ const WHEN_KEYS: &[&str] = &[
     "displayname",
     "member_of",
     "ban_list",
+    "account",
     "room_knocks",
     "user_knocks",
     "any",
@@ -35,6 +36,7 @@ const WHEN_KEYS: &[&str] = &[
 const REASON_KEYS: &[&str] = &["missing", "min_length", "max_length", "matches", "contains"];
 const DISPLAYNAME_KEYS: &[&str] = &["missing", "matches"];
 const COUNT_KEYS: &[&str] = &["more_than", "within"];
+const ACCOUNT_KEYS: &[&str] = &["younger_than", "older_than", "shadow_banned", "locked", "suspended", "unknown"];
 
 struct Reader<'a> {
     file: &'a str,
@@ -352,6 +354,7 @@ impl Reader<'_> {
                 "displayname" => self.displayname(value),
                 "member_of" => self.named_rooms(value, "`member_of`").and_then(|r| atom(Atom::MemberOf(r))),
                 "ban_list" => self.named_rooms(value, "`ban_list`").and_then(|r| atom(Atom::BanList(r))),
+                "account" => self.account(value),
                 "room_knocks" => self
                     .count(value, "`room_knocks`")
                     .and_then(|(n, d)| atom(Atom::RoomKnocks { more_than: n, within: d })),
@@ -437,6 +440,35 @@ impl Reader<'_> {
             "contains" => r.words(value).map(Atom::ReasonContains),
             _ => None, // reported by `mapping`
         })
+    }
+
+    fn account(&mut self, node: &Node) -> Option<Cond> {
+        use super::ast::AccountAtom as A;
+        self.sub_conditions(node, "`account`", ACCOUNT_KEYS, |r, key, value| {
+            let what = format!("`account.{key}`");
+            let a = match key {
+                "younger_than" => A::YoungerThan(r.duration(value, &what)?),
+                "older_than" => A::OlderThan(r.duration(value, &what)?),
+                "shadow_banned" => A::ShadowBanned(r.boolean(value, &what)?),
+                "locked" => A::Locked(r.boolean(value, &what)?),
+                "suspended" => A::Suspended(r.boolean(value, &what)?),
+                "unknown" => A::Unknown(r.boolean(value, &what)?),
+                _ => return None, // reported by `mapping`
+            };
+            Some(Atom::Account(a))
+        })
+    }
+
+    /// A duration such as `1d` or `30m`.
+    fn duration(&mut self, node: &Node, what: &str) -> Option<std::time::Duration> {
+        let s = self.string(node, what)?;
+        match crate::duration::parse(&s.value) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.problem(s.at, format!("{what}: {e}"));
+                None
+            }
+        }
     }
 
     fn words(&mut self, node: &Node) -> Option<Vec<String>> {

@@ -525,6 +525,7 @@ mod property {
                     room_knocks: &counts,
                     user_knocks: &[],
                     lists: None,
+                    account: None,
                 };
                 prop_assert_eq!(p.decide(&k), p.decide_plainly(&k), "{}", yaml);
                 prop_assert_eq!(p.decide(&k), p.explain(&k).decision);
@@ -636,4 +637,53 @@ fn the_schema_model_and_the_reader_agree_on_the_examples() {
     let bad = "rooms: \"*\"\nrules:\n  - {name: a, action: deny, when: {servr: x}}\n";
     assert!(serde_yaml::from_str::<format::PolicyFile>(bad).is_err());
     assert!(PolicySet::load(&[Source { path: "b.yaml".into(), text: bad.into() }]).is_err());
+}
+
+#[test]
+fn account_conditions_go_by_the_facts_and_only_unknown_holds_without_them() {
+    use crate::policy::AccountFacts;
+    let set = set(r#"rooms: ["!r:x"]
+default: accept
+rules:
+  - name: unknown
+    when: { account: { unknown: true } }
+    action: review
+  - name: shadow
+    when: { account: { shadow_banned: true } }
+    action: deny
+  - name: young
+    when: { account: { younger_than: 1d, locked: false } }
+    action: review
+  - name: old-and-locked
+    when: { account: { older_than: 30d, locked: true } }
+    action: ban
+"#);
+    let known = |age_h: u64, shadow: bool, locked: bool| AccountFacts::Known {
+        age: Some(Duration::from_secs(age_h * 3600)),
+        shadow_banned: shadow,
+        locked,
+        suspended: false,
+    };
+    let with = |facts: Option<&AccountFacts>| {
+        let k = Knock { account: facts, ..knock("@a:x", None) };
+        rule_of(&set, &k)
+    };
+    assert_eq!(with(None).as_deref(), Some("unknown"), "not looked up: unknown");
+    let remote = AccountFacts::Unknown("@a:y is not a local user".into());
+    assert_eq!(with(Some(&remote)).as_deref(), Some("unknown"));
+    assert_eq!(with(Some(&known(1, true, false))).as_deref(), Some("shadow"));
+    assert_eq!(with(Some(&known(1, false, false))).as_deref(), Some("young"));
+    assert_eq!(with(Some(&known(1, false, true))).as_deref(), None, "young but locked: no rule, the default");
+    assert_eq!(with(Some(&known(24 * 40, false, true))).as_deref(), Some("old-and-locked"));
+    let p = set.policy_for("!r:x", &[]).unwrap();
+    assert!(p.uses_account());
+    let k = Knock { account: Some(&remote), ..knock("@a:x", None) };
+    let trace = p.explain(&k);
+    assert!(trace.rules[0].detail.contains("not a local user"), "{:?}", trace.rules[0]);
+    // The reader names a wrong key and a bad duration.
+    let bad = "rooms: [\"!r:x\"]\nrules:\n  - name: a\n    when: { account: { yonger_than: 1d, older_than: soon } }\n    action: deny\n";
+    let problems = PolicySet::load(&[Source { path: "p.yaml".into(), text: bad.into() }]).err().unwrap();
+    let text = format_problems(&problems);
+    assert!(text.contains("yonger_than") && text.contains("younger_than"), "{text}");
+    assert!(text.contains("`account.older_than`"), "{text}");
 }

@@ -91,6 +91,9 @@ pub enum Action {
         #[serde(default)]
         verdict: Option<ModeratorVerdict>,
     },
+    /// Ask the homeserver's admin API about a local knocker's account (for `account:`
+    /// conditions), in the knocker's lane; their knock waits for the answer.
+    LookupAccount { room_id: OwnedRoomId, user_id: OwnedUserId },
     /// Announce a review item in the control room.
     ReviewNotice { number: u64 },
     /// Carry out a control-room command (`text` is what follows `!knock` or the mention).
@@ -108,7 +111,7 @@ impl Action {
     /// What the action is about (see [`Subject`]).
     pub fn subject(&self) -> Subject {
         match self {
-            Action::Act { room_id, user_id, .. } => {
+            Action::Act { room_id, user_id, .. } | Action::LookupAccount { room_id, user_id } => {
                 Subject::Knocker { room_id: room_id.clone(), user_id: user_id.clone() }
             }
             Action::AnswerInvite { room_id, .. }
@@ -177,6 +180,7 @@ impl Action {
             Action::ReadBanList { .. } => "read_ban_list",
             Action::ReportIgnoredRules { .. } => "report_ignored_rules",
             Action::Act { change, .. } => change.as_str(),
+            Action::LookupAccount { .. } => "lookup_account",
             Action::ReviewNotice { .. } => "review_notice",
             Action::Command { .. } => "command",
             Action::Reaction { .. } => "reaction",
@@ -198,6 +202,7 @@ impl Action {
                 format!("post the notice \"{}\"", crate::notices::clip(plain.lines().next().unwrap_or("")))
             }
             Action::ResolveAliases => "look up the policies' room aliases".into(),
+            Action::LookupAccount { user_id, .. } => format!("look up the account of {user_id}"),
             Action::ReadBanList { name } => format!("read the ban list {name}"),
             Action::ReportIgnoredRules { name, .. } => format!("report the ignored rules of the ban list {name}"),
             Action::Act { change, room_id, user_id, verdict, .. } => {

@@ -342,6 +342,19 @@ async fn tokens_never_appear_in_the_logs() {
     let hs = FakeHomeserver::start().await;
     let dir = tempfile::tempdir().unwrap();
     let (config, port) = binary_config(dir.path(), &hs.url());
+    // With an admin token, and a policy that makes the knock below ask the admin API.
+    let admin_token = "syt_the_admin_token_never_logged_42";
+    std::fs::write(dir.path().join("admin-token"), admin_token).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replace(
+        "  server_name: \"test.local\"\n",
+        "  server_name: \"test.local\"\n  admin_token_file: \"admin-token\"\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let policy = "rooms: [\"!r:test.local\"]\ndefault: review\nrules:\n  - { name: old, when: { account: { older_than: 1d } }, action: accept }\n";
+    std::fs::write(dir.path().join("policies/p.yaml"), policy).unwrap();
+    hs.enable_admin_api(admin_token);
+    hs.set_account("@u:test.local", json!({"creation_ts": 1_000_000_000u64}));
     let reg = knockwarden::registration::AppRegistration::load(
         &dir.path().join("registration.yaml"),
         ruma::server_name!("test.local"),
@@ -380,6 +393,8 @@ async fn tokens_never_appear_in_the_logs() {
     assert!(log.contains("/_matrix/app/v1/transactions/1"), "requests are logged:\n{log}");
     assert!(!log.contains(&reg.hs_token), "the hs_token is in the logs");
     assert!(!log.contains(&reg.as_token), "the as_token is in the logs");
+    assert!(!log.contains(admin_token), "the admin token is in the logs");
+    assert_eq!(hs.requests_to("GET", "/_synapse/admin/v2/users/").len(), 1, "the admin API was asked");
     assert!(!log.contains('\x1b'), "no colour codes in a log file:\n{log}");
     assert!(!log.contains("upgrading"), "a new database is not upgraded:\n{log}");
 }

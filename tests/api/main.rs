@@ -1,6 +1,7 @@
 //! Integration tests: knockwarden on a random port, with a temporary sled database and a fake
 //! homeserver (a real HTTP server in this process).
 
+mod accounts;
 mod ban_lists;
 mod binary;
 mod control;

@@ -549,6 +549,55 @@ async fn synapse_doctor_holds_while_knockwarden_runs_and_when_it_is_stopped() {
     );
 }
 
+const HALL: RoomSpec = RoomSpec { alias: "hall", version: "10", join_rule: "knock", bot_power: true };
+
+/// `account:` conditions on real Synapse: a server admin's token in `admin_token_file`; a
+/// fresh local account is younger than an hour (reviewed in the lobby) and not older than one
+/// (the hall's rule does not match: its default turns it away).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synapse_a_fresh_local_account_is_known_to_be_young() {
+    let policies = |server: &str| {
+        let rule = |room: &str, cond: &str, action: &str| {
+            format!(
+                "rooms: [\"#{room}:{server}\"]\ndefault: deny\nrules:\n  - name: by-age\n    when: {{ account: {{ {cond}: 1h }} }}\n    action: {action}\n"
+            )
+        };
+        vec![
+            ("lobby.yaml", rule("lobby", "younger_than", "review")),
+            ("hall.yaml", rule("hall", "older_than", "accept")),
+        ]
+    };
+    let mut env = Env::start(&[LOBBY, HALL], policies).await;
+    // Given the admin token, and started again.
+    env.kw.proc.take().unwrap().stop();
+    let admin = User::register_admin(&env.hs.url(), "admin").await;
+    std::fs::write(env.kw.dir.join("admin-token"), &admin.token).unwrap();
+    let config = std::fs::read_to_string(&env.kw.config).unwrap();
+    let server_line = format!("  server_name: \"{}\"\n", env.hs.server_name);
+    assert!(config.contains(&server_line));
+    let config = config.replace(&server_line, &format!("{server_line}  admin_token_file: \"admin-token\"\n"));
+    std::fs::write(&env.kw.config, config).unwrap();
+    env.kw.start().await;
+    env.ping().await;
+
+    let fresh = env.register("fresh").await;
+    // This Synapse gives `creation_ts` in seconds, as knockwarden reads it.
+    let path = format!("{}/_synapse/admin/v2/users/{}", env.hs.url(), client::enc(&fresh.id));
+    let rec: Value =
+        reqwest::Client::new().get(path).bearer_auth(&admin.token).send().await.unwrap().json().await.unwrap();
+    let now_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let created = rec["creation_ts"].as_u64().unwrap();
+    assert!(created <= now_s && now_s - created < 600, "creation_ts {created} is not seconds near {now_s}");
+    let (lobby, hall) = (env.room("lobby").to_owned(), env.room("hall").to_owned());
+    assert_eq!(fresh.knock(&lobby, Some("Hello, I am new here"), None).await.0, 200);
+    let (_, number) = env.review_notice(&fresh.id).await;
+    assert!(number >= 1);
+    assert_eq!(fresh.knock(&hall, Some("Hello, I am new here"), None).await.0, 200);
+    env.wait_membership(&hall, &fresh.id, "leave").await;
+    let log = std::fs::read_to_string(env.kw.dir.join("knockwarden.log")).unwrap();
+    assert!(!log.contains(&admin.token), "the admin token is in the log");
+}
+
 /// `scripts/demo.sh`'s steps (after its build and install): one user let in, one refused, both
 /// reported in the control room; then `stop` stops exactly what it started.
 #[test]

@@ -55,6 +55,8 @@ struct State {
     /// the registration: (url, as_token, hs_token). When set, `whoami` checks the as_token and
     /// the appservice ping calls knockwarden's `/ping` with the hs_token.
     appservice: Option<(String, String, String)>,
+    /// The admin API: the admin's token, and what it says of each account.
+    admin: Option<(String, HashMap<String, Value>)>,
     /// Joins of these rooms or aliases are refused with 403 (the bot is not invited).
     refused_joins: std::collections::HashSet<String>,
     /// Down: new connections are refused (the server is stopped), and any kept-alive
@@ -214,6 +216,19 @@ impl FakeHomeserver {
         };
     }
 
+    /// Answers the admin API (`GET /_synapse/admin/v2/users/{userId}`) for `token`, with what
+    /// `set_account` said of each user (404 for the others).
+    pub fn enable_admin_api(&self, token: &str) {
+        self.state.lock().unwrap().admin = Some((token.to_owned(), HashMap::new()));
+    }
+
+    /// What the admin API says of `user`'s account (`creation_ts` in seconds, as Synapse).
+    pub fn set_account(&self, user: &str, account: Value) {
+        let mut st = self.state.lock().unwrap();
+        let (_, accounts) = st.admin.as_mut().expect("enable_admin_api first");
+        accounts.insert(user.to_owned(), account);
+    }
+
     /// Registers an appservice, as a homeserver reads its copy of the registration.
     pub fn register_appservice(&self, url: &str, as_token: &str, hs_token: &str) {
         self.state.lock().unwrap().appservice = Some((url.to_owned(), as_token.to_owned(), hs_token.to_owned()));
@@ -305,6 +320,20 @@ fn respond(req: &HttpRequest, body: &web::Bytes, state: &web::Data<Mutex<State>>
         return res.json(body);
     }
 
+    if let Some(user) = path.strip_prefix("/_synapse/admin/v2/users/") {
+        let user = decode(user);
+        let presented = req.headers().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        return match &st.admin {
+            None => matrix_error(404, "M_UNRECOGNIZED", "Unrecognized request"),
+            Some((token, _)) if presented != format!("Bearer {token}") => {
+                matrix_error(401, "M_UNKNOWN_TOKEN", "Unrecognised access token")
+            }
+            Some((_, accounts)) => match accounts.get(&user) {
+                Some(a) => HttpResponse::Ok().json(a),
+                None => matrix_error(404, "M_NOT_FOUND", "User not found"),
+            },
+        };
+    }
     if path == "/_matrix/client/versions" {
         return HttpResponse::Ok().json(json!({"versions": ["v1.11", "v1.12"]}));
     }

@@ -27,15 +27,25 @@ pub fn enc(s: &str) -> String {
 impl User {
     /// Registers `name` on the homeserver at `base` (shared-secret registration).
     pub async fn register(base: &str, name: &str) -> User {
+        Self::register_as(base, name, false).await
+    }
+
+    /// Registers a server admin.
+    pub async fn register_admin(base: &str, name: &str) -> User {
+        Self::register_as(base, name, true).await
+    }
+
+    async fn register_as(base: &str, name: &str, admin: bool) -> User {
         let http = reqwest::Client::new();
         let url = format!("{base}/_synapse/admin/v1/register");
         let nonce: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
         let nonce = nonce["nonce"].as_str().expect("a nonce").to_owned();
         let password = format!("pw-{name}-secret");
         let mut mac = Hmac::<sha1::Sha1>::new_from_slice(SHARED_SECRET.as_bytes()).unwrap();
-        mac.update(format!("{nonce}\0{name}\0{password}\0notadmin").as_bytes());
+        let kind = if admin { "admin" } else { "notadmin" };
+        mac.update(format!("{nonce}\0{name}\0{password}\0{kind}").as_bytes());
         let mac = hex::encode(mac.finalize().into_bytes());
-        let body = json!({"nonce": nonce, "username": name, "password": password, "admin": false, "mac": mac});
+        let body = json!({"nonce": nonce, "username": name, "password": password, "admin": admin, "mac": mac});
         let res = http.post(&url).json(&body).send().await.unwrap();
         let status = res.status();
         let v: Value = res.json().await.unwrap();
