@@ -16,9 +16,9 @@ pub mod rooms;
 use async_trait::async_trait;
 
 use crate::{
+    app::Shared,
     control,
     notices::Msg,
-    pipeline::Shared,
     runner::{ActionError, Perform},
     storage::{Action, Op, OutboxEntry, Store, StoreError},
 };

@@ -14,10 +14,11 @@
 
 mod appservice;
 mod auth;
+pub mod metrics;
 
 use actix_web::{HttpResponse, web};
 
-use crate::{error::ApiError, pipeline::Shared};
+use crate::{app::Shared, error::ApiError};
 
 pub use auth::HsAuth;
 

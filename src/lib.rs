@@ -10,6 +10,7 @@
 
 pub mod accounts;
 pub mod actions;
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod control;

@@ -257,46 +257,6 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` on `listener` (anything else: 404). Not authenticated: bind it where
-/// only the scraper reaches (loopback by default in the example config).
-pub fn serve(
-    listener: std::net::TcpListener,
-    shared: crate::pipeline::Shared,
-) -> std::io::Result<(actix_web::dev::Server, u16)> {
-    use actix_web::{App, HttpResponse, HttpServer, web};
-    let port = listener.local_addr()?.port();
-    let data = web::Data::new(shared);
-    let server = HttpServer::new(move || {
-        App::new().app_data(data.clone()).route(
-            "/metrics",
-            web::get().to(|shared: web::Data<crate::pipeline::Shared>| async move {
-                let store = &shared.store;
-                let snapshot = Snapshot {
-                    inbox: store.queue_depth(crate::storage::T::Inbox),
-                    outbox: store.queue_depth(crate::storage::T::Outbox),
-                    oldest_action_age: shared
-                        .tasks
-                        .oldest_action()
-                        .map(|t| Duration::from_millis(crate::storage::now_ms().saturating_sub(t))),
-                    failed: store.queue_depth(crate::storage::T::Failed),
-                    reviews_pending: store.queue_depth(crate::storage::T::OpenReviews),
-                    waiting_knocks: shared.tasks.waiting_knocks(),
-                    unresolved_aliases: crate::pipeline::knocks::unresolved_aliases(&shared).len() as u64,
-                };
-                HttpResponse::Ok()
-                    .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
-                    .body(shared.metrics.render(snapshot))
-            }),
-        )
-    })
-    .workers(1)
-    .disable_signals()
-    .shutdown_timeout(5)
-    .listen(listener)?
-    .run();
-    Ok((server, port))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

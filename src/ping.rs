@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::{homeserver::HsError, notices, pipeline::Shared, readiness::Ping};
+use crate::{app::Shared, homeserver::HsError, notices, readiness::Ping};
 
 /// Waits between the first tries.
 const FIRST_TRIES: [Duration; 2] = [Duration::from_secs(1), Duration::from_secs(2)];

@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use crate::{
-    pipeline::Shared,
+    app::Shared,
     storage::{Pruned, StoreError, now_ms},
 };
 
@@ -34,7 +34,7 @@ pub fn prune(shared: &Shared, now: u64) -> Result<Pruned, StoreError> {
 /// Prunes until the service stops.
 pub async fn run(shared: Shared) {
     let every = interval(shared.config.retention.events, shared.config.retention.audit);
-    crate::pipeline::periodically(&shared, every, || match prune(&shared, now_ms()) {
+    crate::app::periodically(&shared, every, || match prune(&shared, now_ms()) {
         Ok(p) if p.total() > 0 => tracing::info!(
             seen = p.seen,
             txns = p.txns,

@@ -8,8 +8,9 @@ use ruma::RoomId;
 use serde_json::Value;
 
 use crate::{
+    app::Shared,
     notices,
-    pipeline::{Shared, knocks},
+    pipeline::knocks,
     power,
     runner::ActionError,
     storage::{Action, FailCause, Op, RoomRecord, Store, StoreError, T},

@@ -10,12 +10,12 @@ use actix_web::{App, HttpServer, dev::Server, web};
 use tokio::sync::{Notify, watch};
 
 use crate::{
+    app::Shared,
     config::Settings,
     homeserver::{Homeserver, Limited, MatrixHomeserver},
     http::{self, HttpState},
     live_policies::{self, LivePolicies, Reload},
-    notices,
-    pipeline::{self, Shared},
+    notices, pipeline,
     storage::{Action, Store, StoreError},
     supervise::{Running, Task},
 };
@@ -181,7 +181,7 @@ impl Application {
 
         let metrics_server = match metrics_listener {
             Some(l) => Some(
-                crate::metrics::serve(l, shared.clone())
+                crate::http::metrics::serve(l, shared.clone())
                     .map_err(|source| StartError::Listen { addr: "metrics.listen".into(), source })?,
             ),
             None => None,

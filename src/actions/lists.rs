@@ -14,9 +14,9 @@ use ruma::{OwnedRoomId, RoomAliasId, RoomId};
 use serde::Deserialize;
 
 use crate::{
+    app::Shared,
     homeserver::HsError,
-    notices,
-    pipeline::{self, Shared},
+    notices, pipeline,
     policy::{
         PolicySet,
         banlist::{self, Parsed, RuleKey},

@@ -15,10 +15,11 @@
 use ruma::{RoomId, UserId};
 
 use crate::{
+    app::Shared,
     control::verdicts::{self, Finished},
     homeserver::{HsError, MembershipChange},
     notices,
-    pipeline::{Shared, knocks},
+    pipeline::knocks,
     power,
     runner::ActionError,
     storage::{Action, AuditEntry, FailCause, Op, Outcome, Resolution, Store, StoreError, now_ms},

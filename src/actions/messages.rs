@@ -3,9 +3,10 @@
 use ruma::{OwnedEventId, OwnedRoomId, RoomId};
 
 use crate::{
+    app::Shared,
     homeserver::{HsError, notice_content},
     notices,
-    pipeline::{Shared, knocks},
+    pipeline::knocks,
     runner::ActionError,
     storage::Action,
 };

@@ -6,10 +6,11 @@ use std::collections::BTreeSet;
 use ruma::{OwnedRoomId, RoomAliasId, RoomId, UserId};
 
 use crate::{
+    app::Shared,
     control::moderators,
     homeserver::HsError,
     notices,
-    pipeline::{Shared, intake},
+    pipeline::intake,
     readiness::ControlRoom,
     room_state,
     runner::ActionError,
@@ -41,7 +42,7 @@ pub async fn join_control_room(shared: &Shared) -> Result<Vec<Action>, ActionErr
             return Ok(vec![]);
         }
     };
-    shared.store.set_meta(crate::pipeline::CONTROL_ROOM_KEY, id.as_str())?;
+    shared.store.set_meta(crate::app::CONTROL_ROOM_KEY, id.as_str())?;
     shared.readiness.set_control_room(ControlRoom::Joined(id.clone()));
     shared.outbox_ready.notify_one();
     tracing::info!(room = %id, "in the control room");

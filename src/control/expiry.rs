@@ -8,10 +8,10 @@
 use std::time::Duration;
 
 use crate::{
+    app::Shared,
     config::OnExpiry,
     duration,
     homeserver::MembershipChange,
-    pipeline::Shared,
     storage::{Action, Op, Outcome, Resolution, StoreError, now_ms},
 };
 
@@ -70,7 +70,7 @@ fn expire(shared: &Shared, items: Vec<crate::storage::ReviewItem>, after: &str, 
 /// Sweeps until the service stops.
 pub async fn run(shared: Shared) {
     let every = interval(shared.config.review.expire_after);
-    crate::pipeline::periodically(&shared, every, || {
+    crate::app::periodically(&shared, every, || {
         if let Err(e) = sweep(&shared, now_ms()) {
             tracing::error!(error = %e, "review expiry sweep failed; trying again later");
         }

@@ -3,9 +3,7 @@
 
 use ruma::RoomId;
 
-use crate::{
-    homeserver::HsError, notices::Msg, pipeline::Shared, power, room_state, runner::ActionError, storage::Store,
-};
+use crate::{app::Shared, homeserver::HsError, notices::Msg, power, room_state, runner::ActionError, storage::Store};
 
 /// Whether `user` is joined to `room`: as the store knows it (from the members fetched on
 /// joining, and the membership events pushed since), else as the homeserver says (the fetch
@@ -42,27 +40,6 @@ pub async fn is_moderator(shared: &Shared, user: &str) -> Result<bool, ActionErr
         rec = shared.store.room(control.as_str())?.unwrap_or_default();
     }
     Ok(power::user_level(rec.power_levels.as_ref(), &rec.creators, user) >= cfg.power_level)
-}
-
-/// How often one non-moderator is told they are not one: at most once per this long (their
-/// commands and reactions do nothing either way; a flood of them costs one reply).
-pub const TELL_AGAIN_AFTER_MS: u64 = 10 * 60 * 1000;
-
-/// When each non-moderator was last told (in memory: a restart may tell them once more).
-#[derive(Debug, Default)]
-pub struct Told(parking_lot::Mutex<std::collections::HashMap<String, u64>>);
-
-impl Told {
-    /// Whether `sender` is to be told now (and, if so, that they were).
-    pub fn tell(&self, sender: &str, now_ms: u64) -> bool {
-        let mut told = self.0.lock();
-        told.retain(|_, at| now_ms.saturating_sub(*at) < TELL_AGAIN_AFTER_MS);
-        if told.contains_key(sender) {
-            return false;
-        }
-        told.insert(sender.to_owned(), now_ms);
-        true
-    }
 }
 
 /// The reply to someone who is not a moderator, unless they were told in the last 10 minutes.

@@ -17,9 +17,10 @@ use super::{
     moderators,
 };
 use crate::{
+    app::Shared,
     homeserver::HsError,
     notices::{self, Msg},
-    pipeline::{Shared, knocks},
+    pipeline::knocks,
     runner::ActionError,
     storage::{Action, Store},
 };

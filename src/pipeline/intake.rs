@@ -15,7 +15,7 @@ use ruma::{RoomId, UserId};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
-use super::Shared;
+use crate::app::Shared;
 use crate::{
     events::{EventHead, Interests, is_wanted},
     storage::{BotMembership, Origin, StoreError},

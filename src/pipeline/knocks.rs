@@ -9,7 +9,7 @@
 
 use serde_json::Value;
 
-use super::Shared;
+use crate::app::Shared;
 use crate::{
     config::Notify,
     events::EventHead,

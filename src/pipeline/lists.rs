@@ -6,7 +6,8 @@
 
 use serde_json::Value;
 
-use super::{Shared, knocks};
+use super::knocks;
+use crate::app::Shared;
 use crate::{
     events::EventHead,
     notices,

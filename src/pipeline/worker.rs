@@ -24,11 +24,8 @@ use std::panic::AssertUnwindSafe;
 
 use serde_json::Value;
 
-use super::{
-    Shared,
-    knocks::{self, Knocked},
-    wait_for,
-};
+use super::knocks::{self, Knocked};
+use crate::app::{Shared, wait_for};
 use crate::{
     control,
     events::EventHead,

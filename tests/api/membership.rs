@@ -149,11 +149,12 @@ async fn a_homeserver_that_is_down_gets_the_action_once_it_is_back() {
 async fn a_refused_control_room_join_is_not_a_failure_and_is_not_retried_until_invited() {
     let app = spawn_app().await;
     let hs = app.homeserver.clone();
-    hs.refuse_joins(CONTROL_ROOM, true);
-    let (dir, hs) = app.stop().await;
-    let app = crate::helpers::spawn_app_in(dir, hs.clone(), Default::default()).await;
     let joins = || hs.requests_to("POST", &format!("/join/{CONTROL_ROOM}")).len();
-    eventually("the join is refused", || joins() == 2).await;
+    eventually("the first start's join", || joins() == 1).await;
+    hs.refuse_joins(CONTROL_ROOM, true);
+    let (dir, hs2) = app.stop().await;
+    let app = crate::helpers::spawn_app_in(dir, hs2, Default::default()).await;
+    eventually("the join is tried on start, and refused", || joins() == 2).await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(joins(), 2, "not retried with back-off: the bot waits for an invitation");
     assert!(app.store.failed().unwrap().is_empty());
