@@ -104,8 +104,8 @@ async fn health(state: web::Data<HttpState>) -> HttpResponse {
     let body = |status: String| {
         serde_json::json!({
             "status": status,
-            "inbox": store.queue_depth(crate::storage::T::Inbox),
-            "outbox": store.queue_depth(crate::storage::T::Outbox),
+            "inbox": store.queue_depth(crate::storage::Queue::Inbox),
+            "outbox": store.queue_depth(crate::storage::Queue::Outbox),
             "oldest_action_age_ms": oldest_ms,
             "waiting_knocks": shared.tasks.waiting_knocks(),
             "unresolved_aliases": crate::pipeline::knocks::unresolved_aliases(shared),

@@ -13,7 +13,7 @@ use crate::{
     pipeline::knocks,
     power,
     runner::ActionError,
-    storage::{Action, FailCause, Op, RoomRecord, Store, StoreError, T},
+    storage::{Action, FailCause, Op, Queue, RoomRecord, Store, StoreError},
 };
 
 /// The state event types knockwarden follows.
@@ -109,7 +109,7 @@ pub fn warn_if_changed(shared: &Shared, room: &str) -> Result<(), StoreError> {
 /// Runs under [`Store::serialized`] (the worker, or [`warn_if_changed`]).
 pub fn power_regained(shared: &Shared, room: &str, rec: &RoomRecord) -> Result<Vec<Op>, StoreError> {
     let store = &shared.store;
-    if store.queue_depth(T::Failed) == 0 {
+    if store.queue_depth(Queue::Failed) == 0 {
         return Ok(vec![]);
     }
     let pl = rec.power_levels.as_ref();

@@ -67,6 +67,13 @@ pub enum Op {
 }
 
 impl Op {
+    /// Whether it queues an action (a put in the outbox).
+    pub fn queues_action(&self) -> bool {
+        matches!(self, Op::Put { tree: T::Outbox, .. })
+    }
+}
+
+impl Op {
     pub fn put_json(tree: T, key: impl Into<Vec<u8>>, value: &impl Serialize) -> Op {
         Op::Put { tree, key: key.into(), value: serde_json::to_vec(value).expect("records serialize") }
     }
@@ -93,6 +100,9 @@ pub enum StoreError {
         "the database was written by a newer knockwarden (format {found}; this one reads up to {supported}): run that version, or restore a backup made with this one"
     )]
     TooNew { found: u32, supported: u32 },
+    /// A part of knockwarden that writes to the store stopped (a bug, or shutting down).
+    #[error("{0}")]
+    Stopped(&'static str),
     /// Another process (a running knockwarden) holds the database.
     #[error("the database is in use by another process (a running knockwarden?): stop it first")]
     InUse,
@@ -178,6 +188,31 @@ type Depth = [AtomicI64; 4];
 
 /// The trees counted in [`Depth`], in its order.
 const COUNTED: [T; 4] = [T::Inbox, T::Outbox, T::Failed, T::OpenReviews];
+
+/// The queues whose depth the store keeps in memory (for `/health`, the metrics, and knowing
+/// without a scan whether anything failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queue {
+    /// Pushed events not handled yet (the journal's records and sled's inbox entries).
+    Inbox,
+    /// Actions not carried out yet.
+    Outbox,
+    /// The failed list.
+    Failed,
+    /// Review items not resolved.
+    OpenReviews,
+}
+
+impl Queue {
+    fn tree(self) -> T {
+        match self {
+            Queue::Inbox => T::Inbox,
+            Queue::Outbox => T::Outbox,
+            Queue::Failed => T::Failed,
+            Queue::OpenReviews => T::OpenReviews,
+        }
+    }
+}
 
 /// The index of a counted tree in [`Depth`].
 fn queue_index(t: T) -> Option<usize> {
@@ -432,8 +467,9 @@ impl Store {
     }
 
     /// Entries in the inbox (with the journal's records not handled yet), the outbox, the
-    /// failed list or the open review items, without counting them (0 for other trees).
-    pub fn queue_depth(&self, t: T) -> u64 {
+    /// failed list or the open review items, without counting them.
+    pub fn queue_depth(&self, q: Queue) -> u64 {
+        let t = q.tree();
         let n = queue_index(t).map(|q| self.depth[q].load(Ordering::SeqCst).max(0) as u64).unwrap_or(0);
         if t == T::Inbox { n + self.journal.pending() } else { n }
     }

@@ -18,14 +18,14 @@ pub fn serve(
             web::get().to(|shared: web::Data<crate::app::Shared>| async move {
                 let store = &shared.store;
                 let snapshot = crate::metrics::Snapshot {
-                    inbox: store.queue_depth(crate::storage::T::Inbox),
-                    outbox: store.queue_depth(crate::storage::T::Outbox),
+                    inbox: store.queue_depth(crate::storage::Queue::Inbox),
+                    outbox: store.queue_depth(crate::storage::Queue::Outbox),
                     oldest_action_age: shared
                         .tasks
                         .oldest_action()
                         .map(|t| Duration::from_millis(crate::storage::now_ms().saturating_sub(t))),
-                    failed: store.queue_depth(crate::storage::T::Failed),
-                    reviews_pending: store.queue_depth(crate::storage::T::OpenReviews),
+                    failed: store.queue_depth(crate::storage::Queue::Failed),
+                    reviews_pending: store.queue_depth(crate::storage::Queue::OpenReviews),
                     waiting_knocks: shared.tasks.waiting_knocks(),
                     unresolved_aliases: crate::pipeline::knocks::unresolved_aliases(&shared).len() as u64,
                 };

@@ -399,7 +399,7 @@ fn drain_one(shared: &Shared, entry: &InboxEvent, admit: Option<(&str, u64)>) ->
     if received < shared.started_ms {
         Store::queued_as_of(&mut ops, received);
     }
-    let queued = ops.iter().any(|op| matches!(op, Op::Put { tree: crate::storage::T::Outbox, .. }));
+    let queued = ops.iter().any(Op::queues_action);
     store.commit(&ops)?;
     Ok(if queued { One::Queued } else { One::Handled })
 }

@@ -68,7 +68,7 @@ impl<T: Send + 'static> Recorder<T> {
 
 /// The error of a unit the recorder dropped unanswered (it stopped, or its thread failed).
 fn gone() -> StoreError {
-    StoreError::Sled(sled::Error::ReportableBug("the recorder stopped before recording an action".into()))
+    StoreError::Stopped("the recorder stopped before recording an action")
 }
 
 /// Starts the recorder's task; it ends once every [`Recorder`] is dropped and what they sent

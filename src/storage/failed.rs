@@ -109,7 +109,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::Action;
+    use crate::storage::{Action, Queue};
 
     #[test]
     fn failed_actions_are_kept_and_put_back_once() {
@@ -128,6 +128,6 @@ mod tests {
         assert!(new_seq > seq);
         assert_eq!(back.action, Action::ResolveAliases);
         assert_eq!(back.attempts, 1);
-        assert_eq!(s.queue_depth(T::Outbox), 1);
+        assert_eq!(s.queue_depth(Queue::Outbox), 1);
     }
 }

@@ -113,11 +113,11 @@ fn a_batch_counts_the_queues_and_feeds_the_runner_when_it_commits() {
     s.watch_outbox();
     s.batch(|| {
         s.commit(&[put(T::Outbox, "\0\0\0\0\0\0\0\x07", "{}")])?;
-        assert_eq!(s.queue_depth(T::Outbox), 0, "not committed yet");
+        assert_eq!(s.queue_depth(Queue::Outbox), 0, "not committed yet");
         Ok(())
     })
     .unwrap();
-    assert_eq!(s.queue_depth(T::Outbox), 1);
+    assert_eq!(s.queue_depth(Queue::Outbox), 1);
     assert_eq!(s.take_queued().len(), 1);
 }
 
