@@ -1,0 +1,51 @@
+//! What happens to a knock after it is decided: the knocker's membership changes close it
+//! (accepted, withdrawn, denied or banned by someone, or by knockwarden itself).
+
+use crate::{
+    app::Shared,
+    events::EventHead,
+    storage::{Action, Op, Outcome, Resolution, Store, StoreError, now_ms},
+};
+
+/// A knocker's membership changed away from `knock`: close the knock, its audit entry (unless
+/// knockwarden itself acted: the runner settles those) and its review item.
+pub fn on_change(shared: &Shared, head: &EventHead, user: &str, membership: &str) -> Result<Vec<Op>, StoreError> {
+    let store = &shared.store;
+    let room = head.room_id.as_str();
+    let Some(rec) = store.knock(room, user)? else { return Ok(vec![]) };
+    let sender = head.sender.as_str();
+    let by_bot = sender == shared.bot.as_str();
+    let by = head.sender.clone();
+    let how = match membership {
+        "invite" | "leave" | "ban" if by_bot => Resolution::ByKnockwarden { membership: membership.to_owned() },
+        "invite" => Resolution::InvitedBy { by },
+        "join" => Resolution::Joined,
+        "leave" if sender == user => Resolution::Withdrawn,
+        "leave" => Resolution::KickedBy { by },
+        "ban" => Resolution::BannedBy { by },
+        other => Resolution::Membership { membership: other.to_owned() },
+    };
+    tracing::info!(room, user, how = %how, "knock closed");
+    let mut ops = Store::del_knock(room, user);
+    // What knockwarden did itself is settled, and its review item closed, by whatever did it
+    // (the runner, for a policy, a verdict or expiry), with who decided.
+    if by_bot {
+        return Ok(ops);
+    }
+    if let Some(id) = rec.audit_id
+        && let Some((_, op)) = store.settle_op(id, Outcome::Resolved(how.clone()), now_ms(), is_pending)?
+    {
+        ops.push(op);
+    }
+    if let Some(item) = store.open_review_for(room, user)?
+        && let Some(closing) = store.close_review_ops(item.number, how)?
+    {
+        ops.extend(closing);
+        ops.push(store.outbox_push(Action::ReviewClosed { number: item.number, reply: true })?);
+    }
+    Ok(ops)
+}
+
+pub(super) fn is_pending(o: &Outcome) -> bool {
+    *o == Outcome::Pending
+}
