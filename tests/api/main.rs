@@ -2,10 +2,12 @@
 //! homeserver (a real HTTP server in this process).
 
 mod accounts;
+mod actions;
 mod ban_lists;
 mod binary;
 mod control;
 mod doctor;
+mod faults;
 mod first_hour;
 mod helpers;
 mod hostile;

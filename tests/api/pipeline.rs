@@ -1,7 +1,7 @@
-//! The moderation pipeline: knocks decided by policy and carried out on the homeserver,
-//! exactly once, through rate limits, errors, outages and restarts.
+//! The moderation pipeline: knocks decided by policy, notices, memberships followed, dry run,
+//! and the intake's back-pressure; the helpers the action and fault tests share.
 
-use knockwarden::storage::{Action, Origin, Outcome, Resolution, Store};
+use knockwarden::storage::{Action, Outcome, Resolution};
 use serde_json::{Value, json};
 
 use crate::helpers::{
@@ -9,9 +9,9 @@ use crate::helpers::{
     spawn_app_in,
 };
 
-const ROOM: &str = "!r:test.local";
+pub(crate) const ROOM: &str = "!r:test.local";
 
-const POLICY: &str = r#"rooms: ["!r:test.local"]
+pub(crate) const POLICY: &str = r#"rooms: ["!r:test.local"]
 default: review
 rules:
   - name: spam
@@ -29,14 +29,14 @@ rules:
     action: ignore
 "#;
 
-async fn app_with(policy: &str, opts: AppOptions, hs: FakeHomeserver) -> TestApp {
+pub(crate) async fn app_with(policy: &str, opts: AppOptions, hs: FakeHomeserver) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("policies")).unwrap();
     std::fs::write(dir.path().join("policies/p.yaml"), policy).unwrap();
     spawn_app_in(dir, hs, opts).await
 }
 
-async fn app() -> TestApp {
+pub(crate) async fn app() -> TestApp {
     app_with(POLICY, AppOptions::default(), FakeHomeserver::start().await).await
 }
 
@@ -48,11 +48,11 @@ impl TestApp {
         assert_eq!(self.put_txn(txn, &body).await.status(), 200);
     }
 
-    fn posts(&self, verb: &str) -> Vec<crate::helpers::fake_homeserver::Recorded> {
+    pub(crate) fn posts(&self, verb: &str) -> Vec<crate::helpers::fake_homeserver::Recorded> {
         self.homeserver.requests_to("POST", &format!("/rooms/{ROOM}/{verb}"))
     }
 
-    fn notices(&self) -> Vec<String> {
+    pub(crate) fn notices(&self) -> Vec<String> {
         self.homeserver
             .requests_to("PUT", &format!("/rooms/{CONTROL_ROOM}/send/m.room.message/"))
             .into_iter()
@@ -62,7 +62,7 @@ impl TestApp {
 }
 
 /// Waits until an invite, kick or ban has failed at least once (the homeserver being down).
-async fn act_failed_once(app: &TestApp) {
+pub(crate) async fn act_failed_once(app: &TestApp) {
     eventually("an action failed once", || {
         app.store.outbox_all().unwrap().iter().any(|(_, e)| matches!(e.action, Action::Act { .. }) && e.attempts >= 1)
     })
@@ -70,155 +70,14 @@ async fn act_failed_once(app: &TestApp) {
 }
 
 /// Start-up is over: the control room is joined and nothing is queued.
-fn started(app: &TestApp) -> bool {
+pub(crate) fn started(app: &TestApp) -> bool {
     app.store.get_meta("control_room_id").unwrap().is_some() && app.store.outbox_len() == 0
 }
 
-fn settled(app: &TestApp) -> bool {
+pub(crate) fn settled(app: &TestApp) -> bool {
     app.store.inbox_len() == 0
         && app.store.audit_all().unwrap().iter().all(|e| e.outcome != Outcome::Pending || e.review.is_some())
         && app.store.outbox_len() == 0
-}
-
-#[tokio::test]
-async fn each_action_sends_the_right_request() {
-    let app = app().await;
-    app.knock("1", "$a", "@alice:test.local", Some("hello, I work here")).await;
-    app.knock("2", "$b", "@bob:elsewhere.example", None).await;
-    app.knock("3", "$c", "@carol:elsewhere.example", Some("cheap SPAM here")).await;
-    app.knock("4", "$d", "@dave:elsewhere.example", Some("I would like to help")).await;
-    app.knock("5", "$e", "@erin:quiet.example", Some("hi")).await;
-    eventually("every decision carried out", || settled(&app) && app.notices().len() >= 4).await;
-
-    let invites = app.posts("invite");
-    assert_eq!(invites.len(), 1);
-    assert_eq!(invites[0].body["user_id"], "@alice:test.local");
-    assert_eq!(invites[0].body["reason"], "Knock accepted by knockwarden (rule locals)");
-    let kicks = app.posts("kick");
-    assert_eq!(kicks.len(), 1);
-    assert_eq!(
-        kicks[0].body,
-        json!({"user_id": "@bob:elsewhere.example", "reason": "Tell us why, @bob:elsewhere.example"})
-    );
-    let bans = app.posts("ban");
-    assert_eq!(bans.len(), 1);
-    assert_eq!(bans[0].body["user_id"], "@carol:elsewhere.example");
-    for r in invites.iter().chain(&kicks).chain(&bans) {
-        assert_eq!(r.authorization.as_deref(), Some(format!("Bearer {}", app.registration().as_token).as_str()));
-    }
-
-    // The audit log answers "why": policy, version, rule, explanation, outcome.
-    let audit = app.store.audit_all().unwrap();
-    assert_eq!(audit.len(), 5);
-    let alice = audit.iter().find(|e| e.user_id == "@alice:test.local").unwrap();
-    assert_eq!((alice.policy.as_str(), alice.policy_version, alice.rule.as_deref()), ("p", 1, Some("locals")));
-    assert!(alice.explanation.contains("server \"test.local\" matches"), "{}", alice.explanation);
-    assert_eq!(alice.outcome, Outcome::Done);
-    let dave = audit.iter().find(|e| e.user_id == "@dave:elsewhere.example").unwrap();
-    assert_eq!((dave.rule.as_deref(), dave.review), (None, Some(1)));
-    let erin = audit.iter().find(|e| e.user_id == "@erin:quiet.example").unwrap();
-    assert_eq!(erin.outcome, Outcome::Nothing);
-
-    // Notices: one per decision (notify: all), the review one with its number, none for ignore.
-    let notices = app.notices();
-    assert_eq!(notices.len(), 4, "{notices:#?}");
-    let review = notices.iter().find(|n| n.starts_with("#1 ")).expect("a review notice");
-    assert!(review.contains("@dave:elsewhere.example") && review.contains("I would like to help"), "{review}");
-    assert!(review.contains("!knock approve 1"), "{review}");
-    assert!(notices.iter().any(|n| n.contains("alice") && n.contains("accepted (invited)")), "{notices:#?}");
-    assert!(notices.iter().all(|n| !n.contains("erin")));
-    assert_eq!(app.store.open_reviews().unwrap().len(), 1);
-}
-
-#[tokio::test]
-async fn rate_limits_and_server_errors_are_retried_until_done() {
-    let app = app().await;
-    app.homeserver.script(
-        "/invite",
-        [
-            (429, json!({"errcode": "M_LIMIT_EXCEEDED", "error": "slow down", "retry_after_ms": 200}), None),
-            (429, json!({"errcode": "M_LIMIT_EXCEEDED", "error": "slow down"}), Some("1".to_owned())),
-            (500, json!({"errcode": "M_UNKNOWN", "error": "boom"}), None),
-            (502, json!({}), None),
-        ],
-    );
-    app.knock("1", "$a", "@alice:test.local", Some("hi there")).await;
-    eventually("invited after the failures", || {
-        app.homeserver.membership(ROOM, "@alice:test.local").as_deref() == Some("invite")
-    })
-    .await;
-    assert_eq!(app.posts("invite").len(), 5, "four failures, one success, nothing more");
-    eventually("settled", || settled(&app)).await;
-    assert_eq!(app.store.audit_all().unwrap()[0].outcome, Outcome::Done);
-}
-
-#[tokio::test]
-async fn a_homeserver_that_is_down_for_a_while_gets_every_knock_once_back() {
-    let app = app().await;
-    eventually("start-up done", || started(&app)).await;
-    app.homeserver.go_down().await;
-    let users: Vec<String> = (0..20).map(|i| format!("@u{i}:test.local")).collect();
-    for (i, u) in users.iter().enumerate() {
-        app.knock(&format!("{i}"), &format!("$k{i}"), u, Some("let me in")).await;
-    }
-    eventually("actions are failing", || app.store.outbox_all().unwrap().first().is_some_and(|(_, e)| e.attempts >= 1))
-        .await;
-    let _back = app.homeserver.come_back().await;
-    eventually("all invited", || app.posts("invite").len() >= 20 && settled(&app)).await;
-    // Knockers are independent subjects: they are invited concurrently, in any order.
-    let mut invited: Vec<String> =
-        app.posts("invite").iter().map(|r| r.body["user_id"].as_str().unwrap().to_owned()).collect();
-    invited.sort();
-    let mut users = users;
-    users.sort();
-    assert_eq!(invited, users, "none lost, none doubled");
-}
-
-#[tokio::test]
-async fn missing_power_is_reported_exactly_and_not_retried() {
-    let hs = FakeHomeserver::start().await;
-    hs.set_state(
-        ROOM,
-        "m.room.power_levels",
-        "",
-        "@owner:test.local",
-        json!({"users": {BOT: 0}, "kick": 50, "ban": 50, "invite": 0}),
-    );
-    hs.script("/kick", [(403, json!({"errcode": "M_FORBIDDEN", "error": "You don't have permission to kick"}), None)]);
-    let app = app_with(POLICY, AppOptions::default(), hs).await;
-    // The bot learns the room's power levels when it joins.
-    assert_eq!(app.put_txn("0", &json!({"events": [member_event("$j", ROOM, BOT, BOT, "join")]})).await.status(), 200);
-    eventually("power levels known", || app.store.room(ROOM).unwrap().is_some_and(|r| r.power_levels.is_some())).await;
-    app.knock("1", "$b", "@bob:elsewhere.example", None).await;
-    eventually("failure reported", || {
-        app.notices().iter().any(|n| n.contains("knockwarden needs power level 50 to kick in !r:test.local (it has 0)"))
-    })
-    .await;
-    eventually("settled", || settled(&app)).await;
-    assert_eq!(app.posts("kick").len(), 1, "not retried");
-    let e = app.store.audit_all().unwrap().into_iter().find(|e| e.user_id == "@bob:elsewhere.example").unwrap();
-    assert!(matches!(e.outcome, Outcome::Failed(ref m) if m.contains("power level 50")), "{:?}", e.outcome);
-    // The join itself also warned about the missing power, once.
-    let warnings: Vec<_> = app.notices().into_iter().filter(|n| n.contains("Knocking cannot work")).collect();
-    assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(warnings[0].contains("knockwarden needs power level 50 to ban"), "{}", warnings[0]);
-
-    // A moderator raises the bot's power: the kick is tried again at once, and both are said.
-    let raised = json!({"users": {BOT: 50}, "kick": 50, "ban": 50, "invite": 0});
-    app.homeserver.set_state(ROOM, "m.room.power_levels", "", "@owner:test.local", raised.clone());
-    let pl = json!({"event_id": "$pl2", "room_id": ROOM, "sender": "@owner:test.local", "state_key": "",
-                    "type": "m.room.power_levels", "content": raised, "origin_server_ts": 2});
-    assert_eq!(app.put_txn("2", &json!({"events": [pl]})).await.status(), 200);
-    eventually("the kick is tried again", || app.posts("kick").len() == 2).await;
-    eventually("the failed list is empty", || app.store.failed().unwrap().is_empty()).await;
-    eventually("said", || {
-        app.notices().iter().any(|n| n.contains("can now kick in !r:test.local: 1 failed action(s) retried"))
-    })
-    .await;
-    assert!(app.notices().iter().any(|n| n.contains("works as configured now")), "{:#?}", app.notices());
-    eventually("settled", || settled(&app)).await;
-    let e = app.store.audit_all().unwrap().into_iter().find(|e| e.user_id == "@bob:elsewhere.example").unwrap();
-    assert!(!matches!(e.outcome, Outcome::Failed(_)), "{:?}", e.outcome);
 }
 
 /// The knock and what a moderator did about it arrive together, before the worker has
@@ -235,50 +94,6 @@ async fn a_change_right_behind_the_knock_is_kept() {
     assert!(app.store.knock(ROOM, "@bob:test.local").unwrap().is_none(), "the invite closed the knock");
     let audit = app.store.audit_all().unwrap();
     assert_eq!(audit[0].outcome, Outcome::Resolved(Resolution::InvitedBy { by: MODERATOR.try_into().unwrap() }));
-}
-
-#[tokio::test]
-async fn a_knock_withdrawn_or_handled_by_a_person_first_is_not_acted_on() {
-    let app = app().await;
-    eventually("start-up done", || started(&app)).await;
-    app.homeserver.go_down().await;
-    app.knock("1", "$a", "@alice:test.local", Some("hi there")).await;
-    app.knock("2", "$b", "@bob:test.local", Some("hi there")).await;
-    // While the homeserver is away, alice withdraws and a moderator invites bob.
-    app.homeserver.set_membership(ROOM, "@alice:test.local", "leave");
-    app.homeserver.set_membership(ROOM, "@bob:test.local", "invite");
-    let withdrawn = member_event("$w", ROOM, "@alice:test.local", "@alice:test.local", "leave");
-    let invited = member_event("$i", ROOM, MODERATOR, "@bob:test.local", "invite");
-    assert_eq!(app.put_txn("3", &json!({"events": [withdrawn, invited]})).await.status(), 200);
-    // The worker runs on its own thread: it has read both changes before the homeserver is back.
-    eventually("the changes are handled", || app.store.inbox_len() == 0).await;
-    let _back = app.homeserver.come_back().await;
-    eventually("settled", || settled(&app)).await;
-    assert!(app.posts("invite").is_empty(), "nobody was invited by knockwarden");
-    let audit = app.store.audit_all().unwrap();
-    let outcome = |u: &str| audit.iter().find(|e| e.user_id == u).unwrap().outcome.clone();
-    assert_eq!(outcome("@alice:test.local"), Outcome::Resolved(Resolution::Withdrawn));
-    assert_eq!(
-        outcome("@bob:test.local"),
-        Outcome::Resolved(Resolution::InvitedBy { by: MODERATOR.try_into().unwrap() })
-    );
-    assert!(app.store.knock(ROOM, "@alice:test.local").unwrap().is_none());
-}
-
-#[tokio::test]
-async fn a_retried_action_asks_the_homeserver_whether_the_knock_still_stands() {
-    let app = app().await;
-    eventually("start-up done", || started(&app)).await;
-    app.homeserver.go_down().await;
-    app.knock("1", "$a", "@alice:test.local", Some("hi there")).await;
-    act_failed_once(&app).await;
-    // The knocker withdraws; the homeserver knows, knockwarden has not been told yet.
-    app.homeserver.set_membership(ROOM, "@alice:test.local", "leave");
-    let _back = app.homeserver.come_back().await;
-    eventually("settled", || settled(&app)).await;
-    assert!(app.posts("invite").is_empty());
-    let e = &app.store.audit_all().unwrap()[0];
-    assert_eq!(e.outcome, Outcome::Cancelled(Resolution::NotKnocking { membership: Some("leave".into()) }));
 }
 
 #[tokio::test]
@@ -308,66 +123,6 @@ async fn dry_run_decides_audits_and_notifies_but_changes_nothing() {
     app.knock("1", "$a", "@alice:test.local", Some("hi there")).await;
     eventually("notice", || app.notices().len() == 1).await;
     assert!(app.posts("invite").is_empty());
-}
-
-#[tokio::test]
-async fn a_restart_with_a_non_empty_outbox_acts_once() {
-    let app = app().await;
-    eventually("start-up done", || started(&app)).await;
-    app.homeserver.go_down().await;
-    app.knock("1", "$a", "@alice:test.local", Some("hi there")).await;
-    act_failed_once(&app).await;
-    let (dir, hs) = app.stop().await;
-    let hs = hs.come_back().await;
-    let app = spawn_app_in(dir, hs, AppOptions::default()).await;
-    eventually("invited after the restart", || app.posts("invite").len() == 1 && settled(&app)).await;
-    // The pushed invite event (the bot's own) closes the knock without acting again.
-    let invited = member_event("$i", ROOM, BOT, "@alice:test.local", "invite");
-    assert_eq!(app.put_txn("9", &json!({"events": [invited]})).await.status(), 200);
-    eventually("knock closed", || app.store.knock(ROOM, "@alice:test.local").unwrap().is_none()).await;
-    assert_eq!(app.posts("invite").len(), 1);
-    assert_eq!(app.store.audit_all().unwrap()[0].outcome, Outcome::Done);
-}
-
-#[tokio::test]
-async fn a_thousand_knocks_against_a_flaky_homeserver_end_in_a_thousand_actions() {
-    let app = app().await;
-    eventually("start-up done", || started(&app)).await;
-    app.homeserver.set_flaky(true);
-    let n = 1000;
-    for chunk in 0..(n / 100) {
-        let events: Vec<Value> = (0..100)
-            .map(|i| {
-                let k = chunk * 100 + i;
-                let user = format!("@user{k}:test.local");
-                app.homeserver.set_knocking(ROOM, &user, &format!("$k{k}"));
-                knock_event(&format!("$k{k}"), ROOM, &user, Some("hello there"))
-            })
-            .collect();
-        assert_eq!(app.put_txn(&format!("t{chunk}"), &json!({"events": events})).await.status(), 200);
-    }
-    let store = app.store.clone();
-    let deadline = std::time::Duration::from_secs(120);
-    let started = std::time::Instant::now();
-    while !(store.audit_len() == n && settled(&app)) {
-        assert!(started.elapsed() < deadline, "not done: {} decided, {} queued", store.audit_len(), store.outbox_len());
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let mut invited: Vec<String> = app
-        .homeserver
-        .requests_to("POST", "/invite")
-        .into_iter()
-        .map(|r| r.body["user_id"].as_str().unwrap().to_owned())
-        .collect();
-    let attempts = invited.len();
-    invited.sort();
-    invited.dedup();
-    assert_eq!(invited.len(), n, "every knocker invited");
-    assert!(attempts >= n && attempts <= 2 * n, "{attempts} attempts");
-    for k in 0..n {
-        assert_eq!(app.homeserver.membership(ROOM, &format!("@user{k}:test.local")).as_deref(), Some("invite"));
-    }
-    assert!(store.audit_all().unwrap().iter().all(|e| e.outcome == Outcome::Done));
 }
 
 #[tokio::test]
@@ -428,36 +183,6 @@ async fn a_re_knock_supersedes_the_pending_review() {
 }
 
 #[tokio::test]
-async fn inviting_someone_already_in_the_room_counts_as_done() {
-    let app = app().await;
-    app.homeserver.script(
-        "/invite",
-        [(403, json!({"errcode": "M_FORBIDDEN", "error": "@alice:test.local is already in the room."}), None)],
-    );
-    // The homeserver shows her joined (she joined by another way meanwhile).
-    let joined = member_event("$joined", ROOM, "@alice:test.local", "@alice:test.local", "join");
-    app.homeserver.script("/state/m.room.member/", [(200, joined, None)]);
-    app.knock("1", "$a", "@alice:test.local", Some("hi there")).await;
-    eventually("settled", || settled(&app)).await;
-    assert_eq!(app.posts("invite").len(), 1, "not retried");
-    assert_eq!(app.store.audit_all().unwrap()[0].outcome, Outcome::Done);
-}
-
-#[tokio::test]
-async fn a_refused_invite_is_not_done_because_of_its_wording() {
-    let app = app().await;
-    // The same words, but the homeserver still shows her knocking: a real refusal.
-    app.homeserver.script(
-        "/invite",
-        [(403, json!({"errcode": "M_FORBIDDEN", "error": "@alice:test.local is already in the room."}), None)],
-    );
-    app.knock("1", "$a", "@alice:test.local", Some("hi there")).await;
-    eventually("settled", || settled(&app)).await;
-    assert!(matches!(app.store.audit_all().unwrap()[0].outcome, Outcome::Failed(_)));
-    assert_eq!(app.store.failed().unwrap().len(), 1, "kept in the failed list");
-}
-
-#[tokio::test]
 async fn member_of_matches_rooms_named_by_alias() {
     member_of_accepts_members_of("#general:test.local").await;
 }
@@ -515,32 +240,6 @@ async fn a_join_rule_change_that_stops_knocking_is_warned_about_once() {
     })
     .await;
     assert_eq!(warnings(&app).len(), 1);
-}
-
-/// A crash can lose the worker's last batch after its actions were carried out (sled makes
-/// it durable a moment later): the events of the journal are handled again after the
-/// restart. Their actions are checked against the homeserver first, so nobody is invited
-/// twice.
-#[tokio::test]
-async fn a_knock_taken_in_before_a_restart_is_checked_with_the_homeserver_before_it_is_acted_on() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("policies")).unwrap();
-    std::fs::write(dir.path().join("policies/p.yaml"), POLICY).unwrap();
-    {
-        let store = Store::open(&dir.path().join("db")).unwrap();
-        let knock = knock_event("$a", ROOM, "@alice:test.local", Some("hi there"));
-        let knock = serde_json::value::to_raw_value(&knock).unwrap();
-        let origin = Origin::Push { txn_id: "1".into() };
-        store.journal_append(&origin, Some(&[1; 32]), vec![knock], vec!["@alice:test.local".into()], vec![]).unwrap();
-        store.flush_blocking().unwrap();
-    }
-    // The run before invited alice; its record of that was lost.
-    let hs = FakeHomeserver::start().await;
-    hs.set_membership(ROOM, "@alice:test.local", "invite");
-    let app = spawn_app_in(dir, hs, AppOptions::default()).await;
-    eventually("settled", || settled(&app) && app.store.audit_len() == 1).await;
-    assert!(app.posts("invite").is_empty(), "not invited twice");
-    assert_eq!(app.store.audit_all().unwrap()[0].outcome, Outcome::Done);
 }
 
 /// The worker cannot go on (held up, as by a slow disk) and the journal holds its most: the next transaction's 200 waits until the worker has
