@@ -1,7 +1,12 @@
-//! The Debian package, installed: built by `scripts/package-deb.sh`, which runs this test with
-//! `KNOCKWARDEN_DEB` set (it needs the release build, so it is outside the default run).
+//! The Debian package, installed. `scripts/package-deb.sh` runs this test on the release
+//! package it built (`KNOCKWARDEN_DEB`); the default run packages the binary the tests use,
+//! with cargo-deb (installed once into `target/cargo-deb` when it is not on the PATH, as the
+//! Synapse suite installs Synapse), from the same `[package.metadata.deb]`.
 
-use std::{path::Path, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use crate::doctor::setup_with_config;
 
@@ -11,10 +16,56 @@ fn dpkg_deb(args: &[&str], deb: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The cargo-deb this suite uses: the one on the PATH, else 3.8.0 installed into `target/`
+/// (once; a file lock lets one test install while others wait). Fails the test, never skips it.
+fn cargo_deb() -> PathBuf {
+    if let Ok(out) = Command::new("cargo-deb").arg("--version").output()
+        && out.status.success()
+    {
+        return PathBuf::from("cargo-deb");
+    }
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("cargo-deb");
+    let bin = root.join("bin/cargo-deb");
+    if bin.exists() {
+        return bin;
+    }
+    std::fs::create_dir_all(&root).unwrap();
+    let lock = std::fs::File::create(root.with_extension("lock")).unwrap();
+    lock.lock().unwrap();
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = Command::new(cargo)
+            .args(["install", "cargo-deb", "--version", "3.8.0", "--locked", "--root"])
+            .arg(&root)
+            .output()
+            .expect("cargo runs");
+        assert!(out.status.success(), "cannot install cargo-deb: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    bin
+}
+
+/// The package to check: `KNOCKWARDEN_DEB`, or one made now from the test build's binary.
+fn package(dir: &Path) -> String {
+    if let Ok(deb) = std::env::var("KNOCKWARDEN_DEB") {
+        return deb;
+    }
+    let out = Command::new(cargo_deb())
+        .args(["--no-build", "--profile", "dev", "--fast", "--strip", "--quiet", "--manifest-path"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+        .arg("-o")
+        .arg(dir)
+        .output()
+        .expect("cargo-deb runs");
+    assert!(out.status.success(), "cargo deb: {}", String::from_utf8_lossy(&out.stderr));
+    let deb = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().trim().to_owned();
+    assert!(deb.ends_with(".deb") && Path::new(&deb).is_file(), "cargo deb made no package: {deb}");
+    deb
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the Debian package: scripts/package-deb.sh builds it and runs this test"]
 async fn installed_debian_package_runs_and_its_doctor_passes() {
-    let deb = std::env::var("KNOCKWARDEN_DEB").expect("KNOCKWARDEN_DEB: the .deb to check");
+    let made = tempfile::tempdir().unwrap();
+    let deb = package(made.path());
     assert_eq!(
         dpkg_deb(&["--field"], &deb).lines().find(|l| l.starts_with("Version:")).map(|l| l.trim()),
         Some(format!("Version: {}-1", env!("CARGO_PKG_VERSION")).as_str())
