@@ -51,7 +51,7 @@ fn rules(l: usize) -> Vec<(RuleKey, banlist::ListRule)> {
                 _ => ("m.policy.rule.user", json!({"entity": format!("@spammer{l}-{i}:matrix.example"), "recommendation": "m.ban", "reason": "spam"})),
             };
             let key = RuleKey { event_type: kind.into(), state_key: format!("rule:{i}") };
-            let Some(banlist::Parsed::Rule(rule)) = banlist::parse(kind, &content, &format!("$e{l}-{i}")) else {
+            let Some(banlist::Parsed::Rule(rule)) = banlist::parse(kind, &serde_json::from_value(content).unwrap(), &format!("$e{l}-{i}")) else {
                 unreachable!("bench rules are bans")
             };
             (key, rule)
@@ -213,7 +213,8 @@ fn large_list() {
     for i in 0..2_000 {
         let key = RuleKey { event_type: "m.policy.rule.user".into(), state_key: format!("rule:new{i}") };
         let content = json!({"entity": format!("@new{i}*:fresh{i}.example"), "recommendation": "m.ban"});
-        let parsed = banlist::parse("m.policy.rule.user", &content, &format!("$n{i}")).unwrap();
+        let parsed =
+            banlist::parse("m.policy.rule.user", &serde_json::from_value(content).unwrap(), &format!("$n{i}")).unwrap();
         let t = Instant::now();
         lists.apply(room.as_str(), key, parsed);
         black_box(lists.recheck(room.as_str()));

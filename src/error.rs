@@ -53,10 +53,11 @@ pub struct ApiError {
     pub message: String,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    errcode: &'a str,
-    error: &'a str,
+/// The JSON body of an error answer, `{"errcode": ..., "error": ...}`.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Body<'a> {
+    pub errcode: &'a str,
+    pub error: &'a str,
 }
 
 impl ApiError {
@@ -105,9 +106,8 @@ impl ApiError {
     }
 
     /// The JSON body, `{"errcode": ..., "error": ...}`.
-    pub fn body(&self) -> serde_json::Value {
-        serde_json::to_value(Body { errcode: self.errcode.as_str(), error: &self.message })
-            .expect("a struct of two strings serializes")
+    pub fn body(&self) -> Body<'_> {
+        Body { errcode: self.errcode.as_str(), error: &self.message }
     }
 }
 
@@ -129,6 +129,9 @@ mod tests {
     fn body_has_errcode_and_error() {
         let e = ApiError::wrong_token();
         assert_eq!(e.status, StatusCode::FORBIDDEN);
-        assert_eq!(e.body(), serde_json::json!({"errcode": "M_FORBIDDEN", "error": "Invalid homeserver token"}));
+        assert_eq!(
+            serde_json::to_value(e.body()).unwrap(),
+            serde_json::json!({"errcode": "M_FORBIDDEN", "error": "Invalid homeserver token"})
+        );
     }
 }

@@ -146,34 +146,55 @@ pub trait Homeserver: Send + Sync + 'static {
 }
 
 /// A state event as read back from the homeserver.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct StateEvent {
     /// Its sender, when the homeserver gave the whole event (`format=event`).
     pub sender: Option<String>,
     /// Its event ID, likewise.
     pub event_id: Option<String>,
-    pub content: serde_json::Value,
+    /// Its content's JSON text, read by its type ([`StateEvent::room_state`],
+    /// [`StateEvent::membership`]).
+    pub content: Box<serde_json::value::RawValue>,
 }
 
 impl StateEvent {
     /// Reads a `format=event` answer; a homeserver that ignores `format` sends only the content.
-    pub fn from_answer(v: serde_json::Value) -> Self {
-        let whole = v.get("type").is_some_and(|t| t.is_string()) && v.get("content").is_some_and(|c| c.is_object());
-        if whole {
-            let text = |k: &str| v.get(k).and_then(|s| s.as_str()).map(str::to_owned);
-            let (sender, event_id) = (text("sender"), text("event_id"));
-            let content = v.get("content").cloned().unwrap_or_default();
-            StateEvent { sender, event_id, content }
-        } else {
-            StateEvent { sender: None, event_id: None, content: v }
+    pub fn from_answer(text: &str) -> Result<Self, serde_json::Error> {
+        #[derive(serde::Deserialize)]
+        struct Whole<'a> {
+            #[serde(rename = "type", default, deserialize_with = "crate::events::lenient::string")]
+            event_type: Option<String>,
+            #[serde(default, deserialize_with = "crate::events::lenient::string")]
+            sender: Option<String>,
+            #[serde(default, deserialize_with = "crate::events::lenient::string")]
+            event_id: Option<String>,
+            #[serde(default, borrow)]
+            content: Option<&'a serde_json::value::RawValue>,
         }
+        let whole: Whole = serde_json::from_str(text)?;
+        Ok(match whole.content.filter(|c| whole.event_type.is_some() && c.get().starts_with('{')) {
+            Some(content) => StateEvent { sender: whole.sender, event_id: whole.event_id, content: content.to_owned() },
+            None => StateEvent {
+                sender: None,
+                event_id: None,
+                content: serde_json::value::RawValue::from_string(text.to_owned())?,
+            },
+        })
     }
-}
 
-impl StateEvent {
     /// The `membership` of an `m.room.member` event.
-    pub fn membership(&self) -> Option<&str> {
-        self.content.get("membership").and_then(|m| m.as_str())
+    pub fn membership(&self) -> Option<crate::events::MembershipState> {
+        #[derive(serde::Deserialize)]
+        struct Only {
+            #[serde(default, deserialize_with = "crate::events::lenient::opt")]
+            membership: Option<crate::events::MembershipState>,
+        }
+        serde_json::from_str::<Only>(self.content.get()).ok()?.membership
+    }
+
+    /// The content of a room state event of `kind`, read.
+    pub fn room_state(&self, kind: crate::events::StateKind) -> Result<crate::events::RoomState, serde_json::Error> {
+        crate::events::RoomState::parse(kind, self.content.get())
     }
 }
 

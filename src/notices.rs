@@ -1,4 +1,7 @@
 //! Control-room notices: plain text with an HTML twin. All user-supplied text is escaped.
+//!
+//! What the bot sends is free-form Matrix event content, so it is built and fitted as a
+//! `serde_json::Value` (the one place such a value remains: see [`crate::events`]).
 
 use crate::storage::Action;
 

@@ -3,10 +3,10 @@
 //! Rooms of version 12 and later give their creators unlimited power and leave them out of
 //! the `users` map; callers pass the creators they know of.
 
-use serde_json::Value;
+use crate::events::PowerLevels;
 
 /// A user's power level; creators of v12+ rooms are `i64::MAX`.
-pub fn user_level(power_levels: Option<&Value>, creators: &[String], user: &str) -> i64 {
+pub fn user_level(power_levels: Option<&PowerLevels>, creators: &[String], user: &str) -> i64 {
     if creators.iter().any(|c| c == user) {
         return i64::MAX;
     }
@@ -15,25 +15,17 @@ pub fn user_level(power_levels: Option<&Value>, creators: &[String], user: &str)
         // creator is in `creators` when known.
         return 0;
     };
-    pl.get("users")
-        .and_then(|u| u.get(user))
-        .and_then(as_level)
-        .or_else(|| pl.get("users_default").and_then(as_level))
-        .unwrap_or(0)
+    pl.users.get(user).copied().or(pl.users_default).unwrap_or(0)
 }
 
 /// The level an action needs (`invite`, `kick`, `ban`), with the spec's defaults.
-pub fn action_level(power_levels: Option<&Value>, action: &str) -> i64 {
-    let default = match action {
-        "invite" => 0,
-        _ => 50,
+pub fn action_level(power_levels: Option<&PowerLevels>, action: &str) -> i64 {
+    let (level, default) = match action {
+        "invite" => (power_levels.and_then(|pl| pl.invite), 0),
+        "kick" => (power_levels.and_then(|pl| pl.kick), 50),
+        _ => (power_levels.and_then(|pl| pl.ban), 50),
     };
-    power_levels.and_then(|pl| pl.get(action)).and_then(as_level).unwrap_or(default)
-}
-
-/// Levels are integers, or (in old rooms) strings of integers.
-fn as_level(v: &Value) -> Option<i64> {
-    v.as_i64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+    level.unwrap_or(default)
 }
 
 #[cfg(test)]
@@ -43,10 +35,14 @@ mod tests {
 
     #[test]
     fn levels_follow_the_spec_defaults() {
-        let pl = json!({"users": {"@mod:x": 50, "@old:x": "75"}, "users_default": 0, "kick": 50, "invite": 0});
+        let pl: PowerLevels = serde_json::from_value(
+            json!({"users": {"@mod:x": 50, "@old:x": "75", "@odd:x": [1]}, "users_default": 0, "kick": 50, "invite": 0}),
+        )
+        .unwrap();
         assert_eq!(user_level(Some(&pl), &[], "@mod:x"), 50);
         assert_eq!(user_level(Some(&pl), &[], "@old:x"), 75);
         assert_eq!(user_level(Some(&pl), &[], "@nobody:x"), 0);
+        assert_eq!(user_level(Some(&pl), &[], "@odd:x"), 0);
         assert_eq!(user_level(Some(&pl), &["@alice:x".into()], "@alice:x"), i64::MAX);
         assert_eq!(action_level(Some(&pl), "kick"), 50);
         assert_eq!(action_level(Some(&pl), "ban"), 50);

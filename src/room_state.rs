@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 
 use ruma::RoomId;
-use serde_json::Value;
 
 use crate::{
     app::Shared,
+    events::{RoomState, StateKind},
     notices,
     pipeline::knocks,
     power,
@@ -16,28 +16,20 @@ use crate::{
     storage::{Action, FailCause, Op, Queue, RoomRecord, Store, StoreError},
 };
 
-/// The state event types knockwarden follows.
-pub const KINDS: [&str; 3] = ["m.room.create", "m.room.join_rules", "m.room.power_levels"];
-
 /// Applies a state event's content to what we know of the room.
-pub fn apply(rec: &mut RoomRecord, kind: &str, content: Value, sender: &str) {
-    match kind {
-        "m.room.power_levels" => rec.power_levels = Some(content),
-        "m.room.join_rules" => {
-            rec.join_rule = content.get("join_rule").and_then(Value::as_str).map(str::to_owned);
-        }
-        "m.room.create" => {
-            let version = content.get("room_version").and_then(Value::as_str).unwrap_or("1").to_owned();
+pub fn apply(rec: &mut RoomRecord, state: &RoomState, sender: &str) {
+    match state {
+        RoomState::PowerLevels(pl) => rec.power_levels = Some(pl.clone()),
+        RoomState::JoinRules(rules) => rec.join_rule = rules.join_rule.clone(),
+        RoomState::Create(create) => {
+            let version = create.room_version.clone().unwrap_or_else(|| "1".to_owned());
             if crate::rooms::creators_have_infinite_power(&version) {
                 let mut creators = vec![sender.to_owned()];
-                if let Some(extra) = content.get("additional_creators").and_then(Value::as_array) {
-                    creators.extend(extra.iter().filter_map(Value::as_str).map(str::to_owned));
-                }
+                creators.extend(create.additional_creators.iter().cloned());
                 rec.creators = creators;
             }
             rec.room_version = Some(version);
         }
-        _ => {}
     }
 }
 
@@ -45,18 +37,26 @@ pub fn apply(rec: &mut RoomRecord, kind: &str, content: Value, sender: &str) {
 /// pushed while the snapshot was being fetched is newer than it: that one is kept.
 pub async fn fetch(shared: &Shared, room: &RoomId) -> Result<(), ActionError> {
     let began = shared.store.next_id()?;
-    for kind in KINDS {
-        if let Some(ev) = shared.homeserver.state(room, kind, "").await? {
+    for kind in StateKind::ALL {
+        if let Some(ev) = shared.homeserver.state(room, kind.as_str(), "").await? {
+            let state = match ev.room_state(kind) {
+                Ok(state) => state,
+                Err(e) => {
+                    tracing::warn!(%room, kind = kind.as_str(), error = %e, "the room's state event cannot be read; left as it was");
+                    continue;
+                }
+            };
             // The create event's sender is the creator; old versions also name it in content.
-            let sender = ev
-                .sender
-                .or_else(|| ev.content.get("creator").and_then(|c| c.as_str()).map(str::to_owned))
-                .unwrap_or_default();
+            let creator = match &state {
+                RoomState::Create(c) => c.creator.clone(),
+                _ => None,
+            };
+            let sender = ev.sender.or(creator).unwrap_or_default();
             shared.store.update_room(room.as_str(), |rec| {
-                if rec.pushed.get(kind).is_some_and(|&at| at > began) {
-                    tracing::debug!(%room, kind, "a newer pushed state event stands; the snapshot is not applied");
+                if rec.pushed.get(kind.as_str()).is_some_and(|&at| at > began) {
+                    tracing::debug!(%room, kind = kind.as_str(), "a newer pushed state event stands; the snapshot is not applied");
                 } else {
-                    apply(rec, kind, ev.content, &sender);
+                    apply(rec, &state, &sender);
                 }
             })?;
         }

@@ -37,7 +37,7 @@ mod tests {
 /// Why knocking cannot work in a room, as far as the bot knows (empty when all is well).
 pub fn warnings(rec: &crate::storage::RoomRecord, bot: &str, room_label: &str) -> Vec<String> {
     let mut out = Vec::new();
-    if let (Some(version), Some(rule)) = (rec.room_version.as_deref(), rec.join_rule.as_deref()) {
+    if let (Some(version), Some(rule)) = (rec.room_version.as_deref(), rec.join_rule.as_ref().map(|j| j.as_str())) {
         if !matches!(rule, "knock" | "knock_restricted") {
             out.push(format!(
                 "{room_label} has join rule `{rule}`: nobody can knock there (use `knock` or `knock_restricted`)"
@@ -71,8 +71,14 @@ mod warning_tests {
     fn warns_about_join_rule_version_and_power() {
         let mut rec = RoomRecord {
             room_version: Some("6".into()),
-            join_rule: Some("knock".into()),
-            power_levels: Some(serde_json::json!({"users": {"@kw:x": 0}, "kick": 50, "ban": 50, "invite": 0})),
+            join_rule: Some(ruma::room::JoinRuleKind::Knock),
+            power_levels: Some(crate::events::PowerLevels {
+                users: [("@kw:x".to_owned(), 0)].into(),
+                kick: Some(50),
+                ban: Some(50),
+                invite: Some(0),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let w = warnings(&rec, "@kw:x", "#r:x");
@@ -80,8 +86,9 @@ mod warning_tests {
         assert!(w[0].contains("version 6") && w[0].contains("needs version 7"));
         assert_eq!(w[1], "knockwarden needs power level 50 to kick in #r:x (it has 0)");
         rec.room_version = Some("10".into());
-        rec.join_rule = Some("invite".into());
-        rec.power_levels = Some(serde_json::json!({"users": {"@kw:x": 50}}));
+        rec.join_rule = Some(ruma::room::JoinRuleKind::Invite);
+        rec.power_levels =
+            Some(crate::events::PowerLevels { users: [("@kw:x".to_owned(), 50)].into(), ..Default::default() });
         let w = warnings(&rec, "@kw:x", "#r:x");
         assert_eq!(w, vec!["#r:x has join rule `invite`: nobody can knock there (use `knock` or `knock_restricted`)"]);
     }

@@ -36,7 +36,7 @@ use sled::{
 
 pub use audit::{AuditEntry, Outcome, ReviewItem};
 pub use failed::{FailCause, FailedEntry, FailedItem};
-pub use inbox::{InboxEntry, InboxEvent, InboxItem, InboxRecord, Origin};
+pub use inbox::{InboxEntry, InboxItem, InboxRecord, Origin};
 pub use journal::{BACKLOG_EVENTS, Checkpoint, Damage, JournalRecord};
 pub use lists::ListRecord;
 pub use outbox::{Action, ModeratorVerdict, OutboxEntry, Subject};

@@ -9,8 +9,8 @@ use knockwarden::control::{
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|body: &str| {
-    let event = serde_json::json!({"content": {"msgtype": "m.text", "body": body}});
-    if let Some(text) = command_text(&event, "@knockwarden:example.org") {
+    let message = knockwarden::events::Message { msgtype: Some("m.text".into()), body: Some(body.into()), ..Default::default() };
+    if let Some(text) = command_text(&message, "@knockwarden:example.org") {
         let (line, _block) = split_block(&text);
         if let Parsed::Help(t) | Parsed::Error(t) = parse(&line) {
             let content = knockwarden::homeserver::notice_content(&t, &knockwarden::notices::escape(&t));

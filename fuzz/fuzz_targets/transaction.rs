@@ -4,7 +4,7 @@
 #![no_main]
 
 use knockwarden::{
-    events::{EventHead, Interests, is_wanted},
+    events::{Body, Head, Interests, is_wanted},
     pipeline::intake::split_events,
 };
 use libfuzzer_sys::fuzz_target;
@@ -25,17 +25,20 @@ impl Interests for Everything {
     fn is_knocker(&self, _: &str) -> bool {
         true
     }
+    fn is_list_room(&self, _: &RoomId) -> bool {
+        false
+    }
 }
 
 fuzz_target!(|body: &[u8]| {
     let Ok(events) = split_events(body) else { return };
     for json in events {
-        let Ok(head) = EventHead::from_json(json) else { continue };
+        let Ok(head) = Head::parse(json) else { continue };
         if is_wanted(&head, &Everything)
-            && let Ok(event) = serde_json::from_str::<serde_json::Value>(json)
+            && let Ok(event) = head.into_event()
+            && let Body::Message(message) = &event.body
         {
-            let _ = knockwarden::control::message::command_text(&event, "@kw:x");
-            let _ = knockwarden::control::message::reaction(&event);
+            let _ = knockwarden::control::message::command_text(message, "@kw:x");
         }
     }
 });

@@ -11,7 +11,6 @@
 //! to the failed list with its notice).
 
 use ruma::{OwnedRoomId, RoomAliasId, RoomId};
-use serde::Deserialize;
 
 use crate::{
     app::Shared,
@@ -41,15 +40,16 @@ pub fn read_actions(set: &PolicySet) -> Vec<Action> {
     set.ban_lists().into_iter().map(|name| Action::ReadBanList { name }).collect()
 }
 
-/// The fields of a state event a list needs.
-#[derive(Deserialize)]
+/// The fields of a state event a list needs (a room's state as the homeserver gives it: a
+/// rule's sender and room are not needed).
+#[derive(serde::Deserialize)]
 struct StateWire {
     #[serde(rename = "type")]
-    kind: String,
+    event_type: String,
     state_key: Option<String>,
     event_id: Option<String>,
-    #[serde(default)]
-    content: serde_json::Value,
+    #[serde(default, deserialize_with = "crate::events::lenient::opt")]
+    content: Option<banlist::RuleContent>,
 }
 
 /// Reads the rule events of a room's state; returns them and how many could not be read.
@@ -62,8 +62,8 @@ pub fn rules_of_state<'a>(events: impl IntoIterator<Item = &'a str>) -> (Vec<(Ru
             continue;
         };
         let (Some(state_key), Some(event_id)) = (ev.state_key, ev.event_id) else { continue };
-        if let Some(parsed) = banlist::parse(&ev.kind, &ev.content, &event_id) {
-            rules.push((RuleKey { event_type: ev.kind, state_key }, parsed));
+        if let Some(parsed) = banlist::parse(&ev.event_type, &ev.content.unwrap_or_default(), &event_id) {
+            rules.push((RuleKey { event_type: ev.event_type, state_key }, parsed));
         }
     }
     (rules, malformed)

@@ -12,6 +12,7 @@
 //! "Already in the room" is recognised by the membership, not by the homeserver's wording: a
 //! refused invite of someone the homeserver shows invited or joined is done.
 
+use crate::events::MembershipState;
 use ruma::{RoomId, UserId};
 
 use crate::{
@@ -70,7 +71,7 @@ pub async fn perform(shared: &Shared, action: &Action, fresh: bool) -> Result<Ac
         Err(e @ HsError::Api { status: 403, .. }) if *change == MembershipChange::Invite => {
             let now = shared.homeserver.state(&room, "m.room.member", user.as_str()).await?;
             match now.as_ref().and_then(|ev| ev.membership()) {
-                Some("invite" | "join") => Ok(Acted::Done),
+                Some(MembershipState::Invite | MembershipState::Join) => Ok(Acted::Done),
                 _ => Err(refusal(shared, *change, &room, &e)),
             }
         }
@@ -107,17 +108,22 @@ async fn check_homeserver(
     let ev = shared.homeserver.state(room, "m.room.member", user.as_str()).await?;
     let by_bot = ev.as_ref().and_then(|e| e.sender.as_deref()) == Some(shared.bot.as_str());
     let current = ev.as_ref().and_then(|e| e.event_id.as_deref());
-    let membership = ev.as_ref().and_then(|e| e.membership()).map(str::to_owned);
-    Ok(match (change, membership.as_deref()) {
-        (_, Some("knock")) => match (knock_event, current) {
+    let membership = ev.as_ref().and_then(|e| e.membership());
+    Ok(match (change, &membership) {
+        (_, Some(MembershipState::Knock)) => match (knock_event, current) {
             (Some(k), Some(c)) if k != c => Check::Stop(Resolution::KnockedAgain),
             _ => Check::Go,
         },
         // Already invited or in the room: what the invite was for has happened.
-        (MembershipChange::Invite, Some("invite" | "join")) => Check::Done,
+        (MembershipChange::Invite, Some(MembershipState::Invite | MembershipState::Join)) => Check::Done,
         // Done by the bot already: an attempt that succeeded just before a crash.
-        (MembershipChange::Kick, Some("leave")) | (MembershipChange::Ban, Some("ban")) if by_bot => Check::Done,
-        (_, _) => Check::Stop(Resolution::NotKnocking { membership }),
+        (MembershipChange::Kick, Some(MembershipState::Leave))
+        | (MembershipChange::Ban, Some(MembershipState::Ban))
+            if by_bot =>
+        {
+            Check::Done
+        }
+        (_, _) => Check::Stop(Resolution::NotKnocking { membership: membership.map(|m| m.to_string()) }),
     })
 }
 

@@ -8,6 +8,7 @@
 //! by the service; otherwise doctor answers the homeserver's ping itself on
 //! `appservice.listen` for that moment.
 
+use crate::events::StateKind;
 use std::{os::unix::fs::PermissionsExt, path::Path, time::Duration};
 
 use ruma::{OwnedRoomId, RoomAliasId, RoomId};
@@ -268,6 +269,15 @@ async fn database(config: &Config) -> (Check, bool) {
     }
 }
 
+/// What `/health` and `/ready` answer, as far as doctor reads it (see docs/HTTP.md).
+#[derive(Default, serde::Deserialize)]
+struct ServiceAnswer {
+    #[serde(default, deserialize_with = "crate::events::lenient::string")]
+    status: Option<String>,
+    #[serde(default, deserialize_with = "crate::events::lenient::strings")]
+    reasons: Vec<String>,
+}
+
 /// The running service's `/health` and `/ready`.
 async fn running_service(config: &Config) -> Check {
     let name = "database";
@@ -278,7 +288,7 @@ async fn running_service(config: &Config) -> Check {
         async move {
             let res = client.get(url).send().await.map_err(|e| e.to_string())?;
             let status = res.status().as_u16();
-            Ok::<_, String>((status, res.json::<serde_json::Value>().await.unwrap_or_default()))
+            Ok::<_, String>((status, res.json::<ServiceAnswer>().await.unwrap_or_default()))
         }
     };
     let (health, ready) = (get("/health").await, get("/ready").await);
@@ -287,10 +297,7 @@ async fn running_service(config: &Config) -> Check {
             Check::ok(name, format!("in use by the running knockwarden: {base}/health ok, /ready ready"))
         }
         (Ok((200, _)), Ok((_, body))) => {
-            let reasons: Vec<String> = body["reasons"]
-                .as_array()
-                .map(|r| r.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
-                .unwrap_or_default();
+            let reasons = body.reasons;
             Check::failed(
                 name,
                 format!("in use by the running knockwarden, which is not ready: {}", reasons.join("; ")),
@@ -299,7 +306,10 @@ async fn running_service(config: &Config) -> Check {
         }
         (Ok((status, body)), _) => Check::failed(
             name,
-            format!("in use by the running knockwarden, whose /health answers {status}: {}", body["status"]),
+            format!(
+                "in use by the running knockwarden, whose /health answers {status}: {}",
+                body.status.as_deref().unwrap_or("(no status)")
+            ),
             "see its log",
         ),
         (Err(e), _) => Check::failed(
@@ -465,12 +475,14 @@ async fn power_in(hs: &MatrixHomeserver, reg: &AppRegistration, room: &RoomId) -
         }
     };
     let mut rec = crate::storage::RoomRecord::default();
-    if let Some(create) = create {
-        let sender = create.sender.clone().unwrap_or_default();
-        crate::room_state::apply(&mut rec, "m.room.create", create.content, &sender);
-    }
-    if let Some(pl) = pl {
-        crate::room_state::apply(&mut rec, "m.room.power_levels", pl.content, "");
+    for (ev, kind) in [(create, StateKind::Create), (pl, StateKind::PowerLevels)] {
+        let Some(ev) = ev else { continue };
+        match ev.room_state(kind) {
+            Ok(state) => crate::room_state::apply(&mut rec, &state, ev.sender.as_deref().unwrap_or_default()),
+            Err(e) => {
+                return Check::failed(name, format!("cannot read its {}: {e}", kind.as_str()), "see the error");
+            }
+        }
     }
     let have = power::user_level(rec.power_levels.as_ref(), &rec.creators, bot);
     let lacks: Vec<(String, i64)> = ["invite", "kick", "ban"]

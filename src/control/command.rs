@@ -521,8 +521,8 @@ mod tests {
             #[test]
             fn any_message_is_parsed_or_refused(words in prop::collection::vec(word(), 0..10)) {
                 let body = format!("!knock {}", words.join(" "));
-                let event = serde_json::json!({"content": {"msgtype": "m.text", "body": body}});
-                let text = command_text(&event, "@kw:x").expect("starts with !knock");
+                let message = crate::events::Message { msgtype: Some("m.text".into()), body: Some(body), ..Default::default() };
+                let text = command_text(&message, "@kw:x").expect("starts with !knock");
                 let (line, _block) = split_block(&text);
                 let reply = match parse(&line) {
                     Parsed::Command(_) => return Ok(()),
@@ -536,8 +536,8 @@ mod tests {
             /// Any text at all, command or not.
             #[test]
             fn any_text_is_safe(body in ".{0,200}") {
-                let event = serde_json::json!({"content": {"msgtype": "m.text", "body": body}});
-                if let Some(text) = command_text(&event, "@kw:x") {
+                let message = crate::events::Message { msgtype: Some("m.text".into()), body: Some(body), ..Default::default() };
+                if let Some(text) = command_text(&message, "@kw:x") {
                     let _ = parse(&split_block(&text).0);
                 }
             }

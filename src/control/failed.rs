@@ -17,7 +17,7 @@ pub fn describe(item: &FailedItem) -> String {
     match item {
         FailedItem::Action { entry, .. } => entry.action.describe(),
         FailedItem::Event { item, .. } => {
-            let id = item.event.get("event_id").and_then(|v| v.as_str()).unwrap_or("(no ID)");
+            let id = crate::events::event_id_of(item.event.get());
             format!("handle the event {id}")
         }
     }

@@ -1,21 +1,17 @@
 //! Reading control-room events: which messages are commands, which reactions are verdicts.
 //! Pure: no I/O.
 
-use serde_json::Value;
+use crate::events::Message;
 
 /// The command a message carries: the text after a leading `!knock`, or after a leading
 /// mention of the bot (its user ID, or a mention pill such as `knockwarden:` when the message's
 /// `m.mentions` names the bot). `None` for anything else, for edits (a command runs once, as
 /// first sent) and for notices (bots talk in notices; answering them could loop).
-pub fn command_text(event: &Value, bot: &str) -> Option<String> {
-    let content = event.get("content")?;
-    if content.get("msgtype").and_then(Value::as_str) != Some("m.text") {
+pub fn command_text(message: &Message, bot: &str) -> Option<String> {
+    if message.msgtype.as_deref() != Some("m.text") || message.is_edit {
         return None;
     }
-    if content.pointer("/m.relates_to/rel_type").and_then(Value::as_str) == Some("m.replace") {
-        return None;
-    }
-    let body = strip_reply_fallback(content.get("body").and_then(Value::as_str)?);
+    let body = strip_reply_fallback(message.body.as_deref()?);
     let body = body.trim_start();
     if let Some(rest) = after_word(body, "!knock") {
         return Some(rest.to_owned());
@@ -26,13 +22,10 @@ pub fn command_text(event: &Value, bot: &str) -> Option<String> {
             return Some(rest.trim_start().to_owned());
         }
     }
-    let mentions_bot = content
-        .pointer("/m.mentions/user_ids")
-        .and_then(Value::as_array)
-        .is_some_and(|ids| ids.iter().any(|id| id.as_str() == Some(bot)));
-    let pill_first = content
-        .get("formatted_body")
-        .and_then(Value::as_str)
+    let mentions_bot = message.mentions.iter().any(|id| id == bot);
+    let pill_first = message
+        .formatted_body
+        .as_deref()
         .is_some_and(|html| html.trim_start().starts_with("<a href=\"https://matrix.to/#/") && html.contains(bot));
     if mentions_bot && pill_first {
         let (first, rest) = body.split_once(char::is_whitespace).unwrap_or((body, ""));
@@ -81,25 +74,16 @@ impl Verdict {
     }
 }
 
-/// The event a reaction annotates, and its key.
-pub fn reaction(event: &Value) -> Option<(String, String)> {
-    let rel = event.pointer("/content/m.relates_to")?;
-    if rel.get("rel_type").and_then(Value::as_str) != Some("m.annotation") {
-        return None;
-    }
-    Some((rel.get("event_id")?.as_str()?.to_owned(), rel.get("key")?.as_str()?.to_owned()))
-}
-
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
 
     const BOT: &str = "@knockwarden:example.org";
 
     fn text(content: Value) -> Option<String> {
-        command_text(&json!({"type": "m.room.message", "content": content}), BOT)
+        command_text(&serde_json::from_value(content).unwrap(), BOT)
     }
 
     #[test]
@@ -149,13 +133,20 @@ mod tests {
 
     #[test]
     fn reactions_name_their_event_and_key() {
-        let r = json!({"content": {"m.relates_to": {"rel_type": "m.annotation", "event_id": "$n", "key": "✅"}}});
-        assert_eq!(reaction(&r), Some(("$n".into(), "✅".into())));
+        let reaction = |content: Value| {
+            let ev = json!({"event_id": "$r", "room_id": "!c:x", "sender": "@m:x", "type": "m.reaction", "content": content});
+            match crate::events::Event::parse(&ev.to_string()).unwrap().body {
+                crate::events::Body::Reaction(a) => a.map(|a| (a.event_id, a.key)),
+                other => panic!("not a reaction: {other:?}"),
+            }
+        };
+        let r = json!({"m.relates_to": {"rel_type": "m.annotation", "event_id": "$n", "key": "✅"}});
+        assert_eq!(reaction(r), Some(("$n".into(), "✅".into())));
         assert_eq!(Verdict::from_key("✅"), Some(Verdict::Approve));
         assert_eq!(Verdict::from_key("❌"), Some(Verdict::Deny));
         assert_eq!(Verdict::from_key("🔨"), Some(Verdict::Ban));
         assert_eq!(Verdict::from_key("✔\u{fe0f}"), Some(Verdict::Approve));
         assert_eq!(Verdict::from_key("👍"), None);
-        assert_eq!(reaction(&json!({"content": {}})), None);
+        assert_eq!(reaction(json!({})), None);
     }
 }

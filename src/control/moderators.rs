@@ -13,7 +13,7 @@ async fn is_member(shared: &Shared, room: &RoomId, user: &str) -> Result<bool, A
         return Ok(true);
     }
     let ev = shared.homeserver.state(room, "m.room.member", user).await?;
-    let joined = ev.is_some_and(|e| e.content.get("membership").and_then(|m| m.as_str()) == Some("join"));
+    let joined = ev.and_then(|e| e.membership()) == Some(crate::events::MembershipState::Join);
     if joined {
         shared.store.commit(&Store::set_member(room.as_str(), user, true))?;
     }

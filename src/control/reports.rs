@@ -95,7 +95,7 @@ impl Ctx<'_> {
             m.line().bold(&knocks::room_label(store, room));
             m.text(&format!(
                 " · join rule {} · version {} · {} · policy ",
-                rec.join_rule.as_deref().unwrap_or("unknown"),
+                rec.join_rule.as_ref().map_or("unknown", |j| j.as_str()),
                 rec.room_version.as_deref().unwrap_or("unknown"),
                 can.join(", "),
             ));

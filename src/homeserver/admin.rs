@@ -72,11 +72,19 @@ impl AdminApi for SynapseAdmin {
             .map_err(|e| HsError::Transport(format!("the admin API did not answer: {}", e.without_url())))?;
         let status = res.status().as_u16();
         if !res.status().is_success() {
-            let body: serde_json::Value = res.json().await.unwrap_or_default();
+            /// A Matrix error answer.
+            #[derive(Default, serde::Deserialize)]
+            struct Refusal {
+                #[serde(default, deserialize_with = "crate::events::lenient::string")]
+                errcode: Option<String>,
+                #[serde(default, deserialize_with = "crate::events::lenient::string")]
+                error: Option<String>,
+            }
+            let body: Refusal = res.json().await.unwrap_or_default();
             return Err(HsError::Api {
                 status,
-                errcode: body["errcode"].as_str().unwrap_or("M_UNKNOWN").to_owned(),
-                message: body["error"].as_str().unwrap_or("").to_owned(),
+                errcode: body.errcode.unwrap_or_else(|| "M_UNKNOWN".to_owned()),
+                message: body.error.unwrap_or_default(),
                 retry_after: None,
             });
         }

@@ -213,8 +213,8 @@ impl Homeserver for MatrixHomeserver {
         );
         req.format = get_state_event_for_key::v3::StateEventFormat::Event;
         match self.client.send(req).await {
-            Ok(res) => serde_json::from_str(res.event_or_content.get())
-                .map(|v| Some(StateEvent::from_answer(v)))
+            Ok(res) => StateEvent::from_answer(res.event_or_content.get())
+                .map(Some)
                 .map_err(|e| HsError::Unexpected(e.to_string())),
             Err(e) => match hs_error(e) {
                 HsError::Api { status: 404, .. } => Ok(None),

@@ -1,7 +1,8 @@
 //! Intake: events in, durably.
 //!
-//! A transaction is parsed, each event's routing fields read ([`EventHead`]), the events
-//! knockwarden needs kept ([`is_wanted`]) and appended to the journal as one record, then
+//! A transaction is parsed, each event's routing fields read ([`Head`]), the events
+//! knockwarden needs kept ([`is_wanted`]) and read whole, once ([`Head::into_event`]: one the
+//! worker could not read costs only itself), and appended to the journal as one record, then
 //! synced (one `fdatasync` for every record waiting). Only then does the HTTP layer answer
 //! 200. Nothing on this path touches sled: what the choice needs (the bot's rooms, the
 //! knockers, the transactions just taken in) is in memory, and the bot's own membership
@@ -17,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::app::Shared;
 use crate::{
-    events::{EventHead, Interests, is_wanted},
+    events::{Body, Head, Interests, MembershipState, is_wanted},
     storage::{BotMembership, Origin, StoreError},
 };
 
@@ -72,11 +73,11 @@ impl Interests for View<'_> {
 }
 
 /// The bot's membership that an event of its own membership sets.
-fn bot_membership(membership: &str) -> Option<BotMembership> {
+fn bot_membership(membership: &MembershipState) -> Option<BotMembership> {
     match membership {
-        "invite" => Some(BotMembership::Invited),
-        "join" => Some(BotMembership::Joined),
-        "leave" | "ban" => Some(BotMembership::Left),
+        MembershipState::Invite => Some(BotMembership::Invited),
+        MembershipState::Join => Some(BotMembership::Joined),
+        MembershipState::Leave | MembershipState::Ban => Some(BotMembership::Left),
         _ => None,
     }
 }
@@ -131,7 +132,7 @@ struct Push<'a> {
 
 /// Splits a body into its events' JSON texts, in one pass that builds nothing: not JSON is
 /// `NotJson`, JSON without an `events` array is `BadJson`. Each event is then read on its own
-/// ([`EventHead::from_json`], in [`take_events`]).
+/// ([`Head::parse`], in [`take_events`]).
 pub fn split_events(body: &[u8]) -> Result<Vec<&str>, IntakeError> {
     let text = std::str::from_utf8(body).map_err(|e| IntakeError::NotJson(format!("the body is not UTF-8: {e}")))?;
     let push = serde_json::from_str::<Push>(text).map_err(|e| {
@@ -142,15 +143,6 @@ pub fn split_events(body: &[u8]) -> Result<Vec<&str>, IntakeError> {
         }
     })?;
     Ok(push.events.into_iter().map(|e| e.get()).collect())
-}
-
-/// The event ID of an event that could not be read, for the log (best effort).
-fn event_id_of(json: &str) -> String {
-    #[derive(serde::Deserialize)]
-    struct Id {
-        event_id: Option<String>,
-    }
-    serde_json::from_str::<Id>(json).ok().and_then(|i| i.event_id).unwrap_or_else(|| "<no event_id>".to_owned())
 }
 
 /// Filters events, given as JSON texts, and appends those needed to the journal, durably:
@@ -186,42 +178,54 @@ fn select_events<'a>(shared: &Shared, events: impl IntoIterator<Item = &'a str>)
     let mut bot = Vec::new();
     let (mut dropped, mut malformed) = (0u64, 0u64);
     for json in events {
-        let head = match EventHead::from_json(json) {
+        let head = match Head::parse(json) {
             Ok(h) => h,
             Err(e) => {
-                tracing::warn!(event_id = %event_id_of(json), error = %e, "dropping an event that cannot be read");
+                let event_id = crate::events::event_id_of(json);
+                tracing::warn!(event_id, error = %e, "dropping an event that cannot be read");
                 malformed += 1;
                 continue;
             }
         };
         if !is_wanted(&head, &view) {
-            tracing::trace!(event_id = %head.event_id, kind = %head.kind, "not needed");
+            tracing::trace!(event_id = %head.event_id, event_type = %head.event_type, "not needed");
             dropped += 1;
             continue;
         }
-        // Kept: the whole event is read once, here, so that one the worker could not read
-        // (too deep for the parser) costs only itself; its text is what is stored.
-        if let Err(e) = serde_json::from_str::<serde_json::Value>(json) {
-            tracing::warn!(event_id = %head.event_id, error = %e, "dropping an event that cannot be read");
+        // Kept: the whole event is read once, here, as the worker will read it, so that one
+        // it could not read (too deep for the parser, a content of the wrong shape) costs only
+        // itself; its text is what is stored.
+        let event_id = head.event_id.clone();
+        if !crate::events::nests_within_limit(json) {
+            tracing::warn!(%event_id, max = crate::events::MAX_DEPTH, "dropping an event nested deeper than knockwarden reads");
             malformed += 1;
             continue;
         }
-        let event = RawValue::from_string(json.to_owned()).expect("the text was just read as JSON");
-        let knocker = match (head.membership.as_deref(), &head.state_key) {
-            (Some("knock"), Some(user)) if head.kind == "m.room.member" => Some(user.clone()),
+        let event = match head.into_event() {
+            Ok(event) => event,
+            Err(e) => {
+                tracing::warn!(%event_id, error = %e, "dropping an event that cannot be read");
+                malformed += 1;
+                continue;
+            }
+        };
+        let text = RawValue::from_string(json.to_owned()).expect("the text was just read as JSON");
+        let member = match &event.body {
+            Body::Member(m) => Some(m),
             _ => None,
         };
-        if head.is_membership_of(&shared.bot)
-            && let Some(m) = head.membership.as_deref().and_then(bot_membership)
+        let knocker = member.filter(|m| m.membership == MembershipState::Knock).map(|m| m.user.clone());
+        if let Some(m) = member.filter(|m| m.user == shared.bot.as_str())
+            && let Some(m) = bot_membership(&m.membership)
         {
-            view.overlay.insert(head.room_id.clone(), m);
-            bot.push((head.room_id.to_string(), m));
+            view.overlay.insert(event.room_id.clone(), m);
+            bot.push((event.room_id.to_string(), m));
         }
         if let Some(k) = knocker {
             view.knockers.insert(k.clone());
             knockers.push(k);
         }
-        kept.push(event);
+        kept.push(text);
     }
     Selected { kept, knockers, bot, dropped, malformed }
 }
@@ -329,9 +333,9 @@ mod tests {
             let split = split_events(&body).expect("a body with an events array is a transaction");
             prop_assert_eq!(split.len(), events.len());
             for (text, original) in split.iter().zip(&events) {
-                match EventHead::from_json(text) {
+                match Head::parse(text) {
                     Ok(head) => prop_assert_eq!(head.event_id.as_str(), original["event_id"].as_str().unwrap()),
-                    Err(why) => prop_assert!(!why.is_empty()),
+                    Err(why) => prop_assert!(!why.to_string().is_empty()),
                 }
             }
         }
@@ -346,13 +350,15 @@ mod tests {
         let deep = format!("{{\"events\": [{}1{}, {{}}]}}", "[".repeat(100_000), "]".repeat(100_000));
         let events = split_events(deep.as_bytes()).unwrap();
         assert_eq!(events.len(), 2, "depth costs only the event");
-        assert!(EventHead::from_json(events[0]).is_err());
+        assert!(Head::parse(events[0]).is_err());
         // Deep where knockwarden does not look: the routing fields are still read.
         let ev = format!(
             "{{\"event_id\":\"$e\",\"room_id\":\"!r:x\",\"sender\":\"@a:x\",\"type\":\"m.room.message\",\"content\":{{\"x\":{}1{}}}}}",
             "[".repeat(100_000),
             "]".repeat(100_000)
         );
-        assert_eq!(EventHead::from_json(&ev).unwrap().kind, "m.room.message");
+        let head = Head::parse(&ev).unwrap();
+        assert_eq!(head.kind, crate::events::Kind::Message);
+        assert!(head.into_event().is_ok(), "the content is read only where knockwarden looks");
     }
 }

@@ -4,35 +4,31 @@
 //! would match everyone is kept, ignored, and reported once; a rule that comes into force
 //! decides again the knocks waiting for review whose knockers it bans.
 
-use serde_json::Value;
-
 use super::knocks;
 use crate::app::Shared;
 use crate::{
-    events::EventHead,
+    events::{Body, Event},
     notices,
     policy::banlist::{self, ListRule, Parsed, RuleKey},
     storage::{Action, ListRecord, Op, Store, StoreError, now_ms},
 };
 
 /// What an event of a list room changes.
-pub fn on_event(shared: &Shared, head: &EventHead, event: &Value) -> Result<Vec<Op>, StoreError> {
+pub fn on_event(shared: &Shared, head: &Event) -> Result<Vec<Op>, StoreError> {
     let room = head.room_id.as_str();
     let lists = &shared.lists;
-    let (key, parsed) = if head.kind == "m.room.redaction" {
-        // Room version 11 moved `redacts` into the content.
-        let redacts = event.pointer("/content/redacts").or_else(|| event.get("redacts")).and_then(Value::as_str);
-        match redacts.and_then(|id| lists.key_of_event(room, id)) {
+    let (key, parsed) = match &head.body {
+        Body::Redaction { redacts } => match redacts.as_deref().and_then(|id| lists.key_of_event(room, id)) {
             Some(key) => (key, Parsed::Removed),
             None => return Ok(vec![]),
+        },
+        Body::PolicyRule { event_type, state_key, content, .. } => {
+            match banlist::parse(event_type, content, head.event_id.as_str()) {
+                Some(parsed) => (RuleKey { event_type: event_type.clone(), state_key: state_key.clone() }, parsed),
+                None => return Ok(vec![]),
+            }
         }
-    } else {
-        let Some(state_key) = head.state_key.clone() else { return Ok(vec![]) };
-        let content = event.get("content").cloned().unwrap_or(Value::Null);
-        match banlist::parse(&head.kind, &content, head.event_id.as_str()) {
-            Some(parsed) => (RuleKey { event_type: head.kind.clone(), state_key }, parsed),
-            None => return Ok(vec![]),
-        }
+        _ => return Ok(vec![]),
     };
     let store = &shared.store;
     let old = lists.apply(room, key.clone(), parsed.clone());

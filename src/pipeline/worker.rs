@@ -22,18 +22,33 @@
 
 use std::panic::AssertUnwindSafe;
 
-use serde_json::Value;
+use ruma::events::room::member::MembershipState;
 
 use super::knocks::{self, Knocked};
 use crate::app::{Shared, wait_for};
 use crate::{
     control,
-    events::EventHead,
+    events::{Body, Event, Member},
     notices::Msg,
     room_state,
-    storage::{Action, Checkpoint, FailedItem, InboxEvent, InboxItem, JournalRecord, Op, Origin, Store, StoreError},
+    storage::{Action, Checkpoint, FailedItem, InboxItem, JournalRecord, Op, Origin, Store, StoreError},
     supervise::panic_message,
 };
+
+/// One event of an inbox entry or journal record, read (once) for handling.
+#[derive(Debug, Clone)]
+pub struct InboxEvent {
+    /// The sequence number of its entry in sled's inbox, if it came from there (not from the
+    /// journal).
+    pub inbox_entry: Option<u64>,
+    /// A knock that was put aside to wait ([`Store::park`]): it is decided only if it is still
+    /// the knocker's knock.
+    pub waiting: bool,
+    /// As stored (kept so, should it wait or fail).
+    pub item: InboxItem,
+    /// As read, for handling.
+    pub event: Event,
+}
 
 /// Most entries handled in one go on the blocking thread before the worker looks at
 /// `stopping` again and lets its results (actions queued) be taken up.
@@ -264,7 +279,7 @@ fn drain_record(
     let (mut ids, mut duplicates) = (Vec::new(), 0u64);
     for raw in record.events.iter().skip(from) {
         let Some(event) = read_event(record.received_ms, &record.origin, None, raw) else { continue };
-        let id = event.item.event.get("event_id").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let id = event.event.event_id.to_string();
         match drain_one(shared, &event, Some((&id, record.seq)))? {
             One::Duplicate => duplicates += 1,
             One::Parked(seq, queued) => {
@@ -307,14 +322,16 @@ fn read_event(
     inbox_entry: Option<(u64, bool)>,
     raw: &serde_json::value::RawValue,
 ) -> Option<InboxEvent> {
-    match serde_json::from_str(raw.get()) {
+    match Event::parse(raw.get()) {
         Ok(event) => Some(InboxEvent {
             inbox_entry: inbox_entry.map(|(seq, _)| seq),
             waiting: inbox_entry.is_some_and(|(_, waiting)| waiting),
-            item: InboxItem { received_ms, origin: origin.clone(), event },
+            item: InboxItem { received_ms, origin: origin.clone(), event: raw.to_owned() },
+            event,
         }),
         Err(e) => {
-            tracing::warn!(?origin, error = %e, "an inbox event cannot be read; dropping it");
+            let event_id = crate::events::event_id_of(raw.get());
+            tracing::warn!(?origin, event_id, error = %e, "an inbox event cannot be read; dropping it");
             None
         }
     }
@@ -367,7 +384,7 @@ fn drain_one(shared: &Shared, entry: &InboxEvent, admit: Option<(&str, u64)>) ->
                 }
                 return Ok(One::Waits(asked));
             }
-            let event_id = entry.item.event.get("event_id").and_then(Value::as_str).unwrap_or("(no ID)");
+            let event_id = entry.event.event_id.as_str();
             tracing::warn!(waits_for = %on, event_id, "a knock is put aside until {on} is looked up (an alias) or read (a ban list); /ready and /health say what is missing");
             let (seq, park) = store.park(&entry.item)?;
             store.commit(&ops)?;
@@ -406,7 +423,7 @@ fn drain_one(shared: &Shared, entry: &InboxEvent, admit: Option<(&str, u64)>) ->
 
 /// Moves an event whose handling panicked to the failed list, with a notice.
 fn fail_event(shared: &Shared, entry: &InboxEvent, panic: &str) -> Result<(), StoreError> {
-    let event_id = entry.item.event.get("event_id").and_then(Value::as_str).unwrap_or("(no ID)").to_owned();
+    let event_id = entry.event.event_id.to_string();
     let why = format!("knockwarden failed while handling it (a bug): {panic}");
     tracing::error!(event_id, error = %why, "handling an event panicked; it is kept in the failed list");
     let store = &shared.store;
@@ -437,88 +454,44 @@ enum Handled {
     },
 }
 
+/// Handles one event: the one `match` on what it is.
 fn handle(shared: &Shared, entry: &InboxEvent) -> Result<Handled, StoreError> {
-    let event = &entry.item.event;
-    let head = match EventHead::parse(event) {
-        Ok(h) => h,
-        Err(e) => {
-            tracing::warn!(error = %e, "inbox entry is not an event; dropping it");
-            return Ok(Handled::Ops(vec![]));
-        }
-    };
-    let room = head.room_id.as_str();
+    let event = &entry.event;
+    let room = event.room_id.as_str();
     let control = shared.control_room_id();
-    let in_control = control.as_deref().map(|c| c.as_str()) == Some(room);
+    let in_control = control.as_deref() == Some(event.room_id.as_ref());
     let store = &shared.store;
-    let mut ops = Vec::new();
     // A ban list room is only read: its rules, nothing else (not even the bot's own join,
     // which the read of the list made).
     if !in_control && shared.lists.is_list_room(room) {
-        return Ok(Handled::Ops(super::lists::on_event(shared, &head, event)?));
+        return Ok(Handled::Ops(super::lists::on_event(shared, event)?));
     }
-    match head.kind.as_str() {
-        "m.room.member" if head.is_membership_of(&shared.bot) => match head.membership.as_deref() {
-            Some("invite") => {
-                tracing::info!(room, inviter = %head.sender, "invited");
-                // The configured control room is joined whoever invites (the admin chose it).
-                // While the bot is not in it, any invitation may be to it (an alias names it,
-                // and the invitation need not say so): the join is tried again, and the
-                // invitation is answered once it is known whether it was to that room.
-                let to_control = in_control || is_configured_control_alias_target(shared, event);
-                if to_control || !shared.readiness.is_control_room_joined() {
-                    ops.push(store.outbox_push(Action::JoinControlRoom)?);
-                }
-                if !to_control {
-                    let answer = Action::AnswerInvite { room_id: head.room_id.clone(), inviter: head.sender.clone() };
-                    ops.push(store.outbox_push(answer)?);
-                }
-            }
-            Some("join") => {
-                tracing::info!(room, "joined");
-                ops.push(store.outbox_push(Action::FetchRoomState { room_id: head.room_id.clone() })?);
-                ops.push(store.outbox_push(Action::FetchMembers { room_id: head.room_id.clone() })?);
-                ops.push(store.outbox_push(Action::CatchUp { room_id: head.room_id.clone() })?);
-            }
-            Some(m) if in_control && matches!(m, "leave" | "ban") => {
-                tracing::warn!(room, membership = m, by = %head.sender, "the bot is no longer in the control room: invite it again");
-                let why = format!("the bot's membership became {m} (by {})", head.sender);
-                shared.readiness.set_control_room(crate::readiness::ControlRoom::NotJoined { why });
-                // Tried once more: the room may be public, or the event older than a join
-                // made since (it then only confirms it); refused, it waits for an invitation.
-                ops.push(store.outbox_push(Action::JoinControlRoom)?);
-            }
-            Some(m) => {
-                tracing::info!(room, membership = m, by = %head.sender, "the bot's membership changed")
-            }
-            None => {}
-        },
-        "m.room.member" => {
-            let Some(user) = head.state_key.as_deref() else {
-                return Ok(Handled::Ops(ops));
-            };
+    let mut ops = Vec::new();
+    match &event.body {
+        Body::Member(member) if member.user == shared.bot.as_str() => {
+            ops.extend(on_bot_membership(shared, event, member, in_control)?);
+        }
+        Body::Member(member) => {
+            let user = member.user.as_str();
             // Who is joined where, for policies' `member_of`.
-            ops.extend(store.member_change(room, user, head.membership.as_deref() == Some("join"))?);
-            match head.membership.as_deref() {
-                Some("knock") => match knocks::on_knock(shared, entry, &head, user)? {
+            ops.extend(store.member_change(room, user, member.membership == MembershipState::Join)?);
+            if member.membership == MembershipState::Knock {
+                match knocks::on_knock(shared, entry, member)? {
                     Knocked::Ops(more) => ops.extend(more),
                     Knocked::Waits { on, ops: more, lookup } => {
                         ops.extend(more);
                         return Ok(Handled::Waits { on, ops, lookup });
                     }
-                },
-                Some(m) => ops.extend(knocks::on_change(shared, &head, user, m)?),
-                None => {}
+                }
+            } else {
+                ops.extend(knocks::on_change(shared, event, member)?);
             }
         }
-        // Room state has an empty state key: an event of these types with another (or none)
-        // is not the room's state, whoever sent it.
-        "m.room.power_levels" | "m.room.join_rules" | "m.room.create" if head.is_room_state() => {
-            let content = event.get("content").cloned().unwrap_or(Value::Null);
-            let sender = head.sender.to_string();
+        Body::RoomState(state) => {
             let mark = store.next_id()?;
             let mut rec = store.room(room)?.unwrap_or_default();
-            room_state::apply(&mut rec, &head.kind, content, &sender);
-            rec.pushed.insert(head.kind.clone(), mark);
+            room_state::apply(&mut rec, state, event.sender.as_str());
+            rec.pushed.insert(state.kind().as_str().to_owned(), mark);
             if !in_control && store.bot_membership(room)? == Some(crate::storage::BotMembership::Joined) {
                 ops.extend(room_state::power_regained(shared, room, &rec)?);
                 let (_, notice) = room_state::check_warnings(shared, room, &mut rec);
@@ -529,33 +502,71 @@ fn handle(shared: &Shared, entry: &InboxEvent) -> Result<Handled, StoreError> {
             ops.push(Store::put_room(room, &rec));
         }
         // The bot never answers itself.
-        "m.room.message" | "m.reaction" if in_control && head.sender == shared.bot => {}
-        "m.room.message" if in_control => {
-            if let Some(text) = control::message::command_text(event, shared.bot.as_str()) {
-                let (event_id, sender) = (head.event_id.clone(), head.sender.clone());
+        Body::Message(_) | Body::Reaction(_) if in_control && event.sender == shared.bot => {}
+        Body::Message(message) if in_control => {
+            if let Some(text) = control::message::command_text(message, shared.bot.as_str()) {
+                let (event_id, sender) = (event.event_id.clone(), event.sender.clone());
                 ops.push(store.outbox_push(Action::Command { event_id, sender, text })?);
             }
         }
-        "m.reaction" if in_control => {
-            if let Some((target, key)) = control::message::reaction(event)
-                && control::message::Verdict::from_key(&key).is_some()
-                && let Ok(target) = ruma::OwnedEventId::try_from(target)
+        Body::Reaction(Some(annotation)) if in_control => {
+            if control::message::Verdict::from_key(&annotation.key).is_some()
+                && let Ok(target) = ruma::OwnedEventId::try_from(annotation.event_id.as_str())
             {
-                let sender = head.sender.clone();
+                let (sender, key) = (event.sender.clone(), annotation.key.clone());
                 ops.push(store.outbox_push(Action::Reaction { sender, target, key })?);
             }
         }
         #[cfg(debug_assertions)]
-        crate::events::FAULT_EVENT_TYPE => fault(event),
-        _ => tracing::debug!(room, kind = %head.kind, "nothing to do"),
+        Body::Fault(fault) => inject(fault.as_deref()),
+        _ => tracing::debug!(room, event_id = %event.event_id, "nothing to do"),
     }
     Ok(Handled::Ops(ops))
 }
 
+/// The bot's own membership changed.
+fn on_bot_membership(shared: &Shared, event: &Event, member: &Member, in_control: bool) -> Result<Vec<Op>, StoreError> {
+    let (store, room, by) = (&shared.store, event.room_id.as_str(), &event.sender);
+    let mut ops = Vec::new();
+    match &member.membership {
+        MembershipState::Invite => {
+            tracing::info!(room, inviter = %by, "invited");
+            // The configured control room is joined whoever invites (the admin chose it).
+            // While the bot is not in it, any invitation may be to it (an alias names it,
+            // and the invitation need not say so): the join is tried again, and the
+            // invitation is answered once it is known whether it was to that room.
+            let to_control = in_control || is_configured_control_alias_target(shared, member);
+            if to_control || !shared.readiness.is_control_room_joined() {
+                ops.push(store.outbox_push(Action::JoinControlRoom)?);
+            }
+            if !to_control {
+                let answer = Action::AnswerInvite { room_id: event.room_id.clone(), inviter: by.clone() };
+                ops.push(store.outbox_push(answer)?);
+            }
+        }
+        MembershipState::Join => {
+            tracing::info!(room, "joined");
+            ops.push(store.outbox_push(Action::FetchRoomState { room_id: event.room_id.clone() })?);
+            ops.push(store.outbox_push(Action::FetchMembers { room_id: event.room_id.clone() })?);
+            ops.push(store.outbox_push(Action::CatchUp { room_id: event.room_id.clone() })?);
+        }
+        m @ (MembershipState::Leave | MembershipState::Ban) if in_control => {
+            tracing::warn!(room, membership = %m, %by, "the bot is no longer in the control room: invite it again");
+            let why = format!("the bot's membership became {m} (by {by})");
+            shared.readiness.set_control_room(crate::readiness::ControlRoom::NotJoined { why });
+            // Tried once more: the room may be public, or the event older than a join
+            // made since (it then only confirms it); refused, it waits for an invitation.
+            ops.push(store.outbox_push(Action::JoinControlRoom)?);
+        }
+        m => tracing::info!(room, membership = %m, %by, "the bot's membership changed"),
+    }
+    Ok(ops)
+}
+
 /// Debug builds only: injects the fault an [`crate::events::FAULT_EVENT_TYPE`] event asks for.
 #[cfg(debug_assertions)]
-fn fault(event: &Value) {
-    match event.pointer("/content/fault").and_then(Value::as_str) {
+fn inject(fault: Option<&str>) {
+    match fault {
         Some("handler") => panic!("fault injected while handling an event"),
         Some("worker") => std::panic::resume_unwind(Box::new(WorkerFault)),
         _ => {}
@@ -568,15 +579,9 @@ struct WorkerFault;
 
 /// Whether an invite is to the control room given as an alias that is not resolved yet: the
 /// invite's stripped state names the room's canonical alias.
-fn is_configured_control_alias_target(shared: &Shared, invite: &Value) -> bool {
+fn is_configured_control_alias_target(shared: &Shared, invite: &Member) -> bool {
     let Ok(alias) = ruma::RoomAliasId::parse(shared.config.control_room.as_str()) else {
         return false;
     };
-    let state = invite.get("invite_room_state").or_else(|| invite.pointer("/unsigned/invite_room_state"));
-    state.and_then(Value::as_array).is_some_and(|evs| {
-        evs.iter().any(|e| {
-            e.get("type").and_then(Value::as_str) == Some("m.room.canonical_alias")
-                && e.pointer("/content/alias").and_then(Value::as_str) == Some(alias.as_str())
-        })
-    })
+    invite.invite_alias.as_deref() == Some(alias.as_str())
 }

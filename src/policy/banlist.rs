@@ -35,13 +35,9 @@ use std::{
 use base64::Engine;
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-/// The state event types of user rules.
-pub const USER_TYPES: &[&str] = &["m.policy.rule.user", "m.room.rule.user", "org.matrix.mjolnir.rule.user"];
-/// The state event types of server rules.
-pub const SERVER_TYPES: &[&str] = &["m.policy.rule.server", "m.room.rule.server", "org.matrix.mjolnir.rule.server"];
+pub use crate::events::{EntityKind, RuleContent};
 /// The recommendations that ban.
 pub const BAN_RECOMMENDATIONS: &[&str] =
     &["m.ban", "org.matrix.mjolnir.ban", "m.takedown", "org.matrix.msc4204.takedown"];
@@ -50,34 +46,6 @@ pub const BAN_RECOMMENDATIONS: &[&str] =
 pub const MAX_ENTITY_BYTES: usize = 255;
 /// Where hashed entities are given (MSC4205).
 pub const HASHES_KEY: &str = "org.matrix.msc4205.hashes";
-
-/// What a rule is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EntityKind {
-    User,
-    Server,
-}
-
-impl EntityKind {
-    /// The kind of rule a state event type holds, if it is a rule type knockwarden reads.
-    pub fn of_type(event_type: &str) -> Option<Self> {
-        if USER_TYPES.contains(&event_type) {
-            Some(EntityKind::User)
-        } else if SERVER_TYPES.contains(&event_type) {
-            Some(EntityKind::Server)
-        } else {
-            None
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EntityKind::User => "user",
-            EntityKind::Server => "server",
-        }
-    }
-}
 
 /// Where a rule lives in its room's state.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -130,15 +98,15 @@ pub enum Parsed {
 }
 
 /// Reads a state event of a rule type; `None` when the type is not one knockwarden reads.
-pub fn parse(event_type: &str, content: &Value, event_id: &str) -> Option<Parsed> {
+pub fn parse(event_type: &str, content: &RuleContent, event_id: &str) -> Option<Parsed> {
     let kind = EntityKind::of_type(event_type)?;
-    let text = |k: &str| content.get(k).and_then(Value::as_str);
-    let Some(recommendation) = text("recommendation").filter(|r| BAN_RECOMMENDATIONS.contains(r)) else {
+    let recommendation = content.recommendation.as_deref();
+    let Some(recommendation) = recommendation.filter(|r| BAN_RECOMMENDATIONS.contains(r)) else {
         return Some(Parsed::Removed);
     };
-    let entity = match text("entity").filter(|e| !e.is_empty()) {
+    let entity = match content.entity.as_deref().filter(|e| !e.is_empty()) {
         Some(glob) => Entity::Glob(glob.to_owned()),
-        None => match content.pointer(&format!("/{HASHES_KEY}/sha256")).and_then(Value::as_str) {
+        None => match content.hashes.as_ref().and_then(|h| h.sha256.as_deref()) {
             Some(h) if !h.trim_end_matches('=').is_empty() => Entity::Sha256(h.trim_end_matches('=').to_owned()),
             _ => return Some(Parsed::Removed),
         },
@@ -157,7 +125,7 @@ pub fn parse(event_type: &str, content: &Value, event_id: &str) -> Option<Parsed
         kind,
         entity,
         recommendation: recommendation.to_owned(),
-        reason: text("reason").unwrap_or("").to_owned(),
+        reason: content.reason.clone().unwrap_or_default(),
         event_id: event_id.to_owned(),
         ignored,
     }))
@@ -606,14 +574,14 @@ pub fn find_in(lists: &dyn ListSource, names: &[String], user: &str) -> Result<O
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn key(t: &str, k: &str) -> RuleKey {
         RuleKey { event_type: t.into(), state_key: k.into() }
     }
 
     fn rule(t: &str, content: Value, id: &str) -> Parsed {
-        parse(t, &content, id).expect("a rule type")
+        parse(t, &serde_json::from_value(content).unwrap(), id).expect("a rule type")
     }
 
     fn list(rules: &[(&str, &str, Value)]) -> BanList {
@@ -664,7 +632,7 @@ mod tests {
             json!({"entity": "b", "recommendation": "org.matrix.mjolnir.ban"}),
         )]);
         assert!(l.find("@anyone:b").unwrap().is_some());
-        assert!(parse("m.policy.rule.room", &json!({"entity": "!r:b", "recommendation": "m.ban"}), "$e").is_none());
+        assert!(parse("m.policy.rule.room", &RuleContent::default(), "$e").is_none());
     }
 
     #[test]

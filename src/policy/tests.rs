@@ -563,7 +563,7 @@ fn ban_lists() -> std::collections::HashMap<String, BanList> {
     ];
     for (i, (t, k, c)) in rules.into_iter().enumerate() {
         let key = banlist::RuleKey { event_type: t.into(), state_key: k.into() };
-        bans.apply(key, banlist::parse(t, &c, &format!("$e{i}")).unwrap());
+        bans.apply(key, banlist::parse(t, &serde_json::from_value(c).unwrap(), &format!("$e{i}")).unwrap());
     }
     let mut lists = std::collections::HashMap::new();
     lists.insert("!AbCdEf:example.org".to_owned(), bans);

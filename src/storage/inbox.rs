@@ -26,8 +26,19 @@ pub enum Origin {
 pub struct InboxItem {
     pub received_ms: u64,
     pub origin: Origin,
-    /// The event as the homeserver sent it.
-    pub event: serde_json::Value,
+    /// The event as the homeserver sent it: its JSON text, read by the worker
+    /// ([`crate::events::Event::parse`]).
+    #[serde(deserialize_with = "buffered_raw")]
+    pub event: Box<RawValue>,
+}
+
+/// Reads an event's JSON text where serde has buffered it (the failed list's entries are
+/// internally tagged, and a raw value cannot be taken from a buffer): through a JSON value,
+/// the one place storage builds one. Events are kept only if they nest no deeper than the
+/// reader allows ([`crate::events::MAX_DEPTH`]), so each reads back.
+fn buffered_raw<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Box<RawValue>, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    serde_json::value::to_raw_value(&value).map_err(serde::de::Error::custom)
 }
 
 /// One entry of the inbox: the events of one transaction (or one catch-up) that knockwarden
@@ -68,8 +79,8 @@ impl From<StoredRecord> for InboxRecord {
 
 impl From<&InboxItem> for InboxRecord {
     fn from(item: &InboxItem) -> Self {
-        let raw = serde_json::value::to_raw_value(&item.event).expect("a JSON value serializes");
-        InboxRecord { received_ms: item.received_ms, origin: item.origin.clone(), events: vec![raw], waiting: false }
+        let events = vec![item.event.clone()];
+        InboxRecord { received_ms: item.received_ms, origin: item.origin.clone(), events, waiting: false }
     }
 }
 
@@ -78,18 +89,6 @@ impl From<&InboxItem> for InboxRecord {
 pub struct InboxEntry {
     pub seq: u64,
     pub record: InboxRecord,
-}
-
-/// One event of an inbox entry or journal record, read for handling.
-#[derive(Debug, Clone)]
-pub struct InboxEvent {
-    /// The sequence number of its entry in sled's inbox, if it came from there (not from the
-    /// journal).
-    pub inbox_entry: Option<u64>,
-    /// A knock that was put aside to wait ([`Store::park`]): it is decided only if it is still
-    /// the knocker's knock.
-    pub waiting: bool,
-    pub item: InboxItem,
 }
 
 /// Counts of events the intake dropped, not in the sled counters yet: every batch

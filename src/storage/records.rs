@@ -23,10 +23,11 @@ pub struct RoomRecord {
     pub room_version: Option<String>,
     /// Current `join_rule`, once known.
     #[serde(default)]
-    pub join_rule: Option<String>,
-    /// Current `m.room.power_levels` content, once known.
+    pub join_rule: Option<ruma::room::JoinRuleKind>,
+    /// What knockwarden reads of the current `m.room.power_levels`, once known (older
+    /// versions stored the whole content: it reads back so).
     #[serde(default)]
-    pub power_levels: Option<serde_json::Value>,
+    pub power_levels: Option<crate::events::PowerLevels>,
     /// Creators of a room of version 12 or later (they have unlimited power).
     #[serde(default)]
     pub creators: Vec<String>,

@@ -235,7 +235,9 @@ async fn an_event_whose_handling_panics_is_kept_reported_and_the_next_goes_on() 
     eventually("the next event is handled", || invited(&app) == ["@ann:test.local"]).await;
     let failed = app.store.failed().unwrap();
     assert_eq!(failed.len(), 1);
-    assert!(matches!(&failed[0].item, FailedItem::Event { item, .. } if item.event["event_id"] == "$boom"));
+    assert!(
+        matches!(&failed[0].item, FailedItem::Event { item, .. } if knockwarden::events::event_id_of(item.event.get()) == "$boom")
+    );
     assert!(failed[0].error.contains("fault injected"), "{}", failed[0].error);
     eventually("reported", || notices(&app).iter().any(|n| n.contains("Could not handle the event $boom"))).await;
     assert_eq!(app.client.get(format!("{}/health", app.address)).send().await.unwrap().status(), 200);

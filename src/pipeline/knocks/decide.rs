@@ -1,8 +1,6 @@
 //! Deciding a knock as it arrives: the knocker's earlier knock superseded, the control room
 //! left to its people, the inputs waited for, then the active policy's decision enacted.
 
-use serde_json::Value;
-
 use super::{
     Knocked,
     enact::enact,
@@ -11,26 +9,24 @@ use super::{
 };
 use crate::{
     app::Shared,
-    events::EventHead,
+    events::Member,
     notices,
+    pipeline::worker::InboxEvent,
     policy::Knock,
-    storage::{Action, InboxEvent, KnockRecord, Outcome, Resolution, Store, StoreError, now_ms},
+    storage::{Action, KnockRecord, Outcome, Resolution, Store, StoreError, now_ms},
 };
 
 /// Decides a knock.
-pub fn on_knock(shared: &Shared, entry: &InboxEvent, head: &EventHead, user: &str) -> Result<Knocked, StoreError> {
+pub fn on_knock(shared: &Shared, entry: &InboxEvent, member: &Member) -> Result<Knocked, StoreError> {
     let store = &shared.store;
-    let event = &entry.item.event;
-    let room = head.room_id.as_str();
+    let head = &entry.event;
+    let (room, user) = (head.room_id.as_str(), member.user.as_str());
     let Ok(user_id) = ruma::OwnedUserId::try_from(user) else {
         tracing::warn!(room, state_key = user, event_id = %head.event_id, "a knock whose state key is not a user ID; dropped");
         return Ok(Knocked::Ops(vec![]));
     };
     let active = shared.policies.current();
-    let content = event.get("content");
-    let text = |k: &str| content.and_then(|c| c.get(k)).and_then(Value::as_str).map(str::to_owned);
     let now = now_ms();
-    let ts = event.get("origin_server_ts").and_then(Value::as_u64).unwrap_or(0);
     // Counters go by knockwarden's clock: the event's own timestamp is whatever the sending
     // server chose (a knock dated 2100 would count as recent forever, one dated 1970 never).
     let received = entry.item.received_ms;
@@ -38,9 +34,9 @@ pub fn on_knock(shared: &Shared, entry: &InboxEvent, head: &EventHead, user: &st
         room_id: head.room_id.clone(),
         user_id: user_id.clone(),
         event_id: head.event_id.clone(),
-        reason: text("reason"),
-        displayname: text("displayname"),
-        origin_server_ts: ts,
+        reason: member.reason.clone(),
+        displayname: member.displayname.clone(),
+        origin_server_ts: head.origin_server_ts,
         audit_id: None,
     };
     // A knock that waited: decided only if it is still the knocker's knock (they may have

@@ -3,27 +3,30 @@
 
 use crate::{
     app::Shared,
-    events::EventHead,
+    events::{Event, Member, MembershipState},
     storage::{Action, Op, Outcome, Resolution, Store, StoreError, now_ms},
 };
 
 /// A knocker's membership changed away from `knock`: close the knock, its audit entry (unless
 /// knockwarden itself acted: the runner settles those) and its review item.
-pub fn on_change(shared: &Shared, head: &EventHead, user: &str, membership: &str) -> Result<Vec<Op>, StoreError> {
+pub fn on_change(shared: &Shared, head: &Event, member: &Member) -> Result<Vec<Op>, StoreError> {
+    let user = member.user.as_str();
     let store = &shared.store;
     let room = head.room_id.as_str();
     let Some(rec) = store.knock(room, user)? else { return Ok(vec![]) };
     let sender = head.sender.as_str();
     let by_bot = sender == shared.bot.as_str();
     let by = head.sender.clone();
-    let how = match membership {
-        "invite" | "leave" | "ban" if by_bot => Resolution::ByKnockwarden { membership: membership.to_owned() },
-        "invite" => Resolution::InvitedBy { by },
-        "join" => Resolution::Joined,
-        "leave" if sender == user => Resolution::Withdrawn,
-        "leave" => Resolution::KickedBy { by },
-        "ban" => Resolution::BannedBy { by },
-        other => Resolution::Membership { membership: other.to_owned() },
+    let how = match &member.membership {
+        m @ (MembershipState::Invite | MembershipState::Leave | MembershipState::Ban) if by_bot => {
+            Resolution::ByKnockwarden { membership: m.to_string() }
+        }
+        MembershipState::Invite => Resolution::InvitedBy { by },
+        MembershipState::Join => Resolution::Joined,
+        MembershipState::Leave if sender == user => Resolution::Withdrawn,
+        MembershipState::Leave => Resolution::KickedBy { by },
+        MembershipState::Ban => Resolution::BannedBy { by },
+        other => Resolution::Membership { membership: other.to_string() },
     };
     tracing::info!(room, user, how = %how, "knock closed");
     let mut ops = Store::del_knock(room, user);
