@@ -3,9 +3,7 @@
 //! What the benchmarks share: the real `Application` on a temporary database, against the
 //! test suite's in-process fake homeserver.
 
-#[allow(dead_code)]
-#[path = "../../tests/api/helpers/fake_homeserver.rs"]
-pub mod fake_homeserver;
+pub use knockwarden_test_support::fake_homeserver;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! Test helpers: a fake homeserver and `spawn_app()`.
 
-pub mod fake_homeserver;
+pub use knockwarden_test_support::fake_homeserver;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
