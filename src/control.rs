@@ -17,7 +17,6 @@ pub mod command;
 pub mod expiry;
 pub mod failed;
 pub mod lists;
-pub mod message;
 pub mod moderators;
 pub mod policy_admin;
 pub mod reports;

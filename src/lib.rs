@@ -38,3 +38,4 @@ pub mod startup;
 pub mod storage;
 pub mod supervise;
 pub mod telemetry;
+pub mod text;

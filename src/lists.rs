@@ -20,9 +20,17 @@ use std::{
 use ruma::OwnedRoomId;
 
 use crate::{
-    policy::banlist::{BanList, ListRule, ListSource, Parsed, RuleKey},
-    storage::{Store, StoreError},
+    policy::{
+        PolicySet,
+        banlist::{BanList, ListRule, ListSource, Parsed, RuleKey},
+    },
+    storage::{Action, Store, StoreError},
 };
+
+/// The actions that read every ban list a policy set names.
+pub fn read_actions(set: &PolicySet) -> Vec<Action> {
+    set.ban_lists().into_iter().map(|name| Action::ReadBanList { name }).collect()
+}
 
 /// One followed list.
 #[derive(Debug)]

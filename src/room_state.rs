@@ -9,9 +9,7 @@ use ruma::RoomId;
 use crate::{
     app::Shared,
     events::{RoomState, StateKind},
-    notices,
-    pipeline::knocks,
-    power,
+    notices, power,
     runner::ActionError,
     storage::{Action, FailCause, Op, Queue, RoomRecord, Store, StoreError},
 };
@@ -68,13 +66,13 @@ pub async fn fetch(shared: &Shared, room: &RoomId) -> Result<(), ActionError> {
 /// it changed, and the control-room notice to queue about new warnings. The caller writes
 /// `rec` (the warnings are posted once per change).
 pub fn check_warnings(shared: &Shared, room: &str, rec: &mut RoomRecord) -> (bool, Option<Action>) {
-    let warnings = crate::rooms::warnings(rec, shared.bot.as_str(), &knocks::room_label(&shared.store, room));
+    let warnings = crate::rooms::warnings(rec, shared.bot.as_str(), &crate::notices::room_label(&shared.store, room));
     if warnings == rec.warned {
         return (false, None);
     }
     let had = std::mem::replace(&mut rec.warned, warnings.clone());
     if warnings.is_empty() {
-        let label = knocks::room_label(&shared.store, room);
+        let label = crate::notices::room_label(&shared.store, room);
         tracing::info!(room, "knocking works as configured now");
         let text = format!("✅ Knocking in {label} works as configured now (before: {}).", had.join("; "));
         return (true, Some(notices::with_block(&text, None)));
@@ -126,7 +124,7 @@ pub fn power_regained(shared: &Shared, room: &str, rec: &RoomRecord) -> Result<V
     if by_change.is_empty() {
         return Ok(vec![]);
     }
-    let label = knocks::room_label(store, room);
+    let label = crate::notices::room_label(store, room);
     let mut lines = Vec::new();
     for (change, numbers) in &by_change {
         for n in numbers {

@@ -353,7 +353,7 @@ fn report_reload(shared: &Shared, outcome: Result<Reload, live_policies::PolicyE
     let mut follow_ups = Vec::new();
     if matches!(outcome, Ok(Reload::Activated { .. })) {
         follow_ups.push(Action::ResolveAliases);
-        follow_ups.extend(crate::actions::lists::read_actions(&shared.policies.current().set));
+        follow_ups.extend(crate::lists::read_actions(&shared.policies.current().set));
     }
     follow_ups.push(notice);
     match store.enqueue(follow_ups) {
@@ -370,7 +370,7 @@ fn queue_startup_actions(shared: &Shared) {
     let store = &shared.store;
     let pending: Vec<Action> = store.outbox_all().unwrap_or_default().into_iter().map(|(_, e)| e.action).collect();
     let mut actions = vec![Action::JoinControlRoom, Action::ResolveAliases, Action::Reconcile];
-    actions.extend(crate::actions::lists::read_actions(&shared.policies.current().set));
+    actions.extend(crate::lists::read_actions(&shared.policies.current().set));
     actions.retain(|a| !pending.contains(a));
     if let Err(e) = store.enqueue(actions) {
         tracing::error!(error = %e, "cannot queue the start-up actions");

@@ -2,9 +2,9 @@
 //! code block taken out, the words parsed (a command, help, or an error).
 #![no_main]
 
+use knockwarden::events::command_text;
 use knockwarden::control::{
     command::{Parsed, parse, split_block},
-    message::command_text,
 };
 use libfuzzer_sys::fuzz_target;
 

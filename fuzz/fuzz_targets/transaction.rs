@@ -38,7 +38,7 @@ fuzz_target!(|body: &[u8]| {
             && let Ok(event) = head.into_event()
             && let Body::Message(message) = &event.body
         {
-            let _ = knockwarden::control::message::command_text(message, "@kw:x");
+            let _ = knockwarden::events::command_text(message, "@kw:x");
         }
     }
 });

@@ -16,10 +16,7 @@ use crate::{
     app::Shared,
     homeserver::HsError,
     notices, pipeline,
-    policy::{
-        PolicySet,
-        banlist::{self, Parsed, RuleKey},
-    },
+    policy::banlist::{self, Parsed, RuleKey},
     runner::ActionError,
     storage::{Action, ListRecord, Op, Store, StoreError, now_ms},
 };
@@ -33,11 +30,6 @@ pub struct ListRead {
     pub since: u64,
     /// State events of rule types that could not be read.
     pub malformed: usize,
-}
-
-/// The actions that read every ban list a policy set names.
-pub fn read_actions(set: &PolicySet) -> Vec<Action> {
-    set.ban_lists().into_iter().map(|name| Action::ReadBanList { name }).collect()
 }
 
 /// The fields of a state event a list needs (a room's state as the homeserver gives it: a

@@ -19,9 +19,7 @@ use crate::{
     app::Shared,
     control::verdicts::{self, Finished},
     homeserver::{HsError, MembershipChange},
-    notices,
-    pipeline::knocks,
-    power,
+    notices, power,
     runner::ActionError,
     storage::{Action, AuditEntry, FailCause, Op, Outcome, Resolution, Store, StoreError, now_ms},
 };
@@ -62,7 +60,7 @@ pub async fn perform(shared: &Shared, action: &Action, fresh: bool) -> Result<Ac
         Err(e) if e.is_transient() => Err(e.into()),
         // The user blocks invites (MSC4380): not retried; a person must ask them to allow it.
         Err(HsError::Api { errcode, .. }) if *change == MembershipChange::Invite && errcode == "M_INVITE_BLOCKED" => {
-            let label = knocks::room_label(&shared.store, room.as_str());
+            let label = crate::notices::room_label(&shared.store, room.as_str());
             Err(ActionError::Permanent(format!(
                 "{user} blocks invites (M_INVITE_BLOCKED): they must allow invites from {label} or its server before they can be let in; then !knock retry tries again"
             )))
@@ -134,7 +132,7 @@ fn refusal(shared: &Shared, change: MembershipChange, room: &RoomId, e: &HsError
     let pl = rec.power_levels.as_ref();
     let need = power::action_level(pl, change.as_str());
     let have = power::user_level(pl, &rec.creators, shared.bot.as_str());
-    let label = knocks::room_label(&shared.store, room.as_str());
+    let label = crate::notices::room_label(&shared.store, room.as_str());
     if e.status() == Some(403) && have < need {
         let why = format!("knockwarden needs power level {need} to {} in {label} (it has {have})", change.as_str());
         ActionError::NoPower { why, cause: FailCause::NoPower { room_id: room.to_owned(), change } }
@@ -170,7 +168,7 @@ pub fn record(shared: &Shared, action: &Action, acted: Acted) -> Result<Vec<Op>,
             Outcome::Cancelled(why) => format!("{} not done: {why}", entry.action),
             other => format!("{other:?}"),
         };
-        ops.push(store.outbox_push(knocks::entry_notice(store, &entry, &text, None, None).notice())?);
+        ops.push(store.outbox_push(crate::notices::entry_notice(store, &entry, &text, None, None).notice())?);
     }
     Ok(ops)
 }
@@ -191,7 +189,7 @@ pub fn record_failure(shared: &Shared, action: &Action, error: &str, number: u64
     };
     let retry = format!("Kept as failed action {number}: !knock retry {number} tries again.");
     let mut m = match settled.as_ref().map(|(e, _)| e).or(audit_entry(store, *audit_id)?.as_ref()) {
-        Some(e) => knocks::entry_notice(store, e, &format!("⚠️ {} failed: {error}", e.action), None, None),
+        Some(e) => crate::notices::entry_notice(store, e, &format!("⚠️ {} failed: {error}", e.action), None, None),
         None => {
             let mut m = notices::Msg::new();
             m.text(&format!("⚠️ Could not {}: {error}", action.describe()));

@@ -6,7 +6,6 @@ use crate::{
     app::Shared,
     homeserver::{HsError, notice_content},
     notices,
-    pipeline::knocks,
     runner::ActionError,
     storage::Action,
 };
@@ -40,7 +39,7 @@ pub async fn review_notice(shared: &Shared, seq: u64, number: u64) -> Result<Opt
     let Some(entry) = store.audit(item.audit_id)? else { return Ok(None) };
     let control = control_room(shared)?;
     let outcome = notices::verdict(entry.action, entry.dry_run);
-    let notices::Msg { plain, html } = knocks::entry_notice(store, &entry, outcome, Some(number), None);
+    let notices::Msg { plain, html } = crate::notices::entry_notice(store, &entry, outcome, Some(number), None);
     let event = send_fitted(shared, &control, seq, "m.room.message", &notice_content(&plain, &html)).await?;
     Ok(Some(event))
 }

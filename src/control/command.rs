@@ -463,7 +463,7 @@ mod tests {
         use proptest::prelude::*;
 
         use super::super::*;
-        use crate::control::message::command_text;
+        use crate::events::command_text;
 
         fn word() -> impl Strategy<Value = String> {
             prop_oneof![

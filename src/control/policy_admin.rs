@@ -138,7 +138,7 @@ impl Ctx<'_> {
                 let mut done = block_reply(ok, &text);
                 if matches!(outcome, Ok(live_policies::Reload::Activated { .. })) {
                     done.follow_ups.push(Action::ResolveAliases);
-                    done.follow_ups.extend(crate::actions::lists::read_actions(&live.current().set));
+                    done.follow_ups.extend(crate::lists::read_actions(&live.current().set));
                 }
                 done
             }
@@ -191,7 +191,7 @@ impl Ctx<'_> {
                         ),
                     );
                     done.follow_ups.push(Action::ResolveAliases);
-                    done.follow_ups.extend(crate::actions::lists::read_actions(&live.current().set));
+                    done.follow_ups.extend(crate::lists::read_actions(&live.current().set));
                     done
                 }
                 Err(e @ (live_policies::PolicyError::NoSuchVersion(_) | live_policies::PolicyError::Stale { .. })) => {
@@ -218,7 +218,7 @@ impl Ctx<'_> {
                             ),
                         );
                         done.follow_ups.push(Action::ResolveAliases);
-                        done.follow_ups.extend(crate::actions::lists::read_actions(&live.current().set));
+                        done.follow_ups.extend(crate::lists::read_actions(&live.current().set));
                         done
                     }
                     SetOutcome::Unchanged { version } => Done::text(

@@ -7,7 +7,6 @@ use super::{
 use crate::{
     duration,
     notices::{self, Msg},
-    pipeline::knocks,
     policy::Action as PolicyAction,
     power,
     runner::ActionError,
@@ -50,7 +49,7 @@ impl Ctx<'_> {
         let now = now_ms();
         for item in open.iter().skip(start).take(PAGE) {
             m.line().bold(&format!("#{}", item.number));
-            m.text(&format!(" {} on {} · ", item.user_id, knocks::room_label(store, &item.room_id)));
+            m.text(&format!(" {} on {} · ", item.user_id, crate::notices::room_label(store, &item.room_id)));
             match item.reason.as_deref().filter(|r| !r.trim().is_empty()) {
                 Some(r) => m.quote(r),
                 None => m.text("no reason given"),
@@ -92,7 +91,7 @@ impl Ctx<'_> {
             let aliases = store.aliases_of(room)?;
             let policy = active.set.policy_for(room, &aliases).map(|p| p.name.clone()).unwrap_or_else(|| "none".into());
             let pending = open.iter().filter(|i| &i.room_id == room).count();
-            m.line().bold(&knocks::room_label(store, room));
+            m.line().bold(&crate::notices::room_label(store, room));
             m.text(&format!(
                 " · join rule {} · version {} · {} · policy ",
                 rec.join_rule.as_ref().map_or("unknown", |j| j.as_str()),
@@ -160,7 +159,7 @@ impl Ctx<'_> {
                 "{} · {} on {} → {}{} (policy {} v{}, rule {}) · {}",
                 ago(now, e.time_ms),
                 e.user_id,
-                knocks::room_label(store, &e.room_id),
+                crate::notices::room_label(store, &e.room_id),
                 e.action,
                 e.review.map(|r| format!(" #{r}")).unwrap_or_default(),
                 e.policy,

@@ -13,14 +13,13 @@ use ruma::{EventId, UserId};
 
 use super::{
     command::{self, Command, Parsed, Target},
-    message::Verdict,
     moderators,
 };
+use crate::events::Verdict;
 use crate::{
     app::Shared,
     homeserver::HsError,
     notices::{self, Msg},
-    pipeline::knocks,
     runner::ActionError,
     storage::{Action, Store},
 };
@@ -118,11 +117,11 @@ pub fn review_closed(shared: &Shared, number: u64, reply: bool) -> Result<Vec<Ac
     let Some(item) = store.review(number)? else { return Ok(vec![]) };
     let Some(how) = item.closed.as_ref().map(|h| h.to_string()) else { return Ok(vec![]) };
     let Some(entry) = store.audit(item.audit_id)? else { return Ok(vec![]) };
-    let label = knocks::room_label(store, &item.room_id);
+    let label = crate::notices::room_label(store, &item.room_id);
     let mut out = Vec::new();
     if let Some(notice) = &item.notice_event {
         let outcome = notices::verdict(entry.action, entry.dry_run);
-        out.push(knocks::entry_notice(store, &entry, outcome, Some(number), Some(&how)).replacing(notice));
+        out.push(crate::notices::entry_notice(store, &entry, outcome, Some(number), Some(&how)).replacing(notice));
     }
     if reply {
         let mut m = Msg::new();

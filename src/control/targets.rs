@@ -9,7 +9,6 @@ use super::{
 };
 use crate::{
     homeserver::HsError,
-    pipeline::knocks,
     runner::ActionError,
     storage::{ReviewItem, Store},
 };
@@ -71,7 +70,7 @@ impl Ctx<'_> {
                 if let (Some(want), Some(r)) = (&room_id, &room)
                     && want.as_str() != item.room_id
                 {
-                    let label = knocks::room_label(store, &item.room_id);
+                    let label = crate::notices::room_label(store, &item.room_id);
                     return Ok(Err(Done::text(false, &format!("#{n} is a knock on {label}, not on {}.", r.0))));
                 }
                 let parse = |e: ruma::IdParseError| ActionError::Permanent(e.to_string());
@@ -111,7 +110,8 @@ impl Ctx<'_> {
                         }))
                     }
                     many => {
-                        let rooms: Vec<String> = many.iter().map(|k| knocks::room_label(store, &k.room_id)).collect();
+                        let rooms: Vec<String> =
+                            many.iter().map(|k| crate::notices::room_label(store, &k.room_id)).collect();
                         Ok(Err(Done::text(
                             false,
                             &format!(

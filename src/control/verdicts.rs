@@ -10,13 +10,12 @@ use ruma::{OwnedEventId, OwnedUserId, RoomId, UserId};
 
 use super::{
     command::{RoomArg, Target},
-    message::Verdict,
     run::{Ctx, Done},
 };
+use crate::events::Verdict;
 use crate::{
     homeserver::MembershipChange,
     notices::{self, Msg},
-    pipeline::knocks,
     runner::ActionError,
     storage::{Action, ModeratorVerdict, Op, Outcome, Resolution, Store, StoreError, now_ms},
 };
@@ -107,7 +106,7 @@ pub fn finish(
     finished: Finished,
 ) -> Result<Vec<Op>, StoreError> {
     let mut ops = Vec::new();
-    let label = knocks::room_label(store, room);
+    let label = crate::notices::room_label(store, room);
     let number = v.review.map(|n| format!("#{n} ")).unwrap_or_default();
     let (verb, done_text) = match change {
         MembershipChange::Invite => ("approved", "invited to"),

@@ -19,6 +19,7 @@
 //! `Action::Send`, [`crate::homeserver::Homeserver::send`]), free-form Matrix content built
 //! as it is sent. What is stored as it came (an event waiting or failed) is its JSON text.
 
+pub mod command;
 pub mod content;
 mod head;
 pub(crate) mod lenient;
@@ -26,6 +27,7 @@ mod wanted;
 
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 
+pub use command::{Verdict, command_text};
 pub use content::{
     Annotation, Create, EntityKind, JoinRules, Member, Message, PowerLevels, RoomState, RuleContent, StateKind,
 };

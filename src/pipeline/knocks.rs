@@ -20,7 +20,6 @@ mod redecide;
 use crate::storage::{Action, Op};
 
 pub use decide::on_knock;
-pub use enact::{entry_notice, room_label};
 pub use inputs::{Context, governing_policy, unresolved_aliases};
 pub use lifecycle::on_change;
 pub use redecide::redecide_reviews;

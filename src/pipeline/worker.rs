@@ -27,7 +27,6 @@ use ruma::events::room::member::MembershipState;
 use super::knocks::{self, Knocked};
 use crate::app::{Shared, wait_for};
 use crate::{
-    control,
     events::{Body, Event, Member},
     notices::Msg,
     room_state,
@@ -504,13 +503,13 @@ fn handle(shared: &Shared, entry: &InboxEvent) -> Result<Handled, StoreError> {
         // The bot never answers itself.
         Body::Message(_) | Body::Reaction(_) if in_control && event.sender == shared.bot => {}
         Body::Message(message) if in_control => {
-            if let Some(text) = control::message::command_text(message, shared.bot.as_str()) {
+            if let Some(text) = crate::events::command_text(message, shared.bot.as_str()) {
                 let (event_id, sender) = (event.event_id.clone(), event.sender.clone());
                 ops.push(store.outbox_push(Action::Command { event_id, sender, text })?);
             }
         }
         Body::Reaction(Some(annotation)) if in_control => {
-            if control::message::Verdict::from_key(&annotation.key).is_some()
+            if crate::events::Verdict::from_key(&annotation.key).is_some()
                 && let Ok(target) = ruma::OwnedEventId::try_from(annotation.event_id.as_str())
             {
                 let (sender, key) = (event.sender.clone(), annotation.key.clone());

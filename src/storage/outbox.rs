@@ -199,7 +199,7 @@ impl Action {
             Action::FetchRoomState { room_id } => format!("read the state of {room_id}"),
             Action::FetchMembers { room_id } => format!("read the members of {room_id}"),
             Action::Notice { plain, .. } => {
-                format!("post the notice \"{}\"", crate::notices::clip(plain.lines().next().unwrap_or("")))
+                format!("post the notice \"{}\"", crate::text::clip(plain.lines().next().unwrap_or("")))
             }
             Action::ResolveAliases => "look up the policies' room aliases".into(),
             Action::LookupAccount { user_id, .. } => format!("look up the account of {user_id}"),
@@ -215,7 +215,7 @@ impl Action {
             }
             Action::ReviewNotice { number } => format!("announce review item #{number}"),
             Action::Command { sender, text, .. } => {
-                format!("run {sender}'s command \"!knock {}\"", crate::notices::clip(text.lines().next().unwrap_or("")))
+                format!("run {sender}'s command \"!knock {}\"", crate::text::clip(text.lines().next().unwrap_or("")))
             }
             Action::Reaction { sender, key, .. } => format!("take {sender}'s {key} reaction"),
             Action::Send { event_type, .. } => format!("send a {event_type} to the control room"),

@@ -17,35 +17,6 @@ pub(super) fn clip(text: Option<String>, max: usize) -> Option<String> {
     text.map(|t| if t.chars().count() > max { t.chars().take(max).collect::<String>() + "…" } else { t })
 }
 
-/// A room as shown to people: its first known alias, else its ID.
-pub fn room_label(store: &Store, room: impl AsRef<str>) -> String {
-    let room = room.as_ref();
-    store.aliases_of(room).ok().and_then(|a| a.into_iter().next()).unwrap_or_else(|| room.to_owned())
-}
-
-/// The notice about an audited decision: `outcome` says what came of it; `review` numbers a
-/// review item, `closed` says how it ended.
-pub fn entry_notice(
-    store: &Store,
-    e: &AuditEntry,
-    outcome: &str,
-    review: Option<u64>,
-    closed: Option<&str>,
-) -> notices::Msg {
-    notices::knock(&notices::KnockNotice {
-        user: e.user_id.as_str(),
-        room: &room_label(store, &e.room_id),
-        reason: e.reason.as_deref(),
-        displayname: e.displayname.as_deref(),
-        outcome,
-        rule: e.rule.as_deref(),
-        policy: &e.policy,
-        version: e.policy_version,
-        review,
-        closed,
-    })
-}
-
 /// The reason sent with an invite, kick or ban when the rule gives none.
 pub(super) fn default_reason(action: Verdict, rule: Option<&str>) -> String {
     let by = match rule {

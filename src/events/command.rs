@@ -1,7 +1,7 @@
 //! Reading control-room events: which messages are commands, which reactions are verdicts.
 //! Pure: no I/O.
 
-use crate::events::Message;
+use super::Message;
 
 /// The command a message carries: the text after a leading `!knock`, or after a leading
 /// mention of the bot (its user ID, or a mention pill such as `knockwarden:` when the message's
