@@ -1,6 +1,7 @@
 //! The control room: moderators steer knockwarden from Matrix.
 //!
-//! - [`message`] tells which control-room events are commands or verdict reactions (pure).
+//! - [`crate::events::command`] tells which control-room events are commands or verdict
+//!   reactions (pure).
 //! - [`command`] is the `!knock` syntax, a clap `Subcommand` enum (pure).
 //! - [`run`] is where a command or reaction is carried out (the runner performs
 //!   [`crate::storage::Action::Command`] and [`crate::storage::Action::Reaction`] through it);

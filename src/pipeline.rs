@@ -4,6 +4,7 @@
 //!   inbox (each event ID once, ever) and records the bot's own membership.
 //! - [`worker`] drains the inbox in order: each event turns into state updates and outbox
 //!   actions, written in the same transaction that removes it from the inbox.
+//! - [`route`] is the one `match` on what an event is, and what each kind leads to.
 //! - [`knocks`] is what the worker does with knocks and knockers' membership changes.
 //! - [`lists`] is what it does with the rule events of the ban lists followed.
 //!
@@ -13,4 +14,5 @@
 pub mod intake;
 pub mod knocks;
 pub mod lists;
+mod route;
 pub mod worker;

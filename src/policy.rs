@@ -11,6 +11,7 @@
 //! The caller hands in everything that needs I/O (knock counters, memberships, resolved
 //! aliases) and performs the decision; this module never does.
 
+mod account;
 mod ast;
 pub mod banlist;
 pub mod compile;

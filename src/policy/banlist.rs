@@ -27,17 +27,17 @@
 //! `ban_lists.max_rules` rules) is *unavailable*: [`find_in`] says so, and the policy engine
 //! never accepts a knock on its word.
 
-use std::{
-    collections::{BTreeSet, HashMap},
-    sync::OnceLock,
-};
+use std::collections::HashMap;
 
 use base64::Engine;
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use globset::GlobBuilder;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use crate::events::{EntityKind, RuleContent};
+
+mod index;
+use index::KindIndex;
 /// The recommendations that ban.
 pub const BAN_RECOMMENDATIONS: &[&str] =
     &["m.ban", "org.matrix.mjolnir.ban", "m.takedown", "org.matrix.msc4204.takedown"];
@@ -161,178 +161,6 @@ fn to_glob(glob: &str) -> Option<globset::Glob> {
 /// The unpadded standard base64 SHA-256 of a text, as hashed entities give it.
 pub fn sha256_b64(text: &str) -> String {
     base64::engine::general_purpose::STANDARD_NO_PAD.encode(Sha256::digest(text.as_bytes()))
-}
-
-/// The globs of one kind that no shape below covers, compiled together (or why they could
-/// not be: the list is then unavailable, never silently empty).
-#[derive(Debug, Clone)]
-struct Globs {
-    set: Result<GlobSet, String>,
-    keys: Vec<RuleKey>,
-}
-
-/// A glob entity in a shape matched without a glob set, so that the common rules of large
-/// lists (`*:server`, `@prefix*:server`, `*.domain`) are kept in maps and changed one by one,
-/// and only the rare other shapes need the (rebuilt) glob set.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Shape {
-    /// A user glob `*:server` or `@prefix*:server` (server and prefix without wildcards or
-    /// `:`): the user IDs ending with `:server` and starting with `@prefix` (empty: any).
-    UserOf { server: String, prefix: String },
-    /// A server glob `*.domain` (no other wildcard): the servers ending with `.domain`.
-    Subdomain(String),
-    /// Anything else: the glob set.
-    Other,
-}
-
-/// The shape of a lowercase glob with a wildcard.
-fn shape(kind: EntityKind, glob: &str) -> Shape {
-    let plain = |t: &str| !t.contains(['*', '?', ':']);
-    match kind {
-        EntityKind::User => {
-            let Some((left, server)) = glob.rsplit_once(':') else { return Shape::Other };
-            let Some(prefix) = left.strip_suffix('*') else { return Shape::Other };
-            let prefix_ok = prefix.is_empty() || (prefix.starts_with('@') && plain(prefix));
-            if prefix_ok && plain(server) && !server.is_empty() {
-                Shape::UserOf { server: server.to_owned(), prefix: prefix.to_owned() }
-            } else {
-                Shape::Other
-            }
-        }
-        EntityKind::Server => match glob.strip_prefix('*') {
-            Some(domain) if domain.starts_with('.') && domain.len() > 1 && plain(domain) => {
-                Shape::Subdomain(domain.to_owned())
-            }
-            _ => Shape::Other,
-        },
-    }
-}
-
-/// The rules of one kind, indexed.
-#[derive(Debug, Clone, Default)]
-struct KindIndex {
-    /// Lowercase entity -> rules.
-    exact: HashMap<String, BTreeSet<RuleKey>>,
-    /// Hash -> rules.
-    hashes: HashMap<String, BTreeSet<RuleKey>>,
-    /// `*:server` and `@prefix*:server` rules, by server: (prefix, rule).
-    user_of: HashMap<String, Vec<(String, RuleKey)>>,
-    /// `*.domain` rules, by `.domain`.
-    subdomains: HashMap<String, BTreeSet<RuleKey>>,
-    /// Rules with a wildcard entity of another shape.
-    glob_keys: BTreeSet<RuleKey>,
-    globs: OnceLock<Globs>,
-}
-
-impl KindIndex {
-    fn insert(&mut self, key: &RuleKey, rule: &ListRule) {
-        match &rule.entity {
-            Entity::Glob(g) if has_wildcard(g) => match shape(rule.kind, &g.to_lowercase()) {
-                Shape::UserOf { server, prefix } => self.user_of.entry(server).or_default().push((prefix, key.clone())),
-                Shape::Subdomain(d) => {
-                    self.subdomains.entry(d).or_default().insert(key.clone());
-                }
-                Shape::Other => {
-                    self.glob_keys.insert(key.clone());
-                    self.globs = OnceLock::new();
-                }
-            },
-            Entity::Glob(g) => {
-                self.exact.entry(g.to_lowercase()).or_default().insert(key.clone());
-            }
-            Entity::Sha256(h) => {
-                self.hashes.entry(h.clone()).or_default().insert(key.clone());
-            }
-        }
-    }
-
-    fn remove(&mut self, key: &RuleKey, rule: &ListRule) {
-        let drop_from = |map: &mut HashMap<String, BTreeSet<RuleKey>>, k: &str| {
-            if let Some(set) = map.get_mut(k) {
-                set.remove(key);
-                if set.is_empty() {
-                    map.remove(k);
-                }
-            }
-        };
-        match &rule.entity {
-            Entity::Glob(g) if has_wildcard(g) => match shape(rule.kind, &g.to_lowercase()) {
-                Shape::UserOf { server, .. } => {
-                    if let Some(v) = self.user_of.get_mut(&server) {
-                        v.retain(|(_, k)| k != key);
-                        if v.is_empty() {
-                            self.user_of.remove(&server);
-                        }
-                    }
-                }
-                Shape::Subdomain(d) => drop_from(&mut self.subdomains, &d),
-                Shape::Other => {
-                    self.glob_keys.remove(key);
-                    self.globs = OnceLock::new();
-                }
-            },
-            Entity::Glob(g) => drop_from(&mut self.exact, &g.to_lowercase()),
-            Entity::Sha256(h) => drop_from(&mut self.hashes, h),
-        }
-    }
-
-    fn globs(&self, rules: &HashMap<RuleKey, ListRule>) -> &Globs {
-        self.globs.get_or_init(|| {
-            let mut b = GlobSetBuilder::new();
-            let mut keys = Vec::new();
-            for key in &self.glob_keys {
-                let Some(Entity::Glob(g)) = rules.get(key).map(|r| &r.entity) else { continue };
-                if let Some(glob) = to_glob(g) {
-                    b.add(glob);
-                    keys.push(key.clone());
-                }
-            }
-            let set = b.build().map_err(|e| format!("its {} wildcard rules cannot be compiled: {e}", keys.len()));
-            Globs { set, keys }
-        })
-    }
-
-    /// The first rule (in key order) matching `text` (lowercase) or its hash; an error when
-    /// the glob set that some of the rules need could not be built.
-    fn find<'r>(
-        &self,
-        rules: &'r HashMap<RuleKey, ListRule>,
-        lower: &str,
-        original: &str,
-    ) -> Result<Option<(&'r RuleKey, &'r ListRule)>, String> {
-        let mut best: Option<&RuleKey> = self.exact.get(lower).and_then(|s| s.first());
-        if !self.hashes.is_empty()
-            && let Some(k) = self.hashes.get(&sha256_b64(original)).and_then(|s| s.first())
-        {
-            best = Some(best.map_or(k, |b| b.min(k)));
-        }
-        if !self.user_of.is_empty()
-            && let Some((_, server)) = lower.rsplit_once(':')
-            && let Some(rules_of) = self.user_of.get(server)
-        {
-            let local = &lower[..lower.len() - server.len() - 1];
-            for (prefix, k) in rules_of {
-                if local.starts_with(prefix.as_str()) {
-                    best = Some(best.map_or(k, |b| b.min(k)));
-                }
-            }
-        }
-        if !self.subdomains.is_empty() {
-            for (i, _) in lower.match_indices('.') {
-                if let Some(k) = self.subdomains.get(&lower[i..]).and_then(|s| s.first()) {
-                    best = Some(best.map_or(k, |b| b.min(k)));
-                }
-            }
-        }
-        if !self.glob_keys.is_empty() {
-            let globs = self.globs(rules);
-            let set = globs.set.as_ref().map_err(Clone::clone)?;
-            if let Some(k) = set.matches(lower).into_iter().map(|i| &globs.keys[i]).min() {
-                best = Some(best.map_or(k, |b| b.min(k)));
-            }
-        }
-        Ok(best.and_then(|k| rules.get_key_value(k)))
-    }
 }
 
 /// The most rules a list may hold before it is unavailable (`ban_lists.max_rules`).

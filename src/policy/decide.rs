@@ -8,9 +8,11 @@ use std::{borrow::Cow, time::Duration};
 
 use globset::Candidate;
 
+pub use super::account::AccountFacts;
 use super::{
     Action,
-    ast::{AccountAtom, Atom},
+    account::{account_holds, describe_account},
+    ast::Atom,
     banlist::{self, ListHit, ListSource, Unavailable},
     compile::{CCond, CompiledAtom, CompiledPolicy, ReSet},
     template, words,
@@ -38,75 +40,6 @@ pub struct Knock<'a> {
     /// What the homeserver says of the knocker's account (`None`: not asked; `account:`
     /// conditions then take it as unknown).
     pub account: Option<&'a AccountFacts>,
-}
-
-/// What the homeserver says of a knocker's account, for `account:` conditions.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AccountFacts {
-    Known {
-        /// Since the account was created (`None`: the homeserver did not say).
-        age: Option<Duration>,
-        shadow_banned: bool,
-        locked: bool,
-        suspended: bool,
-    },
-    /// It cannot be known: why, for explanations ("@x:remote.example is not a local user").
-    Unknown(String),
-}
-
-impl AccountFacts {
-    /// One line for explanations.
-    pub fn describe(&self) -> String {
-        match self {
-            AccountFacts::Known { age, shadow_banned, locked, suspended } => {
-                let age = age
-                    .map(|a| format!("created {} ago", crate::duration::format(a)))
-                    .unwrap_or_else(|| "creation time not given".into());
-                let flag = |name: &str, on: bool| if on { format!(", {name}") } else { String::new() };
-                format!(
-                    "{age}{}{}{}",
-                    flag("shadow-banned", *shadow_banned),
-                    flag("locked", *locked),
-                    flag("suspended", *suspended)
-                )
-            }
-            AccountFacts::Unknown(why) => format!("unknown: {why}"),
-        }
-    }
-}
-
-/// Whether an `account:` key holds for these facts (only `unknown: true` holds for an
-/// account that cannot be known).
-fn account_holds(a: AccountAtom, facts: Option<&AccountFacts>) -> bool {
-    let known = match facts {
-        Some(AccountFacts::Known { age, shadow_banned, locked, suspended }) => {
-            Some((age, shadow_banned, locked, suspended))
-        }
-        _ => None,
-    };
-    match (a, known) {
-        (AccountAtom::Unknown(u), k) => k.is_none() == u,
-        (_, None) => false,
-        (AccountAtom::YoungerThan(d), Some((age, ..))) => age.is_some_and(|a| a < d),
-        (AccountAtom::OlderThan(d), Some((age, ..))) => age.is_some_and(|a| a > d),
-        (AccountAtom::ShadowBanned(b), Some((_, s, _, _))) => *s == b,
-        (AccountAtom::Locked(b), Some((_, _, l, _))) => *l == b,
-        (AccountAtom::Suspended(b), Some((_, _, _, s))) => *s == b,
-    }
-}
-
-fn describe_account(a: AccountAtom, facts: Option<&AccountFacts>, ok: bool) -> String {
-    let held = if ok { "holds" } else { "does not hold" };
-    let key = match a {
-        AccountAtom::YoungerThan(d) => format!("younger than {}", crate::duration::format(d)),
-        AccountAtom::OlderThan(d) => format!("older than {}", crate::duration::format(d)),
-        AccountAtom::ShadowBanned(b) => format!("shadow_banned: {b}"),
-        AccountAtom::Locked(b) => format!("locked: {b}"),
-        AccountAtom::Suspended(b) => format!("suspended: {b}"),
-        AccountAtom::Unknown(b) => format!("unknown: {b}"),
-    };
-    let facts = facts.map(AccountFacts::describe).unwrap_or_else(|| "unknown: not looked up".into());
-    format!("account {key} {held} (account {facts})")
 }
 
 impl Knock<'_> {
@@ -163,18 +96,18 @@ type Lookup = Result<Option<ListHit>, Unavailable>;
 
 /// Per-knock facts computed once (or lazily) and shared by the atoms.
 struct Facts<'k> {
-    knock: &'k Knock<'k>,
+    pub(super) knock: &'k Knock<'k>,
     /// Lowercase user ID and server, for the (lowercase) globs.
-    user: Cow<'k, str>,
-    server: Cow<'k, str>,
-    words: std::cell::OnceCell<words::Tokens>,
+    pub(super) user: Cow<'k, str>,
+    pub(super) server: Cow<'k, str>,
+    pub(super) words: std::cell::OnceCell<words::Tokens>,
     /// Ban list lookups made so far, by `ban_list` atom (its names' address: atoms live as
     /// long as the decision), so that deciding, explaining and filling in the reason look
     /// each up once.
-    list_hits: std::cell::RefCell<Vec<(usize, Lookup)>>,
+    pub(super) list_hits: std::cell::RefCell<Vec<(usize, Lookup)>>,
     /// The first unavailable list a `ban_list` condition asked about: the decision is then
     /// never `accept` (fail closed).
-    unavailable: std::cell::RefCell<Option<Unavailable>>,
+    pub(super) unavailable: std::cell::RefCell<Option<Unavailable>>,
 }
 
 fn lowercase(s: &str) -> Cow<'_, str> {
@@ -182,7 +115,7 @@ fn lowercase(s: &str) -> Cow<'_, str> {
 }
 
 impl<'k> Facts<'k> {
-    fn new(knock: &'k Knock<'k>) -> Self {
+    pub(super) fn new(knock: &'k Knock<'k>) -> Self {
         Self {
             knock,
             user: lowercase(knock.user),
@@ -195,7 +128,7 @@ impl<'k> Facts<'k> {
 
     /// The entry of the named lists that bans the knocker, if any, or the list that could
     /// not be asked (looked up once per atom).
-    fn list_lookup(&self, names: &[String]) -> Lookup {
+    pub(super) fn list_lookup(&self, names: &[String]) -> Lookup {
         let id = names.as_ptr() as usize;
         if let Some((_, hit)) = self.list_hits.borrow().iter().find(|(i, _)| *i == id) {
             return hit.clone();
@@ -210,13 +143,13 @@ impl<'k> Facts<'k> {
     }
 
     /// The entry of the named lists that bans the knocker, if any.
-    fn list_hit(&self, names: &[String]) -> Option<ListHit> {
+    pub(super) fn list_hit(&self, names: &[String]) -> Option<ListHit> {
         self.list_lookup(names).ok().flatten()
     }
-    fn reason(&self) -> &str {
+    pub(super) fn reason(&self) -> &str {
         self.knock.reason.unwrap_or("")
     }
-    fn words(&self) -> &words::Tokens {
+    pub(super) fn words(&self) -> &words::Tokens {
         self.words.get_or_init(|| words::Tokens::new(self.reason()))
     }
 }
