@@ -4,6 +4,8 @@
 //!
 //! It sits above the parts it holds (storage, policies, lists, metrics, readiness) and below
 //! the parts that use it (the pipeline, the runner's actions, the control room, the HTTP layer).
+//! One import runs back up: the intake's memory ([`crate::pipeline::intake::memory`]), which
+//! the intake and the worker share through this context; that file imports only storage.
 
 use std::sync::Arc;
 
@@ -45,6 +47,9 @@ pub struct Shared {
     pub readiness: Arc<crate::readiness::Readiness>,
     /// What the homeserver says of local knockers' accounts (`account:` conditions).
     pub accounts: Arc<crate::accounts::Accounts>,
+    /// What the intake remembers between transactions (the one thing here from a floor
+    /// above: the intake's own memory, which the worker tells of records handled).
+    pub intake: Arc<crate::pipeline::intake::memory::Memory>,
 }
 
 impl Shared {

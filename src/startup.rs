@@ -145,6 +145,7 @@ impl Application {
         let accounts = Arc::new(crate::accounts::Accounts::new(admin, config.homeserver.server_name.clone()));
         let (stop_tx, stopping) = watch::channel(false);
         let max_body_bytes = config.appservice.max_body_bytes;
+        let intake = Arc::new(crate::pipeline::intake::Memory::recall(store.take_unhandled_records()));
         let shared = Shared {
             store,
             homeserver,
@@ -162,6 +163,7 @@ impl Application {
             told: Default::default(),
             readiness: Default::default(),
             accounts,
+            intake,
         };
         let state =
             web::Data::new(HttpState { shared: shared.clone(), hs_token: registration.hs_token, max_body_bytes });
@@ -207,6 +209,11 @@ impl Application {
 
     pub fn store(&self) -> &Store {
         &self.shared.store
+    }
+
+    /// What the intake remembers (the backlog waiting for the worker, among others).
+    pub fn intake(&self) -> Arc<crate::pipeline::intake::Memory> {
+        self.shared.intake.clone()
     }
 
     pub fn stopper(&self) -> Stopper {

@@ -47,7 +47,7 @@ pub use audit::{AuditEntry, Outcome, ReviewItem};
 pub use failed::{FailCause, FailedEntry, FailedItem};
 pub use format::FORMAT;
 pub use inbox::{InboxEntry, InboxItem, InboxRecord, Origin};
-pub use journal::{BACKLOG_EVENTS, Checkpoint, Damage, JournalRecord};
+pub use journal::{Checkpoint, Damage, JournalRecord, UnhandledRecord};
 pub use keys::{pair_key, split_pair};
 pub use lists::ListRecord;
 pub use ops::Op;
@@ -114,6 +114,9 @@ pub struct Store {
     flusher: std::sync::Arc<Flusher>,
     /// Events dropped by the intake, not in the counters yet (see [`Store::batch`]).
     unwritten: std::sync::Arc<inbox::Unwritten>,
+    /// The journal's records not handled yet, as it found them when it opened, until the
+    /// intake takes them ([`Store::take_unhandled_records`]).
+    unhandled: std::sync::Arc<parking_lot::Mutex<Vec<UnhandledRecord>>>,
 }
 
 impl Store {
@@ -147,6 +150,7 @@ impl Store {
             feed: Default::default(),
             flusher: Default::default(),
             unwritten: Default::default(),
+            unhandled: std::sync::Arc::new(parking_lot::Mutex::new(opened.unhandled)),
             failed: Default::default(),
             depth: std::sync::Arc::new(depth),
         };

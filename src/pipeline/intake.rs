@@ -9,6 +9,10 @@
 //! changes are remembered as they are appended, so the next events of a room it just joined
 //! are kept. The worker takes each event in once, by event ID, as it handles the record.
 
+pub mod memory;
+
+pub use memory::{BACKLOG_EVENTS, Memory};
+
 use crate::metrics::{Metrics, Phase};
 use std::{collections::HashMap, time::Instant};
 
@@ -65,7 +69,7 @@ impl Interests for View<'_> {
         matches!(m, Some(BotMembership::Joined | BotMembership::Invited))
     }
     fn is_knocker(&self, user: &str) -> bool {
-        self.knockers.contains(user) || self.shared.store.is_knocker(user)
+        self.knockers.contains(user) || self.shared.intake.is_knocker(user) || self.shared.store.is_knocker(user)
     }
     fn is_list_room(&self, room: &RoomId) -> bool {
         self.shared.lists.is_list_room(room.as_str())
@@ -100,7 +104,7 @@ pub async fn take_transaction(shared: &Shared, txn_id: &str, body: &[u8]) -> Res
     let metrics = &shared.metrics;
     let started = Instant::now();
     let hash: [u8; 32] = Sha256::digest(body).into();
-    let replay = shared.store.is_replay(txn_id, &hash);
+    let replay = shared.intake.is_replay(txn_id, &hash);
     metrics.phase(Phase::Check, started);
     if replay {
         return Ok(TxnOutcome::Replay);
@@ -117,7 +121,7 @@ pub async fn take_transaction(shared: &Shared, txn_id: &str, body: &[u8]) -> Res
     let origin = Origin::Push { txn_id: txn_id.to_owned() };
     let taken = store_events(shared, &origin, Some(&hash), selected).await?;
     // Remembered once durable: a transaction that failed is not a replay when resent.
-    shared.store.remember_txn(txn_id, hash);
+    shared.intake.remember_txn(txn_id, hash);
     Ok(TxnOutcome::Taken(taken))
 }
 
@@ -253,11 +257,14 @@ async fn store_events(
     }
     // While the worker is a backlog's length behind, the homeserver waits for its 200.
     let started = Instant::now();
-    if shared.store.journal_room().await {
+    if shared.intake.wait_for_room().await {
         metrics.phase(Phase::Wait, started);
     }
     let started = Instant::now();
-    let seq = shared.store.journal_append(origin, body_hash, kept, knockers, bot)?;
+    let events = kept.len();
+    let seq = shared.store.journal_append(origin, body_hash, kept, knockers.clone(), bot, |seq| {
+        shared.intake.appended(seq, events, knockers)
+    })?;
     metrics.phase(Phase::Store, started);
     let started = Instant::now();
     shared.store.journal_sync(seq).await?;

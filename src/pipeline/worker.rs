@@ -167,6 +167,7 @@ fn drain_batch(shared: &Shared, max: usize, cursor: &mut Cursor) -> Result<Drain
         crate::metrics::Metrics::add(events, "duplicate", tally.duplicates);
         if at != begun {
             store.journal_handled(at)?;
+            shared.intake.handled_below(at.seq);
         }
         // What the batch queued is in the outbox only now.
         if tally.queued {

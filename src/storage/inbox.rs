@@ -150,12 +150,6 @@ impl Store {
         (self.unwritten.dropped.load(SeqCst), self.unwritten.malformed.load(SeqCst))
     }
 
-    /// Whether `txn_id` was taken in lately with exactly this body (from memory: see
-    /// [`super::journal`]).
-    pub fn is_replay(&self, txn_id: &str, body_hash: &[u8; 32]) -> bool {
-        self.journal.is_replay(txn_id, body_hash)
-    }
-
     /// Whether `txn_id` is on record, in sled, with exactly this body (written when the
     /// worker handles its record; kept for `retention.events`).
     pub fn txn_on_record(&self, txn_id: &str, body_hash: &[u8; 32]) -> Result<bool, StoreError> {
@@ -163,9 +157,9 @@ impl Store {
     }
 
     /// Appends the events of a transaction or catch-up to the journal, as one record, and
-    /// remembers what it takes for the intake's next choices (the knockers, the bot's
-    /// membership changes). Returns the record's seq; it is durable after
-    /// [`Store::journal_sync`].
+    /// remembers the bot's membership changes among them (for the intake's next choices).
+    /// `appended` hears the record's seq before the worker can read it. Returns the seq; the
+    /// record is durable after [`Store::journal_sync`].
     pub fn journal_append(
         &self,
         origin: &Origin,
@@ -173,49 +167,42 @@ impl Store {
         events: Vec<Box<RawValue>>,
         knockers: Vec<String>,
         bot: Vec<(String, BotMembership)>,
+        appended: impl FnOnce(u64),
     ) -> Result<u64, StoreError> {
         let changes = bot.iter().map(|(room, m)| super::views::Change::Bot(room.clone(), *m)).collect();
         let received_ms = now_ms();
         let seq = self
             .journal
-            .append(events.len(), knockers.clone(), |seq| {
-                let record = JournalRecord {
-                    seq,
-                    received_ms,
-                    origin: origin.clone(),
-                    body_hash: body_hash.map(hex::encode),
-                    events,
-                    knockers,
-                    bot,
-                };
-                serde_json::to_vec(&record).expect("records serialize")
-            })
+            .append(
+                |seq| {
+                    let record = JournalRecord {
+                        seq,
+                        received_ms,
+                        origin: origin.clone(),
+                        body_hash: body_hash.map(hex::encode),
+                        events,
+                        knockers,
+                        bot,
+                    };
+                    serde_json::to_vec(&record).expect("records serialize")
+                },
+                appended,
+            )
             .map_err(|e| self.mark_failed(e))?;
         self.views.apply(changes);
         Ok(seq)
     }
 
-    /// Returns once the journal has room: fewer than [`super::journal::BACKLOG_EVENTS`] events
-    /// wait for the worker (the intake waits, and so does the homeserver, while it has not);
-    /// whether it had to wait.
-    pub async fn journal_room(&self) -> bool {
-        self.journal.wait_for_room().await
-    }
-
-    /// Events in the journal that the worker has not handled yet.
-    pub fn journal_pending_events(&self) -> usize {
-        self.journal.pending_events()
+    /// The journal's records not handled yet when the store opened (once: later calls get
+    /// none), for the intake's memory.
+    pub fn take_unhandled_records(&self) -> Vec<super::UnhandledRecord> {
+        std::mem::take(&mut *self.unhandled.lock())
     }
 
     /// Makes the journal durable up to record `seq`, with every record appended before it
     /// (one `fdatasync` for all who wait).
     pub async fn journal_sync(&self, seq: u64) -> Result<(), StoreError> {
         self.journal.sync(seq).await.map_err(|e| self.mark_failed(e))
-    }
-
-    /// Remembers a transaction taken in (see [`Store::is_replay`]).
-    pub fn remember_txn(&self, txn_id: &str, body_hash: [u8; 32]) {
-        self.journal.remember_txn(txn_id, body_hash);
     }
 
     /// The first durable journal record at or after `at`'s.
@@ -344,15 +331,18 @@ mod tests {
     }
 
     #[test]
-    fn a_record_is_read_once_durable_and_its_knockers_and_bot_rooms_are_known_at_once() {
+    fn a_record_is_read_once_durable_and_its_bot_rooms_are_known_at_once() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
         let o = Origin::Push { txn_id: "1".into() };
         let bot = vec![("!r:x".to_owned(), BotMembership::Joined)];
+        let mut heard = None;
         let seq = s
-            .journal_append(&o, Some(&[7; 32]), vec![raw(json!({"event_id": "$a"}))], vec!["@k:x".into()], bot)
+            .journal_append(&o, Some(&[7; 32]), vec![raw(json!({"event_id": "$a"}))], vec!["@k:x".into()], bot, |seq| {
+                heard = Some(seq)
+            })
             .unwrap();
-        assert!(s.is_knocker("@k:x"));
+        assert_eq!(heard, Some(seq), "the intake hears of the record as it is appended");
         assert_eq!(s.bot_in("!r:x"), Some(BotMembership::Joined));
         assert_eq!(s.inbox_len(), 1);
         assert!(s.journal_next(s.journal_checkpoint()).unwrap().is_none(), "not durable yet");
@@ -364,7 +354,6 @@ mod tests {
         s.commit(&[Store::journal_checkpoint_op(next)]).unwrap();
         s.journal_handled(next).unwrap();
         assert_eq!(s.inbox_len(), 0);
-        assert!(!s.is_knocker("@k:x"), "handled (and no knock recorded)");
         assert!(s.journal_next(next).unwrap().is_none());
     }
 

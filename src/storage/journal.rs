@@ -44,7 +44,7 @@
 //! numbered below the one expected).
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     fs::File,
     io,
     os::unix::fs::FileExt,
@@ -69,19 +69,6 @@ const SPARES: usize = 2;
 
 /// A record's header: the payload's length and CRC-32, each a u32 LE.
 const HEADER: usize = 8;
-
-/// Events the journal holds for the worker at most before the intake waits for it
-/// ([`Journal::wait_for_room`]): about a second of the worker's work on the benchmark's machine
-/// (docs/benchmarks-history.md). A wave of spam up to this size is taken in at the disk's speed;
-/// beyond it, the homeserver waits for each 200 (it sends one transaction at a time and keeps
-/// the rest), so the decisions keep up with what is acknowledged and the backlog never grows
-/// past it.
-pub const BACKLOG_EVENTS: usize = 10_000;
-
-/// Transactions remembered for replay detection ([`Journal::is_replay`]). The homeserver
-/// resends only the transaction in flight, and one not recognised is harmless (its events
-/// are taken in once, by event ID): a few are enough.
-const RECENT_TXNS: usize = 64;
 
 /// One record: the events one transaction (or catch-up) brought that knockwarden needs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -152,6 +139,21 @@ pub(super) struct Opened {
     pub journal: Journal,
     /// The bot's membership changes in records not handled yet, oldest first.
     pub bot: Vec<(String, BotMembership)>,
+    /// The records not handled yet, oldest first.
+    pub unhandled: Vec<UnhandledRecord>,
+}
+
+/// A record not handled yet, as the journal found it when it opened (what the intake
+/// remembers of it: see `pipeline::intake::memory`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnhandledRecord {
+    pub seq: u64,
+    /// How many events it holds.
+    pub events: usize,
+    /// The knockers of the knocks among them.
+    pub knockers: Vec<String>,
+    /// For a pushed transaction: its txnId and body hash.
+    pub txn: Option<(String, [u8; 32])>,
 }
 
 /// The segment being appended to.
@@ -194,48 +196,8 @@ pub(super) struct Journal {
     /// Whether they are being written.
     zeroing: Arc<std::sync::atomic::AtomicBool>,
     cursor: Mutex<Option<Cursor>>,
-    /// The records not handled yet: their events and knockers (see [`Journal::is_knocker`]).
-    pending: Mutex<Pending>,
-    /// Woken when the worker has handled records (see [`Journal::wait_for_room`]).
-    room: tokio::sync::Notify,
-    /// The transactions last taken in: txnId and body hash.
-    recent: Mutex<VecDeque<(String, [u8; 32])>>,
     /// Damage found and skipped, not yet told ([`Journal::take_damage`]).
     damage: Mutex<Vec<Damage>>,
-}
-
-#[derive(Default)]
-struct Pending {
-    /// Each record's seq, number of events and knockers.
-    by_seq: VecDeque<(u64, usize, Vec<String>)>,
-    users: HashMap<String, u32>,
-    events: usize,
-}
-
-impl Pending {
-    fn add(&mut self, seq: u64, events: usize, users: Vec<String>) {
-        for u in &users {
-            *self.users.entry(u.clone()).or_default() += 1;
-        }
-        self.events += events;
-        self.by_seq.push_back((seq, events, users));
-    }
-
-    /// The records below `seq` are handled.
-    fn release_below(&mut self, seq: u64) {
-        while self.by_seq.front().is_some_and(|(s, _, _)| *s < seq) {
-            let (_, events, users) = self.by_seq.pop_front().expect("just looked");
-            self.events -= events;
-            for u in users {
-                if let std::collections::hash_map::Entry::Occupied(mut n) = self.users.entry(u) {
-                    *n.get_mut() -= 1;
-                    if *n.get() == 0 {
-                        n.remove();
-                    }
-                }
-            }
-        }
-    }
 }
 
 fn journal_error(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -474,9 +436,8 @@ impl Journal {
             let gone = segments.pop_front().expect("two at least");
             retire(dir, gone, &mut spares)?;
         }
-        let mut pending = Pending::default();
+        let mut unhandled = Vec::new();
         let mut bot = Vec::new();
-        let mut recent = VecDeque::new();
         let mut damaged = Vec::new();
         let mut next = handled.seq;
         let mut tail_len = 0;
@@ -538,13 +499,17 @@ impl Journal {
                     }
                 };
                 if head.seq >= handled.seq {
-                    pending.add(head.seq, head.events.len(), head.knockers);
                     bot.extend(head.bot);
-                    if let (Origin::Push { txn_id }, Some(hash)) = (head.origin, head.body_hash.as_deref())
-                        && let Some(hash) = parse_hash(hash)
-                    {
-                        remember(&mut recent, txn_id, hash);
-                    }
+                    let txn = match (head.origin, head.body_hash.as_deref().and_then(parse_hash)) {
+                        (Origin::Push { txn_id }, Some(hash)) => Some((txn_id, hash)),
+                        _ => None,
+                    };
+                    unhandled.push(UnhandledRecord {
+                        seq: head.seq,
+                        events: head.events.len(),
+                        knockers: head.knockers,
+                        txn,
+                    });
                 }
                 offset += (HEADER + len) as u64;
                 expected += 1;
@@ -594,21 +559,18 @@ impl Journal {
             zero_spares,
             zeroing: Default::default(),
             cursor: Mutex::new(None),
-            pending: Mutex::new(pending),
-            room: tokio::sync::Notify::new(),
-            recent: Mutex::new(recent),
             damage: Mutex::new(damaged),
         };
-        Ok(Opened { journal, bot })
+        Ok(Opened { journal, bot, unhandled })
     }
 
-    /// Appends a record: `build` gets its seq and returns its payload. Not durable until
+    /// Appends a record: `build` gets its seq and returns its payload; `appended` hears its
+    /// seq once it is written, before the worker can read it. Not durable until
     /// [`Journal::sync`].
     pub(super) fn append(
         &self,
-        events: usize,
-        knockers: Vec<String>,
         build: impl FnOnce(u64) -> Vec<u8>,
+        appended: impl FnOnce(u64),
     ) -> Result<u64, StoreError> {
         let mut tail = self.tail.lock();
         let seq = self.written.load(SeqCst);
@@ -621,8 +583,8 @@ impl Journal {
         // left.
         tail.file.write_all_at(&framed, tail.len).map_err(|e| journal_error("cannot append to the journal", e))?;
         tail.len += framed.len() as u64;
-        // Known before the record can be read, so the worker cannot release it first.
-        self.pending.lock().add(seq, events, knockers);
+        // Heard before the record can be read, so the worker cannot be done with it first.
+        appended(seq);
         self.written.store(seq + 1, SeqCst);
         Ok(seq)
     }
@@ -790,7 +752,7 @@ impl Journal {
         Ok(Cursor { seq: first, segment: first, file, offset: 0 })
     }
 
-    /// The worker's batch up to `upto` is committed: its knockers go, and the segments it
+    /// The worker's batch up to `upto` is committed: the segments it
     /// finished are deleted once `make_durable` has made the checkpoint durable in sled.
     pub(super) fn handled(
         &self,
@@ -798,8 +760,6 @@ impl Journal {
         make_durable: impl FnOnce() -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         *self.handled.lock() = upto;
-        self.pending.lock().release_below(upto.seq);
-        self.room.notify_waiters();
         let finished: Vec<u64> = {
             let segments = self.segments.lock();
             segments
@@ -831,56 +791,11 @@ impl Journal {
         self.written.load(SeqCst).saturating_sub(self.handled.lock().seq)
     }
 
-    /// Whether `user` knocks in a record not handled yet.
-    pub(super) fn is_knocker(&self, user: &str) -> bool {
-        self.pending.lock().users.contains_key(user)
-    }
-
-    /// Returns once the journal holds fewer than [`BACKLOG_EVENTS`] events not handled yet;
-    /// whether it had to wait for that.
-    pub(super) async fn wait_for_room(&self) -> bool {
-        let mut waited = false;
-        loop {
-            let room = self.room.notified();
-            tokio::pin!(room);
-            // Registered before the look, so a wake-up in between is not missed.
-            room.as_mut().enable();
-            if self.pending.lock().events < BACKLOG_EVENTS {
-                return waited;
-            }
-            room.await;
-            waited = true;
-        }
-    }
-
-    /// Events in records not handled yet.
-    pub(super) fn pending_events(&self) -> usize {
-        self.pending.lock().events
-    }
-
-    /// Whether this exact transaction was taken in lately.
-    pub(super) fn is_replay(&self, txn_id: &str, hash: &[u8; 32]) -> bool {
-        self.recent.lock().iter().any(|(t, h)| t == txn_id && h == hash)
-    }
-
-    /// Remembers a transaction taken in, for [`Journal::is_replay`].
-    pub(super) fn remember_txn(&self, txn_id: &str, hash: [u8; 32]) {
-        remember(&mut self.recent.lock(), txn_id.to_owned(), hash);
-    }
-
     /// The segments on disk, by first seq.
     #[cfg(test)]
     fn segments(&self) -> Vec<u64> {
         self.segments.lock().iter().copied().collect()
     }
-}
-
-fn remember(recent: &mut VecDeque<(String, [u8; 32])>, txn_id: String, hash: [u8; 32]) {
-    recent.retain(|(t, _)| *t != txn_id);
-    if recent.len() == RECENT_TXNS {
-        recent.pop_front();
-    }
-    recent.push_back((txn_id, hash));
 }
 
 fn parse_hash(hex: &str) -> Option<[u8; 32]> {
@@ -912,18 +827,21 @@ mod tests {
     use super::*;
 
     fn append(j: &Journal, n: usize, knocker: &str) -> u64 {
-        j.append(1, vec![knocker.to_owned()], |seq| {
-            let record = JournalRecord {
-                seq,
-                received_ms: 1,
-                origin: Origin::Push { txn_id: format!("t{seq}") },
-                body_hash: Some(hex::encode([seq as u8; 32])),
-                events: vec![serde_json::value::to_raw_value(&"x".repeat(n)).unwrap()],
-                knockers: vec![knocker.to_owned()],
-                bot: vec![],
-            };
-            serde_json::to_vec(&record).unwrap()
-        })
+        j.append(
+            |seq| {
+                let record = JournalRecord {
+                    seq,
+                    received_ms: 1,
+                    origin: Origin::Push { txn_id: format!("t{seq}") },
+                    body_hash: Some(hex::encode([seq as u8; 32])),
+                    events: vec![serde_json::value::to_raw_value(&"x".repeat(n)).unwrap()],
+                    knockers: vec![knocker.to_owned()],
+                    bot: vec![],
+                };
+                serde_json::to_vec(&record).unwrap()
+            },
+            |_| {},
+        )
         .unwrap()
     }
 
@@ -955,14 +873,21 @@ mod tests {
         j.sync_blocking().unwrap();
         assert_eq!(seqs(&j, 0), [0, 1, 2]);
         assert_eq!(seqs(&j, 1), [1, 2], "a read behind the cursor seeks back");
-        j.remember_txn("t9", [9; 32]);
         drop(j);
         let opened = Journal::open(dir.path(), Checkpoint { seq: 1, event: 0 }).unwrap();
         let j = opened.journal;
         assert_eq!(seqs(&j, 1), [1, 2]);
         assert_eq!(j.pending(), 2);
-        assert!(!j.is_knocker("@a:x") && j.is_knocker("@b:x"), "only the knockers of records not handled");
-        assert!(j.is_replay("t2", &[2; 32]) && !j.is_replay("t0", &[0; 32]), "the transactions of records not handled");
+        // What the intake remembers: the records not handled, with their knockers and
+        // transactions.
+        let unhandled: Vec<_> = opened.unhandled.iter().map(|r| (r.seq, r.knockers.clone(), r.txn.clone())).collect();
+        assert_eq!(
+            unhandled,
+            [
+                (1, vec!["@b:x".to_owned()], Some(("t1".to_owned(), [1; 32]))),
+                (2, vec!["@c:x".to_owned()], Some(("t2".to_owned(), [2; 32])))
+            ]
+        );
         assert_eq!(append(&j, 10, "@d:x"), 3);
     }
 
@@ -1026,7 +951,6 @@ mod tests {
         let j = Journal::open_with(dir.path(), at, 1_000, false).unwrap().journal;
         assert_eq!(seqs(&j, tail), (tail..40).collect::<Vec<_>>());
         assert_eq!(j.pending(), 40 - tail);
-        assert!(j.is_knocker("@v39:x") && !j.is_knocker("@u0:x"));
         assert_eq!(append(&j, 20, "@w:x"), 40);
     }
 
@@ -1164,7 +1088,8 @@ mod tests {
             opened.journal.sync_blocking().unwrap();
             assert_eq!(seqs(&opened.journal, 0), expected, "the records after the damage are read");
             expected.push(6 + open);
-            assert!(opened.journal.is_knocker("@u5:x") && !opened.journal.is_knocker("@u2:x"));
+            let knockers: Vec<String> = opened.unhandled.iter().flat_map(|r| r.knockers.clone()).collect();
+            assert!(knockers.contains(&"@u5:x".to_owned()) && !knockers.contains(&"@u2:x".to_owned()));
             // New records number on after the last.
             assert_eq!(append(&opened.journal, 20, "@new:x"), 6 + open);
             opened.journal.sync_blocking().unwrap();
@@ -1191,7 +1116,6 @@ mod tests {
         assert_eq!(durable, 1);
         assert_eq!(j.segments(), segments[2..]);
         assert!(!segment_path(dir.path(), segments[0]).exists());
-        assert!(!j.is_knocker("@u0:x") && j.is_knocker("@u9:x"));
         // Nothing more to delete: durability is not asked for again.
         j.handled(at, || panic!("not needed")).unwrap();
         drop(j);

@@ -141,10 +141,10 @@ impl Store {
         Ok(out)
     }
 
-    /// Whether `user_id` is knocking anywhere we know of: a knock on record, or one in the
-    /// journal not handled yet (from memory, see [`super::views`]).
+    /// Whether `user_id` has a knock on record (from memory, see [`super::views`]; knocks in
+    /// the journal not handled yet are the intake's to remember).
     pub fn is_knocker(&self, user_id: &str) -> bool {
-        self.journal.is_knocker(user_id) || self.views.has_knocks(user_id)
+        self.views.has_knocks(user_id)
     }
 
     /// The bot's membership in a room as last pushed, counting the events in the journal not

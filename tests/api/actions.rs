@@ -194,7 +194,9 @@ async fn a_knock_taken_in_before_a_restart_is_checked_with_the_homeserver_before
         let knock = knock_event("$a", ROOM, "@alice:test.local", Some("hi there"));
         let knock = serde_json::value::to_raw_value(&knock).unwrap();
         let origin = Origin::Push { txn_id: "1".into() };
-        store.journal_append(&origin, Some(&[1; 32]), vec![knock], vec!["@alice:test.local".into()], vec![]).unwrap();
+        store
+            .journal_append(&origin, Some(&[1; 32]), vec![knock], vec!["@alice:test.local".into()], vec![], |_| {})
+            .unwrap();
         store.flush_blocking().unwrap();
     }
     // The run before invited alice; its record of that was lost.

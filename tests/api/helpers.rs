@@ -64,6 +64,8 @@ pub struct TestApp {
     pub metrics_address: Option<String>,
     pub hs_token: String,
     pub store: Store,
+    /// What the intake remembers (the backlog waiting for the worker, among others).
+    pub intake: Arc<knockwarden::pipeline::intake::Memory>,
     pub homeserver: FakeHomeserver,
     pub dir: tempfile::TempDir,
     pub client: reqwest::Client,
@@ -154,6 +156,7 @@ fn run(app: Application, settings: &Settings, dir: tempfile::TempDir, homeserver
     let address = format!("http://127.0.0.1:{}", app.port());
     let metrics_address = app.metrics_port().map(|p| format!("http://127.0.0.1:{p}"));
     let store = app.store().clone();
+    let intake = app.intake();
     let stopper = app.stopper();
     let handle = tokio::spawn(app.run_until_stopped());
     TestApp {
@@ -161,6 +164,7 @@ fn run(app: Application, settings: &Settings, dir: tempfile::TempDir, homeserver
         metrics_address,
         hs_token,
         store,
+        intake,
         homeserver,
         dir,
         client: reqwest::Client::new(),

@@ -269,7 +269,7 @@ async fn the_homeserver_waits_while_the_worker_is_a_backlog_behind() {
     assert_eq!(app.put_txn("0", &json!({"events": [joined, knock]})).await.status(), 200);
     // Members joining the managed room: kept, and cheap to handle.
     let per_txn = 100;
-    let txns = knockwarden::storage::BACKLOG_EVENTS / per_txn;
+    let txns = knockwarden::pipeline::intake::BACKLOG_EVENTS / per_txn;
     for t in 0..txns {
         let events: Vec<Value> = (0..per_txn)
             .map(|i| {
@@ -279,7 +279,7 @@ async fn the_homeserver_waits_while_the_worker_is_a_backlog_behind() {
             .collect();
         assert_eq!(app.put_txn(&format!("{}", t + 1), &json!({"events": events})).await.status(), 200);
     }
-    assert!(app.store.journal_pending_events() >= knockwarden::storage::BACKLOG_EVENTS);
+    assert!(app.intake.pending_events() >= knockwarden::pipeline::intake::BACKLOG_EVENTS);
     let last = json!({"events": [member_event("$last", ROOM, "@z:test.local", "@z:test.local", "join")]});
     let (address, token) = (app.address.clone(), app.hs_token.clone());
     let waiting = tokio::spawn(async move {
@@ -294,7 +294,7 @@ async fn the_homeserver_waits_while_the_worker_is_a_backlog_behind() {
     });
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert!(!waiting.is_finished(), "answered while the journal was full");
-    assert!(app.store.journal_pending_events() < knockwarden::storage::BACKLOG_EVENTS + per_txn);
+    assert!(app.intake.pending_events() < knockwarden::pipeline::intake::BACKLOG_EVENTS + per_txn);
     // The worker goes on: it drains, the 200 comes.
     release.send(()).unwrap();
     holder.await.unwrap();

@@ -161,7 +161,9 @@ async fn a_damaged_journal_is_kept_aside_said_and_the_records_after_it_handled()
             let ev = knock_event(&format!("$knock-{i}"), ROOM, user, Some("a friend"));
             let raw = serde_json::value::to_raw_value(&ev).unwrap();
             let origin = knockwarden::storage::Origin::Push { txn_id: format!("{i}") };
-            store.journal_append(&origin, Some(&[i as u8; 32]), vec![raw], vec![user.to_string()], vec![]).unwrap();
+            store
+                .journal_append(&origin, Some(&[i as u8; 32]), vec![raw], vec![user.to_string()], vec![], |_| {})
+                .unwrap();
         }
         store.flush_blocking().unwrap();
     }

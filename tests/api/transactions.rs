@@ -89,6 +89,7 @@ async fn a_journal_not_handled_yet_and_an_old_inbox_are_drained_on_restart() {
                 vec![raw],
                 vec!["@e:test.local".into()],
                 vec![],
+                |_| {},
             )
             .unwrap();
         let old = knock_event("$old", "!r:test.local", "@o:test.local", None);
