@@ -7,7 +7,9 @@
 //!   [`crate::storage::Action::Command`] and [`crate::storage::Action::Reaction`] through it);
 //!   each concern has its module: [`moderators`] (who may), [`targets`] (which knock),
 //!   [`verdicts`] (approve, deny, ban: queued like a policy's decision), [`reports`],
-//!   [`policy_admin`], [`failed`] (the failed list), [`lists`] (the ban lists followed).
+//!   [`policy_admin`], [`failed`] (the failed list and retries). Reports (pending, rooms,
+//!   stats, log, failed, lists) are gathered as typed data from only what each needs
+//!   ([`reports`]) and rendered apart ([`render`]).
 //! - [`expiry`] closes review items nobody resolved in time.
 //!
 //! Commands travel like everything else: the worker queues them in the outbox, in the same
@@ -17,9 +19,9 @@
 pub mod command;
 pub mod expiry;
 pub mod failed;
-pub mod lists;
 pub mod moderators;
 pub mod policy_admin;
+mod render;
 pub mod reports;
 pub mod run;
 pub mod targets;

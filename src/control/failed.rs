@@ -1,16 +1,11 @@
-//! The failed list, for moderators: `!knock failed` shows what knockwarden gave up on and
-//! why; `!knock retry N|all` puts it back in the queue.
+//! The failed list, for moderators: `!knock retry N|all` puts what knockwarden gave up on
+//! back in the queue (`!knock failed` is a report: [`super::reports::failed`]).
 
 use super::{
     command::Retry,
-    reports::{PAGE, ago, page_of},
     run::{Ctx, Done},
 };
-use crate::{
-    notices,
-    runner::ActionError,
-    storage::{FailedItem, now_ms},
-};
+use crate::{runner::ActionError, storage::FailedItem};
 
 /// What a failed entry was, for people.
 pub fn describe(item: &FailedItem) -> String {
@@ -24,23 +19,6 @@ pub fn describe(item: &FailedItem) -> String {
 }
 
 impl Ctx<'_> {
-    pub fn failed(&self, page: usize) -> Result<Done, ActionError> {
-        let all = self.store().failed()?;
-        let title = format!("{} failed action(s)", all.len());
-        let empty = "Nothing has failed: every action was carried out or is queued.";
-        let (mut m, start) = match page_of(all.len(), page, &title, empty, "failed actions") {
-            Ok(p) => p,
-            Err(done) => return Ok(done),
-        };
-        let now = now_ms();
-        for f in all.iter().skip(start).take(PAGE) {
-            m.line().bold(&f.number.to_string());
-            m.text(&format!(" {} · {} · {}", describe(&f.item), notices::clip(&f.error), ago(now, f.failed_ms)));
-        }
-        m.line().text("Put one back with !knock retry N, or all with !knock retry all.");
-        Ok(Done::ok(m))
-    }
-
     pub fn retry(&self, which: Retry) -> Result<Done, ActionError> {
         let store = self.store();
         let numbers: Vec<u64> = match which {

@@ -2,7 +2,7 @@
 
 use super::{
     command::{DryRunMode, PolicyCommand, RoomArg},
-    reports::ago,
+    render::ago,
     run::{Ctx, Done, block_reply, clip_block},
 };
 use crate::{

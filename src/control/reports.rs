@@ -1,220 +1,323 @@
-//! Reports for moderators: the review queue, the managed rooms, statistics, the audit log.
+//! Reports for moderators (`!knock pending`, `rooms`, `stats`, `log`, `failed`, `lists`),
+//! gathered as typed data from only what each needs; [`super::render`] turns them into
+//! replies.
 
-use super::{
-    command,
-    run::{Ctx, Done},
-};
+use ruma::OwnedUserId;
+
+use super::command::Window;
 use crate::{
-    duration,
-    notices::{self, Msg},
-    policy::Action as PolicyAction,
+    lists::Lists,
+    notices::room_label,
+    policy::{Action as PolicyAction, PolicySet},
     power,
-    runner::ActionError,
-    storage::{Outcome, now_ms},
+    storage::{Outcome, Store, StoreError},
 };
 
 /// Items shown per page of `!knock pending` and `!knock failed`.
 pub const PAGE: usize = 20;
 
-/// One page of a list of `len` items: the headline (`title`, and which page of how many)
-/// and where the page starts, or the reply when there is nothing to show (`empty`: the list
-/// is empty; `what`: what the pages hold, for "only N pages of …").
-pub(super) fn page_of(len: usize, page: usize, title: &str, empty: &str, what: &str) -> Result<(Msg, usize), Done> {
-    if len == 0 {
-        return Err(Done::text(true, empty));
-    }
-    let pages = len.div_ceil(PAGE);
-    let start = (page - 1) * PAGE;
-    if start >= len {
-        return Err(Done::text(false, &format!("There are only {pages} page(s) of {what}.")));
-    }
-    let mut m = Msg::new();
-    m.bold(title);
-    if pages > 1 {
-        m.text(&format!(" (page {page} of {pages})"));
-    }
-    Ok((m, start))
+/// One page of a list.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Paged<T> {
+    /// The list is empty.
+    Empty,
+    /// The list has fewer pages than the one asked for.
+    NoSuchPage {
+        pages: usize,
+    },
+    Page {
+        total: usize,
+        page: usize,
+        rows: Vec<T>,
+    },
 }
 
-impl Ctx<'_> {
-    pub fn pending(&self, page: usize) -> Result<Done, ActionError> {
-        let store = self.store();
-        let open = store.open_reviews()?;
-        let title = format!("{} knock(s) waiting for review", open.len());
-        let (mut m, start) =
-            match page_of(open.len(), page, &title, "No knocks are waiting for review.", "pending knocks") {
-                Ok(p) => p,
-                Err(done) => return Ok(done),
-            };
-        let now = now_ms();
-        for item in open.iter().skip(start).take(PAGE) {
-            m.line().bold(&format!("#{}", item.number));
-            m.text(&format!(" {} on {} · ", item.user_id, crate::notices::room_label(store, &item.room_id)));
-            match item.reason.as_deref().filter(|r| !r.trim().is_empty()) {
-                Some(r) => m.quote(r),
-                None => m.text("no reason given"),
-            };
-            m.text(&format!(" · {}", ago(now, item.created_ms)));
+impl<T> Paged<T> {
+    /// Page `page` (from 1) of `all`, its rows made by `row`.
+    fn of<A>(all: &[A], page: usize, row: impl FnMut(&A) -> T) -> Paged<T> {
+        if all.is_empty() {
+            return Paged::Empty;
         }
-        let more = open.len().saturating_sub(start + PAGE);
-        if more > 0 {
-            m.line().text(&format!("…and {more} more: !knock pending {}", page + 1));
+        let start = (page - 1) * PAGE;
+        if start >= all.len() {
+            return Paged::NoSuchPage { pages: all.len().div_ceil(PAGE) };
         }
-        Ok(Done::ok(m))
+        Paged::Page { total: all.len(), page, rows: all.iter().skip(start).take(PAGE).map(row).collect() }
     }
+}
 
-    pub fn rooms(&self) -> Result<Done, ActionError> {
-        let store = self.store();
-        let control = self.shared.control_room_id();
-        let active = self.shared.policies.current();
-        let open = store.open_reviews()?;
-        let bot = self.shared.bot.as_str();
-        let rooms: Vec<String> = store
-            .joined_rooms()?
-            .into_iter()
-            .filter(|r| Some(r.as_str()) != control.as_ref().map(|c| c.as_str()))
-            .filter(|r| !self.shared.lists.is_list_room(r))
-            .collect();
-        if rooms.is_empty() {
-            return Ok(Done::text(true, "knockwarden manages no room yet: a moderator invites it to one."));
+/// A knock waiting for review.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingRow {
+    pub number: u64,
+    pub user: OwnedUserId,
+    pub room: String,
+    pub reason: Option<String>,
+    pub created_ms: u64,
+}
+
+/// `!knock pending`.
+pub fn pending(store: &Store, page: usize) -> Result<Paged<PendingRow>, StoreError> {
+    let open = store.open_reviews()?;
+    Ok(Paged::of(&open, page, |item| PendingRow {
+        number: item.number,
+        user: item.user_id.clone(),
+        room: room_label(store, &item.room_id),
+        reason: item.reason.clone().filter(|r| !r.trim().is_empty()),
+        created_ms: item.created_ms,
+    }))
+}
+
+/// A managed room.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomRow {
+    pub room: String,
+    pub join_rule: Option<String>,
+    pub version: Option<String>,
+    /// Whether the bot may invite, kick and ban there.
+    pub can: [(&'static str, bool); 3],
+    pub policy: Option<String>,
+    pub pending: usize,
+}
+
+/// What `!knock rooms` looks at besides the store.
+pub struct RoomsView<'a> {
+    pub bot: &'a str,
+    pub control_room: Option<&'a str>,
+    pub policies: &'a PolicySet,
+    pub lists: &'a Lists,
+}
+
+/// `!knock rooms`: the rooms the bot manages (not the control room, not ban lists).
+pub fn rooms(store: &Store, view: &RoomsView) -> Result<Vec<RoomRow>, StoreError> {
+    let open = store.open_reviews()?;
+    let mut out = Vec::new();
+    for room in store.joined_rooms()? {
+        if Some(room.as_str()) == view.control_room || view.lists.is_list_room(&room) {
+            continue;
         }
-        let mut m = Msg::new();
-        m.bold(&format!("{} managed room(s)", rooms.len()));
-        for room in &rooms {
-            let rec = store.room(room)?.unwrap_or_default();
-            let pl = rec.power_levels.as_ref();
-            let have = power::user_level(pl, &rec.creators, bot);
-            let can: Vec<String> = ["invite", "kick", "ban"]
-                .iter()
-                .map(|v| format!("{v} {}", if have >= power::action_level(pl, v) { "✓" } else { "✗" }))
-                .collect();
-            let aliases = store.aliases_of(room)?;
-            let policy = active.set.policy_for(room, &aliases).map(|p| p.name.clone()).unwrap_or_else(|| "none".into());
-            let pending = open.iter().filter(|i| &i.room_id == room).count();
-            m.line().bold(&crate::notices::room_label(store, room));
-            m.text(&format!(
-                " · join rule {} · version {} · {} · policy ",
-                rec.join_rule.as_ref().map_or("unknown", |j| j.as_str()),
-                rec.room_version.as_deref().unwrap_or("unknown"),
-                can.join(", "),
-            ));
-            m.code(&policy).text(&format!(" · {pending} pending"));
-        }
-        Ok(Done::ok(m))
+        let rec = store.room(&room)?.unwrap_or_default();
+        let pl = rec.power_levels.as_ref();
+        let have = power::user_level(pl, &rec.creators, view.bot);
+        let can = ["invite", "kick", "ban"].map(|v| (v, have >= power::action_level(pl, v)));
+        let aliases = store.aliases_of(&room)?;
+        out.push(RoomRow {
+            room: room_label(store, &room),
+            join_rule: rec.join_rule.as_ref().map(|j| j.as_str().to_owned()),
+            version: rec.room_version.clone(),
+            can,
+            policy: view.policies.policy_for(&room, &aliases).map(|p| p.name.clone()),
+            pending: open.iter().filter(|i| i.room_id.as_str() == room).count(),
+        });
     }
+    Ok(out)
+}
 
-    pub fn stats(&self, window: command::Window) -> Result<Done, ActionError> {
-        let store = self.store();
-        let now = now_ms();
-        let since = now.saturating_sub(window.millis());
-        let entries: Vec<_> = store.audit_all()?.into_iter().filter(|e| e.time_ms >= since).collect();
-        let mut by_action = Vec::new();
-        for a in
-            [PolicyAction::Accept, PolicyAction::Deny, PolicyAction::Ban, PolicyAction::Review, PolicyAction::Ignore]
-        {
-            by_action.push(format!("{a} {}", entries.iter().filter(|e| e.action == a).count()));
-        }
-        let count = |f: &dyn Fn(&Outcome) -> bool| entries.iter().filter(|e| f(&e.outcome)).count();
-        let outcomes = [
-            format!("done {}", count(&|o| *o == Outcome::Done)),
-            format!("resolved by people {}", count(&|o| matches!(o, Outcome::Resolved(_)))),
-            format!("dry run {}", count(&|o| *o == Outcome::DryRun)),
-            format!("nothing to do {}", count(&|o| *o == Outcome::Nothing)),
-            format!("cancelled {}", count(&|o| matches!(o, Outcome::Cancelled(_)))),
-            format!("failed {}", count(&|o| matches!(o, Outcome::Failed(_)))),
-            format!("pending {}", count(&|o| *o == Outcome::Pending)),
-        ];
-        let mut times: Vec<u64> = store
-            .reviews()?
-            .into_iter()
-            .filter(|r| r.created_ms >= since)
-            .filter_map(|r| r.closed_ms.map(|c| c.saturating_sub(r.created_ms)))
-            .collect();
-        times.sort_unstable();
-        let median = match times.len() {
-            0 => "no review resolved yet".to_owned(),
-            n if n % 2 == 1 => human(times[n / 2]),
-            n => human((times[n / 2 - 1] + times[n / 2]) / 2),
+/// How the decisions of a window came out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutcomeCounts {
+    pub done: usize,
+    pub resolved: usize,
+    pub dry_run: usize,
+    pub nothing: usize,
+    pub cancelled: usize,
+    pub failed: usize,
+    pub pending: usize,
+}
+
+/// `!knock stats`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stats {
+    pub window: Window,
+    pub knocks: usize,
+    pub by_action: Vec<(PolicyAction, usize)>,
+    pub outcomes: OutcomeCounts,
+    /// Review items open now.
+    pub waiting: usize,
+    /// The median time to resolve a review item opened in the window.
+    pub median_resolve_ms: Option<u64>,
+}
+
+/// `!knock stats`: the window's decisions and how they came out.
+pub fn stats(store: &Store, window: Window, now: u64) -> Result<Stats, StoreError> {
+    let since = now.saturating_sub(window.millis());
+    let entries: Vec<_> = store.audit_all()?.into_iter().filter(|e| e.time_ms >= since).collect();
+    let by_action =
+        [PolicyAction::Accept, PolicyAction::Deny, PolicyAction::Ban, PolicyAction::Review, PolicyAction::Ignore]
+            .map(|a| (a, entries.iter().filter(|e| e.action == a).count()))
+            .to_vec();
+    let mut outcomes = OutcomeCounts::default();
+    for e in &entries {
+        let n = match e.outcome {
+            Outcome::Done => &mut outcomes.done,
+            Outcome::Resolved(_) => &mut outcomes.resolved,
+            Outcome::DryRun => &mut outcomes.dry_run,
+            Outcome::Nothing => &mut outcomes.nothing,
+            Outcome::Cancelled(_) => &mut outcomes.cancelled,
+            Outcome::Failed(_) => &mut outcomes.failed,
+            Outcome::Pending => &mut outcomes.pending,
         };
-        let mut m = Msg::new();
-        m.bold(&format!("Last {}: {} knock(s)", window.label(), entries.len()));
-        m.line().text(&format!("decisions: {}", by_action.join(", ")));
-        m.line().text(&format!("outcomes: {}", outcomes.join(", ")));
-        m.line().text(&format!("waiting for review now: {}", store.open_reviews()?.len()));
-        m.line().text(&format!("median time to resolve a review: {median}"));
-        Ok(Done::ok(m))
+        *n += 1;
     }
+    let mut times: Vec<u64> = store
+        .reviews()?
+        .into_iter()
+        .filter(|r| r.created_ms >= since)
+        .filter_map(|r| r.closed_ms.map(|c| c.saturating_sub(r.created_ms)))
+        .collect();
+    times.sort_unstable();
+    let median_resolve_ms = match times.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(times[n / 2]),
+        n => Some((times[n / 2 - 1] + times[n / 2]) / 2),
+    };
+    let waiting = store.open_reviews()?.len();
+    Ok(Stats { window, knocks: entries.len(), by_action, outcomes, waiting, median_resolve_ms })
+}
 
-    pub fn log(&self, n: usize) -> Result<Done, ActionError> {
-        let store = self.store();
-        let entries = store.audit_last(n)?;
-        if entries.is_empty() {
-            return Ok(Done::text(true, "The audit log is empty: no knock has been decided yet."));
+/// One decision of the audit log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogRow {
+    pub time_ms: u64,
+    pub user: OwnedUserId,
+    pub room: String,
+    pub action: PolicyAction,
+    pub review: Option<u64>,
+    pub policy: String,
+    pub version: u64,
+    pub rule: Option<String>,
+    pub outcome: Outcome,
+}
+
+/// `!knock log`: the last `n` decisions, newest first.
+pub fn log(store: &Store, n: usize) -> Result<Vec<LogRow>, StoreError> {
+    Ok(store
+        .audit_last(n)?
+        .into_iter()
+        .map(|e| LogRow {
+            time_ms: e.time_ms,
+            room: room_label(store, &e.room_id),
+            user: e.user_id,
+            action: e.action,
+            review: e.review,
+            policy: e.policy,
+            version: e.policy_version,
+            rule: e.rule,
+            outcome: e.outcome,
+        })
+        .collect())
+}
+
+/// An entry of the failed list.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailedRow {
+    pub number: u64,
+    /// What it was, for people.
+    pub what: String,
+    pub error: String,
+    pub failed_ms: u64,
+}
+
+/// `!knock failed`.
+pub fn failed(store: &Store, page: usize) -> Result<Paged<FailedRow>, StoreError> {
+    let all = store.failed()?;
+    Ok(Paged::of(&all, page, |f| FailedRow {
+        number: f.number,
+        what: super::failed::describe(&f.item),
+        error: f.error.clone(),
+        failed_ms: f.failed_ms,
+    }))
+}
+
+/// How the last read of a ban list went.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ListRead {
+    Failed(String),
+    At(u64),
+    Never,
+}
+
+/// A ban list followed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListRow {
+    /// The names policies give it (its room ID when none).
+    pub names: Vec<String>,
+    pub room_id: String,
+    pub users: usize,
+    pub servers: usize,
+    pub ignored: usize,
+    pub unavailable: Option<String>,
+    pub changed_ms: Option<u64>,
+    pub read: ListRead,
+    pub policies: Vec<String>,
+}
+
+/// A ban list a policy names that is not followed yet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnreadList {
+    pub name: String,
+    /// No room has this alias.
+    pub missing: bool,
+    pub policies: Vec<String>,
+}
+
+/// `!knock lists` (both empty: no policy names a list, and none is followed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListsReport {
+    pub followed: Vec<ListRow>,
+    pub unread: Vec<UnreadList>,
+}
+
+/// `!knock lists`: the lists followed, and those named but not followed yet.
+pub fn lists(store: &Store, policies: &PolicySet, lists: &Lists) -> Result<ListsReport, StoreError> {
+    let named = policies.ban_lists();
+    let records = store.list_records()?;
+    let users_of = |names: &[String]| -> Vec<String> {
+        let mut out: Vec<String> = policies
+            .policies()
+            .iter()
+            .filter(|p| p.ban_lists().iter().any(|l| names.contains(l)))
+            .map(|p| p.name.clone())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    };
+    let shown: Vec<String> = records
+        .iter()
+        .flat_map(|r| if r.names.is_empty() { vec![r.room_id.to_string()] } else { r.names.clone() })
+        .collect();
+    let mut followed = Vec::new();
+    for rec in &records {
+        let mut names = rec.names.clone();
+        if names.is_empty() {
+            names.push(rec.room_id.to_string());
         }
-        let now = now_ms();
-        let mut m = Msg::new();
-        m.bold(&format!("Last {} decision(s), newest first", entries.len()));
-        for e in &entries {
-            m.line().text(&format!(
-                "{} · {} on {} → {}{} (policy {} v{}, rule {}) · {}",
-                ago(now, e.time_ms),
-                e.user_id,
-                crate::notices::room_label(store, &e.room_id),
-                e.action,
-                e.review.map(|r| format!(" #{r}")).unwrap_or_default(),
-                e.policy,
-                e.policy_version,
-                e.rule.as_deref().unwrap_or("default"),
-                outcome_text(&e.outcome),
-            ));
-        }
-        Ok(Done::ok(m))
+        let (users, servers, ignored) = lists.counts(rec.room_id.as_str()).unwrap_or_default();
+        let read = match (&rec.error, rec.read_ms) {
+            (Some(e), _) => ListRead::Failed(e.clone()),
+            (None, Some(t)) => ListRead::At(t),
+            (None, None) => ListRead::Never,
+        };
+        followed.push(ListRow {
+            policies: users_of(&names),
+            names,
+            room_id: rec.room_id.to_string(),
+            users,
+            servers,
+            ignored,
+            unavailable: lists.unavailable(rec.room_id.as_str()),
+            changed_ms: rec.changed_ms,
+            read,
+        });
     }
-}
-
-pub(super) fn outcome_text(o: &Outcome) -> String {
-    match o {
-        Outcome::Pending => "pending".into(),
-        Outcome::Done => "done".into(),
-        Outcome::DryRun => "dry run".into(),
-        Outcome::Nothing => "nothing to do".into(),
-        Outcome::Cancelled(why) => format!("cancelled: {}", notices::clip(&why.to_string())),
-        Outcome::Failed(why) => format!("failed: {}", notices::clip(why)),
-        Outcome::Resolved(how) => notices::clip(&how.to_string()),
+    let mut unread = Vec::new();
+    for name in named.iter().filter(|n| !shown.contains(n)) {
+        unread.push(UnreadList {
+            name: name.clone(),
+            missing: store.alias(name)? == Some(None),
+            policies: users_of(std::slice::from_ref(name)),
+        });
     }
-}
-
-/// "3h ago", "just now".
-pub(super) fn ago(now: u64, then: u64) -> String {
-    let ms = now.saturating_sub(then);
-    if ms < 60_000 { "just now".into() } else { format!("{} ago", human(ms)) }
-}
-
-/// A length of time in its largest whole unit: 45s, 12m, 3h, 2d.
-pub(super) fn human(ms: u64) -> String {
-    let s = ms / 1000;
-    if s < 60 {
-        return format!("{s}s");
-    }
-    let d = std::time::Duration::from_secs(match s {
-        s if s < 3600 => s / 60 * 60,
-        s if s < 86_400 => s / 3600 * 3600,
-        s => s / 86_400 * 86_400,
-    });
-    duration::format(d)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_read_naturally() {
-        assert_eq!(ago(10_000, 5_000), "just now");
-        assert_eq!(ago(4 * 3_600_000 + 120_000, 0), "4h ago");
-        assert_eq!(human(90_000), "1m");
-        assert_eq!(human(3 * 86_400_000 + 5), "3d");
-        assert_eq!(human(7 * 86_400_000), "1w");
-        assert_eq!(human(12_000), "12s");
-    }
+    Ok(ListsReport { followed, unread })
 }

@@ -13,7 +13,7 @@ use ruma::{EventId, UserId};
 
 use super::{
     command::{self, Command, Parsed, Target},
-    moderators,
+    moderators, render, reports,
 };
 use crate::events::Verdict;
 use crate::{
@@ -21,7 +21,7 @@ use crate::{
     homeserver::HsError,
     notices::{self, Msg},
     runner::ActionError,
-    storage::{Action, Store},
+    storage::{Action, Store, now_ms},
 };
 
 /// What a command came to: the reply (none yet for a queued verdict, which replies when
@@ -150,7 +150,7 @@ impl Ctx<'_> {
 
     async fn run(&self, cmd: Command, block: Option<String>) -> Result<Done, ActionError> {
         Ok(match cmd {
-            Command::Pending { page } => self.pending(page as usize)?,
+            Command::Pending { page } => render::pending(&reports::pending(self.store(), page as usize)?, now_ms()),
             Command::Approve { target, room } => self.decide(Verdict::Approve, target, room, None).await?,
             Command::Deny { target, rest } => {
                 let (room, reason) = command::room_and_reason(&rest);
@@ -165,12 +165,25 @@ impl Ctx<'_> {
                 self.explain(&user.0, &room, (!reason.is_empty()).then_some(reason.as_str())).await?
             }
             Command::Policy { command } => self.policy(command, block)?,
-            Command::Rooms => self.rooms()?,
-            Command::Stats { window } => self.stats(window)?,
-            Command::Log { n } => self.log(n as usize)?,
+            Command::Rooms => {
+                let control = self.shared.control_room_id();
+                let active = self.shared.policies.current();
+                let view = reports::RoomsView {
+                    bot: self.shared.bot.as_str(),
+                    control_room: control.as_deref().map(|c| c.as_str()),
+                    policies: &active.set,
+                    lists: &self.shared.lists,
+                };
+                render::rooms(&reports::rooms(self.store(), &view)?)
+            }
+            Command::Stats { window } => render::stats(&reports::stats(self.store(), window, now_ms())?),
+            Command::Log { n } => render::log(&reports::log(self.store(), n as usize)?, now_ms()),
             Command::DryRun { mode } => self.dry_run(mode)?,
-            Command::Failed { page } => self.failed(page as usize)?,
-            Command::Lists => self.lists()?,
+            Command::Failed { page } => render::failed(&reports::failed(self.store(), page as usize)?, now_ms()),
+            Command::Lists => {
+                let active = self.shared.policies.current();
+                render::lists(&reports::lists(self.store(), &active.set, &self.shared.lists)?, now_ms())
+            }
             Command::Retry { which } => self.retry(which)?,
         })
     }
