@@ -7,9 +7,12 @@
 //!   [`crate::storage::Action::Command`] and [`crate::storage::Action::Reaction`] through it);
 //!   each concern has its module: [`moderators`] (who may), [`targets`] (which knock),
 //!   [`verdicts`] (approve, deny, ban: queued like a policy's decision), [`reports`],
-//!   [`policy_admin`], [`failed`] (the failed list and retries). Reports (pending, rooms,
-//!   stats, log, failed, lists) are gathered as typed data from only what each needs
-//!   ([`reports`]) and rendered apart ([`render`]).
+//!   [`policy_admin`], [`failed`] (the failed list and retries). A command's work and its
+//!   reply are two steps: reports (pending, rooms, stats, log, failed, lists) are gathered
+//!   as typed data from only what each needs ([`reports`]) and rendered apart ([`render`]);
+//!   `policy …`, `explain`, `dry-run` and `retry` return typed results (`PolicyReport`,
+//!   `Explanation`, `DryRun`, `Retried`) that render themselves. Verdicts are queued as
+//!   actions; what came of them is written by [`verdicts::finish`].
 //! - [`expiry`] closes review items nobody resolved in time.
 //!
 //! Commands travel like everything else: the worker queues them in the outbox, in the same

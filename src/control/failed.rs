@@ -5,7 +5,10 @@ use super::{
     command::Retry,
     run::{Ctx, Done},
 };
-use crate::{runner::ActionError, storage::FailedItem};
+use crate::{
+    runner::ActionError,
+    storage::{FailedItem, Store, StoreError},
+};
 
 /// What a failed entry was, for people.
 pub fn describe(item: &FailedItem) -> String {
@@ -19,28 +22,59 @@ pub fn describe(item: &FailedItem) -> String {
 }
 
 impl Ctx<'_> {
+    /// `!knock retry N|all`: carried out, then rendered.
     pub fn retry(&self, which: Retry) -> Result<Done, ActionError> {
-        let store = self.store();
-        let numbers: Vec<u64> = match which {
-            Retry::One(n) => vec![n],
-            Retry::All => store.failed()?.iter().map(|f| f.number).collect(),
-        };
-        if numbers.is_empty() {
-            return Ok(Done::text(true, "Nothing has failed: there is nothing to retry."));
+        let retried = retry(self.store(), which)?;
+        if let Retried::Back(back) = &retried {
+            tracing::info!(by = self.sender, count = back.len(), "failed actions put back in the queue");
+            self.shared.inbox_ready.notify_one();
+            self.shared.outbox_ready.notify_one();
         }
-        let mut back = Vec::new();
-        for n in &numbers {
-            match store.retry_failed(*n)? {
-                Some(f) => back.push(format!("{n} ({})", describe(&f.item))),
-                None if which == Retry::One(*n) => {
-                    return Ok(Done::text(false, &format!("There is no failed action {n}; !knock failed lists them.")));
-                }
-                None => {}
+        Ok(retried.render())
+    }
+}
+
+/// What `!knock retry` came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Retried {
+    /// Back in the queue: each entry's number and what it was.
+    Back(Vec<(u64, String)>),
+    NothingFailed,
+    NoSuch(u64),
+}
+
+/// Puts failed entries back in the queue; needs only the store.
+fn retry(store: &Store, which: Retry) -> Result<Retried, StoreError> {
+    let numbers: Vec<u64> = match which {
+        Retry::One(n) => vec![n],
+        Retry::All => store.failed()?.iter().map(|f| f.number).collect(),
+    };
+    if numbers.is_empty() {
+        return Ok(Retried::NothingFailed);
+    }
+    let mut back = Vec::new();
+    for n in numbers {
+        match store.retry_failed(n)? {
+            Some(f) => back.push((n, describe(&f.item))),
+            None if which == Retry::One(n) => return Ok(Retried::NoSuch(n)),
+            None => {}
+        }
+    }
+    Ok(Retried::Back(back))
+}
+
+impl Retried {
+    /// The reply.
+    pub(super) fn render(&self) -> Done {
+        match self {
+            Retried::NothingFailed => Done::text(true, "Nothing has failed: there is nothing to retry."),
+            Retried::NoSuch(n) => {
+                Done::text(false, &format!("There is no failed action {n}; !knock failed lists them."))
+            }
+            Retried::Back(back) => {
+                let back: Vec<String> = back.iter().map(|(n, what)| format!("{n} ({what})")).collect();
+                Done::text(true, &format!("Back in the queue: {}.", back.join(", ")))
             }
         }
-        tracing::info!(by = self.sender, count = back.len(), "failed actions put back in the queue");
-        self.shared.inbox_ready.notify_one();
-        self.shared.outbox_ready.notify_one();
-        Ok(Done::text(true, &format!("Back in the queue: {}.", back.join(", "))))
     }
 }

@@ -47,15 +47,71 @@ impl Ctx<'_> {
         let knock = ctx.knock(user.as_str(), reason, None).with_lists(&lists);
         let trace = policy.explain(&crate::policy::Knock { account: account.as_ref(), ..knock });
         drop(lists);
-        let d = &trace.decision;
+        let dry_run = self.shared.dry_run(trace.decision.dry_run);
+        let explained = Explanation {
+            user: user.to_owned(),
+            room: ctx.label,
+            reason: reason.map(str::to_owned),
+            trace,
+            dry_run,
+            account,
+        };
+        Ok(explained.render())
+    }
+
+    /// `!knock policy …`: carried out, then rendered.
+    pub fn policy(&self, cmd: PolicyCommand, block: Option<String>) -> Result<Done, ActionError> {
+        let report = policy_command(&self.shared.policies, self.store(), cmd, block, self.sender)?;
+        let mut done = report.render(now_ms());
+        if report.activated() {
+            done.follow_ups.push(Action::ResolveAliases);
+            done.follow_ups.extend(crate::lists::read_actions(&self.shared.policies.current().set));
+        }
+        Ok(done)
+    }
+
+    /// `!knock dry-run on|off|status`: carried out, then rendered.
+    pub fn dry_run(&self, mode: DryRunMode) -> Result<Done, ActionError> {
+        let store = self.store();
+        let config = self.shared.config.dry_run;
+        let report = match mode {
+            DryRunMode::On | DryRunMode::Off => {
+                let on = mode == DryRunMode::On;
+                store.set_dry_run_switch(on)?;
+                tracing::info!(by = self.sender, on, "dry run switched");
+                DryRun::Switched { on, by: self.sender.to_owned(), config }
+            }
+            DryRunMode::Status => DryRun::Status { config, switch: store.dry_run_switch()?.unwrap_or(false) },
+        };
+        Ok(report.render())
+    }
+}
+
+/// What `!knock explain` found: how a knock would be decided now.
+#[derive(Debug)]
+pub struct Explanation {
+    pub user: ruma::OwnedUserId,
+    /// The room, as shown to people.
+    pub room: String,
+    pub reason: Option<String>,
+    pub trace: crate::policy::Trace,
+    /// Whether the decision would only be reported.
+    pub dry_run: bool,
+    pub account: Option<crate::policy::AccountFacts>,
+}
+
+impl Explanation {
+    /// The reply.
+    pub(super) fn render(&self) -> Done {
+        let d = &self.trace.decision;
         let mut m = Msg::new();
-        m.text(&format!("A knock by {user} on {} ", ctx.label));
-        match reason {
+        m.text(&format!("A knock by {} on {} ", self.user, self.room));
+        match &self.reason {
             Some(r) => m.text("with the reason ").quote(r),
             None => m.text("without a reason"),
         };
         m.line().text("→ ").bold(d.action.as_str());
-        if self.shared.dry_run(d.dry_run) {
+        if self.dry_run {
             m.text(" (dry run: only reported)");
         }
         m.text(" · rule ").code(d.rule.as_deref().unwrap_or("none matched: the default"));
@@ -66,12 +122,13 @@ impl Ctx<'_> {
         if let Some(hit) = &d.list {
             m.line().text(&format!("ban list: {}", crate::policy::banlist::describe_hit(hit)));
         }
-        if let Some(facts) = &account {
+        if let Some(facts) = &self.account {
             m.line().text(&format!("account: {}", facts.describe()));
         }
         m.line().text(&format!("why: {}", d.explanation));
-        if !trace.rules.is_empty() {
-            let lines: Vec<String> = trace
+        if !self.trace.rules.is_empty() {
+            let lines: Vec<String> = self
+                .trace
                 .rules
                 .iter()
                 .enumerate()
@@ -81,25 +138,151 @@ impl Ctx<'_> {
                 .collect();
             m.pre(&lines.join("\n"));
         }
-        Ok(Done::ok(m))
+        Done::ok(m)
+    }
+}
+
+/// What a `!knock policy` command came to.
+#[derive(Debug)]
+pub enum PolicyReport {
+    List {
+        version: u64,
+        summaries: Vec<crate::policy::FileSummary>,
+    },
+    Show {
+        name: String,
+        file: String,
+        version: u64,
+        text: String,
+    },
+    NoSuchPolicy {
+        name: String,
+    },
+    Reloaded(Result<live_policies::Reload, live_policies::PolicyError>),
+    History {
+        name: Option<String>,
+        versions: Vec<HistoryLine>,
+    },
+    RolledBack {
+        new: u64,
+        copy_of: u64,
+        by: String,
+    },
+    RollbackRefused(String),
+    /// `policy set` without a code block.
+    NoBlock {
+        name: String,
+    },
+    Set {
+        name: String,
+        outcome: SetOutcome,
+    },
+}
+
+/// A policy version, as `!knock policy history` lists it.
+#[derive(Debug)]
+pub struct HistoryLine {
+    pub number: u64,
+    pub active: bool,
+    pub created_ms: u64,
+    pub origin: String,
+}
+
+/// Carries out a `!knock policy` command; needs the live policies and the stored versions.
+fn policy_command(
+    live: &live_policies::LivePolicies,
+    store: &crate::storage::Store,
+    cmd: PolicyCommand,
+    block: Option<String>,
+    sender: &str,
+) -> Result<PolicyReport, ActionError> {
+    let policy_err = |e: live_policies::PolicyError| match e {
+        live_policies::PolicyError::Store(e) => ActionError::Store(e),
+        other => ActionError::Permanent(other.to_string()),
+    };
+    Ok(match cmd {
+        PolicyCommand::List => {
+            let active = live.current();
+            PolicyReport::List { version: active.version, summaries: active.set.summaries() }
+        }
+        PolicyCommand::Show { name } => {
+            let active = live.current();
+            let Some(p) = active.set.policy(&name) else { return Ok(PolicyReport::NoSuchPolicy { name }) };
+            let text = store
+                .policy_version(active.version)?
+                .and_then(|v| v.sources.into_iter().find(|s| s.path == p.file))
+                .map(|s| s.text)
+                .unwrap_or_default();
+            PolicyReport::Show { name, file: p.file.clone(), version: active.version, text }
+        }
+        PolicyCommand::Reload => PolicyReport::Reloaded(live.reload()),
+        PolicyCommand::History { name } => {
+            let versions = store.policy_versions()?;
+            let active = store.active_policy_version()?;
+            // With NAME: that policy's text in each version, to keep the versions that changed it.
+            let texts: Vec<Option<&str>> = match &name {
+                Some(n) => versions
+                    .iter()
+                    .map(|v| v.sources.iter().find(|s| &s.policy_name() == n).map(|s| s.text.as_str()))
+                    .collect(),
+                None => vec![],
+            };
+            let mut lines = Vec::new();
+            for (i, v) in versions.iter().enumerate().rev() {
+                if name.is_some() && texts[i] == i.checked_sub(1).and_then(|j| texts[j]) {
+                    continue;
+                }
+                if lines.len() == 15 {
+                    break;
+                }
+                let active = Some(v.number) == active;
+                lines.push(HistoryLine {
+                    number: v.number,
+                    active,
+                    created_ms: v.created_ms,
+                    origin: v.origin.to_string(),
+                });
+            }
+            PolicyReport::History { name, versions: lines }
+        }
+        PolicyCommand::Rollback { version } => match live.rollback(version) {
+            Ok(new) => PolicyReport::RolledBack { new, copy_of: version, by: sender.to_owned() },
+            Err(e @ (live_policies::PolicyError::NoSuchVersion(_) | live_policies::PolicyError::Stale { .. })) => {
+                PolicyReport::RollbackRefused(e.to_string())
+            }
+            Err(e) => return Err(policy_err(e)),
+        },
+        PolicyCommand::Set { name } => match block {
+            None => PolicyReport::NoBlock { name },
+            Some(text) => {
+                let outcome = live.set_room_policy(&name, &text, sender).map_err(policy_err)?;
+                PolicyReport::Set { name, outcome }
+            }
+        },
+    })
+}
+
+impl PolicyReport {
+    /// Whether a new policy version became active (its aliases and lists are then read).
+    pub fn activated(&self) -> bool {
+        matches!(
+            self,
+            PolicyReport::Reloaded(Ok(live_policies::Reload::Activated { .. }))
+                | PolicyReport::RolledBack { .. }
+                | PolicyReport::Set { outcome: SetOutcome::Activated { .. }, .. }
+        )
     }
 
-    pub fn policy(&self, cmd: PolicyCommand, block: Option<String>) -> Result<Done, ActionError> {
-        let live = &self.shared.policies;
-        let store = self.store();
-        let policy_err = |e: live_policies::PolicyError| match e {
-            live_policies::PolicyError::Store(e) => ActionError::Store(e),
-            other => ActionError::Permanent(other.to_string()),
-        };
-        Ok(match cmd {
-            PolicyCommand::List => {
-                let active = live.current();
+    /// The reply.
+    pub(super) fn render(&self, now: u64) -> Done {
+        match self {
+            PolicyReport::List { version, summaries } => {
                 let mut m = Msg::new();
-                m.bold(&format!("Policy version {} is active", active.version));
-                if active.set.policies().is_empty() {
+                m.bold(&format!("Policy version {version} is active"));
+                if summaries.is_empty() {
                     m.line().text("No policies: knocks are left alone.");
                 }
-                for s in active.set.summaries() {
+                for s in summaries {
                     m.line().code(&s.policy).text(&format!(
                         " ({}) · rooms {} · {} rule(s) · default {}",
                         from_where(&s.path),
@@ -110,177 +293,110 @@ impl Ctx<'_> {
                 }
                 Done::ok(m)
             }
-            PolicyCommand::Show { name } => {
-                let active = live.current();
-                let Some(p) = active.set.policy(&name) else {
-                    return Ok(Done::text(
-                        false,
-                        &format!("No active policy is named {name}; see !knock policy list."),
-                    ));
-                };
-                let version = store.policy_version(active.version)?;
-                let text = version
-                    .and_then(|v| v.sources.into_iter().find(|s| s.path == p.file))
-                    .map(|s| s.text)
-                    .unwrap_or_default();
+            PolicyReport::Show { name, file, version, text } => {
                 let mut m = Msg::new();
-                m.code(&name).text(&format!(" ({}), version {}:", from_where(&p.file), active.version));
-                m.pre(&clip_block(&text));
+                m.code(name).text(&format!(" ({}), version {version}:", from_where(file)));
+                m.pre(&clip_block(text));
                 Done::ok(m)
             }
-            PolicyCommand::Reload => {
-                let outcome = live.reload();
+            PolicyReport::NoSuchPolicy { name } => {
+                Done::text(false, &format!("No active policy is named {name}; see !knock policy list."))
+            }
+            PolicyReport::Reloaded(outcome) => {
                 let ok = matches!(
                     outcome,
                     Ok(live_policies::Reload::Activated { .. } | live_policies::Reload::Unchanged { .. })
                 );
-                let text = live_policies::describe(&outcome);
-                let mut done = block_reply(ok, &text);
-                if matches!(outcome, Ok(live_policies::Reload::Activated { .. })) {
-                    done.follow_ups.push(Action::ResolveAliases);
-                    done.follow_ups.extend(crate::lists::read_actions(&live.current().set));
-                }
-                done
+                block_reply(ok, &live_policies::describe(outcome))
             }
-            PolicyCommand::History { name } => {
-                let versions = store.policy_versions()?;
-                let active = store.active_policy_version()?;
-                let now = now_ms();
+            PolicyReport::History { name, versions } => {
                 let mut m = Msg::new();
-                let mut shown = 0;
-                let mut lines = Vec::new();
-                // With NAME: that policy's text in each version, to keep the versions that changed it.
-                let texts: Vec<Option<&str>> = match &name {
-                    Some(n) => versions
-                        .iter()
-                        .map(|v| v.sources.iter().find(|s| &s.policy_name() == n).map(|s| s.text.as_str()))
-                        .collect(),
-                    None => vec![],
-                };
-                for (i, v) in versions.iter().enumerate().rev() {
-                    if name.is_some() && texts[i] == i.checked_sub(1).and_then(|j| texts[j]) {
-                        continue;
-                    }
-                    shown += 1;
-                    if shown > 15 {
-                        break;
-                    }
-                    let mark = if Some(v.number) == active { " (active)" } else { "" };
-                    lines.push(format!("v{}{mark} · {} · {}", v.number, ago(now, v.created_ms), v.origin));
-                }
-                match &name {
+                match name {
                     Some(n) => m.bold(&format!("Versions that changed {n}, newest first")),
                     None => m.bold("Policy versions, newest first"),
                 };
-                if lines.is_empty() {
+                if versions.is_empty() {
                     m.line().text("none kept");
                 }
-                for l in lines {
-                    m.line().text(&l);
+                for v in versions {
+                    let mark = if v.active { " (active)" } else { "" };
+                    m.line().text(&format!("v{}{mark} · {} · {}", v.number, ago(now, v.created_ms), v.origin));
                 }
                 m.line().text("Go back with !knock policy rollback VERSION.");
                 Done::ok(m)
             }
-            PolicyCommand::Rollback { version } => match live.rollback(version) {
-                Ok(new) => {
-                    let mut done = Done::text(
-                        true,
-                        &format!(
-                            "Policy version {new} is active: a copy of version {version}, set by {}.",
-                            self.sender
-                        ),
-                    );
-                    done.follow_ups.push(Action::ResolveAliases);
-                    done.follow_ups.extend(crate::lists::read_actions(&live.current().set));
-                    done
-                }
-                Err(e @ (live_policies::PolicyError::NoSuchVersion(_) | live_policies::PolicyError::Stale { .. })) => {
-                    block_reply(false, &e.to_string())
-                }
-                Err(e) => return Err(policy_err(e)),
-            },
-            PolicyCommand::Set { name } => {
-                let Some(text) = block else {
-                    return Ok(Done::text(
-                        false,
-                        &format!(
-                            "Put the policy in a code block after the command: !knock policy set {name} then ```yaml, the policy, and ```."
-                        ),
-                    ));
-                };
-                match live.set_room_policy(&name, &text, self.sender).map_err(policy_err)? {
-                    SetOutcome::Activated { version } => {
-                        let mut done = Done::text(
-                            true,
-                            &format!(
-                                "Policy {name} is set; version {version} is active (undo: !knock policy rollback {}).",
-                                version - 1
-                            ),
-                        );
-                        done.follow_ups.push(Action::ResolveAliases);
-                        done.follow_ups.extend(crate::lists::read_actions(&live.current().set));
-                        done
-                    }
-                    SetOutcome::Unchanged { version } => Done::text(
-                        true,
-                        &format!("Policy {name} already reads exactly so; version {version} stays active."),
-                    ),
-                    SetOutcome::Refused { problems } => block_reply(
-                        false,
-                        &format!("Policy {name} refused; nothing changed:\n{}", format_problems(&problems)),
-                    ),
-                    SetOutcome::FileOwned { file } => Done::text(
-                        false,
-                        &format!(
-                            "A policy file already defines {name} ({file}); edit the file, or choose another name."
-                        ),
-                    ),
-                    SetOutcome::NameMismatch => Done::text(
-                        false,
-                        &format!(
-                            "The block names its policy differently; leave out `name:` or make it `name: {name}`."
-                        ),
-                    ),
-                    SetOutcome::BadName => Done::text(
-                        false,
-                        &format!("`{name}` cannot name a policy: use letters, digits, - and _ (at most 64)."),
-                    ),
-                }
+            PolicyReport::RolledBack { new, copy_of, by } => {
+                Done::text(true, &format!("Policy version {new} is active: a copy of version {copy_of}, set by {by}."))
             }
-        })
+            PolicyReport::RollbackRefused(why) => block_reply(false, why),
+            PolicyReport::NoBlock { name } => Done::text(
+                false,
+                &format!(
+                    "Put the policy in a code block after the command: !knock policy set {name} then ```yaml, the policy, and ```."
+                ),
+            ),
+            PolicyReport::Set { name, outcome } => match outcome {
+                SetOutcome::Activated { version } => Done::text(
+                    true,
+                    &format!(
+                        "Policy {name} is set; version {version} is active (undo: !knock policy rollback {}).",
+                        version - 1
+                    ),
+                ),
+                SetOutcome::Unchanged { version } => Done::text(
+                    true,
+                    &format!("Policy {name} already reads exactly so; version {version} stays active."),
+                ),
+                SetOutcome::Refused { problems } => block_reply(
+                    false,
+                    &format!("Policy {name} refused; nothing changed:\n{}", format_problems(problems)),
+                ),
+                SetOutcome::FileOwned { file } => Done::text(
+                    false,
+                    &format!("A policy file already defines {name} ({file}); edit the file, or choose another name."),
+                ),
+                SetOutcome::NameMismatch => Done::text(
+                    false,
+                    &format!("The block names its policy differently; leave out `name:` or make it `name: {name}`."),
+                ),
+                SetOutcome::BadName => Done::text(
+                    false,
+                    &format!("`{name}` cannot name a policy: use letters, digits, - and _ (at most 64)."),
+                ),
+            },
+        }
     }
+}
 
-    pub fn dry_run(&self, mode: DryRunMode) -> Result<Done, ActionError> {
-        let store = self.store();
-        let config = self.shared.config.dry_run;
-        match mode {
-            DryRunMode::On | DryRunMode::Off => {
-                let on = mode == DryRunMode::On;
-                store.set_dry_run_switch(on)?;
-                tracing::info!(by = self.sender, on, "dry run switched");
+/// What a `!knock dry-run` command came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DryRun {
+    Switched { on: bool, by: String, config: bool },
+    Status { config: bool, switch: bool },
+}
+
+impl DryRun {
+    /// The reply.
+    pub(super) fn render(&self) -> Done {
+        let text = match self {
+            DryRun::Switched { on, by, config } => {
                 let mut text = format!(
-                    "Dry run is now {} (set by {}): {}",
-                    if on { "on" } else { "off" },
-                    self.sender,
-                    if on { "decisions are only reported." } else { "decisions are carried out." }
+                    "Dry run is now {} (set by {by}): {}",
+                    if *on { "on" } else { "off" },
+                    if *on { "decisions are only reported." } else { "decisions are carried out." }
                 );
-                if !on && config {
+                if !on && *config {
                     text.push_str(" But the config's dry_run: true still holds, so nothing is carried out.");
                 }
-                Ok(Done::text(true, &text))
+                text
             }
-            DryRunMode::Status => {
-                let switch = store.dry_run_switch()?.unwrap_or(false);
-                let on = config || switch;
-                let switch = if switch { "on" } else { "off" };
-                let text = format!(
-                    "Dry run is {}: config dry_run {}, run-time switch {switch}. Policies may also set dry_run for their rooms.",
-                    if on { "on" } else { "off" },
-                    config
-                );
-                Ok(Done::text(true, &text))
-            }
-        }
+            DryRun::Status { config, switch } => format!(
+                "Dry run is {}: config dry_run {config}, run-time switch {}. Policies may also set dry_run for their rooms.",
+                if *config || *switch { "on" } else { "off" },
+                if *switch { "on" } else { "off" },
+            ),
+        };
+        Done::text(true, &text)
     }
 }
 
