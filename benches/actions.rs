@@ -84,7 +84,7 @@ async fn paced(bad: bool) {
         txn += 1;
         bench.put(&client, txn, vec![support::knock(usize::MAX, ROOM, bad)]).await;
         let store = bench.store.clone();
-        while !store.outbox_all().unwrap().iter().any(|(_, e)| e.attempts >= 1) {
+        while !store.outbox().all().unwrap().iter().any(|(_, e)| e.attempts >= 1) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -193,7 +193,7 @@ async fn unpaced() {
         bench.put(&client, txn, events).await;
     }
     let sending = start.elapsed();
-    let backlog = bench.store.outbox_len();
+    let backlog = bench.store.outbox().len();
     let invited_by_then = bench.hs.requests_to("POST", "/invite").len();
     assert!(until_invited(&bench, &last, Duration::from_secs(600)).await, "{last} not invited");
     let invites = bench.hs.requests_to("POST", "/invite");

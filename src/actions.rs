@@ -86,7 +86,7 @@ impl Perform for Actions {
     fn record(&self, _seq: u64, entry: &OutboxEntry, performed: Performed) -> Result<Vec<Op>, StoreError> {
         let store = &self.shared.store;
         match performed {
-            Performed::Then(actions) => actions.into_iter().map(|a| store.outbox_push(a)).collect(),
+            Performed::Then(actions) => actions.into_iter().map(|a| store.outbox().push(a)).collect(),
             Performed::Acted(acted) => membership::record(&self.shared, &entry.action, acted),
             Performed::ListRead(read) => lists::record(&self.shared, read),
             Performed::Announced { number, event } => {
@@ -107,7 +107,7 @@ impl Perform for Actions {
                 let mut m = Msg::new();
                 m.text(&format!("⚠️ Could not {}: {error}", action.describe()));
                 m.line().text(&format!("Kept as failed action {number}: !knock retry {number} tries again."));
-                Ok(vec![store.outbox_push(m.failure_notice())?])
+                Ok(vec![store.outbox().push(m.failure_notice())?])
             }
         }
     }

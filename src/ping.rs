@@ -78,7 +78,7 @@ pub async fn run(shared: Shared, appservice_id: String) {
 }
 
 fn report(shared: &Shared, text: String) {
-    match shared.store.enqueue([notices::with_block(&text, None)]) {
+    match shared.store.outbox().enqueue([notices::with_block(&text, None)]) {
         Ok(()) => shared.outbox_ready.notify_one(),
         Err(e) => tracing::error!(error = %e, "cannot queue a control-room notice"),
     }

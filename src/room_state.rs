@@ -96,7 +96,7 @@ pub fn warn_if_changed(shared: &Shared, room: &str) -> Result<(), StoreError> {
             ops.push(Store::put_room(room, &rec));
         }
         if let Some(n) = notice {
-            ops.push(store.outbox_push(n)?);
+            ops.push(store.outbox().push(n)?);
         }
         store.commit(&ops)
     })
@@ -139,5 +139,5 @@ pub fn power_regained(shared: &Shared, room: &str, rec: &RoomRecord) -> Result<V
         lines.push(format!("✅ knockwarden can now {change} in {label}: {} failed action(s) retried.", numbers.len()));
     }
     shared.outbox_ready.notify_one();
-    Ok(vec![store.outbox_push(notices::with_block(&lines.join("\n"), None))?])
+    Ok(vec![store.outbox().push(notices::with_block(&lines.join("\n"), None))?])
 }

@@ -177,9 +177,9 @@ pub async fn run<P: Perform>(
     let (recorder, recording) = recorder::start(perform.clone(), store.clone());
     let mut in_flight: JoinSet<(u64, Next)> = JoinSet::new();
     // Learn of new actions from the store's feed, then read what is queued already.
-    store.watch_outbox();
+    store.outbox().watch();
     loop {
-        match store.outbox_all() {
+        match store.outbox().all() {
             Ok(all) => {
                 for (seq, entry) in all {
                     lanes.add(seq, entry);
@@ -235,11 +235,11 @@ pub async fn run<P: Perform>(
 
 /// Queues the actions the store saw queued since the last look.
 fn absorb(store: &Store, lanes: &mut lanes::Lanes) {
-    for seq in store.take_queued() {
+    for seq in store.outbox().take_queued() {
         if lanes.contains(seq) {
             continue;
         }
-        match store.outbox_entry(seq) {
+        match store.outbox().entry(seq) {
             Ok(Some(entry)) => lanes.add(seq, entry),
             // Done already (it was read with the outbox at start).
             Ok(None) => {}
@@ -329,7 +329,7 @@ fn retry_later(store: &Store, seq: u64, mut entry: OutboxEntry, e: &ActionError)
     entry.not_before_ms = now_ms() + delay.as_millis() as u64;
     entry.last_error = Some(e.to_string());
     tracing::warn!(action = %entry.action.describe(), attempts = entry.attempts, error = %e, retry_in_ms = delay.as_millis() as u64, "action failed; will retry");
-    if let Err(e) = store.outbox_retry_later(seq, &entry) {
+    if let Err(e) = store.outbox().retry_later(seq, &entry) {
         tracing::error!(error = %e, "cannot record a failed attempt");
     }
     Next::RetryAt(Box::new(entry))

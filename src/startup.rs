@@ -363,7 +363,7 @@ fn report_reload(shared: &Shared, outcome: Result<Reload, live_policies::PolicyE
         follow_ups.extend(crate::lists::read_actions(&shared.policies.current().set));
     }
     follow_ups.push(notice);
-    match store.enqueue(follow_ups) {
+    match store.outbox().enqueue(follow_ups) {
         Ok(()) => outbox_ready.notify_one(),
         Err(e) => tracing::error!(error = %e, "cannot queue a control-room notice"),
     }
@@ -375,11 +375,11 @@ fn report_reload(shared: &Shared, outcome: Result<Reload, live_policies::PolicyE
 /// (Old records are pruned by [`crate::retention`], at start and then periodically.)
 fn queue_startup_actions(shared: &Shared) {
     let store = &shared.store;
-    let pending: Vec<Action> = store.outbox_all().unwrap_or_default().into_iter().map(|(_, e)| e.action).collect();
+    let pending: Vec<Action> = store.outbox().all().unwrap_or_default().into_iter().map(|(_, e)| e.action).collect();
     let mut actions = vec![Action::JoinControlRoom, Action::ResolveAliases, Action::Reconcile];
     actions.extend(crate::lists::read_actions(&shared.policies.current().set));
     actions.retain(|a| !pending.contains(a));
-    if let Err(e) = store.enqueue(actions) {
+    if let Err(e) = store.outbox().enqueue(actions) {
         tracing::error!(error = %e, "cannot queue the start-up actions");
     }
 }

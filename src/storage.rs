@@ -51,7 +51,7 @@ pub use journal::{Checkpoint, Damage, JournalRecord, UnhandledRecord};
 pub use keys::{pair_key, split_pair};
 pub use lists::ListRecord;
 pub use ops::Op;
-pub use outbox::{Action, ModeratorVerdict, OutboxEntry, Subject};
+pub use outbox::{Action, ModeratorVerdict, Outbox, OutboxEntry, Subject};
 pub use policies::{KEEP_VERSIONS, PolicyVersion};
 pub use queues::Queue;
 pub use read::TreeStats;
@@ -108,7 +108,7 @@ pub struct Store {
     /// `/health` reports them without counting (sled counts a tree by scanning it).
     depth: std::sync::Arc<Depth>,
     /// Actions queued since the runner last looked (`None` until it watches), see
-    /// [`Store::watch_outbox`].
+    /// [`Outbox::watch`].
     feed: std::sync::Arc<std::sync::Mutex<Option<Vec<u64>>>>,
     /// Group commit for [`Store::flush`].
     flusher: std::sync::Arc<Flusher>,

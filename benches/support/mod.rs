@@ -60,7 +60,7 @@ pub async fn start(policy: &str, extra_config: &str) -> Bench {
     let store = app.store().clone();
     let stopper = app.stopper();
     let running = tokio::spawn(app.run_until_stopped());
-    while store.outbox_len() > 0 {
+    while !store.outbox().is_empty() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Bench { hs, dir, store, url, hs_token, stopper, running }

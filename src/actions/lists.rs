@@ -95,7 +95,7 @@ fn failed(
             "⚠️ Cannot read the ban list {name} now: {e}. Knockwarden tries again; {}.",
             stored_copy(shared, room.map(|r| r.as_ref()))
         );
-        ops.push(store.outbox_push(notices::with_block(&text, None))?);
+        ops.push(store.outbox().push(notices::with_block(&text, None))?);
         shared.outbox_ready.notify_one();
     }
     store.commit(&ops)?;
@@ -188,7 +188,7 @@ pub fn record(shared: &Shared, read: ListRead) -> Result<Vec<Op>, StoreError> {
     tracing::info!(list = %name, room = %room, users, servers, set = changed.set.len(), removed = changed.removed.len(), malformed, "read a ban list");
     if first {
         let text = format!("📋 Following the ban list {name}: {users} user rules, {servers} server rules.");
-        ops.push(store.outbox_push(notices::with_block(&text, None))?);
+        ops.push(store.outbox().push(notices::with_block(&text, None))?);
     }
     ops.extend(pipeline::lists::rules_changed(shared, &name, &changed.set, pipeline::lists::Report::Now)?);
     ops.extend(pipeline::lists::availability_notice(shared, &name, shared.lists.recheck(room.as_str()))?);

@@ -168,7 +168,7 @@ pub fn record(shared: &Shared, action: &Action, acted: Acted) -> Result<Vec<Op>,
             Outcome::Cancelled(why) => format!("{} not done: {why}", entry.action),
             other => format!("{other:?}"),
         };
-        ops.push(store.outbox_push(crate::notices::entry_notice(store, &entry, &text, None, None).notice())?);
+        ops.push(store.outbox().push(crate::notices::entry_notice(store, &entry, &text, None, None).notice())?);
     }
     Ok(ops)
 }
@@ -200,7 +200,7 @@ pub fn record_failure(shared: &Shared, action: &Action, error: &str, number: u64
     if let Some((_, op)) = settled {
         ops.push(op);
     }
-    ops.push(store.outbox_push(m.failure_notice())?);
+    ops.push(store.outbox().push(m.failure_notice())?);
     Ok(ops)
 }
 

@@ -169,7 +169,7 @@ pub async fn resolve_aliases(shared: &Shared) -> Result<Vec<Action>, ActionError
                     let text = format!(
                         "⚠️ A policy names the room {a}, which does not exist: knocks there cannot be matched to it."
                     );
-                    ops.push(store.outbox_push(notices::with_block(&text, None))?);
+                    ops.push(store.outbox().push(notices::with_block(&text, None))?);
                 }
                 ops
             }

@@ -43,7 +43,7 @@ fn expire(shared: &Shared, items: Vec<crate::storage::ReviewItem>, after: &str, 
         if let Some(knock) = knock.filter(|_| deny) {
             // The kick goes the way of every decision, and settles the audit entry (done, or
             // failed and reported).
-            with.push(store.outbox_push(Action::Act {
+            with.push(store.outbox().push(Action::Act {
                 change: MembershipChange::Kick,
                 room_id: item.room_id.clone(),
                 user_id: item.user_id.clone(),
@@ -58,7 +58,7 @@ fn expire(shared: &Shared, items: Vec<crate::storage::ReviewItem>, after: &str, 
         {
             with.push(op);
         }
-        with.push(store.outbox_push(Action::ReviewClosed { number: item.number, reply: true })?);
+        with.push(store.outbox().push(Action::ReviewClosed { number: item.number, reply: true })?);
         if store.close_review(item.number, how.clone(), &with)? {
             tracing::info!(number = item.number, user = %item.user_id, room = %item.room_id, how = %how, "review item expired");
             shared.outbox_ready.notify_one();

@@ -118,7 +118,7 @@ pub fn finish(
             && let Some(closing) = store.close_review_ops(n, how)?
         {
             ops.extend(closing);
-            ops.push(store.outbox_push(Action::ReviewClosed { number: n, reply: false })?);
+            ops.push(store.outbox().push(Action::ReviewClosed { number: n, reply: false })?);
         }
         Ok(())
     };
@@ -146,9 +146,9 @@ pub fn finish(
     };
     let mut m = Msg::new();
     m.text(&text);
-    ops.push(store.outbox_push(m.reply_to(&v.reply_to))?);
+    ops.push(store.outbox().push(m.reply_to(&v.reply_to))?);
     if v.command {
-        ops.push(store.outbox_push(notices::react(&v.reply_to, if ok { "✅" } else { "❌" }))?);
+        ops.push(store.outbox().push(notices::react(&v.reply_to, if ok { "✅" } else { "❌" }))?);
     }
     Ok(ops)
 }

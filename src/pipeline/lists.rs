@@ -69,7 +69,7 @@ pub fn availability_notice(
             format!("✅ The ban list {name} is available again.")
         }
     };
-    Ok(Some(shared.store.outbox_push(notices::with_block(&text, None))?))
+    Ok(Some(shared.store.outbox().push(notices::with_block(&text, None))?))
 }
 
 /// How ignored rules are reported: at once (a read of the whole list), or gathered and said
@@ -117,11 +117,11 @@ pub fn rules_changed(
     let ignored: Vec<String> = rules.iter().filter_map(|(k, r)| ignored_line(k, r)).collect();
     if !ignored.is_empty() {
         match report {
-            Report::Now => ops.push(shared.store.outbox_push(ignored_notice(name, &ignored))?),
+            Report::Now => ops.push(shared.store.outbox().push(ignored_notice(name, &ignored))?),
             Report::Gathered(room) => {
                 if shared.lists.gather_ignored(room.as_str(), ignored) {
                     let report = Action::ReportIgnoredRules { room_id: room.clone(), name: name.to_owned() };
-                    ops.push(shared.store.outbox_push(report)?);
+                    ops.push(shared.store.outbox().push(report)?);
                 }
             }
         }

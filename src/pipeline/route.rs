@@ -79,7 +79,7 @@ pub(super) fn handle(shared: &Shared, entry: &InboxEvent) -> Result<Handled, Sto
                 ops.extend(room_state::power_regained(shared, room, &rec)?);
                 let (_, notice) = room_state::check_warnings(shared, room, &mut rec);
                 if let Some(n) = notice {
-                    ops.push(store.outbox_push(n)?);
+                    ops.push(store.outbox().push(n)?);
                 }
             }
             ops.push(Store::put_room(room, &rec));
@@ -89,7 +89,7 @@ pub(super) fn handle(shared: &Shared, entry: &InboxEvent) -> Result<Handled, Sto
         Body::Message(message) if in_control => {
             if let Some(text) = crate::events::command_text(message, shared.bot.as_str()) {
                 let (event_id, sender) = (event.event_id.clone(), event.sender.clone());
-                ops.push(store.outbox_push(Action::Command { event_id, sender, text })?);
+                ops.push(store.outbox().push(Action::Command { event_id, sender, text })?);
             }
         }
         Body::Reaction(Some(annotation)) if in_control => {
@@ -97,7 +97,7 @@ pub(super) fn handle(shared: &Shared, entry: &InboxEvent) -> Result<Handled, Sto
                 && let Ok(target) = ruma::OwnedEventId::try_from(annotation.event_id.as_str())
             {
                 let (sender, key) = (event.sender.clone(), annotation.key.clone());
-                ops.push(store.outbox_push(Action::Reaction { sender, target, key })?);
+                ops.push(store.outbox().push(Action::Reaction { sender, target, key })?);
             }
         }
         #[cfg(debug_assertions)]
@@ -120,18 +120,18 @@ fn on_bot_membership(shared: &Shared, event: &Event, member: &Member, in_control
             // invitation is answered once it is known whether it was to that room.
             let to_control = in_control || is_configured_control_alias_target(shared, member);
             if to_control || !shared.readiness.is_control_room_joined() {
-                ops.push(store.outbox_push(Action::JoinControlRoom)?);
+                ops.push(store.outbox().push(Action::JoinControlRoom)?);
             }
             if !to_control {
                 let answer = Action::AnswerInvite { room_id: event.room_id.clone(), inviter: by.clone() };
-                ops.push(store.outbox_push(answer)?);
+                ops.push(store.outbox().push(answer)?);
             }
         }
         MembershipState::Join => {
             tracing::info!(room, "joined");
-            ops.push(store.outbox_push(Action::FetchRoomState { room_id: event.room_id.clone() })?);
-            ops.push(store.outbox_push(Action::FetchMembers { room_id: event.room_id.clone() })?);
-            ops.push(store.outbox_push(Action::CatchUp { room_id: event.room_id.clone() })?);
+            ops.push(store.outbox().push(Action::FetchRoomState { room_id: event.room_id.clone() })?);
+            ops.push(store.outbox().push(Action::FetchMembers { room_id: event.room_id.clone() })?);
+            ops.push(store.outbox().push(Action::CatchUp { room_id: event.room_id.clone() })?);
         }
         m @ (MembershipState::Leave | MembershipState::Ban) if in_control => {
             tracing::warn!(room, membership = %m, %by, "the bot is no longer in the control room: invite it again");
@@ -139,7 +139,7 @@ fn on_bot_membership(shared: &Shared, event: &Event, member: &Member, in_control
             shared.readiness.set_control_room(crate::readiness::ControlRoom::NotJoined { why });
             // Tried once more: the room may be public, or the event older than a join
             // made since (it then only confirms it); refused, it waits for an invitation.
-            ops.push(store.outbox_push(Action::JoinControlRoom)?);
+            ops.push(store.outbox().push(Action::JoinControlRoom)?);
         }
         m => tracing::info!(room, membership = %m, %by, "the bot's membership changed"),
     }

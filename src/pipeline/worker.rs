@@ -202,7 +202,7 @@ fn tell_journal_damage(shared: &Shared) -> Result<(), StoreError> {
         );
         let mut m = Msg::new();
         m.text(&text);
-        store.commit(&[store.outbox_push(m.notice())?])?;
+        store.commit(&[store.outbox().push(m.notice())?])?;
         shared.outbox_ready.notify_one();
     }
     Ok(())
@@ -363,7 +363,7 @@ fn drain_one(shared: &Shared, entry: &InboxEvent, admit: Option<(&str, u64)>) ->
                 // Still waiting where it is: nothing of it is written again.
                 store.unstage_to(mark);
                 if let Some(a) = ask {
-                    store.commit(&[store.outbox_push(a)?])?;
+                    store.commit(&[store.outbox().push(a)?])?;
                 }
                 return Ok(One::Waits(asked));
             }
@@ -373,7 +373,7 @@ fn drain_one(shared: &Shared, entry: &InboxEvent, admit: Option<(&str, u64)>) ->
             store.commit(&ops)?;
             store.commit(&[park])?;
             if let Some(a) = ask {
-                store.commit(&[store.outbox_push(a)?])?;
+                store.commit(&[store.outbox().push(a)?])?;
             }
             return Ok(One::Parked(seq, asked));
         }
@@ -397,7 +397,7 @@ fn drain_one(shared: &Shared, entry: &InboxEvent, admit: Option<(&str, u64)>) ->
     // the start are.
     let received = entry.item.received_ms;
     if received < shared.started_ms {
-        Store::queued_as_of(&mut ops, received);
+        crate::storage::Outbox::queued_as_of(&mut ops, received);
     }
     let queued = ops.iter().any(Op::queues_action);
     store.commit(&ops)?;
@@ -420,7 +420,7 @@ fn fail_event(shared: &Shared, entry: &InboxEvent, panic: &str) -> Result<(), St
         let mut m = Msg::new();
         m.text(&format!("⚠️ Could not handle the event {event_id}: {why}"));
         m.line().text(&format!("Kept as failed item {number}: !knock retry {number} tries again."));
-        Ok(vec![store.outbox_push(m.failure_notice())?])
+        Ok(vec![store.outbox().push(m.failure_notice())?])
     })?;
     shared.outbox_ready.notify_one();
     Ok(())

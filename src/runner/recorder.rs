@@ -102,7 +102,7 @@ fn commit<P: Perform>(perform: &P, store: &Store, units: Vec<Unit<P::Performed>>
                 let mark = store.staged_mark();
                 let staged = std::panic::catch_unwind(AssertUnwindSafe(|| {
                     let mut ops = perform.record(seq, &entry, performed)?;
-                    ops.push(Store::outbox_done(seq));
+                    ops.push(crate::storage::Outbox::done(seq));
                     store.commit(&ops)
                 }));
                 let result = match staged {
@@ -170,10 +170,10 @@ mod tests {
 
     fn queue(store: &Store, n: usize) -> Vec<(u64, OutboxEntry)> {
         for _ in 0..n {
-            let op = store.outbox_push(Action::ResolveAliases).unwrap();
+            let op = store.outbox().push(Action::ResolveAliases).unwrap();
             store.commit(&[op]).unwrap();
         }
-        store.outbox_all().unwrap()
+        store.outbox().all().unwrap()
     }
 
     /// Many records at once: a record that panics or fails is undone alone (what it wrote
@@ -199,7 +199,7 @@ mod tests {
             }
         }
         assert_eq!(store.counter("recorded").unwrap(), 38);
-        let left: Vec<u64> = store.outbox_all().unwrap().into_iter().map(|(seq, _)| seq).collect();
+        let left: Vec<u64> = store.outbox().all().unwrap().into_iter().map(|(seq, _)| seq).collect();
         assert_eq!(left, vec![panics_on, fails_on]);
         drop(recorder);
         task.await.unwrap();
@@ -218,6 +218,6 @@ mod tests {
         let _ = task.await;
         let answer = recorder.record(queued[0].0, &queued[0].1, ()).await;
         assert!(matches!(answer, Err(Refused::Store(_))), "{answer:?}");
-        assert_eq!(store.outbox_all().unwrap().len(), 1);
+        assert_eq!(store.outbox().all().unwrap().len(), 1);
     }
 }

@@ -61,7 +61,7 @@ impl Store {
             let number = self.counter(FAILED_NUMBER)? + 1;
             let mut ops = with(number)?;
             ops.push(match &item {
-                FailedItem::Action { seq, .. } => Store::outbox_done(*seq),
+                FailedItem::Action { seq, .. } => crate::storage::Outbox::done(*seq),
                 FailedItem::Event { seq, .. } => Store::inbox_done(*seq),
             });
             ops.push(Op::Add { counter: FAILED_NUMBER.into(), by: 1 });
@@ -115,16 +115,16 @@ mod tests {
     fn failed_actions_are_kept_and_put_back_once() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        s.enqueue([Action::ResolveAliases]).unwrap();
-        let (seq, entry) = s.outbox_first().unwrap().unwrap();
+        s.outbox().enqueue([Action::ResolveAliases]).unwrap();
+        let (seq, entry) = s.outbox().first().unwrap().unwrap();
         let n = s.fail(FailedItem::Action { seq, entry }, "refused", None, |_| Ok(vec![])).unwrap();
         assert_eq!(n, 1);
-        assert_eq!(s.outbox_len(), 0);
+        assert_eq!(s.outbox().len(), 0);
         assert_eq!(s.failed().unwrap().len(), 1);
         assert!(s.retry_failed(n).unwrap().is_some());
         assert!(s.retry_failed(n).unwrap().is_none());
         assert!(s.failed().unwrap().is_empty());
-        let (new_seq, back) = s.outbox_first().unwrap().unwrap();
+        let (new_seq, back) = s.outbox().first().unwrap().unwrap();
         assert!(new_seq > seq);
         assert_eq!(back.action, Action::ResolveAliases);
         assert_eq!(back.attempts, 1);

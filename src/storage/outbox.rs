@@ -236,9 +236,23 @@ pub struct OutboxEntry {
 }
 
 impl Store {
+    /// The outbox: actions not carried out yet.
+    pub fn outbox(&self) -> Outbox<'_> {
+        Outbox { store: self }
+    }
+}
+
+/// The outbox, a narrow handle on the store ([`Store::outbox`]): what is queued, and the
+/// runner's feed of what is newly queued.
+#[derive(Clone, Copy)]
+pub struct Outbox<'s> {
+    store: &'s Store,
+}
+
+impl Outbox<'_> {
     /// The op that queues `action`.
-    pub fn outbox_push(&self, action: Action) -> Result<Op, StoreError> {
-        let seq = self.next_id()?;
+    pub fn push(&self, action: Action) -> Result<Op, StoreError> {
+        let seq = self.store.next_id()?;
         let now = now_ms();
         Ok(Op::put_json(
             T::Outbox,
@@ -263,48 +277,54 @@ impl Store {
 
     /// Queues actions right away (one transaction).
     pub fn enqueue(&self, actions: impl IntoIterator<Item = Action>) -> Result<(), StoreError> {
-        let ops = actions.into_iter().map(|a| self.outbox_push(a)).collect::<Result<Vec<_>, _>>()?;
-        self.commit(&ops)
+        let ops = actions.into_iter().map(|a| self.push(a)).collect::<Result<Vec<_>, _>>()?;
+        self.store.commit(&ops)
     }
 
     /// The oldest pending action.
-    pub fn outbox_first(&self) -> Result<Option<(u64, OutboxEntry)>, StoreError> {
-        Ok(self.first_json::<OutboxEntry>(T::Outbox)?.map(|(k, e)| (seq_of(&k), e)))
+    pub fn first(&self) -> Result<Option<(u64, OutboxEntry)>, StoreError> {
+        Ok(self.store.first_json::<OutboxEntry>(T::Outbox)?.map(|(k, e)| (seq_of(&k), e)))
     }
 
     /// All pending actions, oldest first.
-    pub fn outbox_all(&self) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
-        Ok(self.scan_json::<OutboxEntry>(T::Outbox, b"")?.into_iter().map(|(k, e)| (seq_of(&k), e)).collect())
+    pub fn all(&self) -> Result<Vec<(u64, OutboxEntry)>, StoreError> {
+        Ok(self.store.scan_json::<OutboxEntry>(T::Outbox, b"")?.into_iter().map(|(k, e)| (seq_of(&k), e)).collect())
     }
 
     /// The op that removes a finished action.
-    pub fn outbox_done(seq: u64) -> Op {
+    pub fn done(seq: u64) -> Op {
         Op::del(T::Outbox, seq.to_be_bytes())
     }
 
     /// Records a failed attempt.
-    pub fn outbox_retry_later(&self, seq: u64, entry: &OutboxEntry) -> Result<(), StoreError> {
-        self.commit(&[Op::put_json(T::Outbox, seq.to_be_bytes(), entry)])
+    pub fn retry_later(&self, seq: u64, entry: &OutboxEntry) -> Result<(), StoreError> {
+        self.store.commit(&[Op::put_json(T::Outbox, seq.to_be_bytes(), entry)])
     }
 
     /// One pending action.
-    pub fn outbox_entry(&self, seq: u64) -> Result<Option<OutboxEntry>, StoreError> {
-        self.get_json(T::Outbox, &seq.to_be_bytes())
+    pub fn entry(&self, seq: u64) -> Result<Option<OutboxEntry>, StoreError> {
+        self.store.get_json(T::Outbox, &seq.to_be_bytes())
     }
 
     /// Starts recording the sequence numbers of actions queued from now on, for
-    /// [`Store::take_queued`] (the runner's feed: it learns of new actions without scanning).
-    pub fn watch_outbox(&self) {
-        self.feed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(Vec::new);
+    /// [`Outbox::take_queued`] (the runner's feed: it learns of new actions without scanning).
+    pub fn watch(&self) {
+        self.store.feed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(Vec::new);
     }
 
-    /// The actions queued since the last call (after [`Store::watch_outbox`]).
+    /// The actions queued since the last call (after [`Outbox::watch`]).
     pub fn take_queued(&self) -> Vec<u64> {
-        self.feed.lock().unwrap_or_else(|p| p.into_inner()).as_mut().map(std::mem::take).unwrap_or_default()
+        self.store.feed.lock().unwrap_or_else(|p| p.into_inner()).as_mut().map(std::mem::take).unwrap_or_default()
     }
 
-    pub fn outbox_len(&self) -> usize {
-        self.len(T::Outbox)
+    /// How many actions wait.
+    pub fn len(&self) -> usize {
+        self.store.len(T::Outbox)
+    }
+
+    /// Whether no action waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

@@ -110,7 +110,7 @@ fn a_failed_or_panicking_batch_writes_nothing_and_a_mark_undoes_what_follows_it(
 fn a_batch_counts_the_queues_and_feeds_the_runner_when_it_commits() {
     let dir = tempfile::tempdir().unwrap();
     let s = Store::open(dir.path()).unwrap();
-    s.watch_outbox();
+    s.outbox().watch();
     s.batch(|| {
         s.commit(&[put(T::Outbox, "\0\0\0\0\0\0\0\x07", "{}")])?;
         assert_eq!(s.queue_depth(Queue::Outbox), 0, "not committed yet");
@@ -118,7 +118,7 @@ fn a_batch_counts_the_queues_and_feeds_the_runner_when_it_commits() {
     })
     .unwrap();
     assert_eq!(s.queue_depth(Queue::Outbox), 1);
-    assert_eq!(s.take_queued().len(), 1);
+    assert_eq!(s.outbox().take_queued().len(), 1);
 }
 
 #[test]

@@ -40,8 +40,10 @@ async fn a_homeserver_that_is_down_for_a_while_gets_every_knock_once_back() {
     for (i, u) in users.iter().enumerate() {
         app.knock(&format!("{i}"), &format!("$k{i}"), u, Some("let me in")).await;
     }
-    eventually("actions are failing", || app.store.outbox_all().unwrap().first().is_some_and(|(_, e)| e.attempts >= 1))
-        .await;
+    eventually("actions are failing", || {
+        app.store.outbox().all().unwrap().first().is_some_and(|(_, e)| e.attempts >= 1)
+    })
+    .await;
     let _back = app.homeserver.come_back().await;
     eventually("all invited", || app.posts("invite").len() >= 20 && settled(&app)).await;
     // Knockers are independent subjects: they are invited concurrently, in any order.
@@ -93,7 +95,12 @@ async fn a_thousand_knocks_against_a_flaky_homeserver_end_in_a_thousand_actions(
     let deadline = std::time::Duration::from_secs(120);
     let started = std::time::Instant::now();
     while !(store.audit_len() == n && settled(&app)) {
-        assert!(started.elapsed() < deadline, "not done: {} decided, {} queued", store.audit_len(), store.outbox_len());
+        assert!(
+            started.elapsed() < deadline,
+            "not done: {} decided, {} queued",
+            store.audit_len(),
+            store.outbox().len()
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let mut invited: Vec<String> = app

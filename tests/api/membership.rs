@@ -116,7 +116,7 @@ async fn a_rate_limited_then_failing_homeserver_is_retried_until_the_join_succee
     );
     eventually("three join attempts", || hs.requests_to("POST", &format!("/join/{CONTROL_ROOM}")).len() >= 3).await;
     let store = app.store.clone();
-    eventually("the outbox is empty", || store.outbox_len() == 0).await;
+    eventually("the outbox is empty", || store.outbox().is_empty()).await;
     assert_eq!(store.get_meta("control_room_id").unwrap().as_deref(), Some(CONTROL_ROOM));
     assert_eq!(hs.requests_to("POST", &format!("/join/{CONTROL_ROOM}")).len(), 3, "no extra attempt after success");
 }
@@ -125,7 +125,7 @@ async fn a_rate_limited_then_failing_homeserver_is_retried_until_the_join_succee
 async fn a_homeserver_that_is_down_gets_the_action_once_it_is_back() {
     let app = spawn_app().await;
     let hs = app.homeserver.clone();
-    eventually("start-up join done", || app.store.outbox_len() == 0).await;
+    eventually("start-up join done", || app.store.outbox().is_empty()).await;
     joins_control_room(&app, MODERATOR).await;
     hs.go_down().await;
     hs.set_state(CONTROL_ROOM, "m.room.power_levels", "", "@owner:test.local", fixture_power_levels());
@@ -133,7 +133,7 @@ async fn a_homeserver_that_is_down_gets_the_action_once_it_is_back() {
     assert_eq!(app.put_txn("1", &json!({"events": [invite]})).await.status(), 200);
     let store = app.store.clone();
     eventually("the action failed at least once", || {
-        store.outbox_all().unwrap().first().is_some_and(|(_, e)| e.attempts >= 1 && e.last_error.is_some())
+        store.outbox().all().unwrap().first().is_some_and(|(_, e)| e.attempts >= 1 && e.last_error.is_some())
     })
     .await;
     let _back = hs.come_back().await;

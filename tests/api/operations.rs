@@ -158,7 +158,7 @@ async fn metrics_count_what_happened() {
     // The homeserver sends the last one again.
     let again = serde_json::json!({"events": [knock_event("$k2", ROOM, "@c:x.example", Some("spam"))]});
     assert_eq!(app.put_txn("t2", &again).await.status(), 200);
-    eventually("settled", || app.store.outbox_len() == 0 && app.store.audit_len() == 3).await;
+    eventually("settled", || app.store.outbox().is_empty() && app.store.audit_len() == 3).await;
     eventually("acted", || app.homeserver.membership(ROOM, "@c:x.example").as_deref() == Some("leave")).await;
     let url = format!("{}/metrics", app.metrics_address.as_deref().expect("metrics are served"));
     let text = app.client.get(&url).send().await.unwrap().text().await.unwrap();
@@ -257,7 +257,7 @@ async fn db_stats_backup_and_restore_round_trip() {
     app.homeserver.set_knocking(ROOM, "@a:x.example", "$k1");
     let body = serde_json::json!({"events": [knock_event("$k1", ROOM, "@a:x.example", Some("hi"))]});
     assert_eq!(app.put_txn("1", &body).await.status(), 200);
-    eventually("decided", || app.store.audit_len() == 1 && app.store.outbox_len() == 0).await;
+    eventually("decided", || app.store.audit_len() == 1 && app.store.outbox().is_empty()).await;
     let config = app.dir.path().join("config.yaml");
 
     // While knockwarden runs, the database is in use.

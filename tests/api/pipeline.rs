@@ -64,20 +64,20 @@ impl TestApp {
 /// Waits until an invite, kick or ban has failed at least once (the homeserver being down).
 pub(crate) async fn act_failed_once(app: &TestApp) {
     eventually("an action failed once", || {
-        app.store.outbox_all().unwrap().iter().any(|(_, e)| matches!(e.action, Action::Act { .. }) && e.attempts >= 1)
+        app.store.outbox().all().unwrap().iter().any(|(_, e)| matches!(e.action, Action::Act { .. }) && e.attempts >= 1)
     })
     .await;
 }
 
 /// Start-up is over: the control room is joined and nothing is queued.
 pub(crate) fn started(app: &TestApp) -> bool {
-    app.store.get_meta("control_room_id").unwrap().is_some() && app.store.outbox_len() == 0
+    app.store.get_meta("control_room_id").unwrap().is_some() && app.store.outbox().is_empty()
 }
 
 pub(crate) fn settled(app: &TestApp) -> bool {
     app.store.inbox_len() == 0
         && app.store.audit_all().unwrap().iter().all(|e| e.outcome != Outcome::Pending || e.review.is_some())
-        && app.store.outbox_len() == 0
+        && app.store.outbox().is_empty()
 }
 
 /// The knock and what a moderator did about it arrive together, before the worker has

@@ -129,7 +129,7 @@ async fn a_knock_waiting_for_review_past_retention_is_not_decided_again_after_a_
     let caught_up = members(&hs);
     let app = crate::control::start(dir, hs, retention).await;
     eventually("the restart caught up on the room's knocks", || members(&app.homeserver) > caught_up).await;
-    eventually("settled", || app.store.outbox_len() == 0).await;
+    eventually("settled", || app.store.outbox().is_empty()).await;
     assert!(app.store.review(2).unwrap().is_none(), "decided again: a second review item");
     let item = app.store.review(1).unwrap().unwrap();
     assert!(item.closed.is_none(), "review #1 closed: {:?}", item.closed);

@@ -34,7 +34,7 @@ fn dir_with_policy() -> tempfile::TempDir {
 
 async fn started(app: TestApp) -> TestApp {
     eventually("start-up done", || {
-        app.store.get_meta("control_room_id").unwrap().is_some() && app.store.outbox_len() == 0
+        app.store.get_meta("control_room_id").unwrap().is_some() && app.store.outbox().is_empty()
     })
     .await;
     app
@@ -55,7 +55,7 @@ fn notices(app: &TestApp) -> Vec<String> {
 }
 
 fn settled(app: &TestApp) -> bool {
-    app.store.outbox_len() == 0 && app.store.audit_all().unwrap().iter().all(|e| e.outcome != Outcome::Pending)
+    app.store.outbox().is_empty() && app.store.audit_all().unwrap().iter().all(|e| e.outcome != Outcome::Pending)
 }
 
 #[tokio::test]
@@ -65,7 +65,7 @@ async fn a_knocker_whose_server_is_down_does_not_delay_the_others() {
     app.homeserver.fail_user("@down:far.example", 502);
     app.knock_on("0", "$down", "@down:far.example", Some("a friend")).await;
     let store = app.store.clone();
-    eventually("the first invite failed", || store.outbox_all().unwrap().iter().any(|(_, e)| e.attempts >= 1)).await;
+    eventually("the first invite failed", || store.outbox().all().unwrap().iter().any(|(_, e)| e.attempts >= 1)).await;
     let others: Vec<String> = (0..20).map(|i| format!("@u{i}:test.local")).collect();
     for (i, u) in others.iter().enumerate() {
         app.knock_on(&format!("k{i}"), &format!("$k{i}"), u, Some("a friend")).await;
@@ -76,8 +76,8 @@ async fn a_knocker_whose_server_is_down_does_not_delay_the_others() {
     })
     .await;
     // The failing one is still being tried: not lost, not given up on (24h by default).
-    eventually("only the failing one is left", || store.outbox_len() == 1).await;
-    let queued = store.outbox_all().unwrap();
+    eventually("only the failing one is left", || store.outbox().len() == 1).await;
+    let queued = store.outbox().all().unwrap();
     assert!(queued[0].1.action.describe().starts_with("invite @down:far.example"), "{queued:#?}");
     assert!(queued[0].1.attempts >= 1);
     assert!(store.failed().unwrap().is_empty());
@@ -127,7 +127,7 @@ async fn a_request_unanswered_past_request_timeout_fails_and_is_tried_again() {
     let after = tried_again().unwrap();
     assert!(after >= Duration::from_secs(1), "tried again only after the timeout, not {after:?} after the invite");
     let store = app.store.clone();
-    eventually("done", || store.outbox_len() == 0).await;
+    eventually("done", || store.outbox().is_empty()).await;
     assert!(store.failed().unwrap().is_empty(), "a timeout is transient");
     assert_eq!(hs.requests_to("POST", "/invite").len(), 1, "the retry found the invite done, and did not invite again");
 }
@@ -159,8 +159,8 @@ async fn an_action_failing_past_give_up_after_is_kept_reported_and_can_be_retrie
     let store = app.store.clone();
     eventually("in the failed list", || store.failed().unwrap().len() == 1).await;
     // The failure's notice is queued with it: the outbox empties once that is posted.
-    eventually("the outbox is empty", || store.outbox_len() == 0).await;
-    assert_eq!(store.outbox_len(), 0);
+    eventually("the outbox is empty", || store.outbox().is_empty()).await;
+    assert_eq!(store.outbox().len(), 0);
     let f = &store.failed().unwrap()[0];
     assert!(f.error.starts_with("still failing after 1s: "), "{}", f.error);
     assert!(matches!(store.audit_all().unwrap()[0].outcome, Outcome::Failed(_)));

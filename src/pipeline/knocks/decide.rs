@@ -68,7 +68,7 @@ pub fn on_knock(shared: &Shared, entry: &InboxEvent, member: &Member) -> Result<
             && let Some(closing) = store.close_review_ops(item.number, Resolution::KnockedAgain)?
         {
             ops.extend(closing);
-            ops.push(store.outbox_push(Action::ReviewClosed { number: item.number, reply: false })?);
+            ops.push(store.outbox().push(Action::ReviewClosed { number: item.number, reply: false })?);
         }
     }
     let aliases = store.aliases_of(room)?;
@@ -82,7 +82,7 @@ pub fn on_knock(shared: &Shared, entry: &InboxEvent, member: &Member) -> Result<
             m.text(": ").quote(r);
         }
         m.line().text("No policy governs the control room: knockwarden leaves this knock to the people here.");
-        ops.push(store.outbox_push(m.notice())?);
+        ops.push(store.outbox().push(m.notice())?);
         return Ok(Knocked::Ops(ops));
     }
     if let Some(alias) = waits_for_alias(store, &active.set, room, &aliases)? {

@@ -98,7 +98,7 @@ pub(super) fn enact(
             audit.outcome = Outcome::DryRun;
             audit.settled_ms = Some(now);
             if notify {
-                ops.push(store.outbox_push(notice())?);
+                ops.push(store.outbox().push(notice())?);
             }
         }
         (Some(change), _) => {
@@ -113,7 +113,7 @@ pub(super) fn enact(
                 knock_event: Some(rec.event_id.clone()),
                 verdict: None,
             };
-            ops.push(store.outbox_push(act)?);
+            ops.push(store.outbox().push(act)?);
         }
         (None, Verdict::Review) => {
             let (number, reserve) = store.reserve_review_number()?;
@@ -132,14 +132,14 @@ pub(super) fn enact(
                 closed_ms: None,
             }));
             if notify {
-                ops.push(store.outbox_push(Action::ReviewNotice { number })?);
+                ops.push(store.outbox().push(Action::ReviewNotice { number })?);
             }
         }
         (None, _) => {
             audit.outcome = Outcome::Nothing;
             audit.settled_ms = Some(now);
             if notify {
-                ops.push(store.outbox_push(notice())?);
+                ops.push(store.outbox().push(notice())?);
             }
         }
     }

@@ -44,7 +44,7 @@ pub fn on_change(shared: &Shared, head: &Event, member: &Member) -> Result<Vec<O
         && let Some(closing) = store.close_review_ops(item.number, how)?
     {
         ops.extend(closing);
-        ops.push(store.outbox_push(Action::ReviewClosed { number: item.number, reply: true })?);
+        ops.push(store.outbox().push(Action::ReviewClosed { number: item.number, reply: true })?);
     }
     Ok(ops)
 }

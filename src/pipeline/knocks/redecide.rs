@@ -56,7 +56,7 @@ pub fn redecide_reviews(shared: &Shared, banned: &dyn Fn(&str) -> bool, why: &st
         }
         if let Some(closing) = store.close_review_ops(item.number, how)? {
             ops.extend(closing);
-            ops.push(store.outbox_push(Action::ReviewClosed { number: item.number, reply: true })?);
+            ops.push(store.outbox().push(Action::ReviewClosed { number: item.number, reply: true })?);
         }
         let label = ctx.label.clone();
         enact(shared, &mut rec, &d, &label, now, Some(why), &mut ops)?;
