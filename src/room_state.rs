@@ -113,7 +113,7 @@ pub fn power_regained(shared: &Shared, room: &str, rec: &RoomRecord) -> Result<V
     let pl = rec.power_levels.as_ref();
     let have = power::user_level(pl, &rec.creators, shared.bot.as_str());
     let mut by_change: BTreeMap<&'static str, Vec<u64>> = BTreeMap::new();
-    for f in store.failed()? {
+    for f in store.failures().all()? {
         if let Some(FailCause::NoPower { room_id, change }) = &f.cause
             && room_id.as_str() == room
             && have >= power::action_level(pl, change.as_str())
@@ -128,7 +128,7 @@ pub fn power_regained(shared: &Shared, room: &str, rec: &RoomRecord) -> Result<V
     let mut lines = Vec::new();
     for (change, numbers) in &by_change {
         for n in numbers {
-            store.retry_failed(*n)?;
+            store.failures().retry(*n)?;
         }
         tracing::info!(
             room,

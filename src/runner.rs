@@ -345,7 +345,7 @@ fn give_up<P: Perform>(
 ) -> Next {
     tracing::error!(action = %entry.action.describe(), error = why, "action failed for good; it is kept in the failed list");
     let failed = FailedItem::Action { seq, entry: entry.clone() };
-    let recorded = store.fail(failed, why, cause, |number| {
+    let recorded = store.failures().fail(failed, why, cause, |number| {
         // A bug in rendering the failure must not keep the action from the failed list.
         let mut ops = std::panic::catch_unwind(AssertUnwindSafe(|| perform.record_failure(&entry, why, number)))
             .unwrap_or_else(|p| {

@@ -44,7 +44,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicI64;
 
 pub use audit::{AuditEntry, Outcome, ReviewItem};
-pub use failed::{FailCause, FailedEntry, FailedItem};
+pub use failed::{FailCause, FailedEntry, FailedItem, Failures};
 pub use format::FORMAT;
 pub use inbox::{InboxEntry, InboxItem, InboxRecord, Origin};
 pub use journal::{Checkpoint, Damage, JournalRecord, UnhandledRecord};

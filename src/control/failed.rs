@@ -47,14 +47,14 @@ pub enum Retried {
 fn retry(store: &Store, which: Retry) -> Result<Retried, StoreError> {
     let numbers: Vec<u64> = match which {
         Retry::One(n) => vec![n],
-        Retry::All => store.failed()?.iter().map(|f| f.number).collect(),
+        Retry::All => store.failures().all()?.iter().map(|f| f.number).collect(),
     };
     if numbers.is_empty() {
         return Ok(Retried::NothingFailed);
     }
     let mut back = Vec::new();
     for n in numbers {
-        match store.retry_failed(n)? {
+        match store.failures().retry(n)? {
             Some(f) => back.push((n, describe(&f.item))),
             None if which == Retry::One(n) => return Ok(Retried::NoSuch(n)),
             None => {}

@@ -220,7 +220,7 @@ pub struct FailedRow {
 
 /// `!knock failed`.
 pub fn failed(store: &Store, page: usize) -> Result<Paged<FailedRow>, StoreError> {
-    let all = store.failed()?;
+    let all = store.failures().all()?;
     Ok(Paged::of(&all, page, |f| FailedRow {
         number: f.number,
         what: super::failed::describe(&f.item),

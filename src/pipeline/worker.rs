@@ -416,7 +416,7 @@ fn fail_event(shared: &Shared, entry: &InboxEvent, panic: &str) -> Result<(), St
         None => store.next_id()?,
     };
     let failed = FailedItem::Event { seq, item: entry.item.clone() };
-    store.fail(failed, &why, None, |number| {
+    store.failures().fail(failed, &why, None, |number| {
         let mut m = Msg::new();
         m.text(&format!("⚠️ Could not handle the event {event_id}: {why}"));
         m.line().text(&format!("Kept as failed item {number}: !knock retry {number} tries again."));

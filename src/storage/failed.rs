@@ -47,6 +47,19 @@ pub struct FailedEntry {
 const FAILED_NUMBER: &str = "failed_number";
 
 impl Store {
+    /// The failed list: what knockwarden gave up on, kept for people.
+    pub fn failures(&self) -> Failures<'_> {
+        Failures { store: self }
+    }
+}
+
+/// The failed list, a narrow handle on the store ([`Store::failures`]).
+#[derive(Clone, Copy)]
+pub struct Failures<'s> {
+    store: &'s Store,
+}
+
+impl Failures<'_> {
     /// Moves an item from its queue to the failed list, committing what `with` returns for
     /// its number there (a notice, the audit entry settled) in the same transaction; returns
     /// the number.
@@ -57,8 +70,9 @@ impl Store {
         cause: Option<FailCause>,
         with: impl FnOnce(u64) -> Result<Vec<Op>, StoreError>,
     ) -> Result<u64, StoreError> {
-        self.serialized(|| {
-            let number = self.counter(FAILED_NUMBER)? + 1;
+        let store = self.store;
+        store.serialized(|| {
+            let number = store.counter(FAILED_NUMBER)? + 1;
             let mut ops = with(number)?;
             ops.push(match &item {
                 FailedItem::Action { seq, .. } => crate::storage::Outbox::done(*seq),
@@ -67,28 +81,30 @@ impl Store {
             ops.push(Op::Add { counter: FAILED_NUMBER.into(), by: 1 });
             let entry = FailedEntry { number, item, error: error.to_owned(), failed_ms: now_ms(), cause };
             ops.push(Op::put_json(T::Failed, number.to_be_bytes(), &entry));
-            self.commit(&ops)?;
+            store.commit(&ops)?;
             Ok(number)
         })
     }
 
     /// The failed list, oldest first.
-    pub fn failed(&self) -> Result<Vec<FailedEntry>, StoreError> {
-        Ok(self.scan_json::<FailedEntry>(T::Failed, b"")?.into_iter().map(|(_, e)| e).collect())
+    pub fn all(&self) -> Result<Vec<FailedEntry>, StoreError> {
+        Ok(self.store.scan_json::<FailedEntry>(T::Failed, b"")?.into_iter().map(|(_, e)| e).collect())
     }
 
-    pub fn failed_entry(&self, number: u64) -> Result<Option<FailedEntry>, StoreError> {
-        self.get_json(T::Failed, &number.to_be_bytes())
+    /// Entry `number` of the failed list.
+    pub fn entry(&self, number: u64) -> Result<Option<FailedEntry>, StoreError> {
+        self.store.get_json(T::Failed, &number.to_be_bytes())
     }
 
     /// Puts a failed item back in its queue (an action in the outbox, an event in the inbox)
     /// and removes it from the list, in one transaction. An action goes back due now, with
     /// its attempts kept (so it is checked against the homeserver before it acts) and its
     /// give-up clock restarted. Returns the entry, or `None` if there is no such number.
-    pub fn retry_failed(&self, number: u64) -> Result<Option<FailedEntry>, StoreError> {
-        self.serialized(|| {
-            let Some(entry) = self.failed_entry(number)? else { return Ok(None) };
-            let seq = self.next_id()?;
+    pub fn retry(&self, number: u64) -> Result<Option<FailedEntry>, StoreError> {
+        let store = self.store;
+        store.serialized(|| {
+            let Some(entry) = self.entry(number)? else { return Ok(None) };
+            let seq = store.next_id()?;
             let now = now_ms();
             let put = match &entry.item {
                 FailedItem::Action { entry: e, .. } => {
@@ -100,7 +116,7 @@ impl Store {
                 }
                 FailedItem::Event { item, .. } => Op::put_json(T::Inbox, seq.to_be_bytes(), item),
             };
-            self.commit(&[put, Op::del(T::Failed, number.to_be_bytes())])?;
+            store.commit(&[put, Op::del(T::Failed, number.to_be_bytes())])?;
             Ok(Some(entry))
         })
     }
@@ -117,13 +133,13 @@ mod tests {
         let s = Store::open(dir.path()).unwrap();
         s.outbox().enqueue([Action::ResolveAliases]).unwrap();
         let (seq, entry) = s.outbox().first().unwrap().unwrap();
-        let n = s.fail(FailedItem::Action { seq, entry }, "refused", None, |_| Ok(vec![])).unwrap();
+        let n = s.failures().fail(FailedItem::Action { seq, entry }, "refused", None, |_| Ok(vec![])).unwrap();
         assert_eq!(n, 1);
         assert_eq!(s.outbox().len(), 0);
-        assert_eq!(s.failed().unwrap().len(), 1);
-        assert!(s.retry_failed(n).unwrap().is_some());
-        assert!(s.retry_failed(n).unwrap().is_none());
-        assert!(s.failed().unwrap().is_empty());
+        assert_eq!(s.failures().all().unwrap().len(), 1);
+        assert!(s.failures().retry(n).unwrap().is_some());
+        assert!(s.failures().retry(n).unwrap().is_none());
+        assert!(s.failures().all().unwrap().is_empty());
         let (new_seq, back) = s.outbox().first().unwrap().unwrap();
         assert!(new_seq > seq);
         assert_eq!(back.action, Action::ResolveAliases);

@@ -164,8 +164,8 @@ async fn an_invite_the_user_blocks_goes_to_the_failed_list_at_once_with_why() {
     eventually("start-up done", || app.store.get_meta("control_room_id").unwrap().is_some()).await;
     app.knock_on("1", "$k1", "@private:x.example", Some("hello")).await;
     let store = app.store.clone();
-    eventually("in the failed list", || store.failed().unwrap().len() == 1).await;
-    let failed = store.failed().unwrap();
+    eventually("in the failed list", || store.failures().all().unwrap().len() == 1).await;
+    let failed = store.failures().all().unwrap();
     assert!(matches!(&failed[0].item, FailedItem::Action { .. }));
     assert!(failed[0].error.contains("blocks invites"), "{}", failed[0].error);
     eventually("one notice", || app.plain_notices().iter().any(|n| n.contains("blocks invites"))).await;

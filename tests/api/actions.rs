@@ -95,7 +95,7 @@ async fn missing_power_is_reported_exactly_and_not_retried() {
                     "type": "m.room.power_levels", "content": raised, "origin_server_ts": 2});
     assert_eq!(app.put_txn("2", &json!({"events": [pl]})).await.status(), 200);
     eventually("the kick is tried again", || app.posts("kick").len() == 2).await;
-    eventually("the failed list is empty", || app.store.failed().unwrap().is_empty()).await;
+    eventually("the failed list is empty", || app.store.failures().all().unwrap().is_empty()).await;
     eventually("said", || {
         app.notices().iter().any(|n| n.contains("can now kick in !r:test.local: 1 failed action(s) retried"))
     })
@@ -133,7 +133,7 @@ async fn a_refused_invite_is_not_done_because_of_its_wording() {
     app.knock("1", "$a", "@alice:test.local", Some("hi there")).await;
     eventually("settled", || settled(&app)).await;
     assert!(matches!(app.store.audit_all().unwrap()[0].outcome, Outcome::Failed(_)));
-    assert_eq!(app.store.failed().unwrap().len(), 1, "kept in the failed list");
+    assert_eq!(app.store.failures().all().unwrap().len(), 1, "kept in the failed list");
 }
 
 #[tokio::test]

@@ -45,7 +45,11 @@ async fn refused_and_waiting(app: &TestApp, n: usize) {
     }
     assert_eq!(said.0, 503, "not ready while outside the control room: {said:?}");
     assert!(said.1["status"].as_str().unwrap().contains("control room"), "{said:?}");
-    assert!(store.failed().unwrap().is_empty(), "a refused join is not a failure: {:?}", store.failed().unwrap());
+    assert!(
+        store.failures().all().unwrap().is_empty(),
+        "a refused join is not a failure: {:?}",
+        store.failures().all().unwrap()
+    );
 }
 
 /// The bot is invited (by anyone) to the control room: it joins within seconds and answers.
@@ -61,7 +65,7 @@ async fn invited_then_answers(app: &TestApp, txn: &str) {
     assert!(reply.contains("Usage: !knock"), "the help answers: {reply}");
     let (status, body) = ready(app).await;
     assert_eq!(status, 200, "ready once in the control room: {body}");
-    let sent_unreachable = app.store.failed().unwrap();
+    let sent_unreachable = app.store.failures().all().unwrap();
     assert!(sent_unreachable.is_empty(), "nothing failed: {sent_unreachable:?}");
 }
 

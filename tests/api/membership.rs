@@ -157,7 +157,7 @@ async fn a_refused_control_room_join_is_not_a_failure_and_is_not_retried_until_i
     eventually("the join is tried on start, and refused", || joins() == 2).await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(joins(), 2, "not retried with back-off: the bot waits for an invitation");
-    assert!(app.store.failed().unwrap().is_empty());
+    assert!(app.store.failures().all().unwrap().is_empty());
     assert_eq!(app.store.counter("actions_failed").unwrap(), 0);
 }
 

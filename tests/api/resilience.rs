@@ -92,7 +92,7 @@ async fn a_waiting_knock_withdrawn_meanwhile_is_not_decided() {
     // Refused for good: the look-up goes to the failed list.
     hs.script("/directory/room/", refused(403, 10_000));
     let app = start(hs, &[("by-id.yaml", BY_ID), ("by-alias.yaml", BY_ALIAS)]).await;
-    eventually("the look-up failed for good", || app.store.failed().unwrap().len() == 1).await;
+    eventually("the look-up failed for good", || app.store.failures().all().unwrap().len() == 1).await;
     app.homeserver.set_knocking(ALIASED, "@gone:test.local", "$gone");
     app.push("1", vec![knock_event("$gone", ALIASED, "@gone:test.local", Some("hello"))]).await;
     eventually("the knock waits", || app.store.knock(ALIASED, "@gone:test.local").unwrap().is_some()).await;

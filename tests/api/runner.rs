@@ -80,7 +80,7 @@ async fn a_knocker_whose_server_is_down_does_not_delay_the_others() {
     let queued = store.outbox().all().unwrap();
     assert!(queued[0].1.action.describe().starts_with("invite @down:far.example"), "{queued:#?}");
     assert!(queued[0].1.attempts >= 1);
-    assert!(store.failed().unwrap().is_empty());
+    assert!(store.failures().all().unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -128,7 +128,7 @@ async fn a_request_unanswered_past_request_timeout_fails_and_is_tried_again() {
     assert!(after >= Duration::from_secs(1), "tried again only after the timeout, not {after:?} after the invite");
     let store = app.store.clone();
     eventually("done", || store.outbox().is_empty()).await;
-    assert!(store.failed().unwrap().is_empty(), "a timeout is transient");
+    assert!(store.failures().all().unwrap().is_empty(), "a timeout is transient");
     assert_eq!(hs.requests_to("POST", "/invite").len(), 1, "the retry found the invite done, and did not invite again");
 }
 
@@ -157,11 +157,11 @@ async fn an_action_failing_past_give_up_after_is_kept_reported_and_can_be_retrie
     app.homeserver.fail_user("@far:x.example", 502);
     app.knock_on("1", "$k1", "@far:x.example", Some("a friend")).await;
     let store = app.store.clone();
-    eventually("in the failed list", || store.failed().unwrap().len() == 1).await;
+    eventually("in the failed list", || store.failures().all().unwrap().len() == 1).await;
     // The failure's notice is queued with it: the outbox empties once that is posted.
     eventually("the outbox is empty", || store.outbox().is_empty()).await;
     assert_eq!(store.outbox().len(), 0);
-    let f = &store.failed().unwrap()[0];
+    let f = &store.failures().all().unwrap()[0];
     assert!(f.error.starts_with("still failing after 1s: "), "{}", f.error);
     assert!(matches!(store.audit_all().unwrap()[0].outcome, Outcome::Failed(_)));
     eventually("one notice about it", || notices(&app).iter().any(|n| n.contains("accept failed"))).await;
@@ -179,7 +179,7 @@ async fn an_action_failing_past_give_up_after_is_kept_reported_and_can_be_retrie
     assert!(r.starts_with("Back in the queue: 1 (invite @far:x.example"), "{r}");
     eventually("invited", || app.homeserver.membership(ROOM, "@far:x.example").as_deref() == Some("invite")).await;
     eventually("settled as done", || store.audit_all().unwrap()[0].outcome == Outcome::Done).await;
-    assert!(store.failed().unwrap().is_empty());
+    assert!(store.failures().all().unwrap().is_empty());
     let r = app.say("c3", "$c3", "!knock retry 1").await;
     assert_eq!(r, "There is no failed action 1; !knock failed lists them.");
 }
@@ -190,13 +190,13 @@ async fn a_refusal_goes_to_the_failed_list_at_once() {
     app.homeserver.fail_user("@no:x.example", 403);
     app.knock_on("1", "$k1", "@no:x.example", Some("a friend")).await;
     let store = app.store.clone();
-    eventually("in the failed list", || store.failed().unwrap().len() == 1).await;
+    eventually("in the failed list", || store.failures().all().unwrap().len() == 1).await;
     assert_eq!(app.posted("invite").len(), 1, "not retried");
     eventually("reported", || notices(&app).iter().any(|n| n.contains("Kept as failed action 1"))).await;
     let r = app.say("c1", "$c1", "!knock retry all").await;
     assert!(r.starts_with("Back in the queue: 1"), "{r}");
     // Still refused: back in the list, under a new number, reported again.
-    eventually("failed again", || store.failed().unwrap().iter().any(|f| f.number == 2)).await;
+    eventually("failed again", || store.failures().all().unwrap().iter().any(|f| f.number == 2)).await;
     assert_eq!(app.posted("invite").len(), 2);
 }
 
@@ -240,7 +240,7 @@ async fn an_event_whose_handling_panics_is_kept_reported_and_the_next_goes_on() 
     app.homeserver.set_knocking(ROOM, "@ann:test.local", "$k1");
     app.push("1", vec![fault("$boom", "handler"), knock]).await;
     eventually("the next event is handled", || invited(&app) == ["@ann:test.local"]).await;
-    let failed = app.store.failed().unwrap();
+    let failed = app.store.failures().all().unwrap();
     assert_eq!(failed.len(), 1);
     assert!(
         matches!(&failed[0].item, FailedItem::Event { item, .. } if knockwarden::events::event_id_of(item.event.get()) == "$boom")
@@ -337,8 +337,8 @@ async fn an_action_that_panics_is_kept_reported_and_the_others_go_on() {
     app.knock_on("2", "$k2", "@fine:test.local", Some("a friend")).await;
     eventually("the other is invited", || invited(&app) == ["@fine:test.local"]).await;
     let store = app.store.clone();
-    eventually("in the failed list", || store.failed().unwrap().len() == 1).await;
-    let f = &store.failed().unwrap()[0];
+    eventually("in the failed list", || store.failures().all().unwrap().len() == 1).await;
+    let f = &store.failures().all().unwrap()[0];
     assert!(f.error.contains("a bug in the client"), "{}", f.error);
     eventually("reported", || notices(&app).iter().any(|n| n.contains("accept failed"))).await;
     // The runner is still running.
