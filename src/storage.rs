@@ -19,6 +19,7 @@
 //! ([`policies`]), and [`retention`].
 
 mod activity;
+mod aliases;
 mod audit;
 mod failed;
 mod format;
@@ -43,6 +44,7 @@ mod write;
 use std::path::Path;
 use std::sync::atomic::AtomicI64;
 
+pub use aliases::Aliases;
 pub use audit::{AuditEntry, Outcome, ReviewItem};
 pub use failed::{FailCause, FailedEntry, FailedItem, Failures};
 pub use format::FORMAT;

@@ -111,15 +111,15 @@ pub async fn read(shared: &Shared, name: &str, attempts: u32) -> Result<ListRead
         let alias = RoomAliasId::parse(name).map_err(|e| ActionError::Permanent(format!("`{name}`: {e}")))?;
         match shared.homeserver.resolve_alias(&alias).await {
             Ok(room) => {
-                store.commit(&[Store::put_alias(name, Some(room.as_str()))])?;
+                store.commit(&[crate::storage::Aliases::put(name, Some(room.as_str()))])?;
                 room
             }
             Err(HsError::Api { status: 404, .. }) => {
-                store.commit(&[Store::put_alias(name, None)])?;
+                store.commit(&[crate::storage::Aliases::put(name, None)])?;
                 let e = ActionError::Permanent(format!("the alias {name} does not exist"));
                 return failed(shared, name, None, attempts, e);
             }
-            Err(e) => match store.alias(name)? {
+            Err(e) => match store.aliases().get(name)? {
                 Some(Some(known)) => OwnedRoomId::try_from(known.as_str())
                     .map_err(|_| ActionError::Permanent(format!("`{known}` is not a room ID")))?,
                 _ => return failed(shared, name, None, attempts, e.into()),

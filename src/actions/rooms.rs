@@ -160,12 +160,12 @@ pub async fn resolve_aliases(shared: &Shared) -> Result<Vec<Action>, ActionError
     for a in active.set.aliases() {
         let Ok(alias) = RoomAliasId::parse(a) else { continue };
         let ops = match shared.homeserver.resolve_alias(&alias).await {
-            Ok(room) => vec![Store::put_alias(a, Some(room.as_str()))],
+            Ok(room) => vec![crate::storage::Aliases::put(a, Some(room.as_str()))],
             Err(HsError::Api { status: 404, .. }) => {
                 tracing::warn!(alias = %a, "a policy names an alias that does not exist");
-                let mut ops = vec![Store::put_alias(a, None)];
+                let mut ops = vec![crate::storage::Aliases::put(a, None)];
                 // Said once, not at every look-up.
-                if store.alias(a)? != Some(None) {
+                if store.aliases().get(a)? != Some(None) {
                     let text = format!(
                         "⚠️ A policy names the room {a}, which does not exist: knocks there cannot be matched to it."
                     );

@@ -152,7 +152,7 @@ fn stored_names(config: &Config, set: &PolicySet, room: &str) -> Result<Vec<Stri
     }
     let store = Store::open(&config.database)
         .map_err(|_| "the database is in use by a running knockwarden, so its look-ups cannot be read".to_owned())?;
-    let looked_up = |alias: &str| store.alias(alias).ok().flatten().flatten();
+    let looked_up = |alias: &str| store.aliases().get(alias).ok().flatten().flatten();
     if room.starts_with('#') {
         return Ok(looked_up(room).into_iter().collect());
     }

@@ -27,7 +27,7 @@ impl Ctx<'_> {
         };
         let store = self.store();
         let active = self.shared.policies.current();
-        let mut aliases = store.aliases_of(room_id.as_str())?;
+        let mut aliases = store.aliases().of(room_id.as_str())?;
         if room.0.as_str().starts_with('#') && !aliases.iter().any(|a| a == room.0.as_str()) {
             aliases.push(room.0.to_string());
         }

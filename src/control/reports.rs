@@ -100,7 +100,7 @@ pub fn rooms(store: &Store, view: &RoomsView) -> Result<Vec<RoomRow>, StoreError
         let pl = rec.power_levels.as_ref();
         let have = power::user_level(pl, &rec.creators, view.bot);
         let can = ["invite", "kick", "ban"].map(|v| (v, have >= power::action_level(pl, v)));
-        let aliases = store.aliases_of(&room)?;
+        let aliases = store.aliases().of(&room)?;
         out.push(RoomRow {
             room: room_label(store, &room),
             join_rule: rec.join_rule.as_ref().map(|j| j.as_str().to_owned()),
@@ -315,7 +315,7 @@ pub fn lists(store: &Store, policies: &PolicySet, lists: &Lists) -> Result<Lists
     for name in named.iter().filter(|n| !shown.contains(n)) {
         unread.push(UnreadList {
             name: name.clone(),
-            missing: store.alias(name)? == Some(None),
+            missing: store.aliases().get(name)? == Some(None),
             policies: users_of(std::slice::from_ref(name)),
         });
     }

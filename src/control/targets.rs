@@ -7,11 +7,7 @@ use super::{
     command::{RoomArg, Target},
     run::{Ctx, Done, Refusal, refused},
 };
-use crate::{
-    homeserver::HsError,
-    runner::ActionError,
-    storage::{ReviewItem, Store},
-};
+use crate::{homeserver::HsError, runner::ActionError, storage::ReviewItem};
 
 /// The knock a moderator means.
 pub(super) struct Found {
@@ -31,12 +27,12 @@ impl Ctx<'_> {
             Ok(alias) => alias,
             Err(_) => return Ok(Ok(OwnedRoomId::try_from(room.0.as_str()).expect("a room ID"))),
         };
-        if let Some(Some(id)) = self.store().alias(alias.as_str())? {
+        if let Some(Some(id)) = self.store().aliases().get(alias.as_str())? {
             return Ok(Ok(OwnedRoomId::try_from(id.as_str()).map_err(|e| ActionError::Permanent(e.to_string()))?));
         }
         match self.shared.homeserver.resolve_alias(alias).await {
             Ok(id) => {
-                self.store().commit(&[Store::put_alias(alias.as_str(), Some(id.as_str()))])?;
+                self.store().commit(&[crate::storage::Aliases::put(alias.as_str(), Some(id.as_str()))])?;
                 Ok(Ok(id))
             }
             Err(HsError::Api { status: 404, .. }) => {

@@ -84,7 +84,7 @@ pub fn knock(n: &KnockNotice) -> Msg {
 /// A room as shown to people: its first known alias, else its ID.
 pub fn room_label(store: &Store, room: impl AsRef<str>) -> String {
     let room = room.as_ref();
-    store.aliases_of(room).ok().and_then(|a| a.into_iter().next()).unwrap_or_else(|| room.to_owned())
+    store.aliases().of(room).ok().and_then(|a| a.into_iter().next()).unwrap_or_else(|| room.to_owned())
 }
 
 /// The notice about an audited decision: `outcome` says what came of it; `review` numbers a

@@ -279,26 +279,6 @@ impl Store {
         }
     }
 
-    /// Records what an alias resolves to (`None`: it does not exist).
-    pub fn put_alias(alias: &str, room: Option<&str>) -> Op {
-        Op::put_json(T::Aliases, alias, &room)
-    }
-
-    /// `None`: not looked up yet; `Some(None)`: does not exist.
-    pub fn alias(&self, alias: &str) -> Result<Option<Option<String>>, StoreError> {
-        self.get_json(T::Aliases, alias.as_bytes())
-    }
-
-    /// The aliases known to point at `room`.
-    pub fn aliases_of(&self, room: &str) -> Result<Vec<String>, StoreError> {
-        Ok(self
-            .scan_json::<Option<String>>(T::Aliases, b"")?
-            .into_iter()
-            .filter(|(_, r)| r.as_deref() == Some(room))
-            .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
-            .collect())
-    }
-
     pub fn audit_len(&self) -> usize {
         self.len(T::Audit)
     }

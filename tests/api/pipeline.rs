@@ -131,7 +131,7 @@ async fn a_room_no_policy_governs_is_left_alone_and_aliases_are_resolved() {
     hs.set_alias("#support:test.local", "!support:test.local");
     let policy = "rooms: [\"#support:test.local\"]\nrules:\n  - { name: all, action: accept }\n";
     let app = app_with(policy, AppOptions::default(), hs).await;
-    eventually("alias resolved", || app.store.alias("#support:test.local").unwrap().is_some()).await;
+    eventually("alias resolved", || app.store.aliases().get("#support:test.local").unwrap().is_some()).await;
     let knocks = json!({"events": [
         knock_event("$a", "!support:test.local", "@a:test.local", Some("hi")),
         knock_event("$b", "!other:test.local", "@b:test.local", Some("hi")),

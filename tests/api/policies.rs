@@ -121,7 +121,7 @@ fn explain_for_a_room_id_finds_the_policy_that_names_it_by_alias() {
 
     // The service looked the alias up: the room ID finds the policy.
     let store = Store::open(&dir.path().join("db")).unwrap();
-    store.commit(&[Store::put_alias("#support:test.local", Some("!r:test.local"))]).unwrap();
+    store.commit(&[knockwarden::storage::Aliases::put("#support:test.local", Some("!r:test.local"))]).unwrap();
     store.flush_blocking().unwrap();
     drop(store);
     let said = explain("!r:test.local");

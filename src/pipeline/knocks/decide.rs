@@ -71,7 +71,7 @@ pub fn on_knock(shared: &Shared, entry: &InboxEvent, member: &Member) -> Result<
             ops.push(store.outbox().push(Action::ReviewClosed { number: item.number, reply: false })?);
         }
     }
-    let aliases = store.aliases_of(room)?;
+    let aliases = store.aliases().of(room)?;
     if shared.control_room_id().as_deref() == Some(head.room_id.as_ref()) {
         tracing::info!(room, user, "a knock on the control room: left to the people there");
         ops.extend(knock_time);

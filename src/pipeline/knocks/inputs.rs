@@ -14,7 +14,7 @@ pub(super) fn first_unresolved<'a>(
 ) -> Result<Option<&'a String>, StoreError> {
     let mut unresolved = None;
     for a in aliases.filter(|a| a.starts_with('#')) {
-        if store.alias(a)?.is_none() && unresolved.is_none_or(|u: &String| a < u) {
+        if store.aliases().get(a)?.is_none() && unresolved.is_none_or(|u: &String| a < u) {
             unresolved = Some(a);
         }
     }
@@ -25,7 +25,7 @@ pub(super) fn first_unresolved<'a>(
 pub fn unresolved_aliases(shared: &Shared) -> Vec<String> {
     let active = shared.policies.current();
     let store = &shared.store;
-    active.set.aliases().iter().filter(|a| store.alias(a).is_ok_and(|r| r.is_none())).cloned().collect()
+    active.set.aliases().iter().filter(|a| store.aliases().get(a).is_ok_and(|r| r.is_none())).cloned().collect()
 }
 
 /// The alias a knock in `room` (known by `aliases`) waits for, if any: one not looked up
@@ -104,7 +104,8 @@ impl Context {
         // what it resolves to), not every room the knocker is in.
         let mut member_of = Vec::new();
         for named in set.member_of_rooms() {
-            let room_id = if named.starts_with('#') { store.alias(named)?.flatten() } else { Some(named.clone()) };
+            let room_id =
+                if named.starts_with('#') { store.aliases().get(named)?.flatten() } else { Some(named.clone()) };
             if let Some(room_id) = room_id
                 && store.is_member(&room_id, user)?
             {

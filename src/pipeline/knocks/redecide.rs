@@ -29,7 +29,7 @@ pub fn redecide_reviews(shared: &Shared, banned: &dyn Fn(&str) -> bool, why: &st
         if rec.event_id != item.event_id {
             continue;
         }
-        let aliases = store.aliases_of(room)?;
+        let aliases = store.aliases().of(room)?;
         let Some(policy) = governing_policy(shared, &active.set, room, &aliases) else { continue };
         // Decided again only with the account's facts at hand (never by asking the network).
         let account = match policy.uses_account() {
