@@ -184,12 +184,7 @@ impl StateEvent {
 
     /// The `membership` of an `m.room.member` event.
     pub fn membership(&self) -> Option<crate::events::MembershipState> {
-        #[derive(serde::Deserialize)]
-        struct Only {
-            #[serde(default, deserialize_with = "crate::events::lenient::opt")]
-            membership: Option<crate::events::MembershipState>,
-        }
-        serde_json::from_str::<Only>(self.content.get()).ok()?.membership
+        crate::events::content::membership_of(self.content.get()).ok().flatten()
     }
 
     /// The content of a room state event of `kind`, read.

@@ -32,6 +32,17 @@ pub(super) struct MemberWire {
     pub displayname: Option<String>,
 }
 
+/// The `membership` of a membership event's content (its JSON text): `None` when missing or
+/// not a string.
+pub fn membership_of(content: &str) -> Result<Option<MembershipState>, serde_json::Error> {
+    #[derive(Deserialize)]
+    struct Only {
+        #[serde(default, deserialize_with = "lenient::opt")]
+        membership: Option<MembershipState>,
+    }
+    Ok(serde_json::from_str::<Only>(content)?.membership)
+}
+
 /// One event of an invitation's stripped state: only a canonical alias is read.
 #[derive(Deserialize)]
 pub(super) struct Stripped {

@@ -104,13 +104,7 @@ impl<'a> Head<'a> {
                     return Err(ParseError::NoStateKey);
                 }
                 let content = w.content.ok_or(ParseError::NoMembership)?;
-                #[derive(Deserialize)]
-                struct Only {
-                    #[serde(default, deserialize_with = "lenient::opt")]
-                    membership: Option<MembershipState>,
-                }
-                let only: Only = serde_json::from_str(content.get())?;
-                Some(only.membership.ok_or(ParseError::NoMembership)?)
+                Some(super::content::membership_of(content.get())?.ok_or(ParseError::NoMembership)?)
             }
             _ => None,
         };
