@@ -155,7 +155,10 @@ fn p99(mut times: Vec<std::time::Duration>) -> std::time::Duration {
 
 /// The 100,000-rule list: read, then decided against (see the module's doc).
 fn large_list() {
-    use knockwarden::{lists::Lists, storage::Store};
+    use knockwarden::{
+        lists::Lists,
+        storage::{ListRecords, Store},
+    };
     use std::time::Instant;
     const RULES: usize = 100_000;
     let events: Vec<String> = (0..RULES).map(large_rule_event).collect();
@@ -172,7 +175,7 @@ fn large_list() {
     let changed = lists.replace(&room, rules, 0);
     let (built, _) = rss_kib();
     assert!(lists.recheck(room.as_str()).is_none(), "the list is usable");
-    let ops: Vec<_> = changed.set.iter().map(|(k, r)| Store::put_list_rule(room.as_str(), k, r)).collect();
+    let ops: Vec<_> = changed.set.iter().map(|(k, r)| ListRecords::put_rule(room.as_str(), k, r)).collect();
     // As `actions::lists::record` writes a large list: in chunks.
     store.commit_bulk(&ops).unwrap();
     store.flush_blocking().unwrap();

@@ -2,14 +2,14 @@
 //!
 //! Run with `cargo bench --bench knock_counts`. Through the public `Store` on a temporary
 //! database: N knocks on one room (1,000, 10,000, 50,000), all inside the window; then the
-//! mean time of one count as the worker makes it (`Store::room_knocks_since`: in memory, with
+//! mean time of one count as the worker makes it (`Activity::room_knocks_since`: in memory, with
 //! what the batch staged) against counting the same keys one by one in sled
 //! (`Store::count_range`, how it was counted before). A policy's `room_knocks` condition
 //! makes the worker count once per knock and window.
 
 use std::time::Instant;
 
-use knockwarden::storage::{Store, T};
+use knockwarden::storage::{Activity, Store, T};
 
 const ROOM: &str = "!wave:example.org";
 
@@ -20,12 +20,7 @@ fn main() {
     for n in [1_000u64, 10_000, 50_000] {
         let mut ops = Vec::new();
         while written < n {
-            ops.extend(Store::record_knock_time(
-                ROOM,
-                &format!("@u{written}:example.org"),
-                1_000_000 + written,
-                written,
-            ));
+            ops.extend(Activity::record(ROOM, &format!("@u{written}:example.org"), 1_000_000 + written, written));
             written += 1;
             if ops.len() >= 2_000 {
                 store.commit(&ops).unwrap();
@@ -38,7 +33,7 @@ fn main() {
         let rounds = 20_000;
         let started = Instant::now();
         for _ in 0..rounds {
-            assert_eq!(store.room_knocks_since(ROOM, 0).unwrap(), n);
+            assert_eq!(store.activity().room_knocks_since(ROOM, 0).unwrap(), n);
         }
         let now = started.elapsed() / rounds;
         let mut from = ROOM.as_bytes().to_vec();
@@ -67,10 +62,10 @@ fn main() {
             .batch(|| {
                 for _ in 0..128 {
                     let user = format!("@w{written}:example.org");
-                    store.commit(&Store::record_knock_time(ROOM, &user, 1_000_000 + written, written))?;
+                    store.commit(&Activity::record(ROOM, &user, 1_000_000 + written, written))?;
                     written += 1;
                     if count {
-                        assert_eq!(store.room_knocks_since(ROOM, 0)?, written);
+                        assert_eq!(store.activity().room_knocks_since(ROOM, 0)?, written);
                     }
                 }
                 Ok(())

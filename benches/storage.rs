@@ -40,7 +40,7 @@ async fn phase(label: &str, extra: &str, rounds: usize, pause: Duration) {
         "type": "m.room.member", "content": {"membership": "join"}, "origin_server_ts": 1_795_403_555_095u64});
     let res = client.put(format!("{}/0", bench.url)).bearer_auth(&bench.hs_token).json(&json!({"events": [join]}));
     assert_eq!(res.send().await.unwrap().status(), 200);
-    while !bench.store.outbox().is_empty() || bench.store.inbox_len() > 0 {
+    while !bench.store.outbox().is_empty() || bench.store.journal().backlog() > 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut txn = 0;
@@ -66,7 +66,7 @@ async fn phase(label: &str, extra: &str, rounds: usize, pause: Duration) {
             txn += 1;
             bench.put(&client, txn, events).await;
         }
-        while !bench.store.outbox().is_empty() || bench.store.inbox_len() > 0 {
+        while !bench.store.outbox().is_empty() || bench.store.journal().backlog() > 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         bench.store.flush().await.unwrap();

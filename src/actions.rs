@@ -20,7 +20,7 @@ use crate::{
     control,
     notices::Msg,
     runner::{ActionError, Perform},
-    storage::{Action, Op, OutboxEntry, Store, StoreError},
+    storage::{Action, Op, OutboxEntry, Reviews, StoreError},
 };
 
 /// Carries out actions for the runner.
@@ -90,9 +90,9 @@ impl Perform for Actions {
             Performed::Acted(acted) => membership::record(&self.shared, &entry.action, acted),
             Performed::ListRead(read) => lists::record(&self.shared, read),
             Performed::Announced { number, event } => {
-                let Some(mut item) = store.review(number)? else { return Ok(vec![]) };
+                let Some(mut item) = store.reviews().get(number)? else { return Ok(vec![]) };
                 item.notice_event = Some(event);
-                Ok(Store::put_review(&item))
+                Ok(Reviews::put(&item))
             }
         }
     }

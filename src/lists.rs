@@ -134,9 +134,9 @@ impl Lists {
     /// Loads every stored list; a list is unavailable past `max_rules` rules.
     pub fn load(store: &Store, max_rules: usize) -> Result<Self, StoreError> {
         let mut inner = Inner::new(max_rules);
-        for rec in store.list_records()? {
+        for rec in store.lists().all()? {
             let mut list = BanList::with_max_rules(max_rules);
-            for (key, rule) in store.list_rules(rec.room_id.as_str())? {
+            for (key, rule) in store.lists().rules(rec.room_id.as_str())? {
                 list.set(key, rule);
             }
             for n in &rec.names {

@@ -104,8 +104,8 @@ impl LivePolicies {
     /// Loads the directory at start-up. An invalid directory falls back to the stored active
     /// version (logged); with no stored version, start-up fails with the problems.
     pub fn start(dir: &Path, store: Store) -> Result<Self, PolicyError> {
-        let stored = match store.active_policy_version()? {
-            Some(n) => store.policy_version(n)?,
+        let stored = match store.policies().active()? {
+            Some(n) => store.policies().get(n)?,
             None => None,
         };
         // Each set is compiled once at most: the files, unless they are the stored version
@@ -122,8 +122,8 @@ impl LivePolicies {
                 });
                 match files {
                     Ok((sources, set)) => {
-                        let v = store.add_policy_version(sources, set.hash().to_owned(), "files")?;
-                        store.set_active_policy_version(v.number)?;
+                        let v = store.policies().add(sources, set.hash().to_owned(), "files")?;
+                        store.policies().set_active(v.number)?;
                         Active { version: v.number, set: set.with_version(v.number) }
                     }
                     Err(e) => match stored.and_then(|v| PolicySet::load(&v.sources).ok().map(|set| (v.number, set))) {
@@ -150,7 +150,7 @@ impl LivePolicies {
     }
 
     fn activate(&self, version: u64, set: PolicySet) -> Result<(), StoreError> {
-        self.store.set_active_policy_version(version)?;
+        self.store.policies().set_active(version)?;
         *self.active.write().unwrap_or_else(|p| p.into_inner()) =
             Arc::new(Active { version, set: set.with_version(version) });
         Ok(())
@@ -169,7 +169,7 @@ impl LivePolicies {
             Err(problems) => Ok(Reload::Refused { problems, active: current.version }),
             Ok(set) if set.hash() == current.set.hash() => Ok(Reload::Unchanged { version: current.version }),
             Ok(set) => {
-                let v = self.store.add_policy_version(sources, set.hash().to_owned(), "files")?;
+                let v = self.store.policies().add(sources, set.hash().to_owned(), "files")?;
                 self.activate(v.number, set)?;
                 Ok(Reload::Activated { version: v.number })
             }
@@ -179,7 +179,7 @@ impl LivePolicies {
     /// Makes an earlier version active again (as a new version, so history reads forward).
     pub fn rollback(&self, number: u64) -> Result<u64, PolicyError> {
         let _guard = self.change.lock().unwrap_or_else(|p| p.into_inner());
-        let old = self.store.policy_version(number)?.ok_or(PolicyError::NoSuchVersion(number))?;
+        let old = self.store.policies().get(number)?.ok_or(PolicyError::NoSuchVersion(number))?;
         let set = PolicySet::load(&old.sources).map_err(|problems| PolicyError::Stale { version: number, problems })?;
         // The control room's policies go back to what they were; files stay as they are on
         // disk (the next edit of a file reloads them).
@@ -188,8 +188,8 @@ impl LivePolicies {
             .iter()
             .filter_map(|s| room_policy_name(&s.path).map(|n| (n.to_owned(), s.text.clone())))
             .collect();
-        self.store.replace_room_policies(&room)?;
-        let v = self.store.add_policy_version(old.sources, set.hash().to_owned(), &format!("rollback to {number}"))?;
+        self.store.policies().replace_set_in_room(&room)?;
+        let v = self.store.policies().add(old.sources, set.hash().to_owned(), &format!("rollback to {number}"))?;
         self.activate(v.number, set)?;
         Ok(v.number)
     }
@@ -205,7 +205,7 @@ impl LivePolicies {
         if let Some(file) = files.iter().find(|f| f.policy_name() == name) {
             return Ok(SetOutcome::FileOwned { file: file.path.clone() });
         }
-        let mut room = self.store.room_policies()?;
+        let mut room = self.store.policies().set_in_room()?;
         room.retain(|(n, _)| n != name);
         room.push((name.to_owned(), text.to_owned()));
         room.sort();
@@ -222,8 +222,8 @@ impl LivePolicies {
         if set.hash() == current.set.hash() {
             return Ok(SetOutcome::Unchanged { version: current.version });
         }
-        self.store.replace_room_policies(&room)?;
-        let v = self.store.add_policy_version(sources, set.hash().to_owned(), &format!("{name} set by {by}"))?;
+        self.store.policies().replace_set_in_room(&room)?;
+        let v = self.store.policies().add(sources, set.hash().to_owned(), &format!("{name} set by {by}"))?;
         self.activate(v.number, set)?;
         Ok(SetOutcome::Activated { version: v.number })
     }
@@ -273,7 +273,7 @@ pub fn room_policy_name(path: &str) -> Option<&str> {
 /// The policy files and the policies set from the control room, as one list of sources.
 pub fn all_sources(dir: &Path, store: &Store) -> Result<Vec<Source>, PolicyError> {
     let mut sources = read_dir(dir)?;
-    sources.extend(store.room_policies()?.iter().map(|(n, t)| room_source(n, t)));
+    sources.extend(store.policies().set_in_room()?.iter().map(|(n, t)| room_source(n, t)));
     Ok(sources)
 }
 

@@ -54,7 +54,7 @@ pub enum Phase {
     /// the events needed.
     Filter,
     /// Waiting for the worker while the journal holds its most (see
-    /// [`crate::storage::BACKLOG_EVENTS`]).
+    /// [`crate::pipeline::intake::memory::BACKLOG_EVENTS`]).
     Wait,
     /// Appending them to the journal.
     Store,

@@ -11,7 +11,7 @@ use crate::{
     events::{RoomState, StateKind},
     notices, power,
     runner::ActionError,
-    storage::{Action, FailCause, Op, Queue, RoomRecord, Store, StoreError},
+    storage::{Action, FailCause, Op, Queue, RoomRecord, Rooms, StoreError},
 };
 
 /// Applies a state event's content to what we know of the room.
@@ -50,7 +50,7 @@ pub async fn fetch(shared: &Shared, room: &RoomId) -> Result<(), ActionError> {
                 _ => None,
             };
             let sender = ev.sender.or(creator).unwrap_or_default();
-            shared.store.update_room(room.as_str(), |rec| {
+            shared.store.rooms().update(room.as_str(), |rec| {
                 if rec.pushed.get(kind.as_str()).is_some_and(|&at| at > began) {
                     tracing::debug!(%room, kind = kind.as_str(), "a newer pushed state event stands; the snapshot is not applied");
                 } else {
@@ -89,11 +89,11 @@ pub fn check_warnings(shared: &Shared, room: &str, rec: &mut RoomRecord) -> (boo
 pub fn warn_if_changed(shared: &Shared, room: &str) -> Result<(), StoreError> {
     let store = &shared.store;
     store.serialized(|| {
-        let mut rec = store.room(room)?.unwrap_or_default();
+        let mut rec = store.rooms().get(room)?.unwrap_or_default();
         let mut ops = power_regained(shared, room, &rec)?;
         let (changed, notice) = check_warnings(shared, room, &mut rec);
         if changed {
-            ops.push(Store::put_room(room, &rec));
+            ops.push(Rooms::put(room, &rec));
         }
         if let Some(n) = notice {
             ops.push(store.outbox().push(n)?);

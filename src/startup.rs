@@ -145,7 +145,7 @@ impl Application {
         let accounts = Arc::new(crate::accounts::Accounts::new(admin, config.homeserver.server_name.clone()));
         let (stop_tx, stopping) = watch::channel(false);
         let max_body_bytes = config.appservice.max_body_bytes;
-        let intake = Arc::new(crate::pipeline::intake::Memory::recall(store.take_unhandled_records()));
+        let intake = Arc::new(crate::pipeline::intake::Memory::recall(store.journal().take_unhandled()));
         let shared = Shared {
             store,
             homeserver,
@@ -265,7 +265,7 @@ impl Application {
             version = env!("CARGO_PKG_VERSION"),
             bot = %shared.bot,
             policy_version = shared.policies.current().version,
-            rooms = shared.store.joined_rooms().map(|r| r.len()).unwrap_or(0),
+            rooms = shared.store.rooms().joined().map(|r| r.len()).unwrap_or(0),
             listen = %config.appservice.listen,
             metrics = %config.metrics.listen.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
             database_format = crate::storage::FORMAT,
@@ -289,7 +289,7 @@ impl Application {
         let _ = ping.await;
         // Stop watching and wait for the watcher's thread, which holds the database open.
         tokio::task::spawn_blocking(move || watcher.stop()).await.ok();
-        if let Err(e) = shared.store.write_unwritten_counts() {
+        if let Err(e) = shared.store.journal().write_unwritten_counts() {
             tracing::warn!(error = %e, "cannot write the counts of dropped events");
         }
         if storage_failed {

@@ -17,6 +17,14 @@
 //! [`outbox`] and the [`failed`] list, the [`audit`] log and review items, rooms and knocks
 //! ([`records`]), knock counts ([`activity`]), ban lists ([`lists`]), policy versions
 //! ([`policies`]), and [`retention`].
+//!
+//! The rest of the code reaches the records through narrow handles, one per concern, each a
+//! borrowed `&Store` with only that concern's methods: [`Store::journal`], [`Store::parked`],
+//! [`Store::outbox`], [`Store::failures`], [`Store::audit`], [`Store::reviews`],
+//! [`Store::rooms`], [`Store::knocks`], [`Store::activity`], [`Store::members`],
+//! [`Store::lists`], [`Store::policies`] and [`Store::aliases`]. `Store` itself keeps only
+//! what spans them: opening, commits and batches, health, and the generic reads used by
+//! tests and benches.
 
 mod activity;
 mod aliases;
@@ -44,20 +52,21 @@ mod write;
 use std::path::Path;
 use std::sync::atomic::AtomicI64;
 
+pub use activity::{Activity, Members};
 pub use aliases::Aliases;
-pub use audit::{AuditEntry, Outcome, ReviewItem};
+pub use audit::{Audit, AuditEntry, Outcome, ReviewItem, Reviews};
 pub use failed::{FailCause, FailedEntry, FailedItem, Failures};
 pub use format::FORMAT;
-pub use inbox::{InboxEntry, InboxItem, InboxRecord, Origin};
+pub use inbox::{InboxEntry, InboxItem, InboxRecord, JournalLog, Origin, Parked};
 pub use journal::{Checkpoint, Damage, JournalRecord, UnhandledRecord};
 pub use keys::{pair_key, split_pair};
-pub use lists::ListRecord;
+pub use lists::{ListRecord, ListRecords};
 pub use ops::Op;
 pub use outbox::{Action, ModeratorVerdict, Outbox, OutboxEntry, Subject};
-pub use policies::{KEEP_VERSIONS, PolicyVersion};
+pub use policies::{KEEP_VERSIONS, PolicyVersion, PolicyVersions};
 pub use queues::Queue;
 pub use read::TreeStats;
-pub use records::{BotMembership, KnockRecord, RoomRecord};
+pub use records::{BotMembership, KnockRecord, Knocks, RoomRecord, Rooms};
 pub use resolution::Resolution;
 pub use retention::Pruned;
 pub use trees::T;
@@ -117,7 +126,7 @@ pub struct Store {
     /// Events dropped by the intake, not in the counters yet (see [`Store::batch`]).
     unwritten: std::sync::Arc<inbox::Unwritten>,
     /// The journal's records not handled yet, as it found them when it opened, until the
-    /// intake takes them ([`Store::take_unhandled_records`]).
+    /// intake takes them ([`JournalLog::take_unhandled`]).
     unhandled: std::sync::Arc<parking_lot::Mutex<Vec<UnhandledRecord>>>,
 }
 

@@ -18,7 +18,7 @@ use crate::{
     notices, pipeline,
     policy::banlist::{self, Parsed, RuleKey},
     runner::ActionError,
-    storage::{Action, ListRecord, Op, Store, StoreError, now_ms},
+    storage::{Action, ListRecord, ListRecords, Op, StoreError, now_ms},
 };
 
 /// A list's whole state, as read.
@@ -85,9 +85,9 @@ fn failed(
     let store = &shared.store;
     let mut ops = Vec::new();
     if let Some(room) = room {
-        let mut rec = store.list_record(room.as_str())?.unwrap_or_else(|| ListRecord::new(room.clone()));
+        let mut rec = store.lists().get(room.as_str())?.unwrap_or_else(|| ListRecord::new(room.clone()));
         rec.error = Some(e.to_string());
-        ops.push(Store::put_list_record(&rec));
+        ops.push(ListRecords::put(&rec));
     }
     if e.is_transient() && attempts == 0 {
         tracing::warn!(list = name, error = %e, "cannot read a ban list now; retrying");
@@ -128,11 +128,11 @@ pub async fn read(shared: &Shared, name: &str, attempts: u32) -> Result<ListRead
     };
     // A list room from now on (before the join, so the bot's join there is read as such).
     shared.lists.follow(name, &room);
-    let mut rec = store.list_record(room.as_str())?.unwrap_or_else(|| ListRecord::new(room.clone()));
+    let mut rec = store.lists().get(room.as_str())?.unwrap_or_else(|| ListRecord::new(room.clone()));
     if !rec.names.iter().any(|n| n == name) {
         rec.names.push(name.to_owned());
         rec.names.sort();
-        store.commit(&[Store::put_list_record(&rec)])?;
+        store.commit(&[ListRecords::put(&rec)])?;
     }
     // By alias when the policy gives one: the homeserver then knows which servers to join via.
     let by_id: &RoomId = &room;
@@ -157,15 +157,15 @@ pub fn record(shared: &Shared, read: ListRead) -> Result<Vec<Op>, StoreError> {
     let store = &shared.store;
     let ListRead { name, room, rules, since, malformed } = read;
     let now = now_ms();
-    let mut rec = store.list_record(room.as_str())?.unwrap_or_else(|| ListRecord::new(room.clone()));
+    let mut rec = store.lists().get(room.as_str())?.unwrap_or_else(|| ListRecord::new(room.clone()));
     let first = rec.read_ms.is_none();
     let changed = shared.lists.replace(&room, rules, since);
     let mut ops = Vec::new();
     for (key, rule) in &changed.set {
-        ops.push(Store::put_list_rule(room.as_str(), key, rule));
+        ops.push(ListRecords::put_rule(room.as_str(), key, rule));
     }
     for key in &changed.removed {
-        ops.push(Store::del_list_rule(room.as_str(), key));
+        ops.push(ListRecords::del_rule(room.as_str(), key));
     }
     if ops.len() > crate::storage::BULK_CHUNK {
         // A large list's rules are written in chunks, at once (the stored copy is a cache:
@@ -182,7 +182,7 @@ pub fn record(shared: &Shared, read: ListRead) -> Result<Vec<Op>, StoreError> {
         rec.names.push(name.clone());
         rec.names.sort();
     }
-    ops.push(Store::put_list_record(&rec));
+    ops.push(ListRecords::put(&rec));
     shared.lists.mark_tried(&name);
     let (users, servers, _) = shared.lists.counts(room.as_str()).unwrap_or_default();
     tracing::info!(list = %name, room = %room, users, servers, set = changed.set.len(), removed = changed.removed.len(), malformed, "read a ban list");

@@ -85,7 +85,7 @@ fn check_store(
     knock_event: Option<&str>,
     audit_id: Option<u64>,
 ) -> Result<Check, ActionError> {
-    let rec = shared.store.knock(room.as_str(), user.as_str())?;
+    let rec = shared.store.knocks().get(room.as_str(), user.as_str())?;
     Ok(match (rec, knock_event) {
         (Some(r), Some(k)) if r.event_id == k => Check::Go,
         // Queued by an older version, without the knock's event: its decision identifies it.
@@ -128,7 +128,7 @@ async fn check_homeserver(
 /// Says exactly why the homeserver refused: missing power if that is it (then the action is
 /// put back in the queue once the bot has that power).
 fn refusal(shared: &Shared, change: MembershipChange, room: &RoomId, e: &HsError) -> ActionError {
-    let rec = shared.store.room(room.as_str()).ok().flatten().unwrap_or_default();
+    let rec = shared.store.rooms().get(room.as_str()).ok().flatten().unwrap_or_default();
     let pl = rec.power_levels.as_ref();
     let need = power::action_level(pl, change.as_str());
     let have = power::user_level(pl, &rec.creators, shared.bot.as_str());
@@ -160,7 +160,7 @@ pub fn record(shared: &Shared, action: &Action, acted: Acted) -> Result<Vec<Op>,
     // A person (or the knocker) may have settled it meanwhile: their word stands. A failed
     // entry put back by `!knock retry` is settled anew.
     let when = |o: &Outcome| matches!(o, Outcome::Pending | Outcome::Failed(_));
-    let Some((entry, op)) = store.settle_op(*id, outcome.clone(), now_ms(), when)? else { return Ok(vec![]) };
+    let Some((entry, op)) = store.audit().settle_op(*id, outcome.clone(), now_ms(), when)? else { return Ok(vec![]) };
     let mut ops = vec![op];
     if *notify {
         let text = match &outcome {
@@ -184,7 +184,9 @@ pub fn record_failure(shared: &Shared, action: &Action, error: &str, number: u64
     }
     let mut ops = Vec::new();
     let settled = match audit_id {
-        Some(id) => store.settle_op(*id, Outcome::Failed(error.to_owned()), now_ms(), |o| *o == Outcome::Pending)?,
+        Some(id) => {
+            store.audit().settle_op(*id, Outcome::Failed(error.to_owned()), now_ms(), |o| *o == Outcome::Pending)?
+        }
         None => None,
     };
     let retry = format!("Kept as failed action {number}: !knock retry {number} tries again.");
@@ -206,7 +208,7 @@ pub fn record_failure(shared: &Shared, action: &Action, error: &str, number: u64
 
 fn audit_entry(store: &Store, id: Option<u64>) -> Result<Option<AuditEntry>, StoreError> {
     match id {
-        Some(id) => store.audit(id),
+        Some(id) => store.audit().get(id),
         None => Ok(None),
     }
 }

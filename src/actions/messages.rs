@@ -35,8 +35,8 @@ pub async fn send(
 /// Announces a review item; returns the notice's event (`None`: the item is gone).
 pub async fn review_notice(shared: &Shared, seq: u64, number: u64) -> Result<Option<OwnedEventId>, ActionError> {
     let store = &shared.store;
-    let Some(item) = store.review(number)? else { return Ok(None) };
-    let Some(entry) = store.audit(item.audit_id)? else { return Ok(None) };
+    let Some(item) = store.reviews().get(number)? else { return Ok(None) };
+    let Some(entry) = store.audit().get(item.audit_id)? else { return Ok(None) };
     let control = control_room(shared)?;
     let outcome = notices::verdict(entry.action, entry.dry_run);
     let notices::Msg { plain, html } = crate::notices::entry_notice(store, &entry, outcome, Some(number), None);

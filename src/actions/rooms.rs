@@ -14,7 +14,7 @@ use crate::{
     readiness::ControlRoom,
     room_state,
     runner::ActionError,
-    storage::{Action, BotMembership, Origin, Store},
+    storage::{Action, BotMembership, Members, Origin, Rooms},
 };
 
 /// Joins the control room (on every start, and whenever the bot is invited while not in it).
@@ -73,7 +73,7 @@ pub async fn answer_invite(shared: &Shared, room: &RoomId, inviter: &UserId) -> 
 /// again. Marks knockwarden ready (`/ready`) when done.
 pub async fn reconcile(shared: &Shared) -> Result<Vec<Action>, ActionError> {
     let store = &shared.store;
-    let known: BTreeSet<String> = store.joined_rooms()?.into_iter().collect();
+    let known: BTreeSet<String> = store.rooms().joined()?.into_iter().collect();
     let joined: BTreeSet<OwnedRoomId> = match shared.homeserver.joined_rooms().await {
         Ok(rooms) => rooms.into_iter().collect(),
         // A homeserver without the endpoint (it is in every spec version: none should) says
@@ -87,12 +87,12 @@ pub async fn reconcile(shared: &Shared) -> Result<Vec<Action>, ActionError> {
     let mut ops = Vec::new();
     for gone in known.iter().filter(|r| !joined.iter().any(|j| j.as_str() == r.as_str())) {
         tracing::info!(room = %gone, "the homeserver says the bot is no longer in this room");
-        ops.push(Store::put_bot_membership(gone, BotMembership::Left));
+        ops.push(Rooms::put_bot_membership(gone, BotMembership::Left));
     }
     let mut new = Vec::new();
     for room in joined.iter().filter(|j| !known.contains(j.as_str())) {
         tracing::info!(%room, "the homeserver says the bot is in this room; it was not on record");
-        ops.push(Store::put_bot_membership(room.as_str(), BotMembership::Joined));
+        ops.push(Rooms::put_bot_membership(room.as_str(), BotMembership::Joined));
         new.push(room.clone());
     }
     store.commit(&ops)?;
@@ -133,7 +133,7 @@ pub async fn catch_up(shared: &Shared, room: &RoomId) -> Result<Vec<Action>, Act
 
 pub async fn fetch_members(shared: &Shared, room: &RoomId) -> Result<Vec<Action>, ActionError> {
     let members = shared.homeserver.joined_members(room).await?;
-    let ops: Vec<_> = members.iter().flat_map(|u| Store::set_member(room.as_str(), u, true)).collect();
+    let ops: Vec<_> = members.iter().flat_map(|u| Members::set(room.as_str(), u, true)).collect();
     shared.store.commit(&ops)?;
     tracing::debug!(%room, members = members.len(), "learned the members");
     Ok(vec![])
@@ -144,7 +144,7 @@ pub async fn fetch_state(shared: &Shared, room: &RoomId) -> Result<Vec<Action>, 
     let is_control = shared.control_room_id().as_deref() == Some(room);
     if !is_control
         && !shared.lists.is_list_room(room.as_str())
-        && shared.store.bot_membership(room.as_str())? == Some(BotMembership::Joined)
+        && shared.store.rooms().bot_membership(room.as_str())? == Some(BotMembership::Joined)
     {
         room_state::warn_if_changed(shared, room.as_str())?;
         shared.outbox_ready.notify_one();

@@ -130,10 +130,10 @@ fn version_label(config: &Config, hash: &str) -> String {
         return "not stored yet (no database)".into();
     }
     match Store::open(&config.database) {
-        Ok(store) => match store.policy_versions() {
+        Ok(store) => match store.policies().all() {
             Ok(versions) => match versions.iter().rev().find(|v| v.hash == hash) {
                 Some(v) => {
-                    let active = store.active_policy_version().ok().flatten() == Some(v.number);
+                    let active = store.policies().active().ok().flatten() == Some(v.number);
                     format!("version {}{}", v.number, if active { " (active)" } else { "" })
                 }
                 None => "not stored yet: the service stores it on its next reload".into(),

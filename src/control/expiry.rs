@@ -2,7 +2,7 @@
 //! `review.on_expiry: deny` the knocker is kicked.
 //!
 //! A sweep runs at start and then every `expire_after / 4` (at most every minute). An item
-//! is closed by [`crate::storage::Store::close_review`], so a moderator's verdict and the
+//! is closed by [`crate::storage::Reviews::close`], so a moderator's verdict and the
 //! expiry cannot both win; the kick and the notice edit go through the outbox like any action.
 
 use std::time::Duration;
@@ -26,7 +26,7 @@ pub fn sweep(shared: &Shared, now: u64) -> Result<(), StoreError> {
     let cfg = &shared.config.review;
     let after = duration::format(cfg.expire_after);
     let cutoff = now.saturating_sub(cfg.expire_after.as_millis() as u64);
-    let expired: Vec<_> = store.open_reviews()?.into_iter().filter(|i| i.created_ms <= cutoff).collect();
+    let expired: Vec<_> = store.reviews().open()?.into_iter().filter(|i| i.created_ms <= cutoff).collect();
     // Each item is read and closed while no other update runs.
     store.serialized(|| expire(shared, expired, &after, now))
 }
@@ -35,7 +35,7 @@ fn expire(shared: &Shared, items: Vec<crate::storage::ReviewItem>, after: &str, 
     let store = &shared.store;
     let cfg = &shared.config.review;
     for item in items {
-        let knock = store.knock(&item.room_id, &item.user_id)?.filter(|k| k.audit_id == Some(item.audit_id));
+        let knock = store.knocks().get(&item.room_id, &item.user_id)?.filter(|k| k.audit_id == Some(item.audit_id));
         let deny = cfg.on_expiry == OnExpiry::Deny && knock.is_some();
         let how = Resolution::Expired { after: after.to_owned(), denied: deny };
         // What closing leads to is written with the closing itself: a crash cannot lose it.
@@ -54,12 +54,12 @@ fn expire(shared: &Shared, items: Vec<crate::storage::ReviewItem>, after: &str, 
                 verdict: None,
             })?);
         } else if let Some((_, op)) =
-            store.settle_op(item.audit_id, Outcome::Resolved(how.clone()), now, |o| *o == Outcome::Pending)?
+            store.audit().settle_op(item.audit_id, Outcome::Resolved(how.clone()), now, |o| *o == Outcome::Pending)?
         {
             with.push(op);
         }
         with.push(store.outbox().push(Action::ReviewClosed { number: item.number, reply: true })?);
-        if store.close_review(item.number, how.clone(), &with)? {
+        if store.reviews().close(item.number, how.clone(), &with)? {
             tracing::info!(number = item.number, user = %item.user_id, room = %item.room_id, how = %how, "review item expired");
             shared.outbox_ready.notify_one();
         }

@@ -3,19 +3,19 @@
 
 use ruma::RoomId;
 
-use crate::{app::Shared, homeserver::HsError, notices::Msg, power, room_state, runner::ActionError, storage::Store};
+use crate::{app::Shared, homeserver::HsError, notices::Msg, power, room_state, runner::ActionError, storage::Members};
 
 /// Whether `user` is joined to `room`: as the store knows it (from the members fetched on
 /// joining, and the membership events pushed since), else as the homeserver says (the fetch
 /// may not have run yet: an invitation can be answered before it).
 async fn is_member(shared: &Shared, room: &RoomId, user: &str) -> Result<bool, ActionError> {
-    if shared.store.is_member(room.as_str(), user)? {
+    if shared.store.members().contains(room.as_str(), user)? {
         return Ok(true);
     }
     let ev = shared.homeserver.state(room, "m.room.member", user).await?;
     let joined = ev.and_then(|e| e.membership()) == Some(crate::events::MembershipState::Join);
     if joined {
-        shared.store.commit(&Store::set_member(room.as_str(), user, true))?;
+        shared.store.commit(&Members::set(room.as_str(), user, true))?;
     }
     Ok(joined)
 }
@@ -34,10 +34,10 @@ pub async fn is_moderator(shared: &Shared, user: &str) -> Result<bool, ActionErr
     if cfg.users.iter().any(|u| u.as_str() == user) {
         return Ok(true);
     }
-    let mut rec = shared.store.room(control.as_str())?.unwrap_or_default();
+    let mut rec = shared.store.rooms().get(control.as_str())?.unwrap_or_default();
     if rec.power_levels.is_none() {
         room_state::fetch(shared, &control).await?;
-        rec = shared.store.room(control.as_str())?.unwrap_or_default();
+        rec = shared.store.rooms().get(control.as_str())?.unwrap_or_default();
     }
     Ok(power::user_level(rec.power_levels.as_ref(), &rec.creators, user) >= cfg.power_level)
 }

@@ -209,7 +209,8 @@ fn policy_command(
             let active = live.current();
             let Some(p) = active.set.policy(&name) else { return Ok(PolicyReport::NoSuchPolicy { name }) };
             let text = store
-                .policy_version(active.version)?
+                .policies()
+                .get(active.version)?
                 .and_then(|v| v.sources.into_iter().find(|s| s.path == p.file))
                 .map(|s| s.text)
                 .unwrap_or_default();
@@ -217,8 +218,8 @@ fn policy_command(
         }
         PolicyCommand::Reload => PolicyReport::Reloaded(live.reload()),
         PolicyCommand::History { name } => {
-            let versions = store.policy_versions()?;
-            let active = store.active_policy_version()?;
+            let versions = store.policies().all()?;
+            let active = store.policies().active()?;
             // With NAME: that policy's text in each version, to keep the versions that changed it.
             let texts: Vec<Option<&str>> = match &name {
                 Some(n) => versions

@@ -58,7 +58,7 @@ pub struct PendingRow {
 
 /// `!knock pending`.
 pub fn pending(store: &Store, page: usize) -> Result<Paged<PendingRow>, StoreError> {
-    let open = store.open_reviews()?;
+    let open = store.reviews().open()?;
     Ok(Paged::of(&open, page, |item| PendingRow {
         number: item.number,
         user: item.user_id.clone(),
@@ -90,13 +90,13 @@ pub struct RoomsView<'a> {
 
 /// `!knock rooms`: the rooms the bot manages (not the control room, not ban lists).
 pub fn rooms(store: &Store, view: &RoomsView) -> Result<Vec<RoomRow>, StoreError> {
-    let open = store.open_reviews()?;
+    let open = store.reviews().open()?;
     let mut out = Vec::new();
-    for room in store.joined_rooms()? {
+    for room in store.rooms().joined()? {
         if Some(room.as_str()) == view.control_room || view.lists.is_list_room(&room) {
             continue;
         }
-        let rec = store.room(&room)?.unwrap_or_default();
+        let rec = store.rooms().get(&room)?.unwrap_or_default();
         let pl = rec.power_levels.as_ref();
         let have = power::user_level(pl, &rec.creators, view.bot);
         let can = ["invite", "kick", "ban"].map(|v| (v, have >= power::action_level(pl, v)));
@@ -141,7 +141,7 @@ pub struct Stats {
 /// `!knock stats`: the window's decisions and how they came out.
 pub fn stats(store: &Store, window: Window, now: u64) -> Result<Stats, StoreError> {
     let since = now.saturating_sub(window.millis());
-    let entries: Vec<_> = store.audit_all()?.into_iter().filter(|e| e.time_ms >= since).collect();
+    let entries: Vec<_> = store.audit().all()?.into_iter().filter(|e| e.time_ms >= since).collect();
     let by_action =
         [PolicyAction::Accept, PolicyAction::Deny, PolicyAction::Ban, PolicyAction::Review, PolicyAction::Ignore]
             .map(|a| (a, entries.iter().filter(|e| e.action == a).count()))
@@ -160,7 +160,8 @@ pub fn stats(store: &Store, window: Window, now: u64) -> Result<Stats, StoreErro
         *n += 1;
     }
     let mut times: Vec<u64> = store
-        .reviews()?
+        .reviews()
+        .all()?
         .into_iter()
         .filter(|r| r.created_ms >= since)
         .filter_map(|r| r.closed_ms.map(|c| c.saturating_sub(r.created_ms)))
@@ -171,7 +172,7 @@ pub fn stats(store: &Store, window: Window, now: u64) -> Result<Stats, StoreErro
         n if n % 2 == 1 => Some(times[n / 2]),
         n => Some((times[n / 2 - 1] + times[n / 2]) / 2),
     };
-    let waiting = store.open_reviews()?.len();
+    let waiting = store.reviews().open()?.len();
     Ok(Stats { window, knocks: entries.len(), by_action, outcomes, waiting, median_resolve_ms })
 }
 
@@ -192,7 +193,8 @@ pub struct LogRow {
 /// `!knock log`: the last `n` decisions, newest first.
 pub fn log(store: &Store, n: usize) -> Result<Vec<LogRow>, StoreError> {
     Ok(store
-        .audit_last(n)?
+        .audit()
+        .last(n)?
         .into_iter()
         .map(|e| LogRow {
             time_ms: e.time_ms,
@@ -271,7 +273,7 @@ pub struct ListsReport {
 /// `!knock lists`: the lists followed, and those named but not followed yet.
 pub fn lists(store: &Store, policies: &PolicySet, lists: &Lists) -> Result<ListsReport, StoreError> {
     let named = policies.ban_lists();
-    let records = store.list_records()?;
+    let records = store.lists().all()?;
     let users_of = |names: &[String]| -> Vec<String> {
         let mut out: Vec<String> = policies
             .policies()

@@ -98,7 +98,7 @@ pub async fn reaction(
 ) -> Result<Vec<Action>, ActionError> {
     let (sender, target) = (sender.as_str(), target.as_str());
     let Some(verdict) = Verdict::from_key(key) else { return Ok(vec![]) };
-    let Some(item) = shared.store.review_by_notice(target)? else { return Ok(vec![]) };
+    let Some(item) = shared.store.reviews().by_notice(target)? else { return Ok(vec![]) };
     if !moderators::is_moderator(shared, sender).await? {
         tracing::warn!(sender, "a verdict reaction from someone who is not a moderator; nothing done");
         return Ok(moderators::refuse(shared, sender, target));
@@ -114,9 +114,9 @@ pub async fn reaction(
 /// The edit (and, with `reply`, the reply) that reports a closed review item on its notice.
 pub fn review_closed(shared: &Shared, number: u64, reply: bool) -> Result<Vec<Action>, ActionError> {
     let store = &shared.store;
-    let Some(item) = store.review(number)? else { return Ok(vec![]) };
+    let Some(item) = store.reviews().get(number)? else { return Ok(vec![]) };
     let Some(how) = item.closed.as_ref().map(|h| h.to_string()) else { return Ok(vec![]) };
-    let Some(entry) = store.audit(item.audit_id)? else { return Ok(vec![]) };
+    let Some(entry) = store.audit().get(item.audit_id)? else { return Ok(vec![]) };
     let label = crate::notices::room_label(store, &item.room_id);
     let mut out = Vec::new();
     if let Some(notice) = &item.notice_event {

@@ -54,7 +54,7 @@ impl Ctx<'_> {
         };
         match target {
             Target::Review(n) => {
-                let Some(item) = store.review(n)? else {
+                let Some(item) = store.reviews().get(n)? else {
                     return Ok(Err(Done::text(
                         false,
                         &format!("There is no review item #{n}; !knock pending lists the open ones."),
@@ -83,7 +83,7 @@ impl Ctx<'_> {
                     Ok(user) => user,
                     Err(e) => return Ok(Err(Done::text(false, &e))),
                 };
-                let mut knocks = store.knocks_of(user.as_str())?;
+                let mut knocks = store.knocks().of(user.as_str())?;
                 if let Some(want) = &room_id {
                     knocks.retain(|k| k.room_id == want.as_str());
                 }
@@ -99,7 +99,7 @@ impl Ctx<'_> {
                         let parse = |e: ruma::IdParseError| ActionError::Permanent(e.to_string());
                         Ok(Ok(Found {
                             room: OwnedRoomId::try_from(k.room_id.as_str()).map_err(parse)?,
-                            review: store.open_review_for(&k.room_id, user.as_str())?,
+                            review: store.reviews().open_for(&k.room_id, user.as_str())?,
                             audit_id: k.audit_id,
                             knock_event: k.event_id.clone(),
                             user,

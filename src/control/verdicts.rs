@@ -115,7 +115,7 @@ pub fn finish(
     };
     let close = |how: Resolution, ops: &mut Vec<Op>| -> Result<(), StoreError> {
         if let Some(n) = v.review
-            && let Some(closing) = store.close_review_ops(n, how)?
+            && let Some(closing) = store.reviews().close_ops(n, how)?
         {
             ops.extend(closing);
             ops.push(store.outbox().push(Action::ReviewClosed { number: n, reply: false })?);
@@ -126,7 +126,8 @@ pub fn finish(
         Finished::Done => {
             let how = resolution(change, v.by.clone());
             if let Some(id) = audit_id
-                && let Some((_, op)) = store.settle_op(id, Outcome::Resolved(how.clone()), now_ms(), |_| true)?
+                && let Some((_, op)) =
+                    store.audit().settle_op(id, Outcome::Resolved(how.clone()), now_ms(), |_| true)?
             {
                 ops.push(op);
             }

@@ -64,12 +64,14 @@ impl Interests for View<'_> {
     fn is_managed(&self, room: &RoomId) -> bool {
         let m = match self.overlay.get(room) {
             Some(m) => Some(*m),
-            None => self.shared.store.bot_in(room.as_str()),
+            None => self.shared.store.rooms().bot_in(room.as_str()),
         };
         matches!(m, Some(BotMembership::Joined | BotMembership::Invited))
     }
     fn is_knocker(&self, user: &str) -> bool {
-        self.knockers.contains(user) || self.shared.intake.is_knocker(user) || self.shared.store.is_knocker(user)
+        self.knockers.contains(user)
+            || self.shared.intake.is_knocker(user)
+            || self.shared.store.knocks().is_knocker(user)
     }
     fn is_list_room(&self, room: &RoomId) -> bool {
         self.shared.lists.is_list_room(room.as_str())
@@ -247,7 +249,7 @@ async fn store_events(
     let taken = Taken { kept: kept.len(), dropped, malformed };
     // Counted once the transaction is taken: one refused is sent again, and counted then.
     let count = || {
-        shared.store.count_dropped(dropped, malformed);
+        shared.store.journal().count_dropped(dropped, malformed);
         Metrics::add(&metrics.events, "dropped", dropped);
         Metrics::add(&metrics.events, "malformed", malformed);
     };
@@ -262,12 +264,13 @@ async fn store_events(
     }
     let started = Instant::now();
     let events = kept.len();
-    let seq = shared.store.journal_append(origin, body_hash, kept, knockers.clone(), bot, |seq| {
-        shared.intake.appended(seq, events, knockers)
-    })?;
+    let seq = shared
+        .store
+        .journal()
+        .append(origin, body_hash, kept, knockers.clone(), bot, |seq| shared.intake.appended(seq, events, knockers))?;
     metrics.phase(Phase::Store, started);
     let started = Instant::now();
-    shared.store.journal_sync(seq).await?;
+    shared.store.journal().sync(seq).await?;
     metrics.phase(Phase::Flush, started);
     count();
     // The worker reads only what is durable.

@@ -10,7 +10,7 @@ use crate::{
     events::{Body, Event},
     notices,
     policy::banlist::{self, ListRule, Parsed, RuleKey},
-    storage::{Action, ListRecord, Op, Store, StoreError, now_ms},
+    storage::{Action, ListRecord, ListRecords, Op, StoreError, now_ms},
 };
 
 /// What an event of a list room changes.
@@ -33,12 +33,12 @@ pub fn on_event(shared: &Shared, head: &Event) -> Result<Vec<Op>, StoreError> {
     let store = &shared.store;
     let old = lists.apply(room, key.clone(), parsed.clone());
     let mut ops = vec![match &parsed {
-        Parsed::Rule(rule) => Store::put_list_rule(room, &key, rule),
-        Parsed::Removed => Store::del_list_rule(room, &key),
+        Parsed::Rule(rule) => ListRecords::put_rule(room, &key, rule),
+        Parsed::Removed => ListRecords::del_rule(room, &key),
     }];
-    let mut rec = store.list_record(room)?.unwrap_or_else(|| ListRecord::new(head.room_id.clone()));
+    let mut rec = store.lists().get(room)?.unwrap_or_else(|| ListRecord::new(head.room_id.clone()));
     rec.changed_ms = Some(now_ms());
-    ops.push(Store::put_list_record(&rec));
+    ops.push(ListRecords::put(&rec));
     let name = rec.names.first().cloned().unwrap_or_else(|| room.to_owned());
     tracing::info!(list = %name, kind = %key.event_type, state_key = %key.state_key, removed = parsed == Parsed::Removed, "a ban list changed");
     if let Parsed::Rule(rule) = &parsed

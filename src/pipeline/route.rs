@@ -8,7 +8,7 @@ use crate::app::Shared;
 use crate::{
     events::{Body, Event, Member},
     room_state,
-    storage::{Action, InboxItem, Op, Store, StoreError},
+    storage::{Action, InboxItem, Op, Rooms, StoreError},
 };
 
 /// One event of an inbox entry or journal record, read (once) for handling.
@@ -17,7 +17,7 @@ pub struct InboxEvent {
     /// The sequence number of its entry in sled's inbox, if it came from there (not from the
     /// journal).
     pub inbox_entry: Option<u64>,
-    /// A knock that was put aside to wait ([`Store::park`]): it is decided only if it is still
+    /// A knock that was put aside to wait ([`crate::storage::Parked::put`]): it is decided only if it is still
     /// the knocker's knock.
     pub waiting: bool,
     /// As stored (kept so, should it wait or fail).
@@ -57,7 +57,7 @@ pub(super) fn handle(shared: &Shared, entry: &InboxEvent) -> Result<Handled, Sto
         Body::Member(member) => {
             let user = member.user.as_str();
             // Who is joined where, for policies' `member_of`.
-            ops.extend(store.member_change(room, user, member.membership == MembershipState::Join)?);
+            ops.extend(store.members().change(room, user, member.membership == MembershipState::Join)?);
             if member.membership == MembershipState::Knock {
                 match knocks::on_knock(shared, entry, member)? {
                     Knocked::Ops(more) => ops.extend(more),
@@ -72,17 +72,17 @@ pub(super) fn handle(shared: &Shared, entry: &InboxEvent) -> Result<Handled, Sto
         }
         Body::RoomState(state) => {
             let mark = store.next_id()?;
-            let mut rec = store.room(room)?.unwrap_or_default();
+            let mut rec = store.rooms().get(room)?.unwrap_or_default();
             room_state::apply(&mut rec, state, event.sender.as_str());
             rec.pushed.insert(state.kind().as_str().to_owned(), mark);
-            if !in_control && store.bot_membership(room)? == Some(crate::storage::BotMembership::Joined) {
+            if !in_control && store.rooms().bot_membership(room)? == Some(crate::storage::BotMembership::Joined) {
                 ops.extend(room_state::power_regained(shared, room, &rec)?);
                 let (_, notice) = room_state::check_warnings(shared, room, &mut rec);
                 if let Some(n) = notice {
                     ops.push(store.outbox().push(n)?);
                 }
             }
-            ops.push(Store::put_room(room, &rec));
+            ops.push(Rooms::put(room, &rec));
         }
         // The bot never answers itself.
         Body::Message(_) | Body::Reaction(_) if in_control && event.sender == shared.bot => {}

@@ -1,7 +1,7 @@
 //! The worker: handles what the intake took in, oldest first, on a thread of its own.
 //!
 //! It reads the journal's records in order (and, first, sled's inbox entries: events retried
-//! from the failed list). Each event is taken in once, by event ID ([`Store::admit`]), and
+//! from the failed list). Each event is taken in once, by event ID ([`JournalLog::admit`]), and
 //! becomes a list of writes (state, audit entries, review items, outbox actions). Up to
 //! `BATCH` (128) events are handled in one batch ([`Store::batch`]): each event's reads see
 //! what the events before it wrote, and the writes of all of them, with how far the worker
@@ -15,7 +15,7 @@
 //!
 //! The worker never waits on the network. A knock whose decision needs what is not known yet
 //! (an alias of the policies not looked up, a ban list not read: the runner fetches those, in
-//! lanes of their own) is put aside in sled's inbox ([`Store::park`]) and the worker goes on.
+//! lanes of their own) is put aside in sled's inbox ([`crate::storage::Parked::put`]) and the worker goes on.
 //! Put-aside knocks are tried again, oldest first, each time such an input changes
 //! ([`Shared::inputs_changed`], or a new policy version); until then the worker passes them
 //! over without reading them.
@@ -28,7 +28,9 @@ use crate::app::{Shared, wait_for};
 use crate::{
     events::Event,
     notices::Msg,
-    storage::{Action, Checkpoint, FailedItem, InboxItem, JournalRecord, Op, Origin, Store, StoreError},
+    storage::{
+        Action, Checkpoint, FailedItem, InboxItem, JournalLog, JournalRecord, Op, Origin, Parked, Rooms, StoreError,
+    },
     supervise::panic_message,
 };
 
@@ -133,7 +135,7 @@ struct Tally {
 fn drain_batch(shared: &Shared, max: usize, cursor: &mut Cursor) -> Result<Drained, StoreError> {
     let store = &shared.store;
     let mut tally = Tally::default();
-    let begun = store.journal_checkpoint();
+    let begun = store.journal().checkpoint();
     let mut at = begun;
     cursor.refresh(shared);
     let before = (cursor.after, cursor.waiting);
@@ -141,13 +143,13 @@ fn drain_batch(shared: &Shared, max: usize, cursor: &mut Cursor) -> Result<Drain
         store.batch(|| {
             drain_inbox(shared, max, &mut tally, cursor)?;
             while tally.handled < max {
-                let Some(record) = store.journal_next(at)? else {
+                let Some(record) = store.journal().next(at)? else {
                     return Ok(Drained::Empty);
                 };
                 let from = if record.seq == at.seq { at.event } else { 0 };
                 drain_record(shared, &record, from, &mut tally, cursor)?;
                 at = Checkpoint { seq: record.seq + 1, event: 0 };
-                store.commit(&[Store::journal_checkpoint_op(at)])?;
+                store.commit(&[JournalLog::checkpoint_op(at)])?;
                 if *shared.stopping.borrow() {
                     break;
                 }
@@ -166,7 +168,7 @@ fn drain_batch(shared: &Shared, max: usize, cursor: &mut Cursor) -> Result<Drain
         crate::metrics::Metrics::add(events, "stored", tally.stored);
         crate::metrics::Metrics::add(events, "duplicate", tally.duplicates);
         if at != begun {
-            store.journal_handled(at)?;
+            store.journal().handled(at)?;
             shared.intake.handled_below(at.seq);
         }
         // What the batch queued is in the outbox only now.
@@ -181,7 +183,7 @@ fn drain_batch(shared: &Shared, max: usize, cursor: &mut Cursor) -> Result<Drain
 /// Tells the control room about damage the journal found and skipped (the log has said it).
 fn tell_journal_damage(shared: &Shared) -> Result<(), StoreError> {
     let store = &shared.store;
-    for d in store.take_journal_damage() {
+    for d in store.journal().take_damage() {
         shared.metrics.journal_damage.inc();
         let lost = d.unhandled();
         let what = if lost.is_empty() {
@@ -214,7 +216,7 @@ fn tell_journal_damage(shared: &Shared) -> Result<(), StoreError> {
 fn drain_inbox(shared: &Shared, max: usize, tally: &mut Tally, cursor: &mut Cursor) -> Result<(), StoreError> {
     let store = &shared.store;
     'entries: while tally.handled < max {
-        let Some(entry) = store.inbox_next(cursor.after)? else {
+        let Some(entry) = store.parked().next(cursor.after)? else {
             return Ok(());
         };
         cursor.after = Some(entry.seq);
@@ -230,7 +232,7 @@ fn drain_inbox(shared: &Shared, max: usize, tally: &mut Tally, cursor: &mut Curs
                 One::Waits(queued) | One::Parked(_, queued) => {
                     tally.queued |= queued;
                     if index > 0 {
-                        store.commit(&[Store::inbox_rest(&entry, index)])?;
+                        store.commit(&[Parked::rest(&entry, index)])?;
                     }
                     cursor.waiting += 1;
                     continue 'entries;
@@ -238,7 +240,7 @@ fn drain_inbox(shared: &Shared, max: usize, tally: &mut Tally, cursor: &mut Curs
             }
             tally.handled += 1;
         }
-        store.commit(&[Store::inbox_done(entry.seq)])?;
+        store.commit(&[Parked::done(entry.seq)])?;
     }
     Ok(())
 }
@@ -255,8 +257,8 @@ fn drain_record(
     let store = &shared.store;
     if from == 0 {
         // As the intake saw them: the transaction, and the bot's own membership changes.
-        let mut ops = Store::txn_ops(record);
-        ops.extend(record.bot.iter().map(|(room, m)| Store::put_bot_membership(room, *m)));
+        let mut ops = JournalLog::txn_ops(record);
+        ops.extend(record.bot.iter().map(|(room, m)| Rooms::put_bot_membership(room, *m)));
         store.commit(&ops)?;
     }
     let (mut ids, mut duplicates) = (Vec::new(), 0u64);
@@ -288,7 +290,7 @@ fn drain_record(
     let stored = ids.len() as u64;
     let mut ops = Op::adds([("events_stored", stored), ("events_duplicate", duplicates)]);
     if !ids.is_empty() {
-        ops.push(Store::seen_times_op(record.received_ms, record.seq, from, &ids));
+        ops.push(JournalLog::seen_times_op(record.received_ms, record.seq, from, &ids));
     }
     store.commit(&ops)?;
     tally.stored += stored;
@@ -342,7 +344,7 @@ fn drain_one(shared: &Shared, entry: &InboxEvent, admit: Option<(&str, u64)>) ->
     let store = &shared.store;
     let mark = store.staged_mark();
     let seen = match admit {
-        Some((event_id, seq)) => match store.admit(event_id, seq)? {
+        Some((event_id, seq)) => match store.journal().admit(event_id, seq)? {
             Some(op) => Some(op),
             None => return Ok(One::Duplicate),
         },
@@ -369,7 +371,7 @@ fn drain_one(shared: &Shared, entry: &InboxEvent, admit: Option<(&str, u64)>) ->
             }
             let event_id = entry.event.event_id.as_str();
             tracing::warn!(waits_for = %on, event_id, "a knock is put aside until {on} is looked up (an alias) or read (a ban list); /ready and /health say what is missing");
-            let (seq, park) = store.park(&entry.item)?;
+            let (seq, park) = store.parked().put(&entry.item)?;
             store.commit(&ops)?;
             store.commit(&[park])?;
             if let Some(a) = ask {

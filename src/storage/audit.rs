@@ -1,4 +1,4 @@
-//! The audit log (every decision and what came of it), review items, and the alias cache.
+//! The audit log (every decision and what came of it) and the review items.
 
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 use serde::{Deserialize, Serialize};
@@ -80,30 +80,40 @@ pub struct ReviewItem {
 const REVIEW_NUMBER: &str = "review_number";
 
 impl Store {
-    pub fn put_audit(entry: &AuditEntry) -> Op {
+    /// The audit log.
+    pub fn audit(&self) -> Audit<'_> {
+        Audit { store: self }
+    }
+
+    /// The review items.
+    pub fn reviews(&self) -> Reviews<'_> {
+        Reviews { store: self }
+    }
+}
+
+/// The audit log, a narrow handle on the store ([`Store::audit`]).
+#[derive(Clone, Copy)]
+pub struct Audit<'s> {
+    store: &'s Store,
+}
+
+impl Audit<'_> {
+    /// The op that writes an entry.
+    pub fn put(entry: &AuditEntry) -> Op {
         Op::put_json(T::Audit, entry.id.to_be_bytes(), entry)
     }
 
-    pub fn audit(&self, id: u64) -> Result<Option<AuditEntry>, StoreError> {
-        self.get_json(T::Audit, &id.to_be_bytes())
+    pub fn get(&self, id: u64) -> Result<Option<AuditEntry>, StoreError> {
+        self.store.get_json(T::Audit, &id.to_be_bytes())
     }
 
     /// Every audit entry, oldest first.
-    pub fn audit_all(&self) -> Result<Vec<AuditEntry>, StoreError> {
-        Ok(self.scan_json::<AuditEntry>(T::Audit, b"")?.into_iter().map(|(_, e)| e).collect())
+    pub fn all(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        Ok(self.store.scan_json::<AuditEntry>(T::Audit, b"")?.into_iter().map(|(_, e)| e).collect())
     }
 
-    /// Sets an entry's outcome (read-modify-write; serialized with other outcome updates).
-    pub fn settle(&self, id: u64, outcome: Outcome, now_ms: u64) -> Result<Option<AuditEntry>, StoreError> {
-        self.settle_if(id, outcome, now_ms, |_| true)
-    }
-
-    /// Sets an entry's outcome only while it is still pending.
-    pub fn settle_pending(&self, id: u64, outcome: Outcome, now_ms: u64) -> Result<Option<AuditEntry>, StoreError> {
-        self.settle_if(id, outcome, now_ms, |o| *o == Outcome::Pending)
-    }
-
-    /// Sets an entry's outcome if `when` its current one.
+    /// Sets an entry's outcome if `when` its current one (read-modify-write; serialized with
+    /// other outcome updates).
     pub fn settle_if(
         &self,
         id: u64,
@@ -111,9 +121,9 @@ impl Store {
         now_ms: u64,
         when: impl FnOnce(&Outcome) -> bool,
     ) -> Result<Option<AuditEntry>, StoreError> {
-        self.serialized(|| {
+        self.store.serialized(|| {
             let Some((e, op)) = self.settle_op(id, outcome, now_ms, when)? else { return Ok(None) };
-            self.commit(&[op])?;
+            self.store.commit(&[op])?;
             Ok(Some(e))
         })
     }
@@ -128,26 +138,55 @@ impl Store {
         now_ms: u64,
         when: impl FnOnce(&Outcome) -> bool,
     ) -> Result<Option<(AuditEntry, Op)>, StoreError> {
-        let Some(mut e) = self.audit(id)? else { return Ok(None) };
+        let Some(mut e) = self.get(id)? else { return Ok(None) };
         if !when(&e.outcome) {
             return Ok(None);
         }
         e.outcome = outcome;
         e.settled_ms = Some(now_ms);
-        let op = Store::put_audit(&e);
+        let op = Audit::put(&e);
         Ok(Some((e, op)))
     }
 
+    /// The last `n` audit entries, newest first.
+    pub fn last(&self, n: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut out = Vec::with_capacity(n);
+        for kv in self.store.tree(T::Audit).iter().rev().take(n) {
+            let (_, v) = kv?;
+            out.push(
+                serde_json::from_slice(&v)
+                    .map_err(|e| StoreError::Corrupt { tree: "audit", message: e.to_string() })?,
+            );
+        }
+        Ok(out)
+    }
+
+    pub fn len(&self) -> usize {
+        self.store.len(T::Audit)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The review items, a narrow handle on the store ([`Store::reviews`]).
+#[derive(Clone, Copy)]
+pub struct Reviews<'s> {
+    store: &'s Store,
+}
+
+impl Reviews<'_> {
     /// The next review number (1, 2, …) and the op that reserves it. Only the worker opens
     /// review items, one event at a time, so the number cannot be taken twice; it commits the
     /// op with the item.
-    pub fn reserve_review_number(&self) -> Result<(u64, Op), StoreError> {
-        Ok((self.counter(REVIEW_NUMBER)? + 1, Op::Add { counter: REVIEW_NUMBER.into(), by: 1 }))
+    pub fn reserve_number(&self) -> Result<(u64, Op), StoreError> {
+        Ok((self.store.counter(REVIEW_NUMBER)? + 1, Op::Add { counter: REVIEW_NUMBER.into(), by: 1 }))
     }
 
     /// The ops that write a review item and its indexes (the open items by knocker, the
     /// items by notice event).
-    pub fn put_review(item: &ReviewItem) -> Vec<Op> {
+    pub fn put(item: &ReviewItem) -> Vec<Op> {
         let number = item.number.to_be_bytes().to_vec();
         let mut ops = vec![Op::put_json(T::Reviews, item.number.to_be_bytes(), item)];
         let by_knocker = pair_key(&item.room_id, &item.user_id);
@@ -162,7 +201,7 @@ impl Store {
     }
 
     /// Ops that forget a review item and its indexes.
-    pub(super) fn del_review(item: &ReviewItem) -> Vec<Op> {
+    pub(super) fn del(item: &ReviewItem) -> Vec<Op> {
         let mut ops = vec![Op::del(T::Reviews, item.number.to_be_bytes())];
         if item.closed.is_none() {
             ops.push(Op::del(T::OpenReviews, pair_key(&item.room_id, &item.user_id)));
@@ -175,111 +214,75 @@ impl Store {
 
     /// Builds the review indexes of a database written before they existed. Runs once per
     /// database (see [`Store::upgrade`]).
-    pub(super) fn index_reviews(&self) -> Result<(), StoreError> {
-        let ops: Vec<Op> = self.reviews()?.iter().flat_map(Store::put_review).collect();
+    pub(super) fn index(&self) -> Result<(), StoreError> {
+        let ops: Vec<Op> = self.all()?.iter().flat_map(Reviews::put).collect();
         if !ops.is_empty() {
             tracing::info!(reviews = ops.len(), "indexing the review items");
         }
-        self.commit(&ops)
-    }
-
-    /// Read-modify-write of a review item, serialized with other such updates, so that the
-    /// worker closing an item and the runner noting its notice cannot undo each other.
-    pub fn update_review(
-        &self,
-        number: u64,
-        f: impl FnOnce(&mut ReviewItem),
-    ) -> Result<Option<ReviewItem>, StoreError> {
-        self.serialized(|| {
-            let Some(mut item) = self.review(number)? else { return Ok(None) };
-            f(&mut item);
-            self.commit(&Store::put_review(&item))?;
-            Ok(Some(item))
-        })
+        self.store.commit(&ops)
     }
 
     /// Closes a review item (if still open) with how it ended, committing `with` (what the
     /// closing leads to: a notice edit, a kick) in the same transaction. Returns whether this
     /// call closed it: of several racing closers (a verdict, expiry, the knocker withdrawing)
     /// exactly one wins, and only its `with` is written.
-    pub fn close_review(&self, number: u64, how: Resolution, with: &[Op]) -> Result<bool, StoreError> {
-        self.serialized(|| {
-            let Some(mut ops) = self.close_review_ops(number, how)? else { return Ok(false) };
+    pub fn close(&self, number: u64, how: Resolution, with: &[Op]) -> Result<bool, StoreError> {
+        self.store.serialized(|| {
+            let Some(mut ops) = self.close_ops(number, how)? else { return Ok(false) };
             ops.extend_from_slice(with);
-            self.commit(&ops)?;
+            self.store.commit(&ops)?;
             Ok(true)
         })
     }
 
     /// The ops that close a review item, if it is still open (for callers inside
     /// [`Store::serialized`]).
-    pub fn close_review_ops(&self, number: u64, how: Resolution) -> Result<Option<Vec<Op>>, StoreError> {
-        let Some(mut item) = self.review(number)? else { return Ok(None) };
+    pub fn close_ops(&self, number: u64, how: Resolution) -> Result<Option<Vec<Op>>, StoreError> {
+        let Some(mut item) = self.get(number)? else { return Ok(None) };
         if item.closed.is_some() {
             return Ok(None);
         }
         item.closed = Some(how);
         item.closed_ms = Some(super::now_ms());
-        Ok(Some(Store::put_review(&item)))
+        Ok(Some(Reviews::put(&item)))
     }
 
     /// Every review item, oldest first.
-    pub fn reviews(&self) -> Result<Vec<ReviewItem>, StoreError> {
-        Ok(self.scan_json::<ReviewItem>(T::Reviews, b"")?.into_iter().map(|(_, r)| r).collect())
+    pub fn all(&self) -> Result<Vec<ReviewItem>, StoreError> {
+        Ok(self.store.scan_json::<ReviewItem>(T::Reviews, b"")?.into_iter().map(|(_, r)| r).collect())
     }
 
     /// The review item a control-room notice announced (one index lookup).
-    pub fn review_by_notice(&self, event_id: &str) -> Result<Option<ReviewItem>, StoreError> {
-        match self.get_raw(T::ReviewNotices, event_id.as_bytes())? {
-            Some(n) => self.review(super::decode_u64(&n)),
+    pub fn by_notice(&self, event_id: &str) -> Result<Option<ReviewItem>, StoreError> {
+        match self.store.get_raw(T::ReviewNotices, event_id.as_bytes())? {
+            Some(n) => self.get(super::decode_u64(&n)),
             None => Ok(None),
         }
     }
 
-    /// The last `n` audit entries, newest first.
-    pub fn audit_last(&self, n: usize) -> Result<Vec<AuditEntry>, StoreError> {
-        let mut out = Vec::with_capacity(n);
-        for kv in self.tree(T::Audit).iter().rev().take(n) {
-            let (_, v) = kv?;
-            out.push(
-                serde_json::from_slice(&v)
-                    .map_err(|e| StoreError::Corrupt { tree: "audit", message: e.to_string() })?,
-            );
-        }
-        Ok(out)
-    }
-
-    pub fn review(&self, number: u64) -> Result<Option<ReviewItem>, StoreError> {
-        self.get_json(T::Reviews, &number.to_be_bytes())
+    pub fn get(&self, number: u64) -> Result<Option<ReviewItem>, StoreError> {
+        self.store.get_json(T::Reviews, &number.to_be_bytes())
     }
 
     /// Open review items, oldest first (read through the index of open items).
-    pub fn open_reviews(&self) -> Result<Vec<ReviewItem>, StoreError> {
+    pub fn open(&self) -> Result<Vec<ReviewItem>, StoreError> {
         let mut numbers = Vec::new();
-        for v in self.tree(T::OpenReviews).iter().values() {
+        for v in self.store.tree(T::OpenReviews).iter().values() {
             numbers.push(super::decode_u64(&v?));
         }
         numbers.sort_unstable();
         let mut out = Vec::with_capacity(numbers.len());
         for n in numbers {
-            out.extend(self.review(n)?.filter(|r| r.closed.is_none()));
+            out.extend(self.get(n)?.filter(|r| r.closed.is_none()));
         }
         Ok(out)
     }
 
     /// The open review item for a knocker in a room, if any (one index lookup).
-    pub fn open_review_for(
-        &self,
-        room: impl AsRef<str>,
-        user: impl AsRef<str>,
-    ) -> Result<Option<ReviewItem>, StoreError> {
-        match self.get_raw(T::OpenReviews, &pair_key(room.as_ref(), user.as_ref()))? {
-            Some(n) => Ok(self.review(super::decode_u64(&n))?.filter(|r| r.closed.is_none())),
+    pub fn open_for(&self, room: impl AsRef<str>, user: impl AsRef<str>) -> Result<Option<ReviewItem>, StoreError> {
+        match self.store.get_raw(T::OpenReviews, &pair_key(room.as_ref(), user.as_ref()))? {
+            Some(n) => Ok(self.get(super::decode_u64(&n))?.filter(|r| r.closed.is_none())),
             None => Ok(None),
         }
-    }
-
-    pub fn audit_len(&self) -> usize {
-        self.len(T::Audit)
     }
 }

@@ -7,7 +7,7 @@
 use ruma::OwnedRoomId;
 use serde::{Deserialize, Serialize};
 
-use super::{InboxItem, Op, OutboxEntry, Store, StoreError, T, now_ms};
+use super::{InboxItem, Op, OutboxEntry, Parked, Store, StoreError, T, now_ms};
 use crate::homeserver::MembershipChange;
 
 /// What was given up on.
@@ -76,7 +76,7 @@ impl Failures<'_> {
             let mut ops = with(number)?;
             ops.push(match &item {
                 FailedItem::Action { seq, .. } => crate::storage::Outbox::done(*seq),
-                FailedItem::Event { seq, .. } => Store::inbox_done(*seq),
+                FailedItem::Event { seq, .. } => Parked::done(*seq),
             });
             ops.push(Op::Add { counter: FAILED_NUMBER.into(), by: 1 });
             let entry = FailedEntry { number, item, error: error.to_owned(), failed_ms: now_ms(), cause };

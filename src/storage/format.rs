@@ -86,7 +86,7 @@ impl Store {
         // Databases of the first indexing release recorded it under its own key.
         } else if self.get_meta("indexes_built")?.is_none() {
             tracing::info!(from = found, to = FORMAT, "upgrading the database");
-            self.index_reviews()?;
+            self.reviews().index()?;
             self.index_times()?;
         }
         for dropped in DROPPED_TREES {

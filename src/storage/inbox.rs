@@ -2,7 +2,7 @@
 //!
 //! The intake appends the events it keeps to the journal ([`super::journal`]), one record per
 //! transaction or catch-up; the worker handles them in order and takes each event in at most
-//! once, by event ID, over the whole life of the database ([`Store::admit`]). sled's inbox
+//! once, by event ID, over the whole life of the database ([`JournalLog::admit`]). sled's inbox
 //! tree holds what is handled again from the failed list (`!knock retry`), and what databases
 //! before the journal left there: one entry ([`InboxRecord`]) per transaction.
 
@@ -51,7 +51,7 @@ pub struct InboxRecord {
     pub received_ms: u64,
     pub origin: Origin,
     pub events: Vec<Box<RawValue>>,
-    /// A knock put aside until what deciding it needs is known (see [`Store::park`]).
+    /// A knock put aside until what deciding it needs is known (see [`Parked::put`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub waiting: bool,
 }
@@ -119,17 +119,14 @@ fn seen_batch_id(seq: u64, from: usize) -> String {
 }
 
 impl Store {
-    /// Counts events the intake did not keep: `dropped` not needed, `malformed` not readable
-    /// (in memory at once, in sled with the next batch).
-    pub fn count_dropped(&self, dropped: u64, malformed: u64) {
-        use std::sync::atomic::Ordering::SeqCst;
-        self.unwritten.dropped.fetch_add(dropped + malformed, SeqCst);
-        self.unwritten.malformed.fetch_add(malformed, SeqCst);
+    /// The journal of events pushed, and what was taken in from it.
+    pub fn journal(&self) -> JournalLog<'_> {
+        JournalLog { store: self }
     }
 
-    /// Writes the counts of dropped events not written yet (on shutdown).
-    pub fn write_unwritten_counts(&self) -> Result<(), StoreError> {
-        self.commit_with_unwritten_counts(vec![])
+    /// The knocks put aside until what they wait for is known.
+    pub fn parked(&self) -> Parked<'_> {
+        Parked { store: self }
     }
 
     /// Commits `ops` with the counts of the events the intake dropped so far (the malformed
@@ -137,30 +134,57 @@ impl Store {
     /// memory; [`Store::counter`] waits meanwhile, so it counts them once.
     pub(super) fn commit_with_unwritten_counts(&self, mut ops: Vec<Op>) -> Result<(), StoreError> {
         let _counting = self.unwritten.moving.write();
-        let (dropped, malformed) = self.unwritten_counts();
+        let (dropped, malformed) = self.journal().unwritten_counts();
         ops.extend(Op::adds([("events_dropped", dropped), ("events_malformed", malformed)]));
         self.commit_now(&ops)?;
         self.unwritten.written(dropped, malformed);
         Ok(())
     }
+}
+
+/// The journal of events pushed, and what was taken in from it, a narrow handle on the store ([`Store::journal`]).
+#[derive(Clone, Copy)]
+pub struct JournalLog<'s> {
+    store: &'s Store,
+}
+
+impl JournalLog<'_> {
+    /// Events not all handled yet: the journal's records, and sled's inbox entries (each the
+    /// events of one transaction, catch-up or retry).
+    pub fn backlog(&self) -> usize {
+        self.store.len(T::Inbox) + self.store.journal.pending() as usize
+    }
+
+    /// Counts events the intake did not keep: `dropped` not needed, `malformed` not readable
+    /// (in memory at once, in sled with the next batch).
+    pub fn count_dropped(&self, dropped: u64, malformed: u64) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.store.unwritten.dropped.fetch_add(dropped + malformed, SeqCst);
+        self.store.unwritten.malformed.fetch_add(malformed, SeqCst);
+    }
+
+    /// Writes the counts of dropped events not written yet (on shutdown).
+    pub fn write_unwritten_counts(&self) -> Result<(), StoreError> {
+        self.store.commit_with_unwritten_counts(vec![])
+    }
 
     /// Events counted as dropped (or malformed) that are not in the persistent counters yet.
     pub fn unwritten_counts(&self) -> (u64, u64) {
         use std::sync::atomic::Ordering::SeqCst;
-        (self.unwritten.dropped.load(SeqCst), self.unwritten.malformed.load(SeqCst))
+        (self.store.unwritten.dropped.load(SeqCst), self.store.unwritten.malformed.load(SeqCst))
     }
 
     /// Whether `txn_id` is on record, in sled, with exactly this body (written when the
     /// worker handles its record; kept for `retention.events`).
     pub fn txn_on_record(&self, txn_id: &str, body_hash: &[u8; 32]) -> Result<bool, StoreError> {
-        Ok(self.tree(T::Txns).get(txn_id.as_bytes())?.is_some_and(|h| h.get(..32) == Some(body_hash.as_slice())))
+        Ok(self.store.tree(T::Txns).get(txn_id.as_bytes())?.is_some_and(|h| h.get(..32) == Some(body_hash.as_slice())))
     }
 
     /// Appends the events of a transaction or catch-up to the journal, as one record, and
     /// remembers the bot's membership changes among them (for the intake's next choices).
     /// `appended` hears the record's seq before the worker can read it. Returns the seq; the
-    /// record is durable after [`Store::journal_sync`].
-    pub fn journal_append(
+    /// record is durable after [`JournalLog::sync`].
+    pub fn append(
         &self,
         origin: &Origin,
         body_hash: Option<&[u8; 32]>,
@@ -172,6 +196,7 @@ impl Store {
         let changes = bot.iter().map(|(room, m)| super::views::Change::Bot(room.clone(), *m)).collect();
         let received_ms = now_ms();
         let seq = self
+            .store
             .journal
             .append(
                 |seq| {
@@ -188,49 +213,49 @@ impl Store {
                 },
                 appended,
             )
-            .map_err(|e| self.mark_failed(e))?;
-        self.views.apply(changes);
+            .map_err(|e| self.store.mark_failed(e))?;
+        self.store.views.apply(changes);
         Ok(seq)
     }
 
     /// The journal's records not handled yet when the store opened (once: later calls get
     /// none), for the intake's memory.
-    pub fn take_unhandled_records(&self) -> Vec<super::UnhandledRecord> {
-        std::mem::take(&mut *self.unhandled.lock())
+    pub fn take_unhandled(&self) -> Vec<super::UnhandledRecord> {
+        std::mem::take(&mut *self.store.unhandled.lock())
     }
 
     /// Makes the journal durable up to record `seq`, with every record appended before it
     /// (one `fdatasync` for all who wait).
-    pub async fn journal_sync(&self, seq: u64) -> Result<(), StoreError> {
-        self.journal.sync(seq).await.map_err(|e| self.mark_failed(e))
+    pub async fn sync(&self, seq: u64) -> Result<(), StoreError> {
+        self.store.journal.sync(seq).await.map_err(|e| self.store.mark_failed(e))
     }
 
     /// The first durable journal record at or after `at`'s.
-    pub fn journal_next(&self, at: Checkpoint) -> Result<Option<JournalRecord>, StoreError> {
-        self.journal.read(at.seq)
+    pub fn next(&self, at: Checkpoint) -> Result<Option<JournalRecord>, StoreError> {
+        self.store.journal.read(at.seq)
     }
 
     /// Damage found in the journal and skipped since the last call, to be told (see
     /// [`super::journal`]).
-    pub fn take_journal_damage(&self) -> Vec<super::Damage> {
-        self.journal.take_damage()
+    pub fn take_damage(&self) -> Vec<super::Damage> {
+        self.store.journal.take_damage()
     }
 
     /// Where the worker's last committed batch left off in the journal.
-    pub fn journal_checkpoint(&self) -> Checkpoint {
-        self.journal.checkpoint()
+    pub fn checkpoint(&self) -> Checkpoint {
+        self.store.journal.checkpoint()
     }
 
     /// The op that records how far the worker got, in its batch.
-    pub fn journal_checkpoint_op(at: Checkpoint) -> Op {
+    pub fn checkpoint_op(at: Checkpoint) -> Op {
         Op::put_json(T::Meta, super::JOURNAL_CHECKPOINT_KEY, &at)
     }
 
-    /// The worker's batch that wrote [`Store::journal_checkpoint_op`]`(at)` is committed:
+    /// The worker's batch that wrote [`JournalLog::checkpoint_op`]`(at)` is committed:
     /// the journal lets go of what it handled (segments handled go once sled has made the
     /// checkpoint durable).
-    pub fn journal_handled(&self, at: Checkpoint) -> Result<(), StoreError> {
-        self.journal.handled(at, || self.flush_sled())
+    pub fn handled(&self, at: Checkpoint) -> Result<(), StoreError> {
+        self.store.journal.handled(at, || self.store.flush_sled())
     }
 
     /// The ops that record a journal record's transaction (its txnId and body hash), written
@@ -262,15 +287,29 @@ impl Store {
         Op::put_json(T::SeenTimes, time_key(received_ms, &seen_batch_id(seq, from)), &ids)
     }
 
+    /// Whether an event was ever taken in.
+    pub fn was_seen(&self, event_id: &str) -> Result<bool, StoreError> {
+        self.store.contains(T::Seen, event_id.as_bytes())
+    }
+}
+
+/// The knocks put aside until what they wait for is known, a narrow handle on the store ([`Store::parked`]).
+#[derive(Clone, Copy)]
+pub struct Parked<'s> {
+    store: &'s Store,
+}
+
+impl Parked<'_> {
     /// The oldest inbox entry.
-    pub fn inbox_first(&self) -> Result<Option<InboxEntry>, StoreError> {
-        self.inbox_next(None)
+    pub fn first(&self) -> Result<Option<InboxEntry>, StoreError> {
+        self.next(None)
     }
 
     /// The oldest inbox entry after entry `after` (from the start: `None`).
-    pub fn inbox_next(&self, after: Option<u64>) -> Result<Option<InboxEntry>, StoreError> {
+    pub fn next(&self, after: Option<u64>) -> Result<Option<InboxEntry>, StoreError> {
         let after = after.map(u64::to_be_bytes);
         Ok(self
+            .store
             .first_after::<InboxRecord>(T::Inbox, after.as_ref().map(|a| a.as_slice()))?
             .map(|(k, record)| InboxEntry { seq: seq_of(&k), record }))
     }
@@ -278,19 +317,19 @@ impl Store {
     /// The op that puts a knock aside in sled's inbox, to be decided once what it waits for
     /// is known (an alias looked up, a ban list read): the worker goes on with the rest.
     /// Returns the entry's number with the op.
-    pub fn park(&self, item: &InboxItem) -> Result<(u64, Op), StoreError> {
+    pub fn put(&self, item: &InboxItem) -> Result<(u64, Op), StoreError> {
         let record = InboxRecord { waiting: true, ..InboxRecord::from(item) };
-        let seq = self.next_id()?;
+        let seq = self.store.next_id()?;
         Ok((seq, Op::put_json(T::Inbox, seq.to_be_bytes(), &record)))
     }
 
     /// The op that removes an inbox entry once handled.
-    pub fn inbox_done(seq: u64) -> Op {
+    pub fn done(seq: u64) -> Op {
         Op::del(T::Inbox, seq.to_be_bytes())
     }
 
     /// The op that keeps what is left of an inbox entry: its events from `from` on.
-    pub fn inbox_rest(entry: &InboxEntry, from: usize) -> Op {
+    pub fn rest(entry: &InboxEntry, from: usize) -> Op {
         let r = &entry.record;
         let rest = InboxRecord {
             received_ms: r.received_ms,
@@ -299,17 +338,6 @@ impl Store {
             waiting: r.waiting,
         };
         Op::put_json(T::Inbox, entry.seq.to_be_bytes(), &rest)
-    }
-
-    /// Events not all handled yet: the journal's records, and sled's inbox entries (each the
-    /// events of one transaction, catch-up or retry).
-    pub fn inbox_len(&self) -> usize {
-        self.len(T::Inbox) + self.journal.pending() as usize
-    }
-
-    /// Whether an event was ever taken in.
-    pub fn was_seen(&self, event_id: &str) -> Result<bool, StoreError> {
-        self.contains(T::Seen, event_id.as_bytes())
     }
 }
 
@@ -338,44 +366,45 @@ mod tests {
         let bot = vec![("!r:x".to_owned(), BotMembership::Joined)];
         let mut heard = None;
         let seq = s
-            .journal_append(&o, Some(&[7; 32]), vec![raw(json!({"event_id": "$a"}))], vec!["@k:x".into()], bot, |seq| {
+            .journal()
+            .append(&o, Some(&[7; 32]), vec![raw(json!({"event_id": "$a"}))], vec!["@k:x".into()], bot, |seq| {
                 heard = Some(seq)
             })
             .unwrap();
         assert_eq!(heard, Some(seq), "the intake hears of the record as it is appended");
-        assert_eq!(s.bot_in("!r:x"), Some(BotMembership::Joined));
-        assert_eq!(s.inbox_len(), 1);
-        assert!(s.journal_next(s.journal_checkpoint()).unwrap().is_none(), "not durable yet");
-        runtime().block_on(s.journal_sync(seq)).unwrap();
-        let record = s.journal_next(s.journal_checkpoint()).unwrap().unwrap();
+        assert_eq!(s.rooms().bot_in("!r:x"), Some(BotMembership::Joined));
+        assert_eq!(s.journal().backlog(), 1);
+        assert!(s.journal().next(s.journal().checkpoint()).unwrap().is_none(), "not durable yet");
+        runtime().block_on(s.journal().sync(seq)).unwrap();
+        let record = s.journal().next(s.journal().checkpoint()).unwrap().unwrap();
         assert_eq!((record.seq, record.events[0].get()), (seq, r#"{"event_id":"$a"}"#));
-        assert_eq!(Store::txn_ops(&record).len(), 2);
+        assert_eq!(JournalLog::txn_ops(&record).len(), 2);
         let next = Checkpoint { seq: seq + 1, event: 0 };
-        s.commit(&[Store::journal_checkpoint_op(next)]).unwrap();
-        s.journal_handled(next).unwrap();
-        assert_eq!(s.inbox_len(), 0);
-        assert!(s.journal_next(next).unwrap().is_none());
+        s.commit(&[JournalLog::checkpoint_op(next)]).unwrap();
+        s.journal().handled(next).unwrap();
+        assert_eq!(s.journal().backlog(), 0);
+        assert!(s.journal().next(next).unwrap().is_none());
     }
 
     #[test]
     fn an_event_is_admitted_once() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        let op = s.admit("$a", 1).unwrap().expect("new");
+        let op = s.journal().admit("$a", 1).unwrap().expect("new");
         s.commit(&[op]).unwrap();
-        assert!(s.admit("$a", 2).unwrap().is_none());
-        assert!(s.was_seen("$a").unwrap());
+        assert!(s.journal().admit("$a", 2).unwrap().is_none());
+        assert!(s.journal().was_seen("$a").unwrap());
     }
 
     #[test]
     fn dropped_events_are_counted_at_once_and_written_with_the_next_batch() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
-        s.count_dropped(5, 1);
+        s.journal().count_dropped(5, 1);
         assert_eq!(s.counter("events_dropped").unwrap(), 6);
-        assert_eq!(s.unwritten_counts(), (6, 1));
+        assert_eq!(s.journal().unwritten_counts(), (6, 1));
         s.batch(|| s.commit(&[Op::put_json(T::Meta, "x", &1)])).unwrap();
-        assert_eq!(s.unwritten_counts(), (0, 0));
+        assert_eq!(s.journal().unwritten_counts(), (0, 0));
         assert_eq!((s.counter("events_dropped").unwrap(), s.counter("events_malformed").unwrap()), (6, 1));
     }
 

@@ -8,7 +8,7 @@
 //! `fdatasync` makes every record appended before it durable (group commit). The intake
 //! answers once its record is durable.
 //!
-//! The worker reads the records in order ([`Store::journal_next`]) and handles them in its
+//! The worker reads the records in order ([`JournalLog::next`]) and handles them in its
 //! sled batches. Each batch records how far it got (a [`Checkpoint`]) in the same sled
 //! transaction as what the events led to, so a record is handled exactly once, whatever
 //! crashes when: the events of a record past the checkpoint are handled again after a crash,

@@ -42,32 +42,45 @@ fn room_prefix(room: &str) -> Vec<u8> {
 }
 
 impl Store {
-    pub fn put_list_record(rec: &ListRecord) -> Op {
+    /// The ban lists followed and their rules.
+    pub fn lists(&self) -> ListRecords<'_> {
+        ListRecords { store: self }
+    }
+}
+
+/// The ban lists followed and their rules, a narrow handle on the store ([`Store::lists`]).
+#[derive(Clone, Copy)]
+pub struct ListRecords<'s> {
+    store: &'s Store,
+}
+
+impl ListRecords<'_> {
+    pub fn put(rec: &ListRecord) -> Op {
         Op::put_json(T::Lists, rec.room_id.as_str(), rec)
     }
 
-    pub fn list_record(&self, room: &str) -> Result<Option<ListRecord>, StoreError> {
-        self.get_json(T::Lists, room.as_bytes())
+    pub fn get(&self, room: &str) -> Result<Option<ListRecord>, StoreError> {
+        self.store.get_json(T::Lists, room.as_bytes())
     }
 
     /// Every list record, by room ID.
-    pub fn list_records(&self) -> Result<Vec<ListRecord>, StoreError> {
-        Ok(self.scan_json::<ListRecord>(T::Lists, b"")?.into_iter().map(|(_, r)| r).collect())
+    pub fn all(&self) -> Result<Vec<ListRecord>, StoreError> {
+        Ok(self.store.scan_json::<ListRecord>(T::Lists, b"")?.into_iter().map(|(_, r)| r).collect())
     }
 
-    pub fn put_list_rule(room: &str, key: &RuleKey, rule: &ListRule) -> Op {
+    pub fn put_rule(room: &str, key: &RuleKey, rule: &ListRule) -> Op {
         Op::put_json(T::ListRules, rule_key(room, key), rule)
     }
 
-    pub fn del_list_rule(room: &str, key: &RuleKey) -> Op {
+    pub fn del_rule(room: &str, key: &RuleKey) -> Op {
         Op::del(T::ListRules, rule_key(room, key))
     }
 
     /// The stored rules of one list.
-    pub fn list_rules(&self, room: &str) -> Result<Vec<(RuleKey, ListRule)>, StoreError> {
+    pub fn rules(&self, room: &str) -> Result<Vec<(RuleKey, ListRule)>, StoreError> {
         let prefix = room_prefix(room);
         let mut out = Vec::new();
-        for (k, rule) in self.scan_json::<ListRule>(T::ListRules, &prefix)? {
+        for (k, rule) in self.store.scan_json::<ListRule>(T::ListRules, &prefix)? {
             let (event_type, state_key): (String, String) = serde_json::from_slice(&k[prefix.len()..])
                 .map_err(|e| StoreError::Corrupt { tree: "list_rules", message: e.to_string() })?;
             out.push((RuleKey { event_type, state_key }, rule));
@@ -96,15 +109,15 @@ mod tests {
         let odd = RuleKey { event_type: "m.policy.rule.user".into(), state_key: "a\0b\"c".into() };
         let other = RuleKey { event_type: "m.policy.rule.user".into(), state_key: "x".into() };
         s.commit(&[
-            Store::put_list_rule("!l:x", &odd, &rule),
-            Store::put_list_rule("!l:xy", &other, &rule),
-            Store::put_list_record(&ListRecord::new("!l:x".try_into().unwrap())),
+            ListRecords::put_rule("!l:x", &odd, &rule),
+            ListRecords::put_rule("!l:xy", &other, &rule),
+            ListRecords::put(&ListRecord::new("!l:x".try_into().unwrap())),
         ])
         .unwrap();
-        assert_eq!(s.list_rules("!l:x").unwrap(), vec![(odd.clone(), rule.clone())]);
-        s.commit(&[Store::del_list_rule("!l:x", &odd)]).unwrap();
-        assert!(s.list_rules("!l:x").unwrap().is_empty());
-        assert_eq!(s.list_rules("!l:xy").unwrap().len(), 1);
-        assert_eq!(s.list_records().unwrap().len(), 1);
+        assert_eq!(s.lists().rules("!l:x").unwrap(), vec![(odd.clone(), rule.clone())]);
+        s.commit(&[ListRecords::del_rule("!l:x", &odd)]).unwrap();
+        assert!(s.lists().rules("!l:x").unwrap().is_empty());
+        assert_eq!(s.lists().rules("!l:xy").unwrap().len(), 1);
+        assert_eq!(s.lists().all().unwrap().len(), 1);
     }
 }

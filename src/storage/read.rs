@@ -164,7 +164,7 @@ impl Store {
         let stored = self.get_raw(T::Counters, name.as_bytes())?.map(|v| decode_u64(&v)).unwrap_or(0);
         let staged = overlay::with(self.id(), |o| o.added(name)).unwrap_or(0);
         // Events dropped by ingests that wrote nothing count as soon as they are dropped.
-        let (dropped, malformed) = self.unwritten_counts();
+        let (dropped, malformed) = self.journal().unwritten_counts();
         let unwritten = match name {
             "events_dropped" => dropped,
             "events_malformed" => malformed,

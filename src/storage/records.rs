@@ -15,7 +15,7 @@ pub enum BotMembership {
 }
 
 /// What knockwarden knows of a room's state (written by the worker and the runner through
-/// [`Store::update_room`]; the bot's own membership is kept apart, see [`Store::bot_membership`]).
+/// [`Rooms::update`]; the bot's own membership is kept apart, see [`Rooms::bot_membership`]).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct RoomRecord {
     /// Room version, from the create event (once known).
@@ -56,40 +56,54 @@ pub struct KnockRecord {
 }
 
 impl Store {
-    pub fn room(&self, room_id: &str) -> Result<Option<RoomRecord>, StoreError> {
-        self.get_json(T::Rooms, room_id.as_bytes())
+    /// The rooms: their records and the bot's membership.
+    pub fn rooms(&self) -> Rooms<'_> {
+        Rooms { store: self }
+    }
+
+    /// The knocks on record.
+    pub fn knocks(&self) -> Knocks<'_> {
+        Knocks { store: self }
+    }
+}
+
+/// The rooms: their records and the bot's membership, a narrow handle on the store ([`Store::rooms`]).
+#[derive(Clone, Copy)]
+pub struct Rooms<'s> {
+    store: &'s Store,
+}
+
+impl Rooms<'_> {
+    pub fn get(&self, room_id: &str) -> Result<Option<RoomRecord>, StoreError> {
+        self.store.get_json(T::Rooms, room_id.as_bytes())
     }
 
     /// Read-modify-write of a room's record (serialized with other updates).
-    pub fn update_room(&self, room_id: &str, f: impl FnOnce(&mut RoomRecord)) -> Result<RoomRecord, StoreError> {
-        self.serialized(|| {
-            let (rec, op) = self.room_update_op(room_id, f)?;
-            self.commit(&[op])?;
+    pub fn update(&self, room_id: &str, f: impl FnOnce(&mut RoomRecord)) -> Result<RoomRecord, StoreError> {
+        self.store.serialized(|| {
+            let (rec, op) = self.update_op(room_id, f)?;
+            self.store.commit(&[op])?;
             Ok(rec)
         })
     }
 
     /// The op that updates a room's record, and the record as updated (for callers inside
     /// [`Store::serialized`], which commit it with their other writes).
-    pub fn room_update_op(
-        &self,
-        room_id: &str,
-        f: impl FnOnce(&mut RoomRecord),
-    ) -> Result<(RoomRecord, Op), StoreError> {
-        let mut rec = self.room(room_id)?.unwrap_or_default();
+    pub fn update_op(&self, room_id: &str, f: impl FnOnce(&mut RoomRecord)) -> Result<(RoomRecord, Op), StoreError> {
+        let mut rec = self.get(room_id)?.unwrap_or_default();
         f(&mut rec);
         let op = Op::put_json(T::Rooms, room_id, &rec);
         Ok((rec, op))
     }
 
     /// The op that writes a room's record.
-    pub fn put_room(room_id: &str, rec: &RoomRecord) -> Op {
+    pub fn put(room_id: &str, rec: &RoomRecord) -> Op {
         Op::put_json(T::Rooms, room_id, rec)
     }
 
     /// The bot's membership in a room, as last pushed.
     pub fn bot_membership(&self, room_id: &str) -> Result<Option<BotMembership>, StoreError> {
-        self.get_json(T::BotRooms, room_id.as_bytes())
+        self.store.get_json(T::BotRooms, room_id.as_bytes())
     }
 
     /// The op that records the bot's membership in a room.
@@ -98,8 +112,9 @@ impl Store {
     }
 
     /// Rooms the bot is joined to, in room ID order.
-    pub fn joined_rooms(&self) -> Result<Vec<String>, StoreError> {
+    pub fn joined(&self) -> Result<Vec<String>, StoreError> {
         Ok(self
+            .store
             .scan_json::<BotMembership>(T::BotRooms, b"")?
             .into_iter()
             .filter(|(_, m)| *m == BotMembership::Joined)
@@ -107,33 +122,47 @@ impl Store {
             .collect())
     }
 
-    pub fn knock(&self, room_id: impl AsRef<str>, user_id: impl AsRef<str>) -> Result<Option<KnockRecord>, StoreError> {
-        self.get_json(T::Knocks, &pair_key(room_id.as_ref(), user_id.as_ref()))
+    /// The bot's membership in a room as last pushed, counting the events in the journal not
+    /// handled yet (from memory: what the intake asks, see [`super::views`]).
+    pub fn bot_in(&self, room_id: &str) -> Option<BotMembership> {
+        self.store.views.bot_membership(room_id)
+    }
+}
+
+/// The knocks on record, a narrow handle on the store ([`Knocks::in_room`]).
+#[derive(Clone, Copy)]
+pub struct Knocks<'s> {
+    store: &'s Store,
+}
+
+impl Knocks<'_> {
+    pub fn get(&self, room_id: impl AsRef<str>, user_id: impl AsRef<str>) -> Result<Option<KnockRecord>, StoreError> {
+        self.store.get_json(T::Knocks, &pair_key(room_id.as_ref(), user_id.as_ref()))
     }
 
     /// Ops that record a knock.
-    pub fn put_knock(rec: &KnockRecord) -> Vec<Op> {
+    pub fn put(rec: &KnockRecord) -> Vec<Op> {
         vec![Op::put_json(T::Knocks, pair_key(&rec.room_id, &rec.user_id), rec)]
     }
 
     /// Ops that forget a knock.
-    pub fn del_knock(room_id: &str, user_id: &str) -> Vec<Op> {
+    pub fn del(room_id: &str, user_id: &str) -> Vec<Op> {
         vec![Op::del(T::Knocks, pair_key(room_id, user_id))]
     }
 
     /// Knocks in one room, or everywhere (`None`).
-    pub fn knocks(&self, room_id: Option<&str>) -> Result<Vec<KnockRecord>, StoreError> {
+    pub fn in_room(&self, room_id: Option<&str>) -> Result<Vec<KnockRecord>, StoreError> {
         let prefix = room_id.map(|r| pair_key(r, "")).unwrap_or_default();
-        Ok(self.scan_json::<KnockRecord>(T::Knocks, &prefix)?.into_iter().map(|(_, r)| r).collect())
+        Ok(self.store.scan_json::<KnockRecord>(T::Knocks, &prefix)?.into_iter().map(|(_, r)| r).collect())
     }
 
     /// The knocks of one user, in room ID order. Reads every knock on record: no index by
     /// user is kept (it cost the worker a write per knock), and this serves a moderator's
     /// command. Knocks are forgotten once they close, so few are on record but for a wave
     /// waiting for review.
-    pub fn knocks_of(&self, user_id: &str) -> Result<Vec<KnockRecord>, StoreError> {
+    pub fn of(&self, user_id: &str) -> Result<Vec<KnockRecord>, StoreError> {
         let mut out = Vec::new();
-        for (key, value) in self.scan_raw(T::Knocks, b"")? {
+        for (key, value) in self.store.scan_raw(T::Knocks, b"")? {
             if super::views::knocker(&key) == Some(user_id.as_bytes()) {
                 out.push(super::decode(T::Knocks, &value)?);
             }
@@ -144,12 +173,6 @@ impl Store {
     /// Whether `user_id` has a knock on record (from memory, see [`super::views`]; knocks in
     /// the journal not handled yet are the intake's to remember).
     pub fn is_knocker(&self, user_id: &str) -> bool {
-        self.views.has_knocks(user_id)
-    }
-
-    /// The bot's membership in a room as last pushed, counting the events in the journal not
-    /// handled yet (from memory: what the intake asks, see [`super::views`]).
-    pub fn bot_in(&self, room_id: &str) -> Option<BotMembership> {
-        self.views.bot_membership(room_id)
+        self.store.views.has_knocks(user_id)
     }
 }

@@ -6,7 +6,7 @@
 //! items are keyed by increasing numbers, so their oldest come first too. Nothing that is
 //! still pending (a decision not carried out, an open review) is pruned.
 
-use super::{AuditEntry, BotMembership, Op, Outcome, ReviewItem, Store, StoreError, T, split_pair};
+use super::{AuditEntry, BotMembership, Members, Op, Outcome, ReviewItem, Reviews, Store, StoreError, T, split_pair};
 
 /// Deletes are committed in batches of this many ops.
 const BATCH: usize = 1_000;
@@ -60,7 +60,7 @@ impl Store {
         pruned.audit = self.prune_audit(audit_before_ms)?;
         pruned.reviews = self.prune_reviews(audit_before_ms)?;
         pruned.members = self.prune_members_of_left_rooms()?;
-        pruned.knock_times = self.prune_knock_times(knock_times_before_ms)?;
+        pruned.knock_times = self.activity().prune(knock_times_before_ms)?;
         Ok(pruned)
     }
 
@@ -71,10 +71,10 @@ impl Store {
     /// knock is settled.
     fn prune_seen(&self, before_ms: u64) -> Result<usize, StoreError> {
         let mut current = std::collections::HashSet::new();
-        for k in self.knocks(None)? {
+        for k in self.knocks().in_room(None)? {
             let open = match k.audit_id {
                 None => true,
-                Some(id) => self.audit(id)?.is_some_and(|e| e.outcome == Outcome::Pending),
+                Some(id) => self.audit().get(id)?.is_some_and(|e| e.outcome == Outcome::Pending),
             };
             if open {
                 current.insert(k.event_id.to_string());
@@ -165,7 +165,7 @@ impl Store {
                 break;
             }
             if item.closed.is_some() && item.closed_ms.unwrap_or(0) < before_ms {
-                ops.extend(Store::del_review(&item));
+                ops.extend(Reviews::del(&item));
                 n += 1;
                 self.commit_batch(&mut ops, false)?;
             }
@@ -184,7 +184,7 @@ impl Store {
             let room = String::from_utf8_lossy(&room).into_owned();
             for key in self.scan_keys(T::Members, &super::pair_key(&room, ""))? {
                 if let Some((_, user)) = split_pair(&key) {
-                    ops.extend(Store::set_member(&room, &user, false));
+                    ops.extend(Members::set(&room, &user, false));
                     n += 1;
                     self.commit_batch(&mut ops, false)?;
                 }
@@ -224,7 +224,7 @@ impl Store {
 mod tests {
 
     use super::*;
-    use crate::storage::{Origin, ReviewItem};
+    use crate::storage::{JournalLog, Knocks, Origin, ReviewItem, Reviews};
 
     fn review(number: u64, created_ms: u64, closed_ms: Option<u64>) -> ReviewItem {
         ReviewItem {
@@ -252,12 +252,12 @@ mod tests {
             knockers: vec![],
             bot: vec![],
         };
-        let mut ops = Store::txn_ops(&record);
+        let mut ops = JournalLog::txn_ops(&record);
         for id in ids {
-            ops.extend(s.admit(id, record.seq).unwrap());
+            ops.extend(s.journal().admit(id, record.seq).unwrap());
         }
         let ids: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
-        ops.push(Store::seen_times_op(record.received_ms, record.seq, 0, &ids));
+        ops.push(JournalLog::seen_times_op(record.received_ms, record.seq, 0, &ids));
         s.commit(&ops).unwrap();
     }
 
@@ -268,21 +268,21 @@ mod tests {
         taken_in(&s, "1", [1; 32], &["$a", "$b"]);
         let now = super::super::now_ms();
         let mut ops = Vec::new();
-        ops.extend(Store::put_review(&review(1, 10, Some(20))));
-        ops.extend(Store::put_review(&review(2, 10, None)));
-        ops.extend(Store::put_review(&review(3, now, Some(now))));
+        ops.extend(Reviews::put(&review(1, 10, Some(20))));
+        ops.extend(Reviews::put(&review(2, 10, None)));
+        ops.extend(Reviews::put(&review(3, now, Some(now))));
         s.commit(&ops).unwrap();
         // Nothing is old enough yet.
         assert_eq!(s.prune(0, 0, 0).unwrap().total(), 0);
         let p = s.prune(now + 1_000, 1_000, 0).unwrap();
         assert_eq!((p.seen, p.txns, p.reviews), (2, 1, 1));
-        assert!(!s.was_seen("$a").unwrap() && !s.was_seen("$b").unwrap());
-        assert!(!s.txn_on_record("1", &[1; 32]).unwrap());
-        assert!(s.review(1).unwrap().is_none());
-        assert!(s.review_by_notice("$n1").unwrap().is_none());
+        assert!(!s.journal().was_seen("$a").unwrap() && !s.journal().was_seen("$b").unwrap());
+        assert!(!s.journal().txn_on_record("1", &[1; 32]).unwrap());
+        assert!(s.reviews().get(1).unwrap().is_none());
+        assert!(s.reviews().by_notice("$n1").unwrap().is_none());
         // The open item and the recent one stay, with their indexes.
-        assert_eq!(s.open_review_for("!r:x", "@u2:x").unwrap().unwrap().number, 2);
-        assert_eq!(s.review_by_notice("$n3").unwrap().unwrap().number, 3);
+        assert_eq!(s.reviews().open_for("!r:x", "@u2:x").unwrap().unwrap().number, 2);
+        assert_eq!(s.reviews().by_notice("$n3").unwrap().unwrap().number, 3);
     }
 
     #[test]
@@ -299,18 +299,18 @@ mod tests {
             origin_server_ts: 0,
             audit_id: None,
         };
-        s.commit(&Store::put_knock(&knock)).unwrap();
+        s.commit(&Knocks::put(&knock)).unwrap();
         let later = super::super::now_ms() + 1_000;
         assert_eq!(s.prune(later, 0, 0).unwrap().seen, 1);
-        assert!(s.was_seen("$pending").unwrap(), "the pending knock would be taken for a new one");
-        assert!(!s.was_seen("$other").unwrap());
+        assert!(s.journal().was_seen("$pending").unwrap(), "the pending knock would be taken for a new one");
+        assert!(!s.journal().was_seen("$other").unwrap());
         // Kept, and indexed again: the next pass keeps it too while the knock is pending...
         assert_eq!(s.prune(later + 1_000, 0, 0).unwrap().seen, 0);
-        assert!(s.was_seen("$pending").unwrap());
+        assert!(s.journal().was_seen("$pending").unwrap());
         // ...and forgets it once the knock has ended.
-        s.commit(&Store::del_knock("!r:x", "@u:x")).unwrap();
+        s.commit(&Knocks::del("!r:x", "@u:x")).unwrap();
         assert_eq!(s.prune(later + 2_000, 0, 0).unwrap().seen, 1);
-        assert!(!s.was_seen("$pending").unwrap());
+        assert!(!s.journal().was_seen("$pending").unwrap());
     }
 
     #[test]
@@ -325,6 +325,6 @@ mod tests {
         taken_in(&s, "1", [2; 32], &["$a"]);
         // The entry of time 5 goes, the newer hash (written now) stays.
         s.prune(10, 0, 0).unwrap();
-        assert!(s.txn_on_record("1", &[2; 32]).unwrap());
+        assert!(s.journal().txn_on_record("1", &[2; 32]).unwrap());
     }
 }

@@ -183,7 +183,7 @@ fn a_format_2_database_loses_the_indexes_by_user_and_keeps_its_knocks() {
     };
     {
         let s = Store::open(dir.path()).unwrap();
-        s.commit(&Store::put_knock(&rec)).unwrap();
+        s.commit(&Knocks::put(&rec)).unwrap();
         // As format 2 left it: knocks and memberships also indexed by user.
         s.db.open_tree("knockers").unwrap().insert(pair_key("@u:x", "!r:x"), b"").unwrap();
         s.db.open_tree("memberships").unwrap().insert(pair_key("@m:x", "!r:x"), b"").unwrap();
@@ -194,8 +194,8 @@ fn a_format_2_database_loses_the_indexes_by_user_and_keeps_its_knocks() {
     assert_eq!(s.format().unwrap(), FORMAT);
     let names: Vec<Vec<u8>> = s.db.tree_names().into_iter().map(|n| n.to_vec()).collect();
     assert!(!names.contains(&b"knockers".to_vec()) && !names.contains(&b"memberships".to_vec()), "{names:?}");
-    assert!(s.is_knocker("@u:x"), "the knocker is known from the knocks");
-    assert_eq!(s.knocks_of("@u:x").unwrap().len(), 1);
+    assert!(s.knocks().is_knocker("@u:x"), "the knocker is known from the knocks");
+    assert_eq!(s.knocks().of("@u:x").unwrap().len(), 1);
 }
 
 #[test]

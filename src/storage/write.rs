@@ -57,7 +57,7 @@ impl Store {
     /// Runs `f` while no other read-modify-write update runs: what `f` reads stays true
     /// until it commits. Code that reads records and commits ops derived from them (the
     /// worker, for each event: one transaction) runs inside. The locking updates
-    /// ([`Store::settle`], [`Store::update_room`], …) called inside do not lock again.
+    /// ([`super::Audit::settle_if`], [`super::Rooms::update`], …) called inside do not lock again.
     pub fn serialized<R>(&self, f: impl FnOnce() -> R) -> R {
         let _guard = self.lock_writes();
         f()

@@ -52,9 +52,9 @@ async fn start(hs: FakeHomeserver, token: bool) -> TestApp {
 /// The rule that decided `user`'s knock, once decided.
 async fn decided(app: &TestApp, user: &str) -> (Option<String>, String) {
     let store = app.store.clone();
-    eventually(&format!("{user}'s knock decided"), || store.audit_all().unwrap().iter().any(|e| e.user_id == user))
+    eventually(&format!("{user}'s knock decided"), || store.audit().all().unwrap().iter().any(|e| e.user_id == user))
         .await;
-    let e = store.audit_all().unwrap().into_iter().find(|e| e.user_id == user).unwrap();
+    let e = store.audit().all().unwrap().into_iter().find(|e| e.user_id == user).unwrap();
     (e.rule.clone(), e.explanation.clone())
 }
 
@@ -96,7 +96,7 @@ async fn local_accounts_are_decided_by_what_the_admin_api_says_and_remote_ones_a
     // Asked again within 10 minutes (a second knock), the answer kept is used.
     app.knock_on("again", "$again", "@new:test.local", Some("hello again")).await;
     eventually("the second knock decided", || {
-        app.store.audit_all().unwrap().iter().filter(|e| e.user_id == "@new:test.local").count() == 2
+        app.store.audit().all().unwrap().iter().filter(|e| e.user_id == "@new:test.local").count() == 2
     })
     .await;
     assert_eq!(admin_lookups(&app), 4, "kept for 10 minutes");
@@ -138,7 +138,7 @@ async fn a_slow_or_failing_admin_api_delays_only_that_knock() {
     assert!(why.contains("admin API failed") && why.contains("500"), "{why}");
     assert_eq!(decided(&app, "@old:test.local").await.0, None);
     app.reply_to("$help").await;
-    let audit = app.store.audit_all().unwrap();
+    let audit = app.store.audit().all().unwrap();
     assert!(
         !audit.iter().any(|e| e.user_id == "@slow:test.local"),
         "the slow one is still waiting ({:?} in)",
@@ -172,7 +172,7 @@ async fn an_invite_the_user_blocks_goes_to_the_failed_list_at_once_with_why() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(app.posted("invite").len(), 1, "not retried");
     assert_eq!(app.plain_notices().iter().filter(|n| n.contains("blocks invites")).count(), 1);
-    let e = store.audit_all().unwrap().into_iter().next().unwrap();
+    let e = store.audit().all().unwrap().into_iter().next().unwrap();
     assert!(matches!(e.outcome, Outcome::Failed(ref m) if m.contains("M_INVITE_BLOCKED")), "{:?}", e.outcome);
     // `!knock retry 1` tries again (the user has allowed invites meanwhile).
     let r = app.say("r", "$r", "!knock retry 1").await;

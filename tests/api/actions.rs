@@ -37,7 +37,7 @@ async fn each_action_sends_the_right_request() {
     }
 
     // The audit log answers "why": policy, version, rule, explanation, outcome.
-    let audit = app.store.audit_all().unwrap();
+    let audit = app.store.audit().all().unwrap();
     assert_eq!(audit.len(), 5);
     let alice = audit.iter().find(|e| e.user_id == "@alice:test.local").unwrap();
     assert_eq!((alice.policy.as_str(), alice.policy_version, alice.rule.as_deref()), ("p", 1, Some("locals")));
@@ -56,7 +56,7 @@ async fn each_action_sends_the_right_request() {
     assert!(review.contains("!knock approve 1"), "{review}");
     assert!(notices.iter().any(|n| n.contains("alice") && n.contains("accepted (invited)")), "{notices:#?}");
     assert!(notices.iter().all(|n| !n.contains("erin")));
-    assert_eq!(app.store.open_reviews().unwrap().len(), 1);
+    assert_eq!(app.store.reviews().open().unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -73,7 +73,8 @@ async fn missing_power_is_reported_exactly_and_not_retried() {
     let app = app_with(POLICY, AppOptions::default(), hs).await;
     // The bot learns the room's power levels when it joins.
     assert_eq!(app.put_txn("0", &json!({"events": [member_event("$j", ROOM, BOT, BOT, "join")]})).await.status(), 200);
-    eventually("power levels known", || app.store.room(ROOM).unwrap().is_some_and(|r| r.power_levels.is_some())).await;
+    eventually("power levels known", || app.store.rooms().get(ROOM).unwrap().is_some_and(|r| r.power_levels.is_some()))
+        .await;
     app.knock("1", "$b", "@bob:elsewhere.example", None).await;
     eventually("failure reported", || {
         app.notices().iter().any(|n| n.contains("knockwarden needs power level 50 to kick in !r:test.local (it has 0)"))
@@ -81,7 +82,7 @@ async fn missing_power_is_reported_exactly_and_not_retried() {
     .await;
     eventually("settled", || settled(&app)).await;
     assert_eq!(app.posts("kick").len(), 1, "not retried");
-    let e = app.store.audit_all().unwrap().into_iter().find(|e| e.user_id == "@bob:elsewhere.example").unwrap();
+    let e = app.store.audit().all().unwrap().into_iter().find(|e| e.user_id == "@bob:elsewhere.example").unwrap();
     assert!(matches!(e.outcome, Outcome::Failed(ref m) if m.contains("power level 50")), "{:?}", e.outcome);
     // The join itself also warned about the missing power, once.
     let warnings: Vec<_> = app.notices().into_iter().filter(|n| n.contains("Knocking cannot work")).collect();
@@ -102,7 +103,7 @@ async fn missing_power_is_reported_exactly_and_not_retried() {
     .await;
     assert!(app.notices().iter().any(|n| n.contains("works as configured now")), "{:#?}", app.notices());
     eventually("settled", || settled(&app)).await;
-    let e = app.store.audit_all().unwrap().into_iter().find(|e| e.user_id == "@bob:elsewhere.example").unwrap();
+    let e = app.store.audit().all().unwrap().into_iter().find(|e| e.user_id == "@bob:elsewhere.example").unwrap();
     assert!(!matches!(e.outcome, Outcome::Failed(_)), "{:?}", e.outcome);
 }
 
@@ -119,7 +120,7 @@ async fn inviting_someone_already_in_the_room_counts_as_done() {
     app.knock("1", "$a", "@alice:test.local", Some("hi there")).await;
     eventually("settled", || settled(&app)).await;
     assert_eq!(app.posts("invite").len(), 1, "not retried");
-    assert_eq!(app.store.audit_all().unwrap()[0].outcome, Outcome::Done);
+    assert_eq!(app.store.audit().all().unwrap()[0].outcome, Outcome::Done);
 }
 
 #[tokio::test]
@@ -132,7 +133,7 @@ async fn a_refused_invite_is_not_done_because_of_its_wording() {
     );
     app.knock("1", "$a", "@alice:test.local", Some("hi there")).await;
     eventually("settled", || settled(&app)).await;
-    assert!(matches!(app.store.audit_all().unwrap()[0].outcome, Outcome::Failed(_)));
+    assert!(matches!(app.store.audit().all().unwrap()[0].outcome, Outcome::Failed(_)));
     assert_eq!(app.store.failures().all().unwrap().len(), 1, "kept in the failed list");
 }
 
@@ -148,7 +149,7 @@ async fn a_retried_action_asks_the_homeserver_whether_the_knock_still_stands() {
     let _back = app.homeserver.come_back().await;
     eventually("settled", || settled(&app)).await;
     assert!(app.posts("invite").is_empty());
-    let e = &app.store.audit_all().unwrap()[0];
+    let e = &app.store.audit().all().unwrap()[0];
     assert_eq!(e.outcome, Outcome::Cancelled(Resolution::NotKnocking { membership: Some("leave".into()) }));
 }
 
@@ -166,18 +167,18 @@ async fn a_knock_withdrawn_or_handled_by_a_person_first_is_not_acted_on() {
     let invited = member_event("$i", ROOM, MODERATOR, "@bob:test.local", "invite");
     assert_eq!(app.put_txn("3", &json!({"events": [withdrawn, invited]})).await.status(), 200);
     // The worker runs on its own thread: it has read both changes before the homeserver is back.
-    eventually("the changes are handled", || app.store.inbox_len() == 0).await;
+    eventually("the changes are handled", || app.store.journal().backlog() == 0).await;
     let _back = app.homeserver.come_back().await;
     eventually("settled", || settled(&app)).await;
     assert!(app.posts("invite").is_empty(), "nobody was invited by knockwarden");
-    let audit = app.store.audit_all().unwrap();
+    let audit = app.store.audit().all().unwrap();
     let outcome = |u: &str| audit.iter().find(|e| e.user_id == u).unwrap().outcome.clone();
     assert_eq!(outcome("@alice:test.local"), Outcome::Resolved(Resolution::Withdrawn));
     assert_eq!(
         outcome("@bob:test.local"),
         Outcome::Resolved(Resolution::InvitedBy { by: MODERATOR.try_into().unwrap() })
     );
-    assert!(app.store.knock(ROOM, "@alice:test.local").unwrap().is_none());
+    assert!(app.store.knocks().get(ROOM, "@alice:test.local").unwrap().is_none());
 }
 
 /// A crash can lose the worker's last batch after its actions were carried out (sled makes
@@ -195,7 +196,8 @@ async fn a_knock_taken_in_before_a_restart_is_checked_with_the_homeserver_before
         let knock = serde_json::value::to_raw_value(&knock).unwrap();
         let origin = Origin::Push { txn_id: "1".into() };
         store
-            .journal_append(&origin, Some(&[1; 32]), vec![knock], vec!["@alice:test.local".into()], vec![], |_| {})
+            .journal()
+            .append(&origin, Some(&[1; 32]), vec![knock], vec!["@alice:test.local".into()], vec![], |_| {})
             .unwrap();
         store.flush_blocking().unwrap();
     }
@@ -203,7 +205,7 @@ async fn a_knock_taken_in_before_a_restart_is_checked_with_the_homeserver_before
     let hs = FakeHomeserver::start().await;
     hs.set_membership(ROOM, "@alice:test.local", "invite");
     let app = spawn_app_in(dir, hs, AppOptions::default()).await;
-    eventually("settled", || settled(&app) && app.store.audit_len() == 1).await;
+    eventually("settled", || settled(&app) && app.store.audit().len() == 1).await;
     assert!(app.posts("invite").is_empty(), "not invited twice");
-    assert_eq!(app.store.audit_all().unwrap()[0].outcome, Outcome::Done);
+    assert_eq!(app.store.audit().all().unwrap()[0].outcome, Outcome::Done);
 }

@@ -65,7 +65,7 @@ async fn app() -> TestApp {
     let hs = homeserver().await;
     list_homeserver(&hs);
     let app = start(tempfile::tempdir().unwrap(), hs).await;
-    eventually("the list is read", || app.store.list_record(LIST).unwrap().is_some_and(|r| r.read_ms.is_some())).await;
+    eventually("the list is read", || app.store.lists().get(LIST).unwrap().is_some_and(|r| r.read_ms.is_some())).await;
     app
 }
 
@@ -113,7 +113,7 @@ async fn listed_users_and_users_of_listed_servers_are_banned_and_others_are_not(
     );
     // The unlisted user is not caught by the rule that would ban everyone: waits for review.
     app.review_notice(1).await;
-    let item = app.store.review(1).unwrap().unwrap();
+    let item = app.store.reviews().get(1).unwrap().unwrap();
     assert_eq!(item.user_id.as_str(), "@alice:good.example");
     assert_eq!(bans(&app).len(), 2);
 
@@ -144,7 +144,7 @@ async fn a_rule_added_while_a_knock_waits_for_review_decides_it_again() {
     let app = app().await;
     app.knock_on("1", "$k1", "@bob:later.example", Some("hi")).await;
     let notice = app.review_notice(1).await;
-    let first = app.store.review(1).unwrap().unwrap().audit_id;
+    let first = app.store.reviews().get(1).unwrap().unwrap().audit_id;
     app.push(
         "2",
         vec![rule_event(
@@ -159,17 +159,18 @@ async fn a_rule_added_while_a_knock_waits_for_review_decides_it_again() {
         bans(&app) == [("@bob:later.example".into(), "Listed on #bans:test.local: raid".into())]
     })
     .await;
-    let item = app.store.review(1).unwrap().unwrap();
+    let item = app.store.reviews().get(1).unwrap().unwrap();
     assert!(matches!(item.closed, Some(Resolution::DecidedAgain { .. })), "{:?}", item.closed);
-    let old = app.store.audit(first).unwrap().unwrap();
+    let old = app.store.audit().get(first).unwrap().unwrap();
     assert!(matches!(old.outcome, Outcome::Resolved(Resolution::DecidedAgain { .. })), "{:?}", old.outcome);
-    let new = app.store.audit_last(1).unwrap().remove(0);
+    let new = app.store.audit().last(1).unwrap().remove(0);
     assert!(
         new.explanation.starts_with("decided again (#bans:test.local gained the rule @bob:later.example)"),
         "{}",
         new.explanation
     );
-    eventually("the new entry is done", || app.store.audit(new.id).unwrap().unwrap().outcome == Outcome::Done).await;
+    eventually("the new entry is done", || app.store.audit().get(new.id).unwrap().unwrap().outcome == Outcome::Done)
+        .await;
     let reply = app.reply_to(&notice).await;
     assert!(reply.contains("decided again (#bans:test.local gained the rule @bob:later.example): ban"), "{reply}");
     // A rule that bans nobody waiting decides nothing again.
@@ -185,8 +186,8 @@ async fn a_rule_added_while_a_knock_waits_for_review_decides_it_again() {
         )],
     )
     .await;
-    eventually("the rule is kept", || app.store.list_rules(LIST).unwrap().len() == 5).await;
-    assert!(app.store.review(2).unwrap().unwrap().closed.is_none());
+    eventually("the rule is kept", || app.store.lists().rules(LIST).unwrap().len() == 5).await;
+    assert!(app.store.reviews().get(2).unwrap().unwrap().closed.is_none());
 }
 
 #[tokio::test]
@@ -201,7 +202,7 @@ async fn a_removed_or_redacted_rule_no_longer_bans() {
         ],
     )
     .await;
-    eventually("both rules are gone", || app.store.list_rules(LIST).unwrap().len() == 1).await;
+    eventually("both rules are gone", || app.store.lists().rules(LIST).unwrap().len() == 1).await;
     app.knock_on("2", "$k1", "@mallory:elsewhere.example", Some("hi")).await;
     app.knock_on("3", "$k2", "@eve:chat.evil.example", Some("hi")).await;
     app.review_notice(2).await;
@@ -219,7 +220,7 @@ async fn after_a_restart_with_the_list_unreachable_the_stored_copy_decides() {
     let app = start(dir, hs).await;
     let reads = || app.homeserver.requests_to("GET", &format!("/rooms/{LIST}/state")).len();
     eventually("read again", || reads() == 2).await;
-    eventually("read", || app.store.list_record(LIST).unwrap().is_some_and(|r| r.error.is_none())).await;
+    eventually("read", || app.store.lists().get(LIST).unwrap().is_some_and(|r| r.error.is_none())).await;
     app.knock_on("1", "$k0", "@someone:good.example", None).await;
     app.review_notice(1).await;
     assert_eq!(notices_with(&app, "would match everyone"), 1, "told once");
@@ -282,7 +283,7 @@ async fn a_list_named_by_room_id_is_joined_via_its_server() {
     std::fs::write(dir.path().join("policies/p.yaml"), policy).unwrap();
     let app = spawn_app_in(dir, hs, AppOptions::default()).await;
     eventually("the remote list is read", || {
-        app.store.list_record("!remote-list:remote.example").unwrap().is_some_and(|r| r.read_ms.is_some())
+        app.store.lists().get("!remote-list:remote.example").unwrap().is_some_and(|r| r.read_ms.is_some())
     })
     .await;
     let join =
@@ -325,7 +326,7 @@ async fn open_app(extra_config: &str) -> TestApp {
     std::fs::write(dir.path().join("policies/p.yaml"), OPEN_POLICY).unwrap();
     let opts = AppOptions { extra_config: extra_config.to_owned(), ..Default::default() };
     let app = spawn_app_in(dir, hs, opts).await;
-    eventually("the list is read", || app.store.list_record(LIST).unwrap().is_some_and(|r| r.read_ms.is_some())).await;
+    eventually("the list is read", || app.store.lists().get(LIST).unwrap().is_some_and(|r| r.read_ms.is_some())).await;
     app
 }
 
@@ -338,7 +339,7 @@ async fn a_rule_with_a_huge_glob_is_ignored_and_the_list_keeps_banning() {
     app.knock_on("2", "$k", "@spammer:evil.example", Some("hi")).await;
     eventually("the listed knocker is banned", || bans(&app).len() == 1).await;
     assert!(app.posted("invite").is_empty(), "a listed knocker was invited");
-    let rules = app.store.list_rules(LIST).unwrap();
+    let rules = app.store.lists().rules(LIST).unwrap();
     assert_eq!(rules.iter().filter(|(k, r)| k.state_key.starts_with("rule:huge") && r.ignored.is_some()).count(), 5);
     // Said in one notice per pushed batch, with the rules shown cut short.
     eventually("the ignored rules are reported", || notices_with(&app, "60001 bytes long") == 1).await;
@@ -356,10 +357,10 @@ async fn a_list_past_max_rules_is_unavailable_and_holds_knocks_for_review() {
     eventually("the list is said to be unavailable, once", || notices_with(&app, "is unavailable") == 1).await;
     app.knock_on("3", "$k2", "@second:good.example", Some("hi")).await;
     app.review_notice(1).await;
-    let item = app.store.review(1).unwrap().unwrap();
+    let item = app.store.reviews().get(1).unwrap().unwrap();
     assert_eq!(item.user_id.as_str(), "@second:good.example");
     assert_eq!(app.posted("invite").len(), 1, "not accepted on the word of an unavailable list");
-    let audit = app.store.audit_all().unwrap();
+    let audit = app.store.audit().all().unwrap();
     assert!(
         audit[1].explanation.contains("the ban list #bans:test.local is unavailable"),
         "{:?}",

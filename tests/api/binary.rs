@@ -333,8 +333,12 @@ async fn a_knock_acknowledged_before_a_crash_is_handled_after_restart() {
     kw.signal("-TERM");
     assert_eq!(kw.wait_exit().code(), Some(0));
     let store = knockwarden::storage::Store::open(&dir.path().join("db")).unwrap();
-    assert_eq!(store.knocks(Some("!r:test.local")).unwrap().len(), 50, "every acknowledged knock survived the crash");
-    assert_eq!(store.inbox_len(), 0);
+    assert_eq!(
+        store.knocks().in_room(Some("!r:test.local")).unwrap().len(),
+        50,
+        "every acknowledged knock survived the crash"
+    );
+    assert_eq!(store.journal().backlog(), 0);
 }
 
 #[tokio::test]

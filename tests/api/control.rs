@@ -75,10 +75,10 @@ impl TestApp {
     pub(crate) async fn review_notice(&self, n: u64) -> String {
         let store = self.store.clone();
         eventually(&format!("review #{n} announced"), || {
-            store.review(n).unwrap().is_some_and(|i| i.notice_event.is_some())
+            store.reviews().get(n).unwrap().is_some_and(|i| i.notice_event.is_some())
         })
         .await;
-        self.store.review(n).unwrap().unwrap().notice_event.unwrap().to_string()
+        self.store.reviews().get(n).unwrap().unwrap().notice_event.unwrap().to_string()
     }
 
     /// The plain bodies of the bot's control-room messages that are not replies or edits.
@@ -162,9 +162,9 @@ async fn a_moderator_approves_by_number_and_the_notice_is_edited() {
     );
     assert_eq!(app.reactions_on("$c1"), vec!["⏳", "✅"], "⏳ while carried out, then ✅");
 
-    let item = app.store.review(1).unwrap().unwrap();
+    let item = app.store.reviews().get(1).unwrap().unwrap();
     assert_eq!(item.closed.map(|c| c.to_string()).as_deref(), Some("approved by @mod:test.local"));
-    let audit = app.store.audit(item.audit_id).unwrap().unwrap();
+    let audit = app.store.audit().get(item.audit_id).unwrap().unwrap();
     assert_eq!(audit.outcome, Outcome::Resolved(Resolution::Approved { by: MODERATOR.try_into().unwrap() }));
     eventually("the review notice is edited", || !app.edits_of(&notice).is_empty()).await;
     let edit = &app.edits_of(&notice)[0];
@@ -209,7 +209,7 @@ async fn deny_and_ban_take_users_rooms_and_reasons() {
     let r = app.say("6", "$c3", "!knock deny @gina").await;
     assert!(r.starts_with("#3 @gina:test.local kicked"), "{r}");
     assert_eq!(app.posted("kick")[1].body["reason"], "Knock denied by @mod:test.local");
-    assert!(app.store.open_reviews().unwrap().is_empty());
+    assert!(app.store.reviews().open().unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -220,7 +220,7 @@ async fn errors_are_specific_and_escaped() {
     // The same user knocking on a second room.
     app.homeserver.set_membership(OTHER, "@hal:elsewhere.example", "knock");
     app.push("2", vec![crate::helpers::knock_event("$k2", OTHER, "@hal:elsewhere.example", None)]).await;
-    eventually("both knocks known", || app.store.knocks_of("@hal:elsewhere.example").unwrap().len() == 2).await;
+    eventually("both knocks known", || app.store.knocks().of("@hal:elsewhere.example").unwrap().len() == 2).await;
 
     let r = app.say("3", "$c1", "!knock aprove 1").await;
     assert!(r.contains("unrecognized subcommand 'aprove'") && r.contains("'approve'"), "{r}");
@@ -239,7 +239,7 @@ async fn errors_are_specific_and_escaped() {
     let r = app.say("9", "$c7", &format!("!knock approve @hal:elsewhere.example {ROOM}")).await;
     assert!(r.contains("Not approved") && r.contains("M_FORBIDDEN"), "{r}");
     assert_eq!(app.reactions_on("$c7"), vec!["⏳", "❌"]);
-    assert!(app.store.review(1).unwrap().unwrap().closed.is_none(), "still open after a refusal");
+    assert!(app.store.reviews().get(1).unwrap().unwrap().closed.is_none(), "still open after a refusal");
 
     // User text is escaped in the HTML.
     app.say("10", "$c8", "!knock pending").await;
@@ -285,7 +285,7 @@ async fn a_non_moderator_changes_nothing_and_is_told_once() {
         .count();
     assert_eq!(told, 1, "a non-moderator is told once per 10 minutes");
     assert!(app.posted("invite").is_empty());
-    assert!(app.store.review(1).unwrap().unwrap().closed.is_none());
+    assert!(app.store.reviews().get(1).unwrap().unwrap().closed.is_none());
 
     // Power levels are followed from pushed events: given 50, the same member may command.
     let promoted = json!({"event_id": "$pl", "room_id": CONTROL_ROOM, "sender": "@owner:test.local",
@@ -319,7 +319,7 @@ async fn reactions_on_review_notices_approve_deny_and_ban() {
     assert_eq!(app.posted("invite").len(), 1);
     assert_eq!(app.posted("kick").len(), 1);
     assert_eq!(app.posted("ban").len(), 1);
-    assert!(app.store.open_reviews().unwrap().is_empty());
+    assert!(app.store.reviews().open().unwrap().is_empty());
     eventually("the notices are edited", || [&n1, &n2, &n3].iter().all(|n| !app.edits_of(n).is_empty())).await;
 }
 
@@ -348,7 +348,7 @@ async fn policies_are_set_from_the_room_checked_kept_and_rolled_back() {
     let r = app.say("1", "$c1", broken).await;
     assert!(r.starts_with("Policy lobby refused; nothing changed:"), "{r}");
     assert!(r.contains("control-room/lobby.yaml:2:10") && r.contains("accept"), "quoted with its line: {r}");
-    assert_eq!(app.store.active_policy_version().unwrap(), Some(1));
+    assert_eq!(app.store.policies().active().unwrap(), Some(1));
 
     let r = app.say("2", "$c2", "!knock policy set p\n```yaml\nrooms: [\"*\"]\ndefault: deny\n```").await;
     assert!(r.contains("A policy file already defines p (") && r.contains("p.yaml"), "{r}");
@@ -371,7 +371,7 @@ async fn policies_are_set_from_the_room_checked_kept_and_rolled_back() {
     assert_eq!(r, "policies unchanged (version 2)");
     let (dir, hs) = app.stop().await;
     let app = start(dir, hs, "").await;
-    assert_eq!(app.store.active_policy_version().unwrap(), Some(2), "no new version at start");
+    assert_eq!(app.store.policies().active().unwrap(), Some(2), "no new version at start");
     let r = app.say("7", "$c6", "!knock policy list").await;
     assert!(r.contains("Policy version 2 is active") && r.contains("lobby (set from the control room)"), "{r}");
     let r = app.say("8", "$c7", "!knock policy show lobby").await;
@@ -383,7 +383,7 @@ async fn policies_are_set_from_the_room_checked_kept_and_rolled_back() {
 
     let r = app.say("11", "$c10", "!knock policy rollback 1").await;
     assert!(r.starts_with("Policy version 3 is active: a copy of version 1"), "{r}");
-    assert!(app.store.room_policies().unwrap().is_empty(), "the room's policies went back too");
+    assert!(app.store.policies().set_in_room().unwrap().is_empty(), "the room's policies went back too");
     let r = app.say("12", "$c11", "!knock policy list").await;
     assert!(!r.contains("lobby"), "{r}");
     let r = app.say("13", "$c12", "!knock policy rollback 77").await;
@@ -403,8 +403,8 @@ async fn unreviewed_items_expire_and_are_denied_when_configured() {
     );
     let r = app.reply_to(&notice).await;
     assert_eq!(r, "#1 @max:x.example on !r:test.local: expired after 1s without review: denied");
-    let item = app.store.review(1).unwrap().unwrap();
-    eventually("settled", || app.store.audit(item.audit_id).unwrap().unwrap().outcome == Outcome::Done).await;
+    let item = app.store.reviews().get(1).unwrap().unwrap();
+    eventually("settled", || app.store.audit().get(item.audit_id).unwrap().unwrap().outcome == Outcome::Done).await;
 }
 
 #[tokio::test]
@@ -466,8 +466,8 @@ async fn dry_run_is_switched_at_run_time_and_kept() {
     let r = app.say("1", "$c1", "!knock dry-run on").await;
     assert!(r.starts_with("Dry run is now on (set by @mod:test.local)"), "{r}");
     app.knock_on("2", "$k1", "@sam:x.example", Some("spam spam")).await;
-    eventually("decided", || app.store.audit_all().unwrap().len() == 1).await;
-    assert_eq!(app.store.audit_all().unwrap()[0].outcome, Outcome::DryRun);
+    eventually("decided", || app.store.audit().all().unwrap().len() == 1).await;
+    assert_eq!(app.store.audit().all().unwrap()[0].outcome, Outcome::DryRun);
     let (dir, hs) = app.stop().await;
     let app = start(dir, hs, "").await;
     let r = app.say("3", "$c2", "!knock dry-run status").await;
@@ -489,6 +489,6 @@ async fn a_verdict_on_someone_no_longer_knocking_does_nothing_and_closes_the_ite
     assert_eq!(r, "#1 Nothing done for @oz:x.example: no longer knocking (membership: leave).");
     assert!(app.posted("ban").is_empty());
     assert_eq!(app.reactions_on("$c1"), vec!["⏳", "❌"]);
-    assert!(app.store.review(1).unwrap().unwrap().closed.unwrap().to_string().contains("no longer knocking"));
+    assert!(app.store.reviews().get(1).unwrap().unwrap().closed.unwrap().to_string().contains("no longer knocking"));
     eventually("the notice is edited", || !app.edits_of(&notice).is_empty()).await;
 }

@@ -28,7 +28,7 @@ async fn rate_limits_and_server_errors_are_retried_until_done() {
     .await;
     assert_eq!(app.posts("invite").len(), 5, "four failures, one success, nothing more");
     eventually("settled", || settled(&app)).await;
-    assert_eq!(app.store.audit_all().unwrap()[0].outcome, Outcome::Done);
+    assert_eq!(app.store.audit().all().unwrap()[0].outcome, Outcome::Done);
 }
 
 #[tokio::test]
@@ -69,9 +69,9 @@ async fn a_restart_with_a_non_empty_outbox_acts_once() {
     // The pushed invite event (the bot's own) closes the knock without acting again.
     let invited = member_event("$i", ROOM, BOT, "@alice:test.local", "invite");
     assert_eq!(app.put_txn("9", &json!({"events": [invited]})).await.status(), 200);
-    eventually("knock closed", || app.store.knock(ROOM, "@alice:test.local").unwrap().is_none()).await;
+    eventually("knock closed", || app.store.knocks().get(ROOM, "@alice:test.local").unwrap().is_none()).await;
     assert_eq!(app.posts("invite").len(), 1);
-    assert_eq!(app.store.audit_all().unwrap()[0].outcome, Outcome::Done);
+    assert_eq!(app.store.audit().all().unwrap()[0].outcome, Outcome::Done);
 }
 
 #[tokio::test]
@@ -94,11 +94,11 @@ async fn a_thousand_knocks_against_a_flaky_homeserver_end_in_a_thousand_actions(
     let store = app.store.clone();
     let deadline = std::time::Duration::from_secs(120);
     let started = std::time::Instant::now();
-    while !(store.audit_len() == n && settled(&app)) {
+    while !(store.audit().len() == n && settled(&app)) {
         assert!(
             started.elapsed() < deadline,
             "not done: {} decided, {} queued",
-            store.audit_len(),
+            store.audit().len(),
             store.outbox().len()
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -117,5 +117,5 @@ async fn a_thousand_knocks_against_a_flaky_homeserver_end_in_a_thousand_actions(
     for k in 0..n {
         assert_eq!(app.homeserver.membership(ROOM, &format!("@user{k}:test.local")).as_deref(), Some("invite"));
     }
-    assert!(store.audit_all().unwrap().iter().all(|e| e.outcome == Outcome::Done));
+    assert!(store.audit().all().unwrap().iter().all(|e| e.outcome == Outcome::Done));
 }

@@ -221,7 +221,7 @@ async fn knock_counters_use_knockwardens_clock() {
     old2["origin_server_ts"] = json!(2);
     app.push_ok("3", vec![old1, old2]).await;
     eventually("the second knock of the wave is sent to review", || {
-        app.store.open_reviews().unwrap().iter().any(|r| r.user_id == "@old2:test.local")
+        app.store.reviews().open().unwrap().iter().any(|r| r.user_id == "@old2:test.local")
     })
     .await;
     eventually("the first of them accepted", || app.invited(ROOM2, "@old1:test.local")).await;
@@ -317,7 +317,8 @@ async fn state_events_without_an_empty_state_key_are_not_state() {
     app.push_ok("1", vec![member_event("$j", ROOM, BOT, BOT, "join")]).await;
     eventually("the room's state is known", || {
         app.store
-            .room(ROOM)
+            .rooms()
+            .get(ROOM)
             .unwrap()
             .is_some_and(|r| r.join_rule.as_ref().map(|j| j.as_str()) == Some("knock") && r.power_levels.is_some())
     })
@@ -329,7 +330,7 @@ async fn state_events_without_an_empty_state_key_are_not_state() {
     app.homeserver.set_membership(ROOM, "@after:test.local", "knock");
     app.push_ok("2", vec![fake_rule, fake_power, knock_event("$after", ROOM, "@after:test.local", Some("hi"))]).await;
     eventually("the knock after them is handled", || app.invited(ROOM, "@after:test.local")).await;
-    let rec = app.store.room(ROOM).unwrap().unwrap();
+    let rec = app.store.rooms().get(ROOM).unwrap().unwrap();
     assert_eq!(rec.join_rule.as_ref().map(|j| j.as_str()), Some("knock"));
     assert_eq!(rec.power_levels.unwrap().users[BOT], 100);
     assert!(!app.notice_texts().iter().any(|t| t.contains("cannot work")), "{:#?}", app.notice_texts());
@@ -354,7 +355,7 @@ async fn a_snapshot_never_overwrites_a_newer_pushed_change() {
     app.push_ok("2", vec![newer]).await;
     eventually("the snapshot is done", || app.store.outbox().is_empty()).await;
     tokio::time::sleep(std::time::Duration::from_millis(800)).await;
-    let rec = app.store.room(ROOM).unwrap().unwrap();
+    let rec = app.store.rooms().get(ROOM).unwrap().unwrap();
     assert_eq!(rec.power_levels.unwrap().users["@new-mod:test.local"], 50, "the pushed change stands");
 }
 
@@ -372,7 +373,7 @@ async fn a_long_pending_list_fits_in_one_event() {
         })
         .collect();
     app.push_ok("1", events).await;
-    eventually("20 reviews", || app.store.open_reviews().unwrap().len() == 20).await;
+    eventually("20 reviews", || app.store.reviews().open().unwrap().len() == 20).await;
     app.push_ok("2", vec![message("$p", CONTROL_ROOM, MODERATOR, "!knock pending")]).await;
     let reply = app.hostile_reply_to("$p").await;
     assert!(size(&reply) < EVENT_LIMIT, "a reply of {} bytes", size(&reply));
@@ -393,7 +394,7 @@ async fn a_long_log_fits_in_one_event() {
         })
         .collect();
     app.push_ok("1", events).await;
-    eventually("100 decisions", || app.store.audit_len() == 100).await;
+    eventually("100 decisions", || app.store.audit().len() == 100).await;
     app.push_ok("2", vec![message("$l", CONTROL_ROOM, MODERATOR, "!knock log 100")]).await;
     let reply = app.hostile_reply_to("$l").await;
     assert!(size(&reply) < EVENT_LIMIT, "a reply of {} bytes", size(&reply));
@@ -428,7 +429,7 @@ async fn storage_stays_bounded_under_a_long_stream() {
     // The bot was in a room and left it: its members are forgotten too.
     app.push_ok("m0", vec![member_event("$bj", ROOM2, BOT, BOT, "join")]).await;
     app.push_ok("m1", vec![member_event("$mj", ROOM2, "@member:test.local", "@member:test.local", "join")]).await;
-    eventually("the member is known", || app.store.is_member(ROOM2, "@member:test.local").unwrap()).await;
+    eventually("the member is known", || app.store.members().contains(ROOM2, "@member:test.local").unwrap()).await;
     app.push_ok("m2", vec![member_event("$bl", ROOM2, BOT, BOT, "leave")]).await;
     for round in 0..8 {
         let events: Vec<Value> = (0..25)
@@ -439,13 +440,14 @@ async fn storage_stays_bounded_under_a_long_stream() {
             })
             .collect();
         app.push_ok(&format!("t{round}"), events).await;
-        eventually("the round is acted on", || app.store.outbox().is_empty() && app.store.inbox_len() == 0).await;
+        eventually("the round is acted on", || app.store.outbox().is_empty() && app.store.journal().backlog() == 0)
+            .await;
         tokio::time::sleep(std::time::Duration::from_millis(400)).await;
     }
     // 200 knocks were taken in; what is kept is what the last second or two brought.
     eventually("old records are pruned", || {
         let s = &app.store;
-        s.len(T::Seen) <= 100 && s.len(T::Txns) <= 6 && s.audit_len() <= 100
+        s.len(T::Seen) <= 100 && s.len(T::Txns) <= 6 && s.audit().len() <= 100
     })
     .await;
     // No policy counts knocks here: no knock time outlives the pass that finds it.
@@ -454,7 +456,7 @@ async fn storage_stays_bounded_under_a_long_stream() {
     })
     .await;
     eventually("members of a room the bot left are forgotten", || {
-        !app.store.is_member(ROOM2, "@member:test.local").unwrap()
+        !app.store.members().contains(ROOM2, "@member:test.local").unwrap()
     })
     .await;
 }

@@ -33,13 +33,13 @@ async fn joins_when_a_moderator_invites_and_catches_up_on_knocks() {
     let knock = knock_event("$now", ROOM, "@late:test.local", None);
     assert_eq!(app.put_txn("2", &json!({"events": [joined, knock]})).await.status(), 200);
     let store = app.store.clone();
-    eventually("both knocks known", || store.knocks(Some(ROOM)).unwrap().len() == 2).await;
+    eventually("both knocks known", || store.knocks().in_room(Some(ROOM)).unwrap().len() == 2).await;
     let members = hs.requests_to("GET", &format!("/rooms/{ROOM}/members"));
     assert!(!members.is_empty());
     assert!(members[0].query.contains("membership=knock"), "{}", members[0].query);
-    let early = store.knock(ROOM, "@early:test.local").unwrap().unwrap();
+    let early = store.knocks().get(ROOM, "@early:test.local").unwrap().unwrap();
     assert_eq!(early.reason.as_deref(), Some("knocked before the bot came"));
-    assert_eq!(store.joined_rooms().unwrap(), vec![ROOM.to_owned()]);
+    assert_eq!(store.rooms().joined().unwrap(), vec![ROOM.to_owned()]);
 }
 
 #[tokio::test]
@@ -68,7 +68,7 @@ async fn the_creator_of_a_v12_control_room_is_a_moderator() {
     );
     let store = app.store.clone();
     eventually("control room state fetched", || {
-        store.room(CONTROL_ROOM).unwrap().is_some_and(|r| r.room_version.as_deref() == Some("12"))
+        store.rooms().get(CONTROL_ROOM).unwrap().is_some_and(|r| r.room_version.as_deref() == Some("12"))
     })
     .await;
     joins_control_room(&app, "@owner:test.local").await;
@@ -84,10 +84,10 @@ async fn a_resolved_knock_is_forgotten() {
     let joined = member_event("$j", ROOM, BOT, BOT, "join");
     assert_eq!(app.put_txn("1", &json!({"events": [joined, knock]})).await.status(), 200);
     let store = app.store.clone();
-    eventually("knock recorded", || store.knock(ROOM, "@g:test.local").unwrap().is_some()).await;
+    eventually("knock recorded", || store.knocks().get(ROOM, "@g:test.local").unwrap().is_some()).await;
     let invited = member_event("$i", ROOM, MODERATOR, "@g:test.local", "invite");
     assert_eq!(app.put_txn("2", &json!({"events": [invited]})).await.status(), 200);
-    eventually("knock resolved", || store.knock(ROOM, "@g:test.local").unwrap().is_none()).await;
+    eventually("knock resolved", || store.knocks().get(ROOM, "@g:test.local").unwrap().is_none()).await;
 }
 
 /// `user` joins the control room (moderators count while they are members).
@@ -181,8 +181,8 @@ async fn a_control_room_alias_is_resolved_by_joining_it() {
     let msg = |id: &str, room: &str| json!({"event_id": id, "room_id": room, "sender": MODERATOR, "type": "m.room.message", "content": {"msgtype": "m.text", "body": "!knock help"}});
     let body = json!({"events": [msg("$in", "!resolved:test.local"), msg("$out", "!other:test.local")]});
     assert_eq!(app.put_txn("1", &body).await.status(), 200);
-    eventually("the message in the control room is taken in", || store.was_seen("$in").unwrap()).await;
-    assert!(!store.was_seen("$out").unwrap(), "the other is dropped (it came in the same record otherwise)");
+    eventually("the message in the control room is taken in", || store.journal().was_seen("$in").unwrap()).await;
+    assert!(!store.journal().was_seen("$out").unwrap(), "the other is dropped (it came in the same record otherwise)");
 }
 
 #[tokio::test]
@@ -193,8 +193,8 @@ async fn members_are_learned_on_join_and_followed_and_knocks_are_counted() {
     let joined = member_event("$j", ROOM, BOT, BOT, "join");
     assert_eq!(app.put_txn("1", &json!({"events": [joined]})).await.status(), 200);
     let store = app.store.clone();
-    eventually("members fetched", || store.members_of(ROOM).unwrap().len() == 3).await;
-    assert!(store.is_member(ROOM, "@alice:test.local").unwrap());
+    eventually("members fetched", || store.members().of(ROOM).unwrap().len() == 3).await;
+    assert!(store.members().contains(ROOM, "@alice:test.local").unwrap());
 
     let left = member_event("$l", ROOM, "@bob:test.local", "@bob:test.local", "leave");
     let came = member_event("$c", ROOM, "@carol:test.local", "@carol:test.local", "join");
@@ -202,9 +202,10 @@ async fn members_are_learned_on_join_and_followed_and_knocks_are_counted() {
     let k2 = knock_event("$k2", ROOM, "@erin:elsewhere", None);
     assert_eq!(app.put_txn("2", &json!({"events": [left, came, k1, k2]})).await.status(), 200);
     eventually("memberships followed", || {
-        !store.is_member(ROOM, "@bob:test.local").unwrap() && store.is_member(ROOM, "@carol:test.local").unwrap()
+        !store.members().contains(ROOM, "@bob:test.local").unwrap()
+            && store.members().contains(ROOM, "@carol:test.local").unwrap()
     })
     .await;
-    eventually("knocks counted", || store.room_knocks_since(ROOM, 0).unwrap() == 2).await;
-    assert_eq!(store.user_knocks_since("@dave:elsewhere", ROOM, 0).unwrap(), 1);
+    eventually("knocks counted", || store.activity().room_knocks_since(ROOM, 0).unwrap() == 2).await;
+    assert_eq!(store.activity().user_knocks_since("@dave:elsewhere", ROOM, 0).unwrap(), 1);
 }

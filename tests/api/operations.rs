@@ -45,7 +45,7 @@ async fn a_room_the_bot_is_in_but_the_store_never_saw_is_caught_up_on_start() {
     hs.set_knocking(ROOM, "@early:x.example", "$early");
     let app = spawn_app_in(dir_with_policy(), hs, AppOptions::default()).await;
     until_ready(&app).await;
-    assert_eq!(app.store.bot_membership(ROOM).unwrap(), Some(BotMembership::Joined));
+    assert_eq!(app.store.rooms().bot_membership(ROOM).unwrap(), Some(BotMembership::Joined));
     eventually("the early knock is invited", || {
         app.homeserver.membership(ROOM, "@early:x.example").as_deref() == Some("invite")
     })
@@ -61,7 +61,7 @@ async fn a_room_the_homeserver_says_the_bot_left_is_forgotten_on_start() {
     let app = spawn_app_in(dir_with_policy(), hs, AppOptions::default()).await;
     until_ready(&app).await;
     app.push("j", vec![member_event("$j", ROOM, BOT, BOT, "join")]).await;
-    eventually("joined", || app.store.bot_membership(ROOM).unwrap() == Some(BotMembership::Joined)).await;
+    eventually("joined", || app.store.rooms().bot_membership(ROOM).unwrap() == Some(BotMembership::Joined)).await;
     eventually("caught up once", || !app.homeserver.requests_to("GET", &format!("/rooms/{ROOM}/members")).is_empty())
         .await;
     let (dir, hs) = app.stop().await;
@@ -70,7 +70,7 @@ async fn a_room_the_homeserver_says_the_bot_left_is_forgotten_on_start() {
     hs.set_joined_rooms(&[CONTROL_ROOM]);
     let app = spawn_app_in(dir, hs, AppOptions::default()).await;
     until_ready(&app).await;
-    assert_eq!(app.store.bot_membership(ROOM).unwrap(), Some(BotMembership::Left));
+    assert_eq!(app.store.rooms().bot_membership(ROOM).unwrap(), Some(BotMembership::Left));
     let r = app.say("1", "$c1", "!knock rooms").await;
     assert_eq!(r, "knockwarden manages no room yet: a moderator invites it to one.");
     assert_eq!(
@@ -158,7 +158,7 @@ async fn metrics_count_what_happened() {
     // The homeserver sends the last one again.
     let again = serde_json::json!({"events": [knock_event("$k2", ROOM, "@c:x.example", Some("spam"))]});
     assert_eq!(app.put_txn("t2", &again).await.status(), 200);
-    eventually("settled", || app.store.outbox().is_empty() && app.store.audit_len() == 3).await;
+    eventually("settled", || app.store.outbox().is_empty() && app.store.audit().len() == 3).await;
     eventually("acted", || app.homeserver.membership(ROOM, "@c:x.example").as_deref() == Some("leave")).await;
     let url = format!("{}/metrics", app.metrics_address.as_deref().expect("metrics are served"));
     let text = app.client.get(&url).send().await.unwrap().text().await.unwrap();
@@ -257,7 +257,7 @@ async fn db_stats_backup_and_restore_round_trip() {
     app.homeserver.set_knocking(ROOM, "@a:x.example", "$k1");
     let body = serde_json::json!({"events": [knock_event("$k1", ROOM, "@a:x.example", Some("hi"))]});
     assert_eq!(app.put_txn("1", &body).await.status(), 200);
-    eventually("decided", || app.store.audit_len() == 1 && app.store.outbox().is_empty()).await;
+    eventually("decided", || app.store.audit().len() == 1 && app.store.outbox().is_empty()).await;
     let config = app.dir.path().join("config.yaml");
 
     // While knockwarden runs, the database is in use.
@@ -290,8 +290,8 @@ async fn db_stats_backup_and_restore_round_trip() {
     drop(read_only);
     assert!(before == tree_contents(&backup), "restoring wrote to the backup");
     let app = spawn_app_in(dir, hs, AppOptions::default()).await;
-    assert_eq!(app.store.audit_len(), 1);
-    assert!(app.store.was_seen("$k1").unwrap());
+    assert_eq!(app.store.audit().len(), 1);
+    assert!(app.store.journal().was_seen("$k1").unwrap());
 }
 
 /// `contrib/knockwarden.service` passes `systemd-analyze verify` without a warning (with the

@@ -75,8 +75,8 @@ pub(crate) fn started(app: &TestApp) -> bool {
 }
 
 pub(crate) fn settled(app: &TestApp) -> bool {
-    app.store.inbox_len() == 0
-        && app.store.audit_all().unwrap().iter().all(|e| e.outcome != Outcome::Pending || e.review.is_some())
+    app.store.journal().backlog() == 0
+        && app.store.audit().all().unwrap().iter().all(|e| e.outcome != Outcome::Pending || e.review.is_some())
         && app.store.outbox().is_empty()
 }
 
@@ -90,9 +90,9 @@ async fn a_change_right_behind_the_knock_is_kept() {
     let knock = knock_event("$k", ROOM, "@bob:test.local", Some("hi there"));
     let invited = member_event("$i", ROOM, MODERATOR, "@bob:test.local", "invite");
     assert_eq!(app.put_txn("1", &json!({"events": [knock, invited]})).await.status(), 200);
-    eventually("handled", || app.store.inbox_len() == 0).await;
-    assert!(app.store.knock(ROOM, "@bob:test.local").unwrap().is_none(), "the invite closed the knock");
-    let audit = app.store.audit_all().unwrap();
+    eventually("handled", || app.store.journal().backlog() == 0).await;
+    assert!(app.store.knocks().get(ROOM, "@bob:test.local").unwrap().is_none(), "the invite closed the knock");
+    let audit = app.store.audit().all().unwrap();
     assert_eq!(audit[0].outcome, Outcome::Resolved(Resolution::InvitedBy { by: MODERATOR.try_into().unwrap() }));
 }
 
@@ -111,7 +111,7 @@ async fn dry_run_decides_audits_and_notifies_but_changes_nothing() {
         notices.contains("would accept") && notices.contains("would deny") && notices.contains("would ban"),
         "{notices}"
     );
-    assert!(app.store.audit_all().unwrap().iter().all(|e| e.dry_run && e.outcome == Outcome::DryRun));
+    assert!(app.store.audit().all().unwrap().iter().all(|e| e.dry_run && e.outcome == Outcome::DryRun));
 
     // The global switch does the same for a policy without dry_run.
     let app = app_with(
@@ -142,9 +142,12 @@ async fn a_room_no_policy_governs_is_left_alone_and_aliases_are_resolved() {
         !app.homeserver.requests_to("POST", "/rooms/!support:test.local/invite").is_empty()
     })
     .await;
-    eventually("both knocks handled", || app.store.inbox_len() == 0).await;
-    assert_eq!(app.store.audit_len(), 1, "only the governed room's knock is decided");
-    assert!(app.store.knock("!other:test.local", "@b:test.local").unwrap().is_some(), "the other is only tracked");
+    eventually("both knocks handled", || app.store.journal().backlog() == 0).await;
+    assert_eq!(app.store.audit().len(), 1, "only the governed room's knock is decided");
+    assert!(
+        app.store.knocks().get("!other:test.local", "@b:test.local").unwrap().is_some(),
+        "the other is only tracked"
+    );
     // Notices name the room by its alias.
     eventually("notice", || app.notices().iter().any(|n| n.contains("#support:test.local"))).await;
 }
@@ -171,14 +174,14 @@ async fn user_text_in_notices_is_escaped_and_clipped() {
 async fn a_re_knock_supersedes_the_pending_review() {
     let app = app().await;
     app.knock("1", "$a", "@dave:elsewhere.example", Some("first try")).await;
-    eventually("review #1", || app.store.open_reviews().unwrap().len() == 1).await;
+    eventually("review #1", || app.store.reviews().open().unwrap().len() == 1).await;
     app.knock("2", "$b", "@dave:elsewhere.example", Some("second try")).await;
     eventually("review #2 replaces #1", || {
-        app.store.open_reviews().unwrap().iter().map(|r| r.number).collect::<Vec<_>>() == vec![2]
+        app.store.reviews().open().unwrap().iter().map(|r| r.number).collect::<Vec<_>>() == vec![2]
     })
     .await;
-    assert_eq!(app.store.review(1).unwrap().unwrap().closed, Some(Resolution::KnockedAgain));
-    let first = app.store.audit_all().unwrap().into_iter().find(|e| e.review == Some(1)).unwrap();
+    assert_eq!(app.store.reviews().get(1).unwrap().unwrap().closed, Some(Resolution::KnockedAgain));
+    let first = app.store.audit().all().unwrap().into_iter().find(|e| e.review == Some(1)).unwrap();
     assert_eq!(first.outcome, Outcome::Resolved(Resolution::KnockedAgain));
 }
 
@@ -204,10 +207,10 @@ async fn member_of_accepts_members_of(general: &str) {
     // The bot is in #general and learns its members.
     let joined = member_event("$j", "!general:test.local", BOT, BOT, "join");
     assert_eq!(app.put_txn("0", &json!({"events": [joined]})).await.status(), 200);
-    eventually("members known", || app.store.members_of("!general:test.local").unwrap().len() == 2).await;
+    eventually("members known", || app.store.members().of("!general:test.local").unwrap().len() == 2).await;
     app.knock("1", "$a", "@friend:elsewhere.example", Some("hi")).await;
     app.knock("2", "$b", "@stranger:elsewhere.example", Some("hi")).await;
-    eventually("settled", || app.store.audit_len() == 2 && settled(&app)).await;
+    eventually("settled", || app.store.audit().len() == 2 && settled(&app)).await;
     assert_eq!(app.posts("invite").len(), 1);
     assert_eq!(app.posts("invite")[0].body["user_id"], "@friend:elsewhere.example");
     assert_eq!(app.posts("kick")[0].body["user_id"], "@stranger:elsewhere.example");
@@ -222,7 +225,7 @@ async fn a_join_rule_change_that_stops_knocking_is_warned_about_once() {
     let app = app_with(POLICY, AppOptions::default(), hs).await;
     assert_eq!(app.put_txn("0", &json!({"events": [member_event("$j", ROOM, BOT, BOT, "join")]})).await.status(), 200);
     eventually("room state known", || {
-        app.store.room(ROOM).unwrap().is_some_and(|r| r.join_rule.as_ref().map(|j| j.as_str()) == Some("knock"))
+        app.store.rooms().get(ROOM).unwrap().is_some_and(|r| r.join_rule.as_ref().map(|j| j.as_str()) == Some("knock"))
     })
     .await;
     let warnings =
@@ -237,7 +240,8 @@ async fn a_join_rule_change_that_stops_knocking_is_warned_about_once() {
     assert_eq!(app.put_txn("2", &json!({"events": [rule("$r2", "invite"), rule("$r3", "knock")]})).await.status(), 200);
     eventually("handled", || {
         app.store
-            .room(ROOM)
+            .rooms()
+            .get(ROOM)
             .unwrap()
             .is_some_and(|r| r.join_rule.as_ref().map(|j| j.as_str()) == Some("knock") && r.warned.is_empty())
     })
@@ -299,6 +303,6 @@ async fn the_homeserver_waits_while_the_worker_is_a_backlog_behind() {
     release.send(()).unwrap();
     holder.await.unwrap();
     assert_eq!(waiting.await.unwrap(), 200);
-    eventually("everything handled", || app.store.inbox_len() == 0).await;
-    assert!(app.store.was_seen("$last").unwrap());
+    eventually("everything handled", || app.store.journal().backlog() == 0).await;
+    assert!(app.store.journal().was_seen("$last").unwrap());
 }

@@ -162,7 +162,7 @@ fn policy_versions_rollback_and_a_refused_start() {
     assert_eq!(live.rollback(1).unwrap(), 3);
     let active = live.current();
     assert_eq!(active.set.policies()[0].default, knockwarden::policy::Action::Review);
-    let v3 = store.policy_version(3).unwrap().unwrap();
+    let v3 = store.policies().get(3).unwrap().unwrap();
     assert_eq!(v3.origin, "rollback to 1");
     assert_eq!(v3.sources[0].text, GOOD);
     assert!(live.rollback(99).unwrap_err().to_string().contains("does not exist"));
@@ -195,7 +195,7 @@ async fn an_invalid_edit_is_refused_and_reported_then_a_valid_edit_goes_live() {
     let hs = FakeHomeserver::start().await;
     let app = spawn_app_in(dir, hs.clone(), AppOptions::default()).await;
     let store = app.store.clone();
-    assert_eq!(store.active_policy_version().unwrap(), Some(1));
+    assert_eq!(store.policies().active().unwrap(), Some(1));
 
     // An editor's save: truncate, then write in pieces.
     std::fs::write(&file, "").unwrap();
@@ -211,9 +211,9 @@ async fn an_invalid_edit_is_refused_and_reported_then_a_valid_edit_goes_live() {
     assert!(notice.body["body"].as_str().unwrap().contains("p.yaml:4:13: unknown key `servr`"));
     assert_eq!(notice.body["msgtype"], "m.notice");
     assert!(notice.body["formatted_body"].as_str().unwrap().contains("<pre><code>"));
-    assert_eq!(store.active_policy_version().unwrap(), Some(1));
+    assert_eq!(store.policies().active().unwrap(), Some(1));
 
     std::fs::write(&file, GOOD_V2).unwrap();
-    eventually("the valid edit is live", || store.active_policy_version().unwrap() == Some(2)).await;
+    eventually("the valid edit is live", || store.policies().active().unwrap() == Some(2)).await;
     eventually("and announced", || notices_containing(&hs, "policy version 2 is active") == 1).await;
 }

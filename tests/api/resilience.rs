@@ -63,10 +63,10 @@ async fn an_alias_that_cannot_be_looked_up_delays_only_the_knocks_that_depend_on
     // The other knock waits, and /health says for what.
     let store = app.store.clone();
     eventually("the knock that may be the alias's waits", || {
-        store.knock(ALIASED, "@maybe:test.local").unwrap().is_some()
+        store.knocks().get(ALIASED, "@maybe:test.local").unwrap().is_some()
     })
     .await;
-    eventually("/health counts it", || app.store.inbox_len() == 1).await;
+    eventually("/health counts it", || app.store.journal().backlog() == 1).await;
     let h = health(&app).await;
     assert_eq!(h["status"], "ok");
     assert_eq!(h["unresolved_aliases"], json!(["#other:example.org"]), "{h}");
@@ -80,8 +80,8 @@ async fn an_alias_that_cannot_be_looked_up_delays_only_the_knocks_that_depend_on
         !app.homeserver.requests_to("POST", &format!("/rooms/{ALIASED}/kick")).is_empty()
     })
     .await;
-    eventually("nothing waits any more", || app.store.inbox_len() == 0).await;
-    let audit = app.store.audit_all().unwrap();
+    eventually("nothing waits any more", || app.store.journal().backlog() == 0).await;
+    let audit = app.store.audit().all().unwrap();
     let decided: Vec<(&str, &str)> = audit.iter().map(|e| (e.user_id.as_str(), e.policy.as_str())).collect();
     assert_eq!(decided, [("@friend:test.local", "by-id"), ("@maybe:test.local", "by-alias")]);
 }
@@ -95,17 +95,18 @@ async fn a_waiting_knock_withdrawn_meanwhile_is_not_decided() {
     eventually("the look-up failed for good", || app.store.failures().all().unwrap().len() == 1).await;
     app.homeserver.set_knocking(ALIASED, "@gone:test.local", "$gone");
     app.push("1", vec![knock_event("$gone", ALIASED, "@gone:test.local", Some("hello"))]).await;
-    eventually("the knock waits", || app.store.knock(ALIASED, "@gone:test.local").unwrap().is_some()).await;
+    eventually("the knock waits", || app.store.knocks().get(ALIASED, "@gone:test.local").unwrap().is_some()).await;
     // They withdraw before the alias is known.
     let leave = crate::helpers::member_event("$leave", ALIASED, "@gone:test.local", "@gone:test.local", "leave");
     app.push("2", vec![leave]).await;
-    eventually("the withdrawal is taken in", || app.store.knock(ALIASED, "@gone:test.local").unwrap().is_none()).await;
+    eventually("the withdrawal is taken in", || app.store.knocks().get(ALIASED, "@gone:test.local").unwrap().is_none())
+        .await;
     // A moderator tries the look-up again once it can succeed: `!knock retry` is not held up.
     app.homeserver.set_alias("#other:example.org", ALIASED);
     app.homeserver.clear_scripts();
     app.push("3", vec![message("$retry", MODERATOR, "!knock retry 1")]).await;
-    eventually("the waiting knock is dropped", || app.store.inbox_len() == 0).await;
-    assert!(app.store.audit_all().unwrap().is_empty(), "a withdrawn knock was decided");
+    eventually("the waiting knock is dropped", || app.store.journal().backlog() == 0).await;
+    assert!(app.store.audit().all().unwrap().is_empty(), "a withdrawn knock was decided");
     assert!(app.homeserver.requests_to("POST", &format!("/rooms/{ALIASED}/")).is_empty());
     // And a knock in the room named by ID was never held up.
     app.knock_on("4", "$f", "@f:test.local", Some("a friend")).await;
@@ -130,10 +131,10 @@ async fn a_knock_waiting_for_review_past_retention_is_not_decided_again_after_a_
     let app = crate::control::start(dir, hs, retention).await;
     eventually("the restart caught up on the room's knocks", || members(&app.homeserver) > caught_up).await;
     eventually("settled", || app.store.outbox().is_empty()).await;
-    assert!(app.store.review(2).unwrap().is_none(), "decided again: a second review item");
-    let item = app.store.review(1).unwrap().unwrap();
+    assert!(app.store.reviews().get(2).unwrap().is_none(), "decided again: a second review item");
+    let item = app.store.reviews().get(1).unwrap().unwrap();
     assert!(item.closed.is_none(), "review #1 closed: {:?}", item.closed);
-    assert_eq!(app.store.audit_all().unwrap().len(), 1);
+    assert_eq!(app.store.audit().all().unwrap().len(), 1);
 }
 
 /// Flips a byte of the journal's record that holds `needle` (a string of its payload).
@@ -162,7 +163,8 @@ async fn a_damaged_journal_is_kept_aside_said_and_the_records_after_it_handled()
             let raw = serde_json::value::to_raw_value(&ev).unwrap();
             let origin = knockwarden::storage::Origin::Push { txn_id: format!("{i}") };
             store
-                .journal_append(&origin, Some(&[i as u8; 32]), vec![raw], vec![user.to_string()], vec![], |_| {})
+                .journal()
+                .append(&origin, Some(&[i as u8; 32]), vec![raw], vec![user.to_string()], vec![], |_| {})
                 .unwrap();
         }
         store.flush_blocking().unwrap();

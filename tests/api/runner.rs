@@ -55,7 +55,7 @@ fn notices(app: &TestApp) -> Vec<String> {
 }
 
 fn settled(app: &TestApp) -> bool {
-    app.store.outbox().is_empty() && app.store.audit_all().unwrap().iter().all(|e| e.outcome != Outcome::Pending)
+    app.store.outbox().is_empty() && app.store.audit().all().unwrap().iter().all(|e| e.outcome != Outcome::Pending)
 }
 
 #[tokio::test]
@@ -145,7 +145,7 @@ async fn a_kick_held_up_by_a_rate_limit_does_not_hit_a_newer_knock() {
     eventually("invited", || invited(&app) == ["@eve:x.example"]).await;
     eventually("settled", || settled(&app)).await;
     assert_eq!(app.posted("kick").len(), 1, "the old knock's kick was not carried out on the new one");
-    let audit = app.store.audit_all().unwrap();
+    let audit = app.store.audit().all().unwrap();
     assert_eq!(audit[0].outcome, Outcome::Resolved(Resolution::KnockedAgain));
     assert_eq!(audit[1].outcome, Outcome::Done);
     assert_eq!(app.homeserver.membership(ROOM, "@eve:x.example").as_deref(), Some("invite"));
@@ -163,7 +163,7 @@ async fn an_action_failing_past_give_up_after_is_kept_reported_and_can_be_retrie
     assert_eq!(store.outbox().len(), 0);
     let f = &store.failures().all().unwrap()[0];
     assert!(f.error.starts_with("still failing after 1s: "), "{}", f.error);
-    assert!(matches!(store.audit_all().unwrap()[0].outcome, Outcome::Failed(_)));
+    assert!(matches!(store.audit().all().unwrap()[0].outcome, Outcome::Failed(_)));
     eventually("one notice about it", || notices(&app).iter().any(|n| n.contains("accept failed"))).await;
     let about: Vec<String> = notices(&app).into_iter().filter(|n| n.contains("failed")).collect();
     assert_eq!(about.len(), 1, "{about:#?}");
@@ -178,7 +178,7 @@ async fn an_action_failing_past_give_up_after_is_kept_reported_and_can_be_retrie
     let r = app.say("c2", "$c2", "!knock retry 1").await;
     assert!(r.starts_with("Back in the queue: 1 (invite @far:x.example"), "{r}");
     eventually("invited", || app.homeserver.membership(ROOM, "@far:x.example").as_deref() == Some("invite")).await;
-    eventually("settled as done", || store.audit_all().unwrap()[0].outcome == Outcome::Done).await;
+    eventually("settled as done", || store.audit().all().unwrap()[0].outcome == Outcome::Done).await;
     assert!(store.failures().all().unwrap().is_empty());
     let r = app.say("c3", "$c3", "!knock retry 1").await;
     assert_eq!(r, "There is no failed action 1; !knock failed lists them.");

@@ -17,12 +17,12 @@ async fn synapse_knock_transactions_v10_v12_and_federated_are_taken_in() {
         assert_eq!(res.json::<serde_json::Value>().await.unwrap(), json!({}));
     }
     let store = app.store.clone();
-    eventually("three knocks recorded", || store.knocks(None).unwrap().len() == 3).await;
-    let v12 = store.knock("!yDTWb7wKownNOAQQIbza_KXFr_gVjWRY80QEvIjN52s", "@bob:test.local").unwrap().unwrap();
+    eventually("three knocks recorded", || store.knocks().in_room(None).unwrap().len() == 3).await;
+    let v12 = store.knocks().get("!yDTWb7wKownNOAQQIbza_KXFr_gVjWRY80QEvIjN52s", "@bob:test.local").unwrap().unwrap();
     assert_eq!(v12.reason.as_deref(), Some("please let me in"));
     assert_eq!(v12.displayname.as_deref(), Some("bob"));
     assert_eq!(v12.event_id, "$KTPxZyDLlxk2QA6EyGSefB5WeO2-LC-6CHH0OR7LVP8");
-    let fed = store.knock("!cakiXfIFjjxCuzwcPp:localhost:18148", "@bob:localhost:18248").unwrap().unwrap();
+    let fed = store.knocks().get("!cakiXfIFjjxCuzwcPp:localhost:18148", "@bob:localhost:18248").unwrap().unwrap();
     assert_eq!(fed.reason.as_deref(), Some("please let me in"));
 }
 
@@ -34,7 +34,10 @@ async fn a_replayed_transaction_is_a_no_op() {
     assert_eq!(app.put_txn("13", &body).await.status(), 200);
     assert_eq!(app.put_txn("13", &body).await.status(), 200);
     let store = app.store.clone();
-    eventually("the knock is handled", || store.inbox_len() == 0 && store.counter("events_stored").unwrap() > 0).await;
+    eventually("the knock is handled", || {
+        store.journal().backlog() == 0 && store.counter("events_stored").unwrap() > 0
+    })
+    .await;
     assert_eq!(app.store.counter("events_stored").unwrap(), 1);
     assert_eq!(app.store.counter("events_duplicate").unwrap(), 0, "exact replays are not even re-read");
 }
@@ -52,7 +55,7 @@ async fn a_reused_txn_id_with_new_events_is_processed_and_old_events_are_not_red
     assert_eq!(app.put_txn("1", &first).await.status(), 200);
     assert_eq!(app.put_txn("1", &second).await.status(), 200);
     let store = app.store.clone();
-    eventually("both knocks recorded", || store.knocks(Some(room)).unwrap().len() == 2).await;
+    eventually("both knocks recorded", || store.knocks().in_room(Some(room)).unwrap().len() == 2).await;
     assert_eq!(store.counter("events_stored").unwrap(), 2);
     assert_eq!(store.counter("events_duplicate").unwrap(), 1);
 }
@@ -83,7 +86,8 @@ async fn a_journal_not_handled_yet_and_an_old_inbox_are_drained_on_restart() {
         let ev = knock_event("$left-behind", "!r:test.local", "@e:test.local", Some("from before the crash"));
         let raw = serde_json::value::to_raw_value(&ev).unwrap();
         store
-            .journal_append(
+            .journal()
+            .append(
                 &Origin::Push { txn_id: "99".into() },
                 Some(&[0; 32]),
                 vec![raw],
@@ -101,22 +105,22 @@ async fn a_journal_not_handled_yet_and_an_old_inbox_are_drained_on_restart() {
         };
         store.commit(&[Op::put_json(T::Inbox, 5u64.to_be_bytes(), &entry)]).unwrap();
         store.flush_blocking().unwrap();
-        assert_eq!(store.inbox_len(), 2);
+        assert_eq!(store.journal().backlog(), 2);
     }
     let app = spawn_app_in(dir, FakeHomeserver::start().await, AppOptions::default()).await;
     let store = app.store.clone();
     eventually("both knocks are handled after restart", || {
-        store.knock("!r:test.local", "@e:test.local").unwrap().is_some()
-            && store.knock("!r:test.local", "@o:test.local").unwrap().is_some()
+        store.knocks().get("!r:test.local", "@e:test.local").unwrap().is_some()
+            && store.knocks().get("!r:test.local", "@o:test.local").unwrap().is_some()
     })
     .await;
-    eventually("the inbox is empty", || store.inbox_len() == 0).await;
+    eventually("the inbox is empty", || store.journal().backlog() == 0).await;
     // And it is not taken in again if the homeserver resends it.
     let body = json!({"events": [knock_event("$left-behind", "!r:test.local", "@e:test.local", None)]});
     assert_eq!(app.put_txn("99", &body).await.status(), 200);
     eventually("the resent knock is found taken in", || store.counter("events_duplicate").unwrap() == 1).await;
     // The batch's counters are committed just before the journal learns how far it got.
-    eventually("nothing is left to handle", || store.inbox_len() == 0).await;
+    eventually("nothing is left to handle", || store.journal().backlog() == 0).await;
     assert_eq!(store.counter("events_stored").unwrap(), 1, "the old inbox's entry was taken in before");
 }
 
@@ -126,10 +130,10 @@ async fn state_survives_a_graceful_restart() {
     let body = json!({"events": [knock_event("$k", "!r:test.local", "@f:test.local", None)]});
     assert_eq!(app.put_txn("1", &body).await.status(), 200);
     let store = app.store.clone();
-    eventually("knock recorded", || store.knock("!r:test.local", "@f:test.local").unwrap().is_some()).await;
+    eventually("knock recorded", || store.knocks().get("!r:test.local", "@f:test.local").unwrap().is_some()).await;
     drop(store);
     let (dir, hs) = app.stop().await;
     let app = spawn_app_in(dir, hs, AppOptions::default()).await;
-    assert!(app.store.knock("!r:test.local", "@f:test.local").unwrap().is_some());
-    assert!(app.store.was_seen("$k").unwrap());
+    assert!(app.store.knocks().get("!r:test.local", "@f:test.local").unwrap().is_some());
+    assert!(app.store.journal().was_seen("$k").unwrap());
 }

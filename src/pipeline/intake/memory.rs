@@ -4,7 +4,7 @@
 //! in lately (so that a replay is a no-op).
 //!
 //! Rebuilt at start from the records the journal still holds
-//! ([`crate::storage::Store::take_unhandled_records`]); told of each record as it is appended
+//! ([`crate::storage::JournalLog::take_unhandled`]); told of each record as it is appended
 //! (before the worker can read it); let go of records as the worker reports them handled.
 
 use std::collections::{HashMap, VecDeque};

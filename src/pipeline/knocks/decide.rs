@@ -13,7 +13,7 @@ use crate::{
     notices,
     pipeline::worker::InboxEvent,
     policy::Knock,
-    storage::{Action, KnockRecord, Outcome, Resolution, Store, StoreError, now_ms},
+    storage::{Action, Activity, KnockRecord, Knocks, Outcome, Resolution, StoreError, now_ms},
 };
 
 /// Decides a knock.
@@ -41,7 +41,7 @@ pub fn on_knock(shared: &Shared, entry: &InboxEvent, member: &Member) -> Result<
     };
     // A knock that waited: decided only if it is still the knocker's knock (they may have
     // knocked again, withdrawn, or been let in or out by a person meanwhile).
-    let current = store.knock(room, user)?;
+    let current = store.knocks().get(room, user)?;
     let is_current = current.as_ref().is_some_and(|k| k.event_id == head.event_id);
     if entry.waiting && !is_current {
         tracing::info!(room, user, event_id = %head.event_id, "a knock that waited is no longer the knocker's: dropped");
@@ -55,17 +55,18 @@ pub fn on_knock(shared: &Shared, entry: &InboxEvent, member: &Member) -> Result<
     }
     // Several knocks of one inbox entry share its number: each counts under a number of its
     // own. Counted once decided (not while it waits).
-    let knock_time = Store::record_knock_time(room, user, received, store.next_id()?);
+    let knock_time = Activity::record(room, user, received, store.next_id()?);
     let mut ops = Vec::new();
     // A knock while already knocking: the earlier one is superseded.
     if let Some(earlier) = current {
         if let Some(id) = earlier.audit_id
-            && let Some((_, op)) = store.settle_op(id, Outcome::Resolved(Resolution::KnockedAgain), now, is_pending)?
+            && let Some((_, op)) =
+                store.audit().settle_op(id, Outcome::Resolved(Resolution::KnockedAgain), now, is_pending)?
         {
             ops.push(op);
         }
-        if let Some(item) = store.open_review_for(room, user)?
-            && let Some(closing) = store.close_review_ops(item.number, Resolution::KnockedAgain)?
+        if let Some(item) = store.reviews().open_for(room, user)?
+            && let Some(closing) = store.reviews().close_ops(item.number, Resolution::KnockedAgain)?
         {
             ops.extend(closing);
             ops.push(store.outbox().push(Action::ReviewClosed { number: item.number, reply: false })?);
@@ -75,7 +76,7 @@ pub fn on_knock(shared: &Shared, entry: &InboxEvent, member: &Member) -> Result<
     if shared.control_room_id().as_deref() == Some(head.room_id.as_ref()) {
         tracing::info!(room, user, "a knock on the control room: left to the people there");
         ops.extend(knock_time);
-        ops.extend(Store::put_knock(&rec));
+        ops.extend(Knocks::put(&rec));
         let mut m = notices::Msg::new();
         m.bold(user).text(" knocked on the control room");
         if let Some(r) = rec.reason.as_deref().filter(|r| !r.trim().is_empty()) {
@@ -87,20 +88,20 @@ pub fn on_knock(shared: &Shared, entry: &InboxEvent, member: &Member) -> Result<
     }
     if let Some(alias) = waits_for_alias(store, &active.set, room, &aliases)? {
         tracing::debug!(room, user, %alias, "the knock waits until a policy's alias is looked up");
-        ops.extend(Store::put_knock(&rec));
+        ops.extend(Knocks::put(&rec));
         return Ok(Knocked::Waits { on: alias, ops, lookup: None });
     }
     let Some(policy) = governing_policy(shared, &active.set, room, &aliases) else {
         tracing::debug!(room, user, "knock in a room no policy governs: left alone");
         ops.extend(knock_time);
-        ops.extend(Store::put_knock(&rec));
+        ops.extend(Knocks::put(&rec));
         return Ok(Knocked::Ops(ops));
     };
 
     // The ban lists the policy names must have been read (or found unreadable) once.
     if let Some(list) = shared.lists.untried(policy.ban_lists()) {
         tracing::debug!(room, user, %list, "the knock waits until a ban list is read");
-        ops.extend(Store::put_knock(&rec));
+        ops.extend(Knocks::put(&rec));
         return Ok(Knocked::Waits { on: list.clone(), ops, lookup: None });
     }
     // `account:` conditions go by what the homeserver says of a local knocker's account: it
@@ -111,7 +112,7 @@ pub fn on_knock(shared: &Shared, entry: &InboxEvent, member: &Member) -> Result<
             Some(facts) => Some(facts),
             None => {
                 tracing::debug!(room, user, "the knock waits until the knocker's account is looked up");
-                ops.extend(Store::put_knock(&rec));
+                ops.extend(Knocks::put(&rec));
                 let lookup = Action::LookupAccount { room_id: head.room_id.clone(), user_id: user_id.clone() };
                 return Ok(Knocked::Waits { on: format!("the account of {user}"), ops, lookup: Some(lookup) });
             }

@@ -7,7 +7,7 @@ use crate::{
     homeserver::MembershipChange,
     notices,
     policy::Action as Verdict,
-    storage::{Action, AuditEntry, KnockRecord, Op, Outcome, ReviewItem, Store, StoreError},
+    storage::{Action, Audit, AuditEntry, KnockRecord, Knocks, Op, Outcome, ReviewItem, Reviews, StoreError},
 };
 
 /// Longest reason or display name kept in the audit log.
@@ -116,10 +116,10 @@ pub(super) fn enact(
             ops.push(store.outbox().push(act)?);
         }
         (None, Verdict::Review) => {
-            let (number, reserve) = store.reserve_review_number()?;
+            let (number, reserve) = store.reviews().reserve_number()?;
             ops.push(reserve);
             audit.review = Some(number);
-            ops.extend(Store::put_review(&ReviewItem {
+            ops.extend(Reviews::put(&ReviewItem {
                 number,
                 audit_id,
                 room_id: rec.room_id.clone(),
@@ -143,7 +143,7 @@ pub(super) fn enact(
             }
         }
     }
-    ops.push(Store::put_audit(&audit));
-    ops.extend(Store::put_knock(rec));
+    ops.push(Audit::put(&audit));
+    ops.extend(Knocks::put(rec));
     Ok(())
 }

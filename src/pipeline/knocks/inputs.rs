@@ -97,8 +97,8 @@ impl Context {
         let mut user_counts = Vec::with_capacity(windows.len());
         for w in windows {
             let since = now.saturating_sub(w.as_millis() as u64);
-            room_counts.push((*w, store.room_knocks_since(room, since)? + extra));
-            user_counts.push((*w, store.user_knocks_since(user, room, since)? + extra));
+            room_counts.push((*w, store.activity().room_knocks_since(room, since)? + extra));
+            user_counts.push((*w, store.activity().user_knocks_since(user, room, since)? + extra));
         }
         // Only the rooms the policies name can matter: each is looked up (an alias through
         // what it resolves to), not every room the knocker is in.
@@ -107,7 +107,7 @@ impl Context {
             let room_id =
                 if named.starts_with('#') { store.aliases().get(named)?.flatten() } else { Some(named.clone()) };
             if let Some(room_id) = room_id
-                && store.is_member(&room_id, user)?
+                && store.members().contains(&room_id, user)?
             {
                 member_of.push(named.clone());
             }

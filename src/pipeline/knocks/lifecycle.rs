@@ -4,7 +4,7 @@
 use crate::{
     app::Shared,
     events::{Event, Member, MembershipState},
-    storage::{Action, Op, Outcome, Resolution, Store, StoreError, now_ms},
+    storage::{Action, Knocks, Op, Outcome, Resolution, StoreError, now_ms},
 };
 
 /// A knocker's membership changed away from `knock`: close the knock, its audit entry (unless
@@ -13,7 +13,7 @@ pub fn on_change(shared: &Shared, head: &Event, member: &Member) -> Result<Vec<O
     let user = member.user.as_str();
     let store = &shared.store;
     let room = head.room_id.as_str();
-    let Some(rec) = store.knock(room, user)? else { return Ok(vec![]) };
+    let Some(rec) = store.knocks().get(room, user)? else { return Ok(vec![]) };
     let sender = head.sender.as_str();
     let by_bot = sender == shared.bot.as_str();
     let by = head.sender.clone();
@@ -29,19 +29,19 @@ pub fn on_change(shared: &Shared, head: &Event, member: &Member) -> Result<Vec<O
         other => Resolution::Membership { membership: other.to_string() },
     };
     tracing::info!(room, user, how = %how, "knock closed");
-    let mut ops = Store::del_knock(room, user);
+    let mut ops = Knocks::del(room, user);
     // What knockwarden did itself is settled, and its review item closed, by whatever did it
     // (the runner, for a policy, a verdict or expiry), with who decided.
     if by_bot {
         return Ok(ops);
     }
     if let Some(id) = rec.audit_id
-        && let Some((_, op)) = store.settle_op(id, Outcome::Resolved(how.clone()), now_ms(), is_pending)?
+        && let Some((_, op)) = store.audit().settle_op(id, Outcome::Resolved(how.clone()), now_ms(), is_pending)?
     {
         ops.push(op);
     }
-    if let Some(item) = store.open_review_for(room, user)?
-        && let Some(closing) = store.close_review_ops(item.number, how)?
+    if let Some(item) = store.reviews().open_for(room, user)?
+        && let Some(closing) = store.reviews().close_ops(item.number, how)?
     {
         ops.extend(closing);
         ops.push(store.outbox().push(Action::ReviewClosed { number: item.number, reply: true })?);

@@ -20,12 +20,12 @@ pub fn redecide_reviews(shared: &Shared, banned: &dyn Fn(&str) -> bool, why: &st
     let active = shared.policies.current();
     let now = now_ms();
     let mut ops = Vec::new();
-    for item in store.open_reviews()? {
+    for item in store.reviews().open()? {
         if !banned(item.user_id.as_str()) {
             continue;
         }
         let (room, user) = (item.room_id.as_str(), item.user_id.as_str());
-        let Some(mut rec) = store.knock(room, user)? else { continue };
+        let Some(mut rec) = store.knocks().get(room, user)? else { continue };
         if rec.event_id != item.event_id {
             continue;
         }
@@ -50,11 +50,11 @@ pub fn redecide_reviews(shared: &Shared, banned: &dyn Fn(&str) -> bool, why: &st
         tracing::info!(room, user, review = item.number, action = %d.action, why, "knock decided again");
         let how = Resolution::DecidedAgain { why: why.to_owned(), action: d.action };
         if let Some(id) = rec.audit_id
-            && let Some((_, op)) = store.settle_op(id, Outcome::Resolved(how.clone()), now, is_pending)?
+            && let Some((_, op)) = store.audit().settle_op(id, Outcome::Resolved(how.clone()), now, is_pending)?
         {
             ops.push(op);
         }
-        if let Some(closing) = store.close_review_ops(item.number, how)? {
+        if let Some(closing) = store.reviews().close_ops(item.number, how)? {
             ops.extend(closing);
             ops.push(store.outbox().push(Action::ReviewClosed { number: item.number, reply: true })?);
         }
