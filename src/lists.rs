@@ -336,7 +336,7 @@ mod tests {
         ListRule {
             kind: EntityKind::User,
             entity: Entity::Glob(entity.into()),
-            recommendation: "m.ban".into(),
+            recommendation: crate::policy::banlist::Recommendation::Ban,
             reason: String::new(),
             event_id: event.into(),
             ignored: None,

@@ -121,7 +121,7 @@ async fn check_homeserver(
         {
             Check::Done
         }
-        (_, _) => Check::Stop(Resolution::NotKnocking { membership: membership.map(|m| m.to_string()) }),
+        (_, _) => Check::Stop(Resolution::NotKnocking { membership }),
     })
 }
 

@@ -38,9 +38,39 @@ pub use crate::events::{EntityKind, RuleContent};
 
 mod index;
 use index::KindIndex;
-/// The recommendations that ban.
-pub const BAN_RECOMMENDATIONS: &[&str] =
-    &["m.ban", "org.matrix.mjolnir.ban", "m.takedown", "org.matrix.msc4204.takedown"];
+/// The recommendations that ban, as a rule's `recommendation` spells them (and as a stored
+/// rule keeps them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Recommendation {
+    #[serde(rename = "m.ban")]
+    Ban,
+    #[serde(rename = "org.matrix.mjolnir.ban")]
+    MjolnirBan,
+    #[serde(rename = "m.takedown")]
+    Takedown,
+    #[serde(rename = "org.matrix.msc4204.takedown")]
+    Msc4204Takedown,
+}
+
+impl Recommendation {
+    /// Every recommendation that bans.
+    pub const ALL: [Recommendation; 4] =
+        [Recommendation::Ban, Recommendation::MjolnirBan, Recommendation::Takedown, Recommendation::Msc4204Takedown];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Recommendation::Ban => "m.ban",
+            Recommendation::MjolnirBan => "org.matrix.mjolnir.ban",
+            Recommendation::Takedown => "m.takedown",
+            Recommendation::Msc4204Takedown => "org.matrix.msc4204.takedown",
+        }
+    }
+
+    /// The ban recommendation `text` names; `None` for any other.
+    pub fn of(text: &str) -> Option<Recommendation> {
+        Recommendation::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+}
 /// The longest entity a rule may have: no user ID or server name is longer (the spec's limit
 /// is 255 bytes); a longer one is ignored.
 pub const MAX_ENTITY_BYTES: usize = 255;
@@ -78,7 +108,7 @@ impl std::fmt::Display for Entity {
 pub struct ListRule {
     pub kind: EntityKind,
     pub entity: Entity,
-    pub recommendation: String,
+    pub recommendation: Recommendation,
     /// The rule's `reason` (empty when it gives none).
     pub reason: String,
     /// The state event that set it (its redaction removes the rule).
@@ -100,8 +130,7 @@ pub enum Parsed {
 /// Reads a state event of a rule type; `None` when the type is not one knockwarden reads.
 pub fn parse(event_type: &str, content: &RuleContent, event_id: &str) -> Option<Parsed> {
     let kind = EntityKind::of_type(event_type)?;
-    let recommendation = content.recommendation.as_deref();
-    let Some(recommendation) = recommendation.filter(|r| BAN_RECOMMENDATIONS.contains(r)) else {
+    let Some(recommendation) = content.recommendation.as_deref().and_then(Recommendation::of) else {
         return Some(Parsed::Removed);
     };
     let entity = match content.entity.as_deref().filter(|e| !e.is_empty()) {
@@ -124,7 +153,7 @@ pub fn parse(event_type: &str, content: &RuleContent, event_id: &str) -> Option<
     Some(Parsed::Rule(ListRule {
         kind,
         entity,
-        recommendation: recommendation.to_owned(),
+        recommendation,
         reason: content.reason.clone().unwrap_or_default(),
         event_id: event_id.to_owned(),
         ignored,
@@ -449,7 +478,7 @@ mod tests {
     #[test]
     fn legacy_types_and_recommendations_are_read() {
         for t in ["m.room.rule.user", "org.matrix.mjolnir.rule.user"] {
-            for rec in BAN_RECOMMENDATIONS {
+            for rec in Recommendation::ALL.map(Recommendation::as_str) {
                 let l = list(&[(t, "x", json!({"entity": "@a:b", "recommendation": rec}))]);
                 assert!(l.find("@a:b").unwrap().is_some(), "{t} {rec}");
             }
@@ -461,6 +490,28 @@ mod tests {
         )]);
         assert!(l.find("@anyone:b").unwrap().is_some());
         assert!(parse("m.policy.rule.room", &RuleContent::default(), "$e").is_none());
+    }
+
+    #[test]
+    fn a_stored_rule_keeps_its_recommendation_as_the_list_spells_it() {
+        for rec in Recommendation::ALL {
+            let content = RuleContent {
+                entity: Some("@a:b".into()),
+                recommendation: Some(rec.as_str().into()),
+                ..RuleContent::default()
+            };
+            let Some(Parsed::Rule(rule)) = parse("m.policy.rule.user", &content, "$e") else { panic!("{rec:?}") };
+            assert_eq!(rule.recommendation, rec);
+            let json = serde_json::to_value(&rule).unwrap();
+            assert_eq!(json["recommendation"], rec.as_str(), "stored as before it was typed");
+            assert_eq!(serde_json::from_value::<ListRule>(json).unwrap(), rule);
+        }
+        let other = RuleContent {
+            entity: Some("@a:b".into()),
+            recommendation: Some("m.mute".into()),
+            ..RuleContent::default()
+        };
+        assert_eq!(parse("m.policy.rule.user", &other, "$e"), Some(Parsed::Removed));
     }
 
     #[test]
@@ -554,7 +605,7 @@ mod tests {
         let huge = ListRule {
             kind: EntityKind::User,
             entity: Entity::Glob(String::new()),
-            recommendation: "m.ban".into(),
+            recommendation: Recommendation::Ban,
             reason: String::new(),
             event_id: "$huge".into(),
             ignored: None,

@@ -101,7 +101,7 @@ mod tests {
         let rule = ListRule {
             kind: EntityKind::User,
             entity: Entity::Glob("@a:x".into()),
-            recommendation: "m.ban".into(),
+            recommendation: crate::policy::banlist::Recommendation::Ban,
             reason: "r".into(),
             event_id: "$e".into(),
             ignored: None,

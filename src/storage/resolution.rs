@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use ruma::OwnedUserId;
+use ruma::{OwnedUserId, events::room::member::MembershipState};
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// How a knock ended, or why knockwarden left it alone.
@@ -46,15 +46,15 @@ pub enum Resolution {
     },
     /// Knockwarden's own membership change arrived (it carried the action out).
     ByKnockwarden {
-        membership: String,
+        membership: MembershipState,
     },
     /// Any other membership change.
     Membership {
-        membership: String,
+        membership: MembershipState,
     },
     /// When an action was due, the knocker was no longer knocking with this knock.
     NotKnocking {
-        membership: Option<String>,
+        membership: Option<MembershipState>,
     },
     /// The knock had already been decided: the first verdict stands.
     AlreadyDecided,
@@ -91,15 +91,15 @@ impl fmt::Display for Resolution {
             Resolution::InvitedBy { by } => write!(f, "accepted by {by}"),
             Resolution::KickedBy { by } => write!(f, "denied by {by}"),
             Resolution::BannedBy { by } => write!(f, "banned by {by}"),
-            Resolution::ByKnockwarden { membership } => match membership.as_str() {
-                "invite" => f.write_str("invited by knockwarden"),
-                "leave" => f.write_str("denied by knockwarden"),
-                "ban" => f.write_str("banned by knockwarden"),
+            Resolution::ByKnockwarden { membership } => match membership {
+                MembershipState::Invite => f.write_str("invited by knockwarden"),
+                MembershipState::Leave => f.write_str("denied by knockwarden"),
+                MembershipState::Ban => f.write_str("banned by knockwarden"),
                 other => write!(f, "membership set to {other} by knockwarden"),
             },
             Resolution::Membership { membership } => write!(f, "membership is now {membership}"),
             Resolution::NotKnocking { membership } => {
-                write!(f, "no longer knocking (membership: {})", membership.as_deref().unwrap_or("none"))
+                write!(f, "no longer knocking (membership: {})", membership.as_ref().map_or("none", |m| m.as_str()))
             }
             Resolution::AlreadyDecided => f.write_str("already decided"),
             Resolution::DecidedAgain { why, action } => write!(f, "decided again ({why}): {action}"),
@@ -161,5 +161,17 @@ mod tests {
         assert_eq!(h.closed, Some(text));
         let none: Holder = serde_json::from_str(r#"{"closed":null}"#).unwrap();
         assert_eq!(none.closed, None);
+    }
+
+    #[test]
+    fn memberships_are_stored_as_the_strings_they_were_before_they_were_typed() {
+        let r = Resolution::NotKnocking { membership: Some(MembershipState::Leave) };
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(json, r#"{"how":"not_knocking","membership":"leave"}"#);
+        let h: Holder = serde_json::from_str(r#"{"closed":{"how":"by_knockwarden","membership":"ban"}}"#).unwrap();
+        assert_eq!(h.closed, Some(Resolution::ByKnockwarden { membership: MembershipState::Ban }));
+        assert_eq!(h.closed.unwrap().to_string(), "banned by knockwarden");
+        let odd: Holder = serde_json::from_str(r#"{"closed":{"how":"membership","membership":"xyz"}}"#).unwrap();
+        assert_eq!(odd.closed.unwrap().to_string(), "membership is now xyz");
     }
 }

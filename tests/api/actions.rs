@@ -150,7 +150,12 @@ async fn a_retried_action_asks_the_homeserver_whether_the_knock_still_stands() {
     eventually("settled", || settled(&app)).await;
     assert!(app.posts("invite").is_empty());
     let e = &app.store.audit().all().unwrap()[0];
-    assert_eq!(e.outcome, Outcome::Cancelled(Resolution::NotKnocking { membership: Some("leave".into()) }));
+    assert_eq!(
+        e.outcome,
+        Outcome::Cancelled(Resolution::NotKnocking {
+            membership: Some(ruma::events::room::member::MembershipState::Leave)
+        })
+    );
 }
 
 #[tokio::test]

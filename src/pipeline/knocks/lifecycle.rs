@@ -19,14 +19,14 @@ pub fn on_change(shared: &Shared, head: &Event, member: &Member) -> Result<Vec<O
     let by = head.sender.clone();
     let how = match &member.membership {
         m @ (MembershipState::Invite | MembershipState::Leave | MembershipState::Ban) if by_bot => {
-            Resolution::ByKnockwarden { membership: m.to_string() }
+            Resolution::ByKnockwarden { membership: m.clone() }
         }
         MembershipState::Invite => Resolution::InvitedBy { by },
         MembershipState::Join => Resolution::Joined,
         MembershipState::Leave if sender == user => Resolution::Withdrawn,
         MembershipState::Leave => Resolution::KickedBy { by },
         MembershipState::Ban => Resolution::BannedBy { by },
-        other => Resolution::Membership { membership: other.to_string() },
+        other => Resolution::Membership { membership: other.clone() },
     };
     tracing::info!(room, user, how = %how, "knock closed");
     let mut ops = Knocks::del(room, user);
