@@ -29,6 +29,7 @@
 mod activity;
 mod aliases;
 mod audit;
+mod batches;
 mod failed;
 mod format;
 mod inbox;
@@ -55,6 +56,7 @@ use std::sync::atomic::AtomicI64;
 pub use activity::{Activity, Members};
 pub use aliases::Aliases;
 pub use audit::{Audit, AuditEntry, Outcome, ReviewItem, Reviews};
+pub use batches::{Batch, BatchItem, Batches, ItemResult, Skip};
 pub use failed::{FailCause, FailedEntry, FailedItem, Failures};
 pub use format::FORMAT;
 pub use inbox::{InboxEntry, InboxItem, InboxRecord, JournalLog, Origin, Parked};

@@ -30,29 +30,15 @@ pub enum Command {
         #[arg(default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
         page: u64,
     },
-    /// Accept a knock: invite the knocker.
-    Approve {
-        /// `#N` or `N` (a review item), or `@user[:server]` (their pending knock).
-        target: Target,
-        /// The room, when the user knocks on several.
-        room: Option<RoomArg>,
-    },
-    /// Deny a knock: kick the knocker, with a reason.
-    Deny {
-        /// `#N` or `N` (a review item), or `@user[:server]` (their pending knock).
-        target: Target,
-        /// `[ROOM] [REASON...]`: a room ID or alias first, if the user knocks on several rooms.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ROOM] [REASON")]
-        rest: Vec<String>,
-    },
-    /// Ban the knocker from the room, with a reason.
-    Ban {
-        /// `#N` or `N` (a review item), or `@user[:server]` (their pending knock).
-        target: Target,
-        /// `[ROOM] [REASON...]`: a room ID or alias first, if the user knocks on several rooms.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ROOM] [REASON")]
-        rest: Vec<String>,
-    },
+    /// Accept knocks: invite the knockers.
+    #[command(override_usage = "!knock approve <TARGET>... [ROOM] [--yes]", long_about = VERDICT_HELP)]
+    Approve(VerdictWords),
+    /// Deny knocks: kick the knockers, with a reason.
+    #[command(override_usage = "!knock deny <TARGET>... [ROOM] [REASON]... [--yes]", long_about = VERDICT_HELP)]
+    Deny(VerdictWords),
+    /// Ban the knockers from the room, with a reason.
+    #[command(override_usage = "!knock ban <TARGET>... [ROOM] [REASON]... [--yes]", long_about = VERDICT_HELP)]
+    Ban(VerdictWords),
     /// What the active policies would decide for a knock, and why.
     Explain {
         /// The knocker, `@user:server`.
@@ -98,6 +84,19 @@ pub enum Command {
         /// `N` (as `!knock failed` numbers them) or `all`.
         which: Retry,
     },
+}
+
+impl Command {
+    /// For `approve`, `deny` and `ban`: the subcommand's name, its words, and whether it takes
+    /// a reason.
+    pub fn verdict(&self) -> Option<(&'static str, &VerdictWords, bool)> {
+        match self {
+            Command::Approve(w) => Some(("approve", w, false)),
+            Command::Deny(w) => Some(("deny", w, true)),
+            Command::Ban(w) => Some(("ban", w, true)),
+            _ => None,
+        }
+    }
 }
 
 /// What `!knock retry` puts back.
@@ -209,6 +208,128 @@ impl Target {
     }
 }
 
+/// What `approve`, `deny` and `ban` say about their targets (`--help`).
+const VERDICT_HELP: &str = "Carry out a verdict on one knock or many.
+
+TARGET, one or more:
+  #N or N          a review item (as !knock pending numbers them)
+  #N-#M or N-M     every pending review item from #N to #M
+  @user[:server]   that user's pending knock (the homeserver's own server if none is given)
+  all              every pending review item (in ROOM, when ROOM is given)
+  from SERVER      every pending review item whose knocker is on SERVER (evil.example)
+
+The first word that is none of these starts ROOM (a room ID or alias: the room, when a user \
+knocks on several, or to keep `all` to one room) and then, for deny and ban, the REASON. \
+`all` and `from` that name more than 20 knocks are carried out only with --yes. Each knock \
+is carried out in its knocker's turn and closes its own review item; several targets get one \
+reply summing up what was done.";
+
+/// The words of `approve`, `deny` and `ban`, as clap takes them; [`VerdictWords::parse`]
+/// reads them.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct VerdictWords {
+    /// Carry out `all` or `from` even when they name more than 20 knocks.
+    #[arg(long)]
+    pub yes: bool,
+    /// The targets (see above), then the room and the reason.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "TARGET")]
+    pub words: Vec<String>,
+}
+
+/// Which knocks a verdict is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// One knock: a review item, or a user's pending knock.
+    One(Target),
+    /// The pending review items numbered `first..=last`.
+    Range { first: u64, last: u64 },
+    /// Every pending review item (in the command's room, if it names one).
+    All,
+    /// Every pending review item whose knocker is on this server.
+    From(ruma::OwnedServerName),
+}
+
+/// A verdict's arguments, read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerdictArgs {
+    pub targets: Vec<Selector>,
+    pub room: Option<RoomArg>,
+    pub reason: Option<String>,
+    /// `--yes`: carry out `all` or `from` over 20 knocks.
+    pub yes: bool,
+}
+
+impl VerdictArgs {
+    /// The one knock the verdict is on, when it names exactly one (`#N` or `@user`): its
+    /// replies are those of a single verdict.
+    pub fn single(&self) -> Option<&Target> {
+        match self.targets.as_slice() {
+            [Selector::One(t)] => Some(t),
+            _ => None,
+        }
+    }
+}
+
+impl VerdictWords {
+    /// Reads the targets, then the room and (with `reason`) the reason: the first word that
+    /// is no target starts them. `--yes` may come anywhere.
+    pub fn parse(&self, reason: bool) -> Result<VerdictArgs, String> {
+        let yes = self.yes || self.words.iter().any(|w| w == "--yes");
+        let words: Vec<&str> = self.words.iter().map(String::as_str).filter(|w| *w != "--yes").collect();
+        let mut targets = Vec::new();
+        let mut i = 0;
+        while let Some(&w) = words.get(i) {
+            let server = words.get(i + 1).and_then(|s| server_name(s));
+            match (w, server) {
+                (w, _) if w.eq_ignore_ascii_case("all") => targets.push(Selector::All),
+                ("from", Some(server)) => {
+                    targets.push(Selector::From(server));
+                    i += 1;
+                }
+                (w, _) => match range(w) {
+                    Some(Ok((first, last))) => targets.push(Selector::Range { first, last }),
+                    Some(Err(e)) => return Err(e),
+                    None => match w.parse::<Target>() {
+                        Ok(t) => targets.push(Selector::One(t)),
+                        Err(e) if targets.is_empty() => return Err(e),
+                        Err(_) => break,
+                    },
+                },
+            }
+            i += 1;
+        }
+        let rest: Vec<String> = words[i..].iter().map(|w| (*w).to_owned()).collect();
+        let (room, reason) = if reason {
+            room_and_reason(&rest)
+        } else {
+            match rest.as_slice() {
+                [] => (None, None),
+                [room] => (Some(room.parse::<RoomArg>()?), None),
+                [_, extra, ..] => return Err(format!("unexpected argument '{extra}': approve takes no reason")),
+            }
+        };
+        Ok(VerdictArgs { targets, room, reason, yes })
+    }
+}
+
+/// A server name after `from`: one with a dot, a port or an IP literal (`evil.example`,
+/// `host:8448`, `[::1]`), so that `deny #2 from far away` keeps its reason whole.
+fn server_name(word: &str) -> Option<ruma::OwnedServerName> {
+    word.contains(['.', ':', '[']).then(|| ruma::OwnedServerName::try_from(word).ok()).flatten()
+}
+
+/// `#N-#M` or `N-M`: `None` when the word is no range.
+fn range(word: &str) -> Option<Result<(u64, u64), String>> {
+    let (a, b) = word.split_once('-')?;
+    let number = |s: &str| s.strip_prefix('#').unwrap_or(s).parse::<u64>().ok();
+    let (first, last) = (number(a)?, number(b)?);
+    Some(if first <= last {
+        Ok((first, last))
+    } else {
+        Err(format!("the range {word} runs backwards: write #{last}-#{first}"))
+    })
+}
+
 /// A room ID (`!id:server`, or `!id` in room version 12) or alias (`#alias:server`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomArg(pub ruma::OwnedRoomOrAliasId);
@@ -264,7 +385,19 @@ pub enum Parsed {
 pub fn parse(line: &str) -> Parsed {
     let words = std::iter::once("!knock").chain(line.split_whitespace());
     match Line::try_parse_from(words) {
-        Ok(l) => Parsed::Command(l.command),
+        Ok(l) => match l.command.verdict() {
+            Some((name, words, reason)) => match words.parse(reason) {
+                Ok(_) => Parsed::Command(l.command),
+                Err(e) => {
+                    let mut line = <Line as clap::CommandFactory>::command();
+                    let sub = line.find_subcommand_mut(name).expect("a verdict subcommand");
+                    let e = clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{e}\n")).format(sub);
+                    let text = e.render().to_string().replace("try '--help'", "try '!knock help'");
+                    Parsed::Error(text.trim_end().to_owned())
+                }
+            },
+            None => Parsed::Command(l.command),
+        },
         Err(e) => {
             use clap::error::ErrorKind::*;
             let text = e.render().to_string().replace("try '--help'", "try '!knock help'");
@@ -319,24 +452,9 @@ mod tests {
     fn parses_every_command() {
         assert_eq!(cmd("pending"), Command::Pending { page: 1 });
         assert_eq!(cmd("pending 3"), Command::Pending { page: 3 });
-        assert_eq!(cmd("approve #12"), Command::Approve { target: Target::Review(12), room: None });
-        assert_eq!(cmd("approve 12"), Command::Approve { target: Target::Review(12), room: None });
-        assert_eq!(
-            cmd("approve @alice:example.org #lobby:example.org"),
-            Command::Approve {
-                target: Target::User("@alice:example.org".into()),
-                room: Some(room("#lobby:example.org"))
-            }
-        );
-        assert_eq!(cmd("approve @alice"), Command::Approve { target: Target::User("@alice".into()), room: None });
-        assert_eq!(
-            cmd("deny #3 not today, sorry"),
-            Command::Deny { target: Target::Review(3), rest: vec!["not".into(), "today,".into(), "sorry".into()] }
-        );
-        assert_eq!(
-            cmd("ban @x:evil.example"),
-            Command::Ban { target: Target::User("@x:evil.example".into()), rest: vec![] }
-        );
+        assert!(matches!(cmd("approve #12"), Command::Approve(_)));
+        assert!(matches!(cmd("deny #3 not today, sorry"), Command::Deny(_)));
+        assert!(matches!(cmd("ban @x:evil.example"), Command::Ban(_)));
         assert_eq!(
             cmd("explain @a:b.org !room:b.org let me in"),
             Command::Explain {
@@ -387,10 +505,73 @@ mod tests {
         // A hashtag is not a room: aliases have a server part.
         assert_eq!(room_and_reason(&args("#spam wave")), (None, Some("#spam wave".into())));
         // `--flag`-looking words are part of the reason.
+        let a = verdict("deny 3 --because");
+        assert_eq!(a.targets, vec![Selector::One(Target::Review(3))]);
+        assert_eq!(a.reason.as_deref(), Some("--because"));
+    }
+
+    fn verdict(line: &str) -> VerdictArgs {
+        let c = cmd(line);
+        let (_, words, reason) = c.verdict().expect("a verdict");
+        words.parse(reason).unwrap()
+    }
+
+    #[test]
+    fn verdicts_take_one_target_or_many_then_the_room_and_reason() {
+        let one = |t| vec![Selector::One(t)];
+        let a = verdict("approve #12");
+        assert_eq!((a.targets, a.room, a.reason, a.yes), (one(Target::Review(12)), None, None, false));
+        assert_eq!(verdict("approve 12").targets, one(Target::Review(12)));
+        let a = verdict("approve @alice:example.org #lobby:example.org");
+        assert_eq!(a.targets, one(Target::User("@alice:example.org".into())));
+        assert_eq!(a.room, Some(room("#lobby:example.org")));
+        assert_eq!(verdict("approve @alice").single(), Some(&Target::User("@alice".into())));
+        let d = verdict("deny #3 not today, sorry");
+        assert_eq!((d.targets, d.reason.as_deref()), (one(Target::Review(3)), Some("not today, sorry")));
+        let b = verdict("ban @x:evil.example");
+        assert_eq!((b.targets, b.reason), (one(Target::User("@x:evil.example".into())), None));
+
+        let a = verdict("approve #3-#7 12 4-5");
         assert_eq!(
-            cmd("deny 3 --because"),
-            Command::Deny { target: Target::Review(3), rest: vec!["--because".into()] }
+            a.targets,
+            vec![
+                Selector::Range { first: 3, last: 7 },
+                Selector::One(Target::Review(12)),
+                Selector::Range { first: 4, last: 5 }
+            ]
         );
+        assert_eq!(a.single(), None);
+        let d = verdict("deny from evil.example !r:example.org spam wave");
+        assert_eq!(d.targets, vec![Selector::From("evil.example".try_into().unwrap())]);
+        assert_eq!((d.room, d.reason.as_deref()), (Some(room("!r:example.org")), Some("spam wave")));
+        let b = verdict("ban @a:x @b:y bots");
+        assert_eq!(
+            b.targets,
+            vec![Selector::One(Target::User("@a:x".into())), Selector::One(Target::User("@b:y".into()))]
+        );
+        assert_eq!(b.reason.as_deref(), Some("bots"));
+        let d = verdict("deny all #lobby:example.org --yes");
+        assert_eq!(
+            (d.targets, d.room, d.reason, d.yes),
+            (vec![Selector::All], Some(room("#lobby:example.org")), None, true)
+        );
+        assert!(verdict("deny --yes ALL").yes);
+        // `from` before a word that is no server name is the reason's first word.
+        let d = verdict("deny #2 from far away");
+        assert_eq!((d.targets, d.reason.as_deref()), (one(Target::Review(2)), Some("from far away")));
+        // The first word that is no target starts the reason, even where a later one is.
+        let d = verdict("deny #2 spam 12");
+        assert_eq!(d.reason.as_deref(), Some("spam 12"));
+    }
+
+    #[test]
+    fn malformed_bulk_verdicts_say_what_is_wrong() {
+        let e = error("deny #7-#3");
+        assert!(e.contains("runs backwards") && e.contains("#3-#7"), "{e}");
+        let e = error("approve all lobby");
+        assert!(e.contains("expected a room ID"), "{e}");
+        let e = error("deny lobby");
+        assert!(e.contains("expected a review number"), "{e}");
     }
 
     #[test]
@@ -398,7 +579,8 @@ mod tests {
         let Parsed::Help(top) = parse("help") else { panic!() };
         assert!(top.contains("approve") && top.contains("dry-run") && top.contains("Usage: !knock"), "{top}");
         let Parsed::Help(approve) = parse("help approve") else { panic!() };
-        assert!(approve.contains("Usage: !knock approve <TARGET> [ROOM]"), "{approve}");
+        assert!(approve.contains("Usage: !knock approve <TARGET>... [ROOM]"), "{approve}");
+        assert!(approve.contains("from SERVER") && approve.contains("--yes"), "{approve}");
         let Parsed::Help(bare) = parse("") else { panic!() };
         assert!(bare.contains("Usage: !knock"));
         assert!(matches!(parse("deny --help"), Parsed::Help(_)));

@@ -23,7 +23,7 @@ impl Ctx<'_> {
     ) -> Result<Done, ActionError> {
         let room_id = match self.resolve_room(room).await? {
             Ok(id) => id,
-            Err(refusal) => return Ok(refusal),
+            Err(refusal) => return Ok(super::render::room_refusal(&refusal)),
         };
         let store = self.store();
         let active = self.shared.policies.current();

@@ -1,14 +1,19 @@
-//! Rendering reports ([`super::reports`]) as replies: the one place their wording lives.
-//! Pure: a report and the time it was asked at in, a reply out.
+//! Rendering reports ([`super::reports`]) and what came of verdicts ([`super::targets`],
+//! [`super::verdicts`]) as replies: the one place their wording lives. Pure: a report (and
+//! the time it was asked at, or how rooms are named) in, a reply out.
 
 use super::{
+    command::RoomArg,
     reports::{FailedRow, ListRead, ListsReport, LogRow, PAGE, Paged, PendingRow, RoomRow, Stats},
     run::Done,
+    targets::RoomRefusal,
 };
 use crate::{
     duration,
+    events::Verdict,
+    homeserver::MembershipChange,
     notices::{self, Msg},
-    storage::Outcome,
+    storage::{Batch, BatchItem, ItemResult, Outcome, Skip},
 };
 
 /// `!knock pending`.
@@ -216,6 +221,118 @@ pub(super) fn human(ms: u64) -> String {
         s => s / 86_400 * 86_400,
     });
     duration::format(d)
+}
+
+/// Why a command's room was not found.
+pub(super) fn room_refusal(refusal: &RoomRefusal) -> Done {
+    match refusal {
+        RoomRefusal::UnknownAlias(alias) => {
+            Done::text(false, &format!("Unknown room {alias}: the homeserver has no such alias."))
+        }
+        RoomRefusal::Refused { alias, error } => super::run::refused(&format!("look up {alias}"), error),
+    }
+}
+
+/// Why a verdict on one knock was not queued (`asked`: the room the command named).
+pub(super) fn skip_alone(skip: &Skip, asked: Option<&RoomArg>, label: &dyn Fn(&str) -> String) -> Done {
+    let text = match skip {
+        Skip::NoSuchItem { number } => {
+            format!("There is no review item #{number}; !knock pending lists the open ones.")
+        }
+        Skip::Closed { number, how } => format!("#{number} is already closed: {how}."),
+        Skip::OtherRoom { number, room_id } => {
+            let asked = asked.map(|r| r.0.to_string()).unwrap_or_default();
+            format!("#{number} is a knock on {}, not on {asked}.", label(room_id.as_str()))
+        }
+        Skip::NoPendingKnock { user_id } => {
+            let where_ = asked.map(|r| format!(" on {}", r.0)).unwrap_or_default();
+            format!("{user_id} has no pending knock{where_}; !knock pending lists the open reviews.")
+        }
+        Skip::SeveralRooms { user_id, rooms } => {
+            let rooms: Vec<String> = rooms.iter().map(|r| label(r.as_str())).collect();
+            format!(
+                "{user_id} is knocking on {} rooms: {}. Say which one, e.g. !knock approve {user_id} {}",
+                rooms.len(),
+                rooms.join(", "),
+                rooms[0]
+            )
+        }
+        Skip::NotAUser { why, .. } => why.clone(),
+    };
+    Done::text(false, &text)
+}
+
+/// A knock a bulk verdict skipped, in a few words.
+fn skip_short(skip: &Skip, label: &dyn Fn(&str) -> String) -> String {
+    match skip {
+        Skip::NoSuchItem { number } => format!("#{number} (no such review item)"),
+        Skip::Closed { number, how } => format!("#{number} (already closed: {how})"),
+        Skip::OtherRoom { number, room_id } => format!("#{number} (a knock on {})", label(room_id.as_str())),
+        Skip::NoPendingKnock { user_id } => format!("{user_id} (no pending knock)"),
+        Skip::SeveralRooms { user_id, rooms } => {
+            let rooms: Vec<String> = rooms.iter().map(|r| label(r.as_str())).collect();
+            format!("{user_id} (knocks on {}: name the room)", rooms.join(", "))
+        }
+        Skip::NotAUser { text, .. } => format!("{text} (not a user ID)"),
+    }
+}
+
+/// `all` or `from` named more knocks than are carried out without `--yes`.
+pub(super) fn needs_yes(verdict: Verdict, named: usize, max: usize) -> Done {
+    Done::text(
+        false,
+        &format!(
+            "That names {named} pending knocks, more than {max}: nothing done. To {} them all, send the same \
+             command with --yes.",
+            verdict.as_str()
+        ),
+    )
+}
+
+/// Most knocks a summary names in each of its lines; the rest are counted.
+const SUMMARY_NAMES: usize = 20;
+
+/// The one reply to a bulk verdict: how many were invited, kicked or banned, which were not
+/// pending (or had ended meanwhile), which failed. ✅ when at least one was carried out and
+/// none failed.
+pub(super) fn batch_summary(batch: &Batch, label: &dyn Fn(&str) -> String) -> Done {
+    let (head, done_word) = match batch.change {
+        MembershipChange::Invite => ("Approved", "invited"),
+        MembershipChange::Kick => ("Denied", "kicked"),
+        MembershipChange::Ban => ("Banned", "banned"),
+    };
+    let knock = |i: &BatchItem| {
+        let number = i.review.map(|n| format!("#{n} ")).unwrap_or_default();
+        format!("{number}{} in {}", i.user_id, label(i.room_id.as_str()))
+    };
+    let mut done = Vec::new();
+    let mut not_pending: Vec<String> = batch.skipped.iter().map(|s| skip_short(s, label)).collect();
+    let mut failed = Vec::new();
+    for item in &batch.results {
+        match &item.result {
+            ItemResult::Done => done.push(knock(item)),
+            ItemResult::NothingDone { why } => not_pending.push(format!("{} ({why})", knock(item))),
+            ItemResult::Failed { why, number } => {
+                failed.push(format!("{}: {why} (failed action {number}: !knock retry {number})", knock(item)))
+            }
+        }
+    }
+    let mut m = Msg::new();
+    m.bold(&format!("{head}: {} {done_word}", done.len()));
+    m.text(&format!(", {} not pending, {} failed.", not_pending.len(), failed.len()));
+    for (title, names) in [(done_word, &done), ("not pending", &not_pending), ("failed", &failed)] {
+        if names.is_empty() {
+            continue;
+        }
+        let shown: Vec<&str> = names.iter().take(SUMMARY_NAMES).map(String::as_str).collect();
+        let more = names.len() - shown.len();
+        let more = if more > 0 { format!(", and {more} more") } else { String::new() };
+        m.line().text(&format!("{}{}: {}{more}", title[..1].to_uppercase(), &title[1..], shown.join("; ")));
+    }
+    if done.is_empty() && failed.is_empty() && not_pending.is_empty() {
+        m.line().text("No pending knock matched.");
+    }
+    if done.is_empty() || !failed.is_empty() { Done::failed(m) } else { Done::ok(m) }
 }
 
 #[cfg(test)]

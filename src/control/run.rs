@@ -12,7 +12,7 @@
 use ruma::{EventId, UserId};
 
 use super::{
-    command::{self, Command, Parsed, Target},
+    command::{self, Command, Parsed, Target, VerdictWords},
     moderators, render, reports,
 };
 use crate::events::Verdict;
@@ -45,9 +45,6 @@ impl Done {
         Done { reply: Some(m), ok, follow_ups: vec![] }
     }
 }
-
-/// A failure the moderator can act on: told as the reply, with a ❌.
-pub(super) type Refusal = Done;
 
 /// Runs a command sent by `sender` in message `event_id`; returns the actions to queue.
 pub async fn command(
@@ -105,7 +102,7 @@ pub async fn reaction(
     }
     tracing::info!(sender, number = item.number, ?verdict, "verdict by reaction");
     let ctx = Ctx { shared, sender, reply_to: target, by_reaction: true };
-    let done = ctx.decide(verdict, Target::Review(item.number), None, None).await?;
+    let done = ctx.decide(verdict, &Target::Review(item.number), None, None, None)?;
     let mut out: Vec<Action> = done.reply.map(|r| r.reply_to(target)).into_iter().collect();
     out.extend(done.follow_ups);
     Ok(out)
@@ -151,15 +148,9 @@ impl Ctx<'_> {
     async fn run(&self, cmd: Command, block: Option<String>) -> Result<Done, ActionError> {
         Ok(match cmd {
             Command::Pending { page } => render::pending(&reports::pending(self.store(), page as usize)?, now_ms()),
-            Command::Approve { target, room } => self.decide(Verdict::Approve, target, room, None).await?,
-            Command::Deny { target, rest } => {
-                let (room, reason) = command::room_and_reason(&rest);
-                self.decide(Verdict::Deny, target, room, reason).await?
-            }
-            Command::Ban { target, rest } => {
-                let (room, reason) = command::room_and_reason(&rest);
-                self.decide(Verdict::Ban, target, room, reason).await?
-            }
+            Command::Approve(words) => self.verdict_words(Verdict::Approve, &words, false).await?,
+            Command::Deny(words) => self.verdict_words(Verdict::Deny, &words, true).await?,
+            Command::Ban(words) => self.verdict_words(Verdict::Ban, &words, true).await?,
             Command::Explain { user, room, reason } => {
                 let reason = reason.join(" ");
                 self.explain(&user.0, &room, (!reason.is_empty()).then_some(reason.as_str())).await?
@@ -186,6 +177,16 @@ impl Ctx<'_> {
             }
             Command::Retry { which } => self.retry(which)?,
         })
+    }
+}
+
+impl Ctx<'_> {
+    async fn verdict_words(&self, verdict: Verdict, words: &VerdictWords, reason: bool) -> Result<Done, ActionError> {
+        match words.parse(reason) {
+            Ok(args) => self.verdict(verdict, args).await,
+            // `command::parse` read them already; kept for completeness.
+            Err(e) => Ok(Done::text(false, &e)),
+        }
     }
 }
 

@@ -1,15 +1,19 @@
-//! Which knock a moderator means: `#N` (a review item) or `@user` (their pending knock),
-//! optionally in a named room (an ID, or an alias from the cache or the directory).
+//! Which knocks a moderator means: `#N` (a review item) or `@user` (their pending knock),
+//! ranges, `all` and `from SERVER`, optionally in a named room (an ID, or an alias from the
+//! cache or the directory). What is found or skipped is typed data; [`super::render`] words
+//! it.
 
-use ruma::{OwnedRoomId, OwnedUserId, RoomAliasId};
+use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomAliasId};
 
-use super::{
-    command::{RoomArg, Target},
-    run::{Ctx, Done, Refusal, refused},
+use super::command::{RoomArg, Selector, Target};
+use super::run::Ctx;
+use crate::{
+    homeserver::HsError,
+    runner::ActionError,
+    storage::{ReviewItem, Skip},
 };
-use crate::{homeserver::HsError, runner::ActionError, storage::ReviewItem};
 
-/// The knock a moderator means.
+/// A knock a moderator means.
 pub(super) struct Found {
     pub room: OwnedRoomId,
     pub user: OwnedUserId,
@@ -19,10 +23,45 @@ pub(super) struct Found {
     pub knock_event: ruma::OwnedEventId,
 }
 
+impl Found {
+    fn of(item: ReviewItem) -> Found {
+        Found {
+            room: item.room_id.clone(),
+            user: item.user_id.clone(),
+            audit_id: Some(item.audit_id),
+            knock_event: item.event_id.clone(),
+            review: Some(item),
+        }
+    }
+}
+
+/// Why a command's room could not be found.
+pub(super) enum RoomRefusal {
+    /// The homeserver has no such alias.
+    UnknownAlias(OwnedRoomAliasId),
+    /// The homeserver refused to look it up.
+    Refused { alias: OwnedRoomAliasId, error: HsError },
+}
+
+/// A user that is not a user ID (`@alice:`), and why.
+pub(super) struct NotAUser(pub String);
+
+/// The knocks several targets name.
+pub(super) struct Selection {
+    pub found: Vec<Found>,
+    pub skipped: Vec<Skip>,
+    /// How many were named by `all` or `from` (which ask for `--yes` over 20).
+    pub wide: usize,
+}
+
+/// Ranges over this many numbers say which of their numbers are not pending; longer ones
+/// name only the pending items.
+const DETAILED_RANGE: u64 = 100;
+
 impl Ctx<'_> {
     /// Finds the room a room argument names: an ID as is, an alias from the cache or the
     /// homeserver's directory.
-    pub async fn resolve_room(&self, room: &RoomArg) -> Result<Result<OwnedRoomId, Refusal>, ActionError> {
+    pub async fn resolve_room(&self, room: &RoomArg) -> Result<Result<OwnedRoomId, RoomRefusal>, ActionError> {
         let alias = match <&RoomAliasId>::try_from(&*room.0) {
             Ok(alias) => alias,
             Err(_) => return Ok(Ok(OwnedRoomId::try_from(room.0.as_str()).expect("a room ID"))),
@@ -35,91 +74,104 @@ impl Ctx<'_> {
                 self.store().commit(&[crate::storage::Aliases::put(alias.as_str(), Some(id.as_str()))])?;
                 Ok(Ok(id))
             }
-            Err(HsError::Api { status: 404, .. }) => {
-                Ok(Err(Done::text(false, &format!("Unknown room {alias}: the homeserver has no such alias."))))
-            }
+            Err(HsError::Api { status: 404, .. }) => Ok(Err(RoomRefusal::UnknownAlias(alias.to_owned()))),
             Err(e) if e.is_transient() => Err(e.into()),
-            Err(e) => Ok(Err(refused(&format!("look up {alias}"), &e))),
+            Err(error) => Ok(Err(RoomRefusal::Refused { alias: alias.to_owned(), error })),
         }
     }
 
-    pub async fn find(&self, target: Target, room: Option<RoomArg>) -> Result<Result<Found, Refusal>, ActionError> {
+    /// The knock one target names, in `room` if given.
+    pub fn find(&self, target: &Target, room: Option<&OwnedRoomId>) -> Result<Result<Found, Skip>, ActionError> {
         let store = self.store();
-        let room_id = match &room {
-            Some(r) => match self.resolve_room(r).await? {
-                Ok(id) => Some(id),
-                Err(refusal) => return Ok(Err(refusal)),
-            },
-            None => None,
-        };
         match target {
             Target::Review(n) => {
-                let Some(item) = store.reviews().get(n)? else {
-                    return Ok(Err(Done::text(
-                        false,
-                        &format!("There is no review item #{n}; !knock pending lists the open ones."),
-                    )));
-                };
+                let n = *n;
+                let Some(item) = store.reviews().get(n)? else { return Ok(Err(Skip::NoSuchItem { number: n })) };
                 if let Some(how) = &item.closed {
-                    return Ok(Err(Done::text(false, &format!("#{n} is already closed: {how}."))));
+                    return Ok(Err(Skip::Closed { number: n, how: how.clone() }));
                 }
-                if let (Some(want), Some(r)) = (&room_id, &room)
-                    && want.as_str() != item.room_id
+                if let Some(want) = room
+                    && *want != item.room_id
                 {
-                    let label = crate::notices::room_label(store, &item.room_id);
-                    return Ok(Err(Done::text(false, &format!("#{n} is a knock on {label}, not on {}.", r.0))));
+                    return Ok(Err(Skip::OtherRoom { number: n, room_id: item.room_id }));
                 }
-                let parse = |e: ruma::IdParseError| ActionError::Permanent(e.to_string());
-                Ok(Ok(Found {
-                    room: OwnedRoomId::try_from(item.room_id.as_str()).map_err(parse)?,
-                    user: OwnedUserId::try_from(item.user_id.as_str()).map_err(parse)?,
-                    audit_id: Some(item.audit_id),
-                    knock_event: item.event_id.clone(),
-                    review: Some(item),
-                }))
+                Ok(Ok(Found::of(item)))
             }
             Target::User(u) => {
-                let user = match Target::user_id(&u, self.shared.config.homeserver.server_name.as_str()) {
+                let user = match self.user_id(u) {
                     Ok(user) => user,
-                    Err(e) => return Ok(Err(Done::text(false, &e))),
+                    Err(NotAUser(why)) => return Ok(Err(Skip::NotAUser { text: u.clone(), why })),
                 };
                 let mut knocks = store.knocks().of(user.as_str())?;
-                if let Some(want) = &room_id {
-                    knocks.retain(|k| k.room_id == want.as_str());
+                if let Some(want) = room {
+                    knocks.retain(|k| k.room_id == *want);
                 }
                 match knocks.as_slice() {
-                    [] => {
-                        let where_ = room.map(|r| format!(" on {}", r.0)).unwrap_or_default();
-                        Ok(Err(Done::text(
-                            false,
-                            &format!("{user} has no pending knock{where_}; !knock pending lists the open reviews."),
-                        )))
-                    }
-                    [k] => {
-                        let parse = |e: ruma::IdParseError| ActionError::Permanent(e.to_string());
-                        Ok(Ok(Found {
-                            room: OwnedRoomId::try_from(k.room_id.as_str()).map_err(parse)?,
-                            review: store.reviews().open_for(&k.room_id, user.as_str())?,
-                            audit_id: k.audit_id,
-                            knock_event: k.event_id.clone(),
-                            user,
-                        }))
-                    }
-                    many => {
-                        let rooms: Vec<String> =
-                            many.iter().map(|k| crate::notices::room_label(store, &k.room_id)).collect();
-                        Ok(Err(Done::text(
-                            false,
-                            &format!(
-                                "{user} is knocking on {} rooms: {}. Say which one, e.g. !knock approve {user} {}",
-                                rooms.len(),
-                                rooms.join(", "),
-                                rooms[0]
-                            ),
-                        )))
-                    }
+                    [] => Ok(Err(Skip::NoPendingKnock { user_id: user })),
+                    [k] => Ok(Ok(Found {
+                        room: k.room_id.clone(),
+                        review: store.reviews().open_for(&k.room_id, user.as_str())?,
+                        audit_id: k.audit_id,
+                        knock_event: k.event_id.clone(),
+                        user,
+                    })),
+                    many => Ok(Err(Skip::SeveralRooms {
+                        user_id: user,
+                        rooms: many.iter().map(|k| k.room_id.clone()).collect(),
+                    })),
                 }
             }
         }
+    }
+
+    /// The knocks several targets name, in `room` if given, each once.
+    pub fn select(&self, targets: &[Selector], room: Option<&OwnedRoomId>) -> Result<Selection, ActionError> {
+        let mut selection = Selection { found: Vec::new(), skipped: Vec::new(), wide: 0 };
+        let in_room = |item: &ReviewItem| room.is_none_or(|r| *r == item.room_id);
+        for target in targets {
+            match target {
+                Selector::One(t) => match self.find(t, room)? {
+                    Ok(found) => selection.found.push(found),
+                    Err(skip) => selection.skipped.push(skip),
+                },
+                Selector::Range { first, last } if last - first < DETAILED_RANGE => {
+                    for n in *first..=*last {
+                        match self.find(&Target::Review(n), room)? {
+                            Ok(found) => selection.found.push(found),
+                            Err(skip) => selection.skipped.push(skip),
+                        }
+                    }
+                }
+                Selector::Range { first, last } => {
+                    let open = self.store().reviews().open()?;
+                    let items = open.into_iter().filter(|i| (*first..=*last).contains(&i.number) && in_room(i));
+                    selection.found.extend(items.map(Found::of));
+                }
+                Selector::All => {
+                    let items: Vec<Found> =
+                        self.store().reviews().open()?.into_iter().filter(in_room).map(Found::of).collect();
+                    selection.wide += items.len();
+                    selection.found.extend(items);
+                }
+                Selector::From(server) => {
+                    let open = self.store().reviews().open()?;
+                    let items: Vec<Found> = open
+                        .into_iter()
+                        .filter(|i| i.user_id.server_name() == server && in_room(i))
+                        .map(Found::of)
+                        .collect();
+                    selection.wide += items.len();
+                    selection.found.extend(items);
+                }
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        selection.found.retain(|f| seen.insert((f.room.clone(), f.user.clone())));
+        Ok(selection)
+    }
+
+    /// A user as a moderator writes it, completed with the homeserver's own server.
+    fn user_id(&self, user: &str) -> Result<OwnedUserId, NotAUser> {
+        Target::user_id(user, self.shared.config.homeserver.server_name.as_str()).map_err(NotAUser)
     }
 }

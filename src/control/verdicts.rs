@@ -5,22 +5,40 @@
 //! against the knock it answers, and is retried or kept in the failed list like any action.
 //! [`finish`] writes what came of it (the audit entry, the review item, the reply) when it is
 //! done, in the transaction that removes it from the outbox.
+//!
+//! A verdict on several knocks (`#3-#9`, `all`, `from SERVER`, several targets) queues one
+//! action per knock, each in its own knocker's lane, and a [`Batch`] keyed by the command:
+//! each knock's outcome is added to it as the knock is done with, and the last one queues a
+//! single reply summing up the batch.
 
-use ruma::{OwnedEventId, OwnedUserId, RoomId, UserId};
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 
 use super::{
-    command::{RoomArg, Target},
+    command::{RoomArg, Target, VerdictArgs},
+    render,
     run::{Ctx, Done},
+    targets::Found,
 };
 use crate::events::Verdict;
 use crate::{
     homeserver::MembershipChange,
-    notices::{self, Msg},
+    notices::{self, Msg, room_label},
     runner::ActionError,
-    storage::{Action, ModeratorVerdict, Op, Outcome, Resolution, Store, StoreError, now_ms},
+    storage::{
+        Action, Batch, BatchItem, ItemResult, ModeratorVerdict, Op, Outcome, Resolution, Store, StoreError, now_ms,
+    },
 };
 
 impl Verdict {
+    /// The command's name: `approve`, `deny`, `ban`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Approve => "approve",
+            Verdict::Deny => "deny",
+            Verdict::Ban => "ban",
+        }
+    }
+
     pub fn change(self) -> MembershipChange {
         match self {
             Verdict::Approve => MembershipChange::Invite,
@@ -40,18 +58,65 @@ fn resolution(change: MembershipChange, by: OwnedUserId) -> Resolution {
 }
 
 impl Ctx<'_> {
-    /// Queues a verdict on the knock `target` names (⏳ on a command until it is done).
-    pub async fn decide(
+    /// Carries out `approve`, `deny` or `ban`: one knock as a single verdict, several as a
+    /// batch with one summary.
+    pub async fn verdict(&self, verdict: Verdict, args: VerdictArgs) -> Result<Done, ActionError> {
+        let room = match &args.room {
+            Some(r) => match self.resolve_room(r).await? {
+                Ok(id) => Some(id),
+                Err(refusal) => return Ok(render::room_refusal(&refusal)),
+            },
+            None => None,
+        };
+        if let Some(target) = args.single() {
+            return self.decide(verdict, target, room.as_ref(), args.room.as_ref(), args.reason.clone());
+        }
+        let selection = self.select(&args.targets, room.as_ref())?;
+        if selection.wide > MAX_WITHOUT_YES && !args.yes {
+            return Ok(render::needs_yes(verdict, selection.wide, MAX_WITHOUT_YES));
+        }
+        let batch = Batch {
+            command: self.reply_to()?,
+            change: verdict.change(),
+            queued: selection.found.len(),
+            skipped: selection.skipped,
+            results: Vec::new(),
+        };
+        if selection.found.is_empty() {
+            return Ok(render::batch_summary(&batch, &|r| room_label(self.store(), r)));
+        }
+        tracing::info!(by = %self.sender, knocks = batch.queued, ?verdict, "bulk verdict queued");
+        self.store().batches().start(&batch)?;
+        let mut follow_ups = vec![notices::react(self.reply_to, "⏳")];
+        for found in selection.found {
+            follow_ups.push(self.act(verdict, found, args.reason.clone(), true)?);
+        }
+        Ok(Done { reply: None, ok: true, follow_ups })
+    }
+
+    /// Queues a verdict on the one knock `target` names (⏳ on a command until it is done).
+    pub fn decide(
         &self,
         verdict: Verdict,
-        target: Target,
-        room: Option<RoomArg>,
+        target: &Target,
+        room: Option<&OwnedRoomId>,
+        asked: Option<&RoomArg>,
         reason: Option<String>,
     ) -> Result<Done, ActionError> {
-        let found = match self.find(target, room).await? {
+        let found = match self.find(target, room)? {
             Ok(f) => f,
-            Err(refusal) => return Ok(refusal),
+            Err(skip) => return Ok(render::skip_alone(&skip, asked, &|r| room_label(self.store(), r))),
         };
+        let mut follow_ups = Vec::new();
+        if !self.by_reaction {
+            follow_ups.push(notices::react(self.reply_to, "⏳"));
+        }
+        follow_ups.push(self.act(verdict, found, reason, false)?);
+        Ok(Done { reply: None, ok: true, follow_ups })
+    }
+
+    /// The action that carries out a verdict on one knock, in its knocker's lane.
+    fn act(&self, verdict: Verdict, found: Found, reason: Option<String>, batch: bool) -> Result<Action, ActionError> {
         let by = OwnedUserId::try_from(self.sender).map_err(|e| ActionError::Permanent(e.to_string()))?;
         let reason = reason.unwrap_or_else(|| match verdict {
             Verdict::Approve => format!("Knock approved by {by}"),
@@ -59,29 +124,31 @@ impl Ctx<'_> {
             Verdict::Ban => format!("Banned by {by}"),
         });
         tracing::info!(by = %by, user = %found.user, room = %found.room, ?verdict, "verdict queued");
-        let act = Action::Act {
+        Ok(Action::Act {
             change: verdict.change(),
             room_id: found.room,
-            user_id: found.user.clone(),
+            user_id: found.user,
             reason,
             audit_id: found.audit_id,
             notify: false,
             knock_event: Some(found.knock_event),
             verdict: Some(ModeratorVerdict {
                 by,
-                reply_to: OwnedEventId::try_from(self.reply_to).map_err(|e| ActionError::Permanent(e.to_string()))?,
+                reply_to: self.reply_to()?,
                 review: found.review.map(|r| r.number),
                 command: !self.by_reaction,
+                batch,
             }),
-        };
-        let mut follow_ups = Vec::new();
-        if !self.by_reaction {
-            follow_ups.push(notices::react(self.reply_to, "⏳"));
-        }
-        follow_ups.push(act);
-        Ok(Done { reply: None, ok: true, follow_ups })
+        })
+    }
+
+    fn reply_to(&self) -> Result<OwnedEventId, ActionError> {
+        OwnedEventId::try_from(self.reply_to).map_err(|e| ActionError::Permanent(e.to_string()))
     }
 }
+
+/// `all` and `from` act on at most this many knocks without `--yes`.
+pub const MAX_WITHOUT_YES: usize = 20;
 
 /// What came of a moderator's verdict.
 pub enum Finished {
@@ -106,7 +173,7 @@ pub fn finish(
     finished: Finished,
 ) -> Result<Vec<Op>, StoreError> {
     let mut ops = Vec::new();
-    let label = crate::notices::room_label(store, room);
+    let label = room_label(store, room.as_str());
     let number = v.review.map(|n| format!("#{n} ")).unwrap_or_default();
     let (verb, done_text) = match change {
         MembershipChange::Invite => ("approved", "invited to"),
@@ -122,7 +189,7 @@ pub fn finish(
         }
         Ok(())
     };
-    let (ok, text) = match finished {
+    let (ok, text, result) = match finished {
         Finished::Done => {
             let how = resolution(change, v.by.clone());
             if let Some(id) = audit_id
@@ -132,19 +199,34 @@ pub fn finish(
                 ops.push(op);
             }
             close(how.clone(), &mut ops)?;
-            (true, format!("{number}{user} {done_text} {label} ({how})"))
+            (true, format!("{number}{user} {done_text} {label} ({how})"), ItemResult::Done)
         }
         Finished::NothingDone(why) => {
             // Whatever happened to the knock, there is nothing left to review.
             let text = format!("{number}Nothing done for {user}: {why}.");
-            close(why, &mut ops)?;
-            (false, text)
+            close(why.clone(), &mut ops)?;
+            (false, text, ItemResult::NothingDone { why })
         }
         Finished::Failed { why, number: failed } => (
             false,
             format!("{number}Not {verb}: {why}. Kept as failed action {failed}: !knock retry {failed} tries again."),
+            ItemResult::Failed { why, number: failed },
         ),
     };
+    if v.batch {
+        let item = BatchItem { review: v.review, room_id: room.to_owned(), user_id: user.to_owned(), result };
+        // No batch: it was summed up already (a failed knock of it retried by hand), so this
+        // knock replies alone.
+        if let Some((batch, op)) = store.batches().record_op(v.reply_to.as_str(), item)? {
+            ops.push(op);
+            if batch.is_complete() {
+                let done = render::batch_summary(&batch, &|r| room_label(store, r));
+                ops.extend(done.reply.map(|m| store.outbox().push(m.reply_to(&v.reply_to))).transpose()?);
+                ops.push(store.outbox().push(notices::react(&v.reply_to, if done.ok { "✅" } else { "❌" }))?);
+            }
+            return Ok(ops);
+        }
+    }
     let mut m = Msg::new();
     m.text(&text);
     ops.push(store.outbox().push(m.reply_to(&v.reply_to))?);

@@ -40,6 +40,10 @@ pub struct ModeratorVerdict {
     pub review: Option<u64>,
     /// Given as a command (which gets ✅ or ❌ when done), not as a reaction.
     pub command: bool,
+    /// One knock of a bulk verdict: its outcome goes to the command's [`super::Batch`], and
+    /// the last one's to a single reply.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub batch: bool,
 }
 
 /// Something to do on the homeserver.

@@ -51,9 +51,13 @@ pub enum T {
     Lists,
     /// room_id \0 [type, state_key] -> ban rule, for every list.
     ListRules,
+    /// command event ID -> [`Batch`]: bulk verdicts being carried out.
+    Batches,
+    /// room_id -> [`Lockdown`]: rooms in lockdown.
+    Lockdowns,
 }
 
-pub(super) const TREE_NAMES: [&str; 23] = [
+pub(super) const TREE_NAMES: [&str; 25] = [
     "meta",
     "seen",
     "txns",
@@ -77,4 +81,6 @@ pub(super) const TREE_NAMES: [&str; 23] = [
     "failed",
     "lists",
     "list_rules",
+    "batches",
+    "lockdowns",
 ];

@@ -16,6 +16,7 @@ mod operations;
 mod package;
 mod pipeline;
 mod policies;
+mod power_tools;
 mod resilience;
 mod routes;
 mod runner;
