@@ -11,8 +11,10 @@
 //!   reply are two steps: reports (pending, rooms, stats, log, failed, lists) are gathered
 //!   as typed data from only what each needs ([`reports`]) and rendered apart ([`render`]);
 //!   `policy …`, `explain`, `dry-run` and `retry` return typed results (`PolicyReport`,
-//!   `Explanation`, `DryRun`, `Retried`) that render themselves. Verdicts are queued as
-//!   actions; what came of them is written by [`verdicts::finish`].
+//!   `Explanation`, `DryRun`, `Retried`) that render themselves. Verdicts, on one knock or
+//!   many, are queued as actions (which knocks: typed `Found` and `Skip`); what came of them
+//!   is written by [`verdicts::finish`], a bulk verdict's summary once its last knock is done.
+//!   [`lockdown`] starts and ends lockdowns (typed `LockdownReport`).
 //! - [`expiry`] closes review items nobody resolved in time.
 //!
 //! Commands travel like everything else: the worker queues them in the outbox, in the same
@@ -22,6 +24,7 @@
 pub mod command;
 pub mod expiry;
 pub mod failed;
+pub mod lockdown;
 pub mod moderators;
 pub mod policy_admin;
 mod render;

@@ -21,6 +21,7 @@ pub mod homeserver;
 pub mod http;
 pub mod lists;
 pub mod live_policies;
+pub mod lockdown;
 pub mod memory;
 pub mod metrics;
 pub mod notices;

@@ -27,6 +27,7 @@ pub fn apply(rec: &mut RoomRecord, state: &RoomState, sender: &str) {
                 rec.creators = creators;
             }
             rec.room_version = Some(version);
+            rec.room_type = create.room_type.clone();
         }
     }
 }

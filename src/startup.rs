@@ -255,6 +255,7 @@ impl Application {
             ),
         ));
         let expiry = tokio::spawn(crate::control::expiry::run(shared.clone()));
+        let lockdowns = tokio::spawn(crate::lockdown::run(shared.clone()));
         let retention = tokio::spawn(crate::retention::run(shared.clone()));
         let ping = tokio::spawn(crate::ping::run(shared.clone(), appservice_id));
         // Whatever was left in the inbox by a previous run is handled now.
@@ -285,6 +286,7 @@ impl Application {
         let _ = worker.await;
         let _ = runner.await;
         let _ = expiry.await;
+        let _ = lockdowns.await;
         let _ = retention.await;
         let _ = ping.await;
         // Stop watching and wait for the watcher's thread, which holds the database open.

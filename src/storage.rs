@@ -22,7 +22,8 @@
 //! borrowed `&Store` with only that concern's methods: [`Store::journal`], [`Store::parked`],
 //! [`Store::outbox`], [`Store::failures`], [`Store::audit`], [`Store::reviews`],
 //! [`Store::rooms`], [`Store::knocks`], [`Store::activity`], [`Store::members`],
-//! [`Store::lists`], [`Store::policies`] and [`Store::aliases`]. `Store` itself keeps only
+//! [`Store::lists`], [`Store::policies`], [`Store::aliases`], [`Store::batches`] and
+//! [`Store::lockdowns`]. `Store` itself keeps only
 //! what spans them: opening, commits and batches, health, and the generic reads used by
 //! tests and benches.
 
@@ -36,6 +37,7 @@ mod inbox;
 mod journal;
 mod keys;
 mod lists;
+mod lockdowns;
 mod meta;
 mod ops;
 mod outbox;
@@ -63,6 +65,7 @@ pub use inbox::{InboxEntry, InboxItem, InboxRecord, JournalLog, Origin, Parked};
 pub use journal::{Checkpoint, Damage, JournalRecord, UnhandledRecord};
 pub use keys::{pair_key, split_pair};
 pub use lists::{ListRecord, ListRecords};
+pub use lockdowns::{Lockdown, LockdownCause, Lockdowns};
 pub use ops::Op;
 pub use outbox::{Action, ModeratorVerdict, Outbox, OutboxEntry, Subject};
 pub use policies::{KEEP_VERSIONS, PolicyVersion, PolicyVersions};

@@ -245,6 +245,8 @@ fn explain(config_file: &Path, a: &ExplainArgs) -> Result<(), String> {
         user_knocks: &user_counts,
         lists: view.as_ref().map(|v| v as &dyn crate::policy::ListSource),
         account: account.as_ref(),
+        // Lockdowns are the running service's: `!knock explain` counts them.
+        lockdown: false,
     };
     let trace = policy.explain(&knock);
     let d = &trace.decision;

@@ -39,6 +39,9 @@ pub enum Command {
     /// Ban the knockers from the room, with a reason.
     #[command(override_usage = "!knock ban <TARGET>... [ROOM] [REASON]... [--yes]", long_about = VERDICT_HELP)]
     Ban(VerdictWords),
+    /// Lockdown: knocks stay open, but none is accepted by policy while it lasts.
+    #[command(override_usage = "!knock lockdown [<ROOM|all> [DURATION]]\n       !knock lockdown off <ROOM|all>", long_about = LOCKDOWN_HELP)]
+    Lockdown(LockdownWords),
     /// What the active policies would decide for a knock, and why.
     Explain {
         /// The knocker, `@user:server`.
@@ -87,6 +90,18 @@ pub enum Command {
 }
 
 impl Command {
+    /// Reads what clap leaves as words (verdicts, lockdown): the subcommand's name and what
+    /// is wrong, for a usage error.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        if let Some((name, words, reason)) = self.verdict() {
+            words.parse(reason).map_err(|e| (name, e))?;
+        }
+        if let Command::Lockdown(words) = self {
+            words.parse().map_err(|e| ("lockdown", e))?;
+        }
+        Ok(())
+    }
+
     /// For `approve`, `deny` and `ban`: the subcommand's name, its words, and whether it takes
     /// a reason.
     pub fn verdict(&self) -> Option<(&'static str, &VerdictWords, bool)> {
@@ -205,6 +220,74 @@ impl Target {
     pub fn user_id(user: &str, server: &str) -> Result<ruma::OwnedUserId, String> {
         let full = if user.contains(':') { user.to_owned() } else { format!("{user}:{server}") };
         ruma::OwnedUserId::try_from(full.as_str()).map_err(|e| format!("`{user}` is not a user ID: {e}"))
+    }
+}
+
+/// What `lockdown` says of itself (`--help`).
+const LOCKDOWN_HELP: &str = "Lockdown during a wave: a room in lockdown keeps knocking open, but every \
+knock its policy would accept is held for review instead (deny, ban, review and ignore are \
+unchanged).
+
+  !knock lockdown ROOM [DURATION]   put ROOM (an ID or alias) in lockdown for DURATION (default 1h: 30m, 2h, 1d)
+  !knock lockdown all [DURATION]    the same for every room knockwarden manages
+  !knock lockdown off ROOM|all      end it
+  !knock lockdown                   the rooms in lockdown, and when each ends
+
+A policy rule with `lockdown: DURATION` puts the room in lockdown when it matches a knock. \
+Lockdowns are kept across restarts; the control room is told when one begins and ends.";
+
+/// The words of `lockdown`, as clap takes them; [`LockdownWords::parse`] reads them.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct LockdownWords {
+    /// `ROOM` or `all`, then a DURATION; or `off`, then `ROOM` or `all`.
+    #[arg(num_args = 0..=2, value_name = "ROOM|all|off")]
+    pub words: Vec<String>,
+}
+
+/// Which rooms a lockdown command is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockdownRooms {
+    One(RoomArg),
+    /// Every managed room (to begin), or every room in lockdown (to end).
+    All,
+}
+
+/// What `lockdown` asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockdownArgs {
+    /// The rooms in lockdown.
+    List,
+    Begin {
+        rooms: LockdownRooms,
+        length: std::time::Duration,
+    },
+    End {
+        rooms: LockdownRooms,
+    },
+}
+
+/// How long `!knock lockdown ROOM` lasts when it says nothing.
+pub const DEFAULT_LOCKDOWN: std::time::Duration = std::time::Duration::from_secs(3600);
+
+impl LockdownWords {
+    pub fn parse(&self) -> Result<LockdownArgs, String> {
+        let rooms = |w: &str| -> Result<LockdownRooms, String> {
+            if w.eq_ignore_ascii_case("all") { Ok(LockdownRooms::All) } else { w.parse().map(LockdownRooms::One) }
+        };
+        match self.words.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+            [] => Ok(LockdownArgs::List),
+            ["off"] => Err("`lockdown off` needs a room (an ID or alias) or `all`".to_owned()),
+            ["off", which] => Ok(LockdownArgs::End { rooms: rooms(which)? }),
+            [which] => Ok(LockdownArgs::Begin { rooms: rooms(which)?, length: DEFAULT_LOCKDOWN }),
+            [which, length] => {
+                let length = crate::duration::parse(length).map_err(|e| format!("`{length}`: {e}"))?;
+                if length.is_zero() {
+                    return Err("a lockdown lasts longer than 0s: `lockdown off` ends one".to_owned());
+                }
+                Ok(LockdownArgs::Begin { rooms: rooms(which)?, length })
+            }
+            _ => Err("expected at most two words: ROOM|all [DURATION], or off ROOM|all".to_owned()),
+        }
     }
 }
 
@@ -385,18 +468,15 @@ pub enum Parsed {
 pub fn parse(line: &str) -> Parsed {
     let words = std::iter::once("!knock").chain(line.split_whitespace());
     match Line::try_parse_from(words) {
-        Ok(l) => match l.command.verdict() {
-            Some((name, words, reason)) => match words.parse(reason) {
-                Ok(_) => Parsed::Command(l.command),
-                Err(e) => {
-                    let mut line = <Line as clap::CommandFactory>::command();
-                    let sub = line.find_subcommand_mut(name).expect("a verdict subcommand");
-                    let e = clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{e}\n")).format(sub);
-                    let text = e.render().to_string().replace("try '--help'", "try '!knock help'");
-                    Parsed::Error(text.trim_end().to_owned())
-                }
-            },
-            None => Parsed::Command(l.command),
+        Ok(l) => match l.command.check() {
+            Ok(()) => Parsed::Command(l.command),
+            Err((name, e)) => {
+                let mut line = <Line as clap::CommandFactory>::command();
+                let sub = line.find_subcommand_mut(name).expect("a subcommand");
+                let e = clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{e}\n")).format(sub);
+                let text = e.render().to_string().replace("try '--help'", "try '!knock help'");
+                Parsed::Error(text.trim_end().to_owned())
+            }
         },
         Err(e) => {
             use clap::error::ErrorKind::*;
@@ -429,6 +509,7 @@ pub fn split_block(text: &str) -> (String, Option<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn cmd(line: &str) -> Command {
         match parse(line) {
@@ -562,6 +643,35 @@ mod tests {
         // The first word that is no target starts the reason, even where a later one is.
         let d = verdict("deny #2 spam 12");
         assert_eq!(d.reason.as_deref(), Some("spam 12"));
+    }
+
+    #[test]
+    fn lockdown_takes_a_room_or_all_a_duration_or_off() {
+        let lockdown = |line: &str| match cmd(line) {
+            Command::Lockdown(w) => w.parse().unwrap(),
+            other => panic!("{other:?}"),
+        };
+        let hour = DEFAULT_LOCKDOWN;
+        assert_eq!(lockdown("lockdown"), LockdownArgs::List);
+        assert_eq!(
+            lockdown("lockdown #lobby:example.org"),
+            LockdownArgs::Begin { rooms: LockdownRooms::One(room("#lobby:example.org")), length: hour }
+        );
+        assert_eq!(
+            lockdown("lockdown all 30m"),
+            LockdownArgs::Begin { rooms: LockdownRooms::All, length: Duration::from_secs(1800) }
+        );
+        assert_eq!(lockdown("lockdown off ALL"), LockdownArgs::End { rooms: LockdownRooms::All });
+        assert_eq!(
+            lockdown("lockdown off !r:example.org"),
+            LockdownArgs::End { rooms: LockdownRooms::One(room("!r:example.org")) }
+        );
+        assert!(error("lockdown off").contains("needs a room"));
+        assert!(error("lockdown lobby").contains("expected a room ID"));
+        assert!(error("lockdown all soon").contains("`soon`"));
+        assert!(error("lockdown all 0s").contains("0s"));
+        let e = error("lockdown a b c");
+        assert!(e.contains("unexpected value 'c'"), "{e}");
     }
 
     #[test]

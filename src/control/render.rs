@@ -4,6 +4,7 @@
 
 use super::{
     command::RoomArg,
+    lockdown::{LockdownReport, LockdownRow},
     reports::{FailedRow, ListRead, ListsReport, LogRow, PAGE, Paged, PendingRow, RoomRow, Stats},
     run::Done,
     targets::RoomRefusal,
@@ -13,7 +14,7 @@ use crate::{
     events::Verdict,
     homeserver::MembershipChange,
     notices::{self, Msg},
-    storage::{Batch, BatchItem, ItemResult, Outcome, Skip},
+    storage::{Batch, BatchItem, ItemResult, LockdownCause, Outcome, Skip},
 };
 
 /// `!knock pending`.
@@ -82,7 +83,7 @@ fn paged<T>(
 }
 
 /// `!knock rooms`.
-pub(super) fn rooms(rows: &[RoomRow]) -> Done {
+pub(super) fn rooms(rows: &[RoomRow], now: u64) -> Done {
     if rows.is_empty() {
         return Done::text(true, "knockwarden manages no room yet: a moderator invites it to one.");
     }
@@ -91,6 +92,9 @@ pub(super) fn rooms(rows: &[RoomRow]) -> Done {
     for r in rows {
         let can: Vec<String> = r.can.iter().map(|(v, ok)| format!("{v} {}", if *ok { "✓" } else { "✗" })).collect();
         m.line().bold(&r.room);
+        if r.space {
+            m.text(" (space)");
+        }
         m.text(&format!(
             " · join rule {} · version {} · {} · policy ",
             r.join_rule.as_deref().unwrap_or("unknown"),
@@ -98,6 +102,9 @@ pub(super) fn rooms(rows: &[RoomRow]) -> Done {
             can.join(", "),
         ));
         m.code(r.policy.as_deref().unwrap_or("none")).text(&format!(" · {} pending", r.pending));
+        if let Some(l) = &r.lockdown {
+            m.text(&format!(" · 🔒 lockdown, {} left", crate::lockdown::left(l, now)));
+        }
     }
     Done::ok(m)
 }
@@ -333,6 +340,48 @@ pub(super) fn batch_summary(batch: &Batch, label: &dyn Fn(&str) -> String) -> Do
         m.line().text("No pending knock matched.");
     }
     if done.is_empty() || !failed.is_empty() { Done::failed(m) } else { Done::ok(m) }
+}
+
+/// `!knock lockdown …`.
+pub(super) fn lockdown(report: &LockdownReport, now: u64) -> Done {
+    let left = |r: &LockdownRow| crate::lockdown::left(&r.lockdown, now);
+    let names = |rows: &[LockdownRow]| rows.iter().map(|r| r.room.clone()).collect::<Vec<_>>().join(", ");
+    match report {
+        LockdownReport::List(rows) if rows.is_empty() => Done::text(true, "No room is in lockdown."),
+        LockdownReport::List(rows) => {
+            let mut m = Msg::new();
+            m.bold(&format!("{} room(s) in lockdown", rows.len()));
+            for r in rows {
+                let by = match &r.lockdown.cause {
+                    LockdownCause::Moderator { user_id } => format!("by {user_id}"),
+                    LockdownCause::Rule { policy, rule } => format!("by rule {rule} of policy {policy}"),
+                };
+                m.line().text("🔒 ").bold(&r.room).text(&format!(" · {} left · {by}", left(r)));
+            }
+            Done::ok(m)
+        }
+        LockdownReport::Began { rows, by } => {
+            let length = rows.first().map(left).unwrap_or_default();
+            let mut m = Msg::new();
+            m.text(&format!(
+                "🔒 Lockdown for {length} (by {by}): {}. Knocks stay open, but none is accepted by policy; \
+                 those that would be are held for review. !knock lockdown off {} ends it.",
+                names(rows),
+                if rows.len() == 1 { rows[0].room.as_str() } else { "all" }
+            ));
+            Done::ok(m)
+        }
+        LockdownReport::Ended { rows, by } => Done::text(
+            true,
+            &format!("🔓 Lockdown ended by {by}: {}. Knocks are decided by policy again.", names(rows)),
+        ),
+        LockdownReport::NoRooms => {
+            Done::text(false, "knockwarden manages no room yet: there is nothing to put in lockdown.")
+        }
+        LockdownReport::NotInLockdown(Some(room)) => Done::text(false, &format!("{room} is not in lockdown.")),
+        LockdownReport::NotInLockdown(None) => Done::text(false, "No room is in lockdown."),
+        LockdownReport::Refused(refusal) => room_refusal(refusal),
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use crate::{
     notices::room_label,
     policy::{Action as PolicyAction, PolicySet},
     power,
-    storage::{Outcome, Store, StoreError},
+    storage::{Lockdown, Outcome, Store, StoreError},
 };
 
 /// Items shown per page of `!knock pending` and `!knock failed`.
@@ -78,6 +78,10 @@ pub struct RoomRow {
     pub can: [(&'static str, bool); 3],
     pub policy: Option<String>,
     pub pending: usize,
+    /// The room is a space.
+    pub space: bool,
+    /// The room's lockdown in force, if any.
+    pub lockdown: Option<Lockdown>,
 }
 
 /// What `!knock rooms` looks at besides the store.
@@ -89,7 +93,7 @@ pub struct RoomsView<'a> {
 }
 
 /// `!knock rooms`: the rooms the bot manages (not the control room, not ban lists).
-pub fn rooms(store: &Store, view: &RoomsView) -> Result<Vec<RoomRow>, StoreError> {
+pub fn rooms(store: &Store, view: &RoomsView, now: u64) -> Result<Vec<RoomRow>, StoreError> {
     let open = store.reviews().open()?;
     let mut out = Vec::new();
     for room in store.rooms().joined()? {
@@ -108,6 +112,8 @@ pub fn rooms(store: &Store, view: &RoomsView) -> Result<Vec<RoomRow>, StoreError
             can,
             policy: view.policies.policy_for(&room, &aliases).map(|p| p.name.clone()),
             pending: open.iter().filter(|i| i.room_id.as_str() == room).count(),
+            space: rec.room_type == Some(ruma::room::RoomType::Space),
+            lockdown: store.lockdowns().active(&room, now)?,
         });
     }
     Ok(out)

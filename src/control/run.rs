@@ -165,7 +165,8 @@ impl Ctx<'_> {
                     policies: &active.set,
                     lists: &self.shared.lists,
                 };
-                render::rooms(&reports::rooms(self.store(), &view)?)
+                let now = now_ms();
+                render::rooms(&reports::rooms(self.store(), &view, now)?, now)
             }
             Command::Stats { window } => render::stats(&reports::stats(self.store(), window, now_ms())?),
             Command::Log { n } => render::log(&reports::log(self.store(), n as usize)?, now_ms()),
@@ -176,6 +177,13 @@ impl Ctx<'_> {
                 render::lists(&reports::lists(self.store(), &active.set, &self.shared.lists)?, now_ms())
             }
             Command::Retry { which } => self.retry(which)?,
+            Command::Lockdown(words) => match words.parse() {
+                Ok(args) => {
+                    let now = now_ms();
+                    render::lockdown(&self.lockdown(args, now).await?, now)
+                }
+                Err(e) => Done::text(false, &e),
+            },
         })
     }
 }

@@ -90,6 +90,8 @@ pub fn room_label(store: &Store, room: impl AsRef<str>) -> String {
 /// The notice about an audited decision: `outcome` says what came of it; `review` numbers a
 /// review item, `closed` says how it ended.
 pub fn entry_notice(store: &Store, e: &AuditEntry, outcome: &str, review: Option<u64>, closed: Option<&str>) -> Msg {
+    let held = format!("{outcome} (🔒 lockdown: not accepted by policy while it lasts)");
+    let outcome = if e.lockdown { held.as_str() } else { outcome };
     knock(&KnockNotice {
         user: e.user_id.as_str(),
         room: &room_label(store, &e.room_id),

@@ -30,6 +30,8 @@ pub struct RuleAst {
     pub action: Action,
     pub reason: Option<Spanned<String>>,
     pub notify: Option<bool>,
+    /// `lockdown`: how long a match puts the room in lockdown.
+    pub lockdown: Option<std::time::Duration>,
 }
 
 /// A condition tree; a `when` mapping is an `All` of its keys.

@@ -149,6 +149,8 @@ pub struct CompiledRule {
     pub action: Action,
     pub reason: Option<String>,
     pub notify: Option<bool>,
+    /// A match puts the room in lockdown for this long (extended if already in one).
+    pub lockdown: Option<std::time::Duration>,
     pub(crate) cond: CCond,
 }
 
@@ -309,6 +311,7 @@ pub fn compile(ast: &PolicyAst, source: &str) -> Result<CompiledPolicy, Vec<Prob
             action: r.action,
             reason: r.reason.as_ref().map(|s| s.value.clone()),
             notify: r.notify,
+            lockdown: r.lockdown,
             cond,
         });
     }

@@ -40,6 +40,8 @@ pub struct Knock<'a> {
     /// What the homeserver says of the knocker's account (`None`: not asked; `account:`
     /// conditions then take it as unknown).
     pub account: Option<&'a AccountFacts>,
+    /// The room is in lockdown: a decision to accept becomes `review`.
+    pub lockdown: bool,
 }
 
 impl Knock<'_> {
@@ -68,6 +70,10 @@ pub struct Decision {
     pub explanation: String,
     /// The ban list entry that matched, when the deciding rule has a `ban_list` that held.
     pub list: Option<ListHit>,
+    /// The deciding rule's `lockdown`: the room enters lockdown for this long.
+    pub lockdown: Option<Duration>,
+    /// Held for review, not accepted, because the room is in lockdown (or enters it now).
+    pub held_by_lockdown: bool,
 }
 
 /// How one rule fared, for `explain`.
@@ -220,12 +226,12 @@ fn eval(c: &CCond, atom: &mut impl FnMut(usize) -> bool) -> bool {
 impl CompiledPolicy {
     fn decision(&self, rule: Option<usize>, facts: &Facts, explanation: String) -> Decision {
         let knock = facts.knock;
-        let (name, mut action, reason, notify) = match rule {
+        let (name, mut action, reason, notify, lockdown) = match rule {
             Some(i) => {
                 let r = &self.rules[i];
-                (Some(r.name.clone()), r.action, r.reason.clone(), r.notify)
+                (Some(r.name.clone()), r.action, r.reason.clone(), r.notify, r.lockdown)
             }
-            None => (None, self.default, None, None),
+            None => (None, self.default, None, None, None),
         };
         let mut explanation = explanation;
         // Fail closed: a knock is never accepted when a ban list it was to be checked against
@@ -238,6 +244,13 @@ impl CompiledPolicy {
                 "{explanation}; held for review, not accepted: the ban list {} is unavailable ({})",
                 u.list, u.why
             );
+        }
+        // A room in lockdown (or entering it with this very rule) lets no one in by policy.
+        let mut held_by_lockdown = false;
+        if action == Action::Accept && (knock.lockdown || lockdown.is_some()) {
+            action = Action::Review;
+            held_by_lockdown = true;
+            explanation = format!("{explanation}; held for review, not accepted: the room is in lockdown");
         }
         let rule_name = name.as_deref().unwrap_or("default");
         let list = rule.and_then(|i| first_list_hit(&self.rules[i].cond, &self.atoms, facts));
@@ -259,6 +272,8 @@ impl CompiledPolicy {
             notify,
             dry_run: self.dry_run,
             explanation,
+            lockdown,
+            held_by_lockdown,
         }
     }
 

@@ -41,6 +41,11 @@ pub struct Rule {
     pub reason: Option<String>,
     /// Overrides the global `notify` setting for decisions of this rule.
     pub notify: Option<bool>,
+    /// When the rule matches a knock, the room enters lockdown for this long (`30m`, `2h`,
+    /// `1d`), or has its lockdown extended to that long from now; then the rule's action
+    /// applies. While a room is in lockdown, knocks that would be accepted are held for review.
+    /// A circuit breaker on a wave rule (`room_knocks`).
+    pub lockdown: Option<String>,
 }
 
 /// Conditions; all that are given must hold.

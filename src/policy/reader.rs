@@ -19,7 +19,7 @@ use super::{
 };
 
 const POLICY_KEYS: &[&str] = &["name", "rooms", "default", "dry_run", "rules"];
-const RULE_KEYS: &[&str] = &["name", "when", "action", "reason", "notify"];
+const RULE_KEYS: &[&str] = &["name", "when", "action", "reason", "notify", "lockdown"];
 const WHEN_KEYS: &[&str] = &[
     "user",
     "user_regex",
@@ -337,7 +337,18 @@ impl Reader<'_> {
             Some(n) => self.boolean(n, "`notify`").map(Some),
             None => Some(None),
         };
-        Some(RuleAst { name: name?, when: when?, action: action?, reason: reason?, notify: notify? })
+        let lockdown = match map.get_node("lockdown") {
+            Some(n) => self.duration(n, "`lockdown`").map(Some),
+            None => Some(None),
+        };
+        Some(RuleAst {
+            name: name?,
+            when: when?,
+            action: action?,
+            reason: reason?,
+            notify: notify?,
+            lockdown: lockdown?,
+        })
     }
 }
 

@@ -526,6 +526,7 @@ mod property {
                     user_knocks: &[],
                     lists: None,
                     account: None,
+                    lockdown: *n % 3 == 0,
                 };
                 prop_assert_eq!(p.decide(&k), p.decide_plainly(&k), "{}", yaml);
                 prop_assert_eq!(p.decide(&k), p.explain(&k).decision);
@@ -686,4 +687,38 @@ rules:
     let text = format_problems(&problems);
     assert!(text.contains("yonger_than") && text.contains("younger_than"), "{text}");
     assert!(text.contains("`account.older_than`"), "{text}");
+}
+
+#[test]
+fn a_room_in_lockdown_accepts_no_one_by_policy() {
+    let s = set("rooms: \"*\"\nrules:\n  - {name: ok, action: accept}\n");
+    let calm = decide(&s, &knock("@a:x", None));
+    assert_eq!((calm.action, calm.held_by_lockdown), (Action::Accept, false));
+    let held = decide(&s, &Knock { lockdown: true, ..knock("@a:x", None) });
+    assert_eq!((held.action, held.held_by_lockdown), (Action::Review, true));
+    assert!(held.explanation.contains("lockdown"), "{}", held.explanation);
+    // Deny, ban, review and ignore are unchanged.
+    for a in ["deny", "ban", "review", "ignore"] {
+        let s = set(&format!("rooms: \"*\"\nrules:\n  - {{name: r, action: {a}}}\n"));
+        let d = decide(&s, &Knock { lockdown: true, ..knock("@a:x", None) });
+        assert_eq!((d.action.as_str(), d.held_by_lockdown), (a, false));
+    }
+}
+
+#[test]
+fn a_rule_may_put_the_room_in_lockdown() {
+    let s = set(
+        "rooms: \"*\"\nrules:\n  - {name: wave, when: {room_knocks: {more_than: 3, within: 1m}}, action: review, lockdown: 2h}\n  - {name: ok, action: accept, lockdown: 30m}\n",
+    );
+    let wave = [(Duration::from_secs(60), 4)];
+    let d = decide(&s, &Knock { room_knocks: &wave, ..knock("@a:x", None) });
+    assert_eq!(
+        (d.rule.as_deref(), d.action, d.lockdown),
+        (Some("wave"), Action::Review, Some(Duration::from_secs(7200)))
+    );
+    // A rule that accepts and locks down: the knock that starts the lockdown is held too.
+    let d = decide(&s, &knock("@a:x", None));
+    assert_eq!((d.action, d.lockdown, d.held_by_lockdown), (Action::Review, Some(Duration::from_secs(1800)), true));
+    let m = messages("rooms: \"*\"\nrules:\n  - {name: a, action: review, lockdown: soon}\n");
+    assert!(m[0].contains("`lockdown`"), "{m:?}");
 }

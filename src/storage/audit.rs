@@ -48,6 +48,9 @@ pub struct AuditEntry {
     pub action: Verdict,
     pub explanation: String,
     pub dry_run: bool,
+    /// Held for review, not accepted, because the room was in lockdown.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lockdown: bool,
     /// The review item, for `review` decisions.
     pub review: Option<u64>,
     pub outcome: Outcome,

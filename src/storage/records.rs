@@ -31,6 +31,9 @@ pub struct RoomRecord {
     /// Creators of a room of version 12 or later (they have unlimited power).
     #[serde(default)]
     pub creators: Vec<String>,
+    /// The create event's `type` (`m.space` for a space), once known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_type: Option<ruma::room::RoomType>,
     /// The warnings last posted about this room (so they are not repeated).
     #[serde(default)]
     pub warned: Vec<String>,

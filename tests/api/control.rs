@@ -38,8 +38,18 @@ pub(crate) async fn homeserver() -> FakeHomeserver {
 }
 
 pub(crate) async fn start(dir: tempfile::TempDir, hs: FakeHomeserver, extra_config: &str) -> TestApp {
+    start_with(dir, hs, extra_config, POLICY).await
+}
+
+/// [`start`] with another policy.
+pub(crate) async fn start_with(
+    dir: tempfile::TempDir,
+    hs: FakeHomeserver,
+    extra_config: &str,
+    policy: &str,
+) -> TestApp {
     std::fs::create_dir_all(dir.path().join("policies")).unwrap();
-    std::fs::write(dir.path().join("policies/p.yaml"), POLICY).unwrap();
+    std::fs::write(dir.path().join("policies/p.yaml"), policy).unwrap();
     let opts = AppOptions { extra_config: extra_config.to_owned(), ..Default::default() };
     let app = spawn_app_in(dir, hs, opts).await;
     eventually("start-up done", || app.store.get_meta("control_room_id").unwrap().is_some()).await;

@@ -3,8 +3,8 @@
 
 use serde_json::json;
 
-use crate::control::{homeserver, start};
-use crate::helpers::{TestApp, eventually};
+use crate::control::{ROOM, homeserver, start, start_with};
+use crate::helpers::{AppOptions, BOT, TestApp, eventually, member_event, spawn_app_in};
 
 async fn app() -> TestApp {
     start(tempfile::tempdir().unwrap(), homeserver().await, "").await
@@ -125,4 +125,120 @@ async fn a_failed_knock_of_a_bulk_verdict_is_in_the_summary() {
     assert!(reply.starts_with("Approved: 1 invited, 0 not pending, 1 failed."), "{reply}");
     assert!(reply.contains("M_FORBIDDEN") && reply.contains("!knock retry"), "{reply}");
     assert_eq!(app.reactions_on("$c1"), vec!["⏳", "❌"]);
+}
+
+/// Friends are let in; any other fourth knock within a minute is a wave, which locks the
+/// room down for 2s.
+const WAVE_POLICY: &str = r#"rooms: ["!r:test.local"]
+default: review
+rules:
+  - name: friend
+    when: { server: friends.example }
+    action: accept
+  - name: wave
+    when: { room_knocks: { more_than: 3, within: 1m } }
+    action: review
+    lockdown: 2s
+"#;
+
+/// The app with [`WAVE_POLICY`], the bot joined to ROOM.
+async fn wave_app() -> TestApp {
+    let app = start_with(tempfile::tempdir().unwrap(), homeserver().await, "", WAVE_POLICY).await;
+    app.push("join", vec![member_event("$join", ROOM, BOT, BOT, "join")]).await;
+    eventually("the bot is in the room", || app.store.rooms().joined().unwrap().iter().any(|r| r == ROOM)).await;
+    app
+}
+
+/// The audit entry of `user`'s knock, once decided.
+async fn decided(app: &TestApp, user: &str) -> knockwarden::storage::AuditEntry {
+    eventually(&format!("{user}'s knock decided"), || {
+        app.store.audit().all().unwrap().iter().any(|e| e.user_id == user)
+    })
+    .await;
+    app.store.audit().all().unwrap().into_iter().rfind(|e| e.user_id == user).unwrap()
+}
+
+#[tokio::test]
+async fn a_lockdown_by_command_holds_accepted_knocks_for_review_until_it_is_ended() {
+    let app = wave_app().await;
+    let reply = app.say("c1", "$c1", &format!("!knock lockdown {ROOM}")).await;
+    assert!(reply.starts_with("🔒 Lockdown for 1h (by @mod:test.local): !r:test.local."), "{reply}");
+    assert_eq!(app.reactions_on("$c1"), vec!["✅"]);
+    let listed = app.say("c2", "$c2", "!knock lockdown").await;
+    assert!(listed.contains("1 room(s) in lockdown") && listed.contains("by @mod:test.local"), "{listed}");
+    let rooms = app.say("c3", "$c3", "!knock rooms").await;
+    assert!(rooms.contains("🔒 lockdown"), "{rooms}");
+
+    app.knock_on("k1", "$k1", "@amy:friends.example", Some("hi")).await;
+    let e = decided(&app, "@amy:friends.example").await;
+    assert_eq!(e.action, knockwarden::policy::Action::Review, "held for review: {e:?}");
+    assert!(e.rule.as_deref() == Some("friend") && e.explanation.contains("lockdown"), "{e:?}");
+    app.review_notice(1).await;
+    let notice = review_text(&app, 1);
+    assert!(notice.contains("lockdown"), "the review notice says why: {notice}");
+    assert!(app.posted("invite").is_empty());
+
+    let reply = app.say("c4", "$c4", &format!("!knock lockdown off {ROOM}")).await;
+    assert!(reply.starts_with("🔓 Lockdown ended by @mod:test.local: !r:test.local."), "{reply}");
+    app.knock_on("k2", "$k2", "@bob:friends.example", Some("hi")).await;
+    eventually("the next friend is invited", || !app.posted("invite").is_empty()).await;
+    assert_eq!(app.posted("invite")[0].body["user_id"], "@bob:friends.example");
+    let reply = app.say("c5", "$c5", "!knock lockdown off all").await;
+    assert_eq!(reply, "No room is in lockdown.");
+}
+
+#[tokio::test]
+async fn a_lockdown_is_kept_across_a_restart() {
+    let app = wave_app().await;
+    app.say("c1", "$c1", "!knock lockdown all 2h").await;
+    let (dir, hs) = app.stop().await;
+    let app = spawn_app_in(dir, hs, AppOptions::default()).await;
+    let listed = app.say("c2", "$c2", "!knock lockdown").await;
+    assert!(listed.contains("!r:test.local") && listed.contains("left"), "{listed}");
+    let e = knockwarden::storage::now_ms();
+    assert!(app.store.lockdowns().active(ROOM, e).unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_wave_rule_locks_the_room_down_and_the_lockdown_ends_by_itself() {
+    let app = wave_app().await;
+    for i in 1..=3 {
+        app.knock_on(&format!("w{i}"), &format!("$w{i}"), &format!("@w{i}:wave.example"), None).await;
+    }
+    app.review_notice(3).await;
+    assert!(app.store.lockdowns().all().unwrap().is_empty(), "three knocks are no wave");
+    app.knock_on("w4", "$w4", "@w4:wave.example", None).await;
+    let e = decided(&app, "@w4:wave.example").await;
+    assert_eq!(e.rule.as_deref(), Some("wave"));
+    eventually("the lockdown begins", || {
+        app.store.lockdowns().active(ROOM, knockwarden::storage::now_ms()).unwrap().is_some()
+    })
+    .await;
+    eventually("a notice says so", || {
+        app.plain_notices().iter().any(|n| n.starts_with("🔒 ") && n.contains("by rule wave of policy p"))
+    })
+    .await;
+
+    // A friend's knock during the lockdown is held for review, and its notice says so.
+    app.knock_on("f1", "$f1", "@amy:friends.example", Some("hi")).await;
+    let e = decided(&app, "@amy:friends.example").await;
+    assert_eq!((e.rule.as_deref(), e.action), (Some("friend"), knockwarden::policy::Action::Review), "{e:?}");
+    assert!(e.explanation.contains("lockdown"), "{e:?}");
+    app.review_notice(5).await;
+    assert!(review_text(&app, 5).contains("lockdown"), "{}", review_text(&app, 5));
+    assert!(app.posted("invite").is_empty());
+
+    eventually("the lockdown ends after its time, with a notice", || {
+        app.plain_notices().iter().any(|n| n.starts_with("🔓 The lockdown of !r:test.local is over"))
+    })
+    .await;
+    assert!(app.store.lockdowns().all().unwrap().is_empty());
+    // Over: the next friend is let in.
+    app.knock_on("f2", "$f2", "@bo:friends.example", Some("hi")).await;
+    eventually("the next friend is invited", || !app.posted("invite").is_empty()).await;
+}
+
+/// The plain text of review item `n`'s notice.
+fn review_text(app: &TestApp, n: u64) -> String {
+    app.plain_notices().into_iter().find(|b| b.starts_with(&format!("#{n} "))).unwrap_or_default()
 }

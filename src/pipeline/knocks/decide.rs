@@ -13,7 +13,7 @@ use crate::{
     notices,
     pipeline::worker::InboxEvent,
     policy::Knock,
-    storage::{Action, Activity, KnockRecord, Knocks, Outcome, Resolution, StoreError, now_ms},
+    storage::{Action, Activity, KnockRecord, Knocks, LockdownCause, Outcome, Resolution, StoreError, now_ms},
 };
 
 /// Decides a knock.
@@ -133,6 +133,13 @@ pub fn on_knock(shared: &Shared, entry: &InboxEvent, member: &Member) -> Result<
         crate::metrics::KnockLabels { room: label.clone(), policy: d.policy.clone(), decision: d.action.as_str() };
     metrics.knocks.get_or_create(&labels).inc();
     tracing::info!(room, user, policy = %d.policy, version = d.version, rule = ?d.rule, action = %d.action, "knock decided");
+    // A rule with `lockdown:` puts the room in lockdown (or extends it) with this knock.
+    if let (Some(length), Some(rule)) = (d.lockdown, &d.rule)
+        && !shared.dry_run(d.dry_run)
+    {
+        let cause = LockdownCause::Rule { policy: d.policy.clone(), rule: rule.clone() };
+        ops.extend(crate::lockdown::begin_ops(store, &head.room_id, length, cause, now)?);
+    }
     enact(shared, &mut rec, &d, &label, now, None, &mut ops)?;
     Ok(Knocked::Ops(ops))
 }

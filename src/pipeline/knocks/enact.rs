@@ -68,6 +68,7 @@ pub(super) fn enact(
             None => d.explanation.clone(),
         },
         dry_run,
+        lockdown: d.held_by_lockdown,
         review: None,
         outcome: Outcome::Pending,
         settled_ms: None,

@@ -76,6 +76,8 @@ pub struct Context {
     /// Of the rooms the policies' `member_of` conditions name, those the knocker is in (as
     /// the policies name them).
     pub member_of: Vec<String>,
+    /// The room is in lockdown.
+    pub lockdown: bool,
 }
 
 impl Context {
@@ -113,7 +115,8 @@ impl Context {
             }
         }
         let label = aliases.first().cloned().unwrap_or_else(|| room.to_owned());
-        Ok(Context { label, room_counts, user_counts, member_of })
+        let lockdown = store.lockdowns().active(room, now)?.is_some();
+        Ok(Context { label, room_counts, user_counts, member_of, lockdown })
     }
 
     pub fn knock<'a>(&'a self, user: &'a str, reason: Option<&'a str>, displayname: Option<&'a str>) -> Knock<'a> {
@@ -127,6 +130,7 @@ impl Context {
             user_knocks: &self.user_counts,
             lists: None,
             account: None,
+            lockdown: self.lockdown,
         }
     }
 }
