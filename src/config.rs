@@ -61,6 +61,19 @@ pub enum LogFormat {
     Json,
 }
 
+/// Who a review notice mentions (`review.mention`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mention {
+    /// Nobody (the default).
+    #[default]
+    None,
+    /// The joined control-room members who count as moderators.
+    Moderators,
+    /// The whole control room (`@room`).
+    Room,
+}
+
 /// What happens to a review item nobody resolved in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -127,6 +140,8 @@ pub struct Moderators {
 pub struct ReviewConfig {
     pub expire_after: Duration,
     pub on_expiry: OnExpiry,
+    /// Who review notices mention.
+    pub mention: Mention,
 }
 
 /// How long knockwarden keeps what it only needs for a while (see [`crate::retention`]).
@@ -277,7 +292,7 @@ impl Config {
             notify: raw.notify,
             dry_run: raw.dry_run,
             log_format: raw.log_format,
-            review: ReviewConfig { expire_after, on_expiry: raw.review.on_expiry },
+            review: ReviewConfig { expire_after, on_expiry: raw.review.on_expiry, mention: raw.review.mention },
             retention,
             actions: ActionsConfig { give_up_after },
             metrics: MetricsConfig { listen: metrics_listen },

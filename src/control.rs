@@ -14,7 +14,9 @@
 //!   `Explanation`, `DryRun`, `Retried`) that render themselves. Verdicts, on one knock or
 //!   many, are queued as actions (which knocks: typed `Found` and `Skip`); what came of them
 //!   is written by [`verdicts::finish`], a bulk verdict's summary once its last knock is done.
-//!   [`lockdown`] starts and ends lockdowns (typed `LockdownReport`).
+//!   [`lockdown`] starts and ends lockdowns (typed `LockdownReport`). Every command runs in a
+//!   [`ctx`] and comes to a [`reply`] (`Done`); both sit below the commands, so no command
+//!   module imports another's caller.
 //! - [`expiry`] closes review items nobody resolved in time.
 //!
 //! Commands travel like everything else: the worker queues them in the outbox, in the same
@@ -22,12 +24,14 @@
 //! command interrupted by a crash or a homeserver outage is carried out after it.
 
 pub mod command;
+mod ctx;
 pub mod expiry;
 pub mod failed;
 pub mod lockdown;
 pub mod moderators;
 pub mod policy_admin;
 mod render;
+mod reply;
 pub mod reports;
 pub mod run;
 pub mod targets;

@@ -4,6 +4,7 @@ use ruma::{OwnedEventId, OwnedRoomId, RoomId};
 
 use crate::{
     app::Shared,
+    config::Mention,
     homeserver::{HsError, notice_content},
     notices,
     runner::ActionError,
@@ -39,8 +40,14 @@ pub async fn review_notice(shared: &Shared, seq: u64, number: u64) -> Result<Opt
     let Some(entry) = store.audit().get(item.audit_id)? else { return Ok(None) };
     let control = control_room(shared)?;
     let outcome = notices::verdict(entry.action, entry.dry_run);
-    let notices::Msg { plain, html } = crate::notices::entry_notice(store, &entry, outcome, Some(number), None);
-    let event = send_fitted(shared, &control, seq, "m.room.message", &notice_content(&plain, &html)).await?;
+    let msg = crate::notices::entry_notice(store, &entry, outcome, Some(number), None);
+    let mentions = match shared.config.review.mention {
+        Mention::None => notices::Mentions::None,
+        Mention::Moderators => notices::Mentions::Users(crate::control::moderators::joined_moderators(shared)?),
+        Mention::Room => notices::Mentions::Room,
+    };
+    let content = notices::with_mentions(msg, &mentions);
+    let event = send_fitted(shared, &control, seq, "m.room.message", &content).await?;
     Ok(Some(event))
 }
 

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::{LogFormat, Notify, OnExpiry};
+use super::{LogFormat, Mention, Notify, OnExpiry};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -156,11 +156,13 @@ pub struct RawReview {
     pub expire_after: String,
     #[serde(default = "default_on_expiry")]
     pub on_expiry: OnExpiry,
+    #[serde(default)]
+    pub mention: Mention,
 }
 
 impl Default for RawReview {
     fn default() -> Self {
-        Self { expire_after: default_expire_after(), on_expiry: default_on_expiry() }
+        Self { expire_after: default_expire_after(), on_expiry: default_on_expiry(), mention: Mention::None }
     }
 }
 

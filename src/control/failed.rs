@@ -1,10 +1,7 @@
 //! The failed list, for moderators: `!knock retry N|all` puts what knockwarden gave up on
 //! back in the queue (`!knock failed` is a report: [`super::reports::failed`]).
 
-use super::{
-    command::Retry,
-    run::{Ctx, Done},
-};
+use super::{command::Retry, ctx::Ctx, reply::Done};
 use crate::{
     runner::ActionError,
     storage::{FailedItem, Store, StoreError},

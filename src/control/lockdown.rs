@@ -4,7 +4,7 @@ use ruma::OwnedUserId;
 
 use super::{
     command::{LockdownArgs, LockdownRooms},
-    run::Ctx,
+    ctx::Ctx,
     targets::RoomRefusal,
 };
 use crate::{

@@ -42,6 +42,26 @@ pub async fn is_moderator(shared: &Shared, user: &str) -> Result<bool, ActionErr
     Ok(power::user_level(rec.power_levels.as_ref(), &rec.creators, user) >= cfg.power_level)
 }
 
+/// The joined members of the control room who count as moderators, as the store knows them
+/// (for `review.mention: moderators`; the bot itself is not one).
+pub fn joined_moderators(shared: &Shared) -> Result<Vec<ruma::OwnedUserId>, crate::storage::StoreError> {
+    let Some(control) = shared.control_room_id() else { return Ok(vec![]) };
+    let cfg = &shared.config.moderators;
+    let rec = shared.store.rooms().get(control.as_str())?.unwrap_or_default();
+    Ok(shared
+        .store
+        .members()
+        .of(control.as_str())?
+        .into_iter()
+        .filter(|u| u.as_str() != shared.bot.as_str())
+        .filter(|u| {
+            cfg.users.iter().any(|m| m.as_str() == u)
+                || power::user_level(rec.power_levels.as_ref(), &rec.creators, u) >= cfg.power_level
+        })
+        .filter_map(|u| ruma::OwnedUserId::try_from(u).ok())
+        .collect())
+}
+
 /// The reply to someone who is not a moderator, unless they were told in the last 10 minutes.
 pub fn refuse(shared: &Shared, sender: &str, reply_to: &str) -> Vec<crate::storage::Action> {
     if !shared.told.tell(sender, crate::storage::now_ms()) {

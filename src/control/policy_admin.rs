@@ -2,8 +2,9 @@
 
 use super::{
     command::{DryRunMode, PolicyCommand, RoomArg},
+    ctx::Ctx,
     render::ago,
-    run::{Ctx, Done, block_reply, clip_block},
+    reply::{Done, block_reply, clip_block},
 };
 use crate::{
     live_policies::{self, SetOutcome},

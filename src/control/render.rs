@@ -5,8 +5,8 @@
 use super::{
     command::RoomArg,
     lockdown::{LockdownReport, LockdownRow},
+    reply::Done,
     reports::{FailedRow, ListRead, ListsReport, LogRow, PAGE, Paged, PendingRow, RoomRow, Stats},
-    run::Done,
     targets::RoomRefusal,
 };
 use crate::{
@@ -236,7 +236,7 @@ pub(super) fn room_refusal(refusal: &RoomRefusal) -> Done {
         RoomRefusal::UnknownAlias(alias) => {
             Done::text(false, &format!("Unknown room {alias}: the homeserver has no such alias."))
         }
-        RoomRefusal::Refused { alias, error } => super::run::refused(&format!("look up {alias}"), error),
+        RoomRefusal::Refused { alias, error } => super::reply::refused(&format!("look up {alias}"), error),
     }
 }
 

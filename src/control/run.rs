@@ -1,5 +1,6 @@
 //! Carrying out control-room commands and verdict reactions: the entry points, and the
-//! context each command runs in.
+//! dispatch of each command to its module (the context is [`super::ctx`], the reply
+//! [`super::reply`]).
 //!
 //! Every command gets exactly one reply (an `m.notice` replying to it) and ends with a ✅ or
 //! ❌ reaction. A verdict (approve, deny, ban) is not carried out here: it is queued as an
@@ -13,38 +14,18 @@ use ruma::{EventId, UserId};
 
 use super::{
     command::{self, Command, Parsed, Target, VerdictWords},
-    moderators, render, reports,
+    ctx::Ctx,
+    moderators, render,
+    reply::Done,
+    reports,
 };
 use crate::events::Verdict;
 use crate::{
     app::Shared,
-    homeserver::HsError,
     notices::{self, Msg},
     runner::ActionError,
-    storage::{Action, Store, now_ms},
+    storage::{Action, now_ms},
 };
-
-/// What a command came to: the reply (none yet for a queued verdict, which replies when
-/// done), whether it succeeded, and more actions to queue.
-pub(super) struct Done {
-    pub reply: Option<Msg>,
-    pub ok: bool,
-    pub follow_ups: Vec<Action>,
-}
-
-impl Done {
-    pub fn ok(reply: Msg) -> Self {
-        Done { reply: Some(reply), ok: true, follow_ups: vec![] }
-    }
-    pub fn failed(reply: Msg) -> Self {
-        Done { reply: Some(reply), ok: false, follow_ups: vec![] }
-    }
-    pub fn text(ok: bool, text: &str) -> Self {
-        let mut m = Msg::new();
-        m.text(text);
-        Done { reply: Some(m), ok, follow_ups: vec![] }
-    }
-}
 
 /// Runs a command sent by `sender` in message `event_id`; returns the actions to queue.
 pub async fn command(
@@ -131,20 +112,7 @@ pub fn review_closed(shared: &Shared, number: u64, reply: bool) -> Result<Vec<Ac
     Ok(out)
 }
 
-/// One command being carried out: who sent it, and where replies go.
-pub(super) struct Ctx<'a> {
-    pub shared: &'a Shared,
-    pub sender: &'a str,
-    /// The event replies go to (the command, or the review notice reacted to).
-    pub reply_to: &'a str,
-    pub by_reaction: bool,
-}
-
 impl Ctx<'_> {
-    pub fn store(&self) -> &Store {
-        &self.shared.store
-    }
-
     async fn run(&self, cmd: Command, block: Option<String>) -> Result<Done, ActionError> {
         Ok(match cmd {
             Command::Pending { page } => render::pending(&reports::pending(self.store(), page as usize)?, now_ms()),
@@ -195,49 +163,5 @@ impl Ctx<'_> {
             // `command::parse` read them already; kept for completeness.
             Err(e) => Ok(Done::text(false, &e)),
         }
-    }
-}
-
-/// A reply whose text (e.g. policy problems) is best shown as a block.
-pub(super) fn block_reply(ok: bool, text: &str) -> Done {
-    let (head, rest) = text.split_once('\n').unwrap_or((text, ""));
-    let mut m = Msg::new();
-    m.text(head);
-    if !rest.is_empty() {
-        m.pre(&clip_block(rest));
-    }
-    Done { reply: Some(m), ok, follow_ups: vec![] }
-}
-
-/// The homeserver's refusal, with its errcode.
-pub(super) fn refused(what: &str, e: &HsError) -> Done {
-    let text = match e {
-        HsError::Api { errcode, message, .. } => format!("The homeserver refused to {what}: {errcode}: {message}"),
-        other => format!("Could not {what}: {other}"),
-    };
-    Done::text(false, &text)
-}
-
-/// Longest block (policy source, problems) shown in a reply.
-const MAX_BLOCK: usize = 8_000;
-
-pub(super) fn clip_block(text: &str) -> String {
-    if text.chars().count() <= MAX_BLOCK {
-        return text.to_owned();
-    }
-    let mut out: String = text.chars().take(MAX_BLOCK).collect();
-    out.push_str("\n… (cut)");
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_blocks_are_cut() {
-        let long = "x".repeat(MAX_BLOCK + 10);
-        assert!(clip_block(&long).ends_with("… (cut)"));
-        assert_eq!(clip_block("short"), "short");
     }
 }

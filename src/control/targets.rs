@@ -6,7 +6,7 @@
 use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomAliasId};
 
 use super::command::{RoomArg, Selector, Target};
-use super::run::Ctx;
+use super::ctx::Ctx;
 use crate::{
     homeserver::HsError,
     runner::ActionError,

@@ -15,8 +15,9 @@ use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 
 use super::{
     command::{RoomArg, Target, VerdictArgs},
+    ctx::Ctx,
     render,
-    run::{Ctx, Done},
+    reply::Done,
     targets::Found,
 };
 use crate::events::Verdict;

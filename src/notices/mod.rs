@@ -4,12 +4,14 @@
 
 mod fit;
 mod knocks;
+mod mentions;
 
 use crate::storage::Action;
 
 pub use crate::text::{MAX_QUOTE, clip, escape};
 pub use fit::{MAX_CONTENT_BYTES, fit};
 pub use knocks::{KnockNotice, entry_notice, knock, room_label, verdict};
+pub use mentions::{Mentions, content as with_mentions};
 
 /// A notice with a headline and, optionally, a preformatted block (e.g. policy problems).
 pub fn with_block(headline: &str, block: Option<&str>) -> Action {

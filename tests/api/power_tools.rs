@@ -242,3 +242,45 @@ async fn a_wave_rule_locks_the_room_down_and_the_lockdown_ends_by_itself() {
 fn review_text(app: &TestApp, n: u64) -> String {
     app.plain_notices().into_iter().find(|b| b.starts_with(&format!("#{n} "))).unwrap_or_default()
 }
+
+#[tokio::test]
+async fn review_notices_mention_the_joined_moderators() {
+    let hs = homeserver().await;
+    // A moderator by power who left the control room is not mentioned.
+    hs.set_state(
+        crate::helpers::CONTROL_ROOM,
+        "m.room.power_levels",
+        "",
+        "@owner:test.local",
+        json!({"users": {"@owner:test.local": 100, crate::helpers::MODERATOR: 50, "@gone:test.local": 50}}),
+    );
+    hs.set_membership(crate::helpers::CONTROL_ROOM, "@gone:test.local", "leave");
+    let app = start(tempfile::tempdir().unwrap(), hs, "review:\n  mention: moderators\n").await;
+    app.knock_on("k1", "$k1", "@amy:elsewhere.example", Some("hi")).await;
+    app.review_notice(1).await;
+    let sent = app.sent("m.room.message");
+    let notice = sent.iter().find(|r| r.body["body"].as_str().is_some_and(|b| b.starts_with("#1 "))).unwrap();
+    assert_eq!(notice.body["m.mentions"], json!({"user_ids": ["@mod:test.local", "@owner:test.local"]}));
+    let html = notice.body["formatted_body"].as_str().unwrap();
+    assert!(html.contains("<a href=\"https://matrix.to/#/@mod:test.local\">"), "{html}");
+    assert!(!html.contains("@rando") && !html.contains("@gone"), "{html}");
+    // Other notices mention nobody.
+    let reply = app.say("c1", "$c1", "!knock pending").await;
+    assert!(reply.contains("#1"));
+    let sent = app.sent("m.room.message");
+    let replies: Vec<_> = sent.iter().filter(|r| !r.body["body"].as_str().unwrap_or("").starts_with("#1 ")).collect();
+    assert!(!replies.is_empty());
+    assert!(replies.iter().all(|r| r.body["m.mentions"] == json!({})), "{replies:#?}");
+}
+
+#[tokio::test]
+async fn review_notices_may_mention_the_room() {
+    let app = start(tempfile::tempdir().unwrap(), homeserver().await, "review:\n  mention: room\n").await;
+    app.knock_on("k1", "$k1", "@amy:elsewhere.example", Some("hi")).await;
+    app.review_notice(1).await;
+    let notice = review_text(&app, 1);
+    assert!(notice.ends_with("@room"), "{notice}");
+    let sent = app.sent("m.room.message");
+    let n = sent.iter().find(|r| r.body["body"].as_str().is_some_and(|b| b.starts_with("#1 "))).unwrap();
+    assert_eq!(n.body["m.mentions"], json!({"room": true}));
+}
