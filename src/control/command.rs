@@ -691,6 +691,9 @@ mod tests {
         let Parsed::Help(approve) = parse("help approve") else { panic!() };
         assert!(approve.contains("Usage: !knock approve <TARGET>... [ROOM]"), "{approve}");
         assert!(approve.contains("from SERVER") && approve.contains("--yes"), "{approve}");
+        let Parsed::Help(lockdown) = parse("help lockdown") else { panic!() };
+        assert!(lockdown.contains("Usage: !knock lockdown") && lockdown.contains("off ROOM|all"), "{lockdown}");
+        assert!(lockdown.contains("default 1h") && lockdown.contains("`lockdown: DURATION`"), "{lockdown}");
         let Parsed::Help(bare) = parse("") else { panic!() };
         assert!(bare.contains("Usage: !knock"));
         assert!(matches!(parse("deny --help"), Parsed::Help(_)));

@@ -53,15 +53,16 @@ struct Env {
 }
 
 /// A managed room to create: alias localpart, room version, join rule, whether the bot gets
-/// power 100 (else it has 0, with kick and ban at 50).
+/// power 100 (else it has 0, with kick and ban at 50), whether it is a space.
 struct RoomSpec {
     alias: &'static str,
     version: &'static str,
     join_rule: &'static str,
     bot_power: bool,
+    space: bool,
 }
 
-const LOBBY: RoomSpec = RoomSpec { alias: "lobby", version: "10", join_rule: "knock", bot_power: true };
+const LOBBY: RoomSpec = RoomSpec { alias: "lobby", version: "10", join_rule: "knock", bot_power: true, space: false };
 
 impl Env {
     /// Sets everything up; `policies` maps the server name to (file name, YAML) pairs.
@@ -203,14 +204,16 @@ async fn create_managed(owner: &User, bot: &str, spec: &RoomSpec) -> String {
     if spec.join_rule == "knock_restricted" {
         join_rules["allow"] = json!([]);
     }
-    owner
-        .create_room(json!({
-            "preset": "private_chat", "room_version": spec.version, "room_alias_name": spec.alias,
-            "initial_state": [{"type": "m.room.join_rules", "state_key": "", "content": join_rules}],
-            "power_level_content_override": {"users": users, "kick": 50, "ban": 50, "invite": 0},
-            "invite": [bot]
-        }))
-        .await
+    let mut create = json!({
+        "preset": "private_chat", "room_version": spec.version, "room_alias_name": spec.alias,
+        "initial_state": [{"type": "m.room.join_rules", "state_key": "", "content": join_rules}],
+        "power_level_content_override": {"users": users, "kick": 50, "ban": 50, "invite": 0},
+        "invite": [bot]
+    });
+    if spec.space {
+        create["creation_content"] = json!({"type": "m.space"});
+    }
+    owner.create_room(create).await
 }
 
 const RULES: &str = r#"default: review
@@ -449,9 +452,9 @@ async fn synapse_an_empty_database_learns_the_bots_rooms_from_the_homeserver() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn synapse_room_versions_join_rules_and_missing_power() {
     let rooms = [
-        RoomSpec { alias: "v12", version: "12", join_rule: "knock", bot_power: true },
-        RoomSpec { alias: "restricted", version: "10", join_rule: "knock_restricted", bot_power: true },
-        RoomSpec { alias: "weak", version: "10", join_rule: "knock", bot_power: false },
+        RoomSpec { alias: "v12", version: "12", join_rule: "knock", bot_power: true, space: false },
+        RoomSpec { alias: "restricted", version: "10", join_rule: "knock_restricted", bot_power: true, space: false },
+        RoomSpec { alias: "weak", version: "10", join_rule: "knock", bot_power: false, space: false },
     ];
     let env = Env::start(&rooms, |_| vec![("all.yaml", format!("rooms: [\"*\"]\n{RULES}"))]).await;
     let u = env.register("u").await;
@@ -469,6 +472,28 @@ async fn synapse_room_versions_join_rules_and_missing_power() {
     let n = env.notice(&["deny failed", "knockwarden needs power level 50 to kick in", "(it has 0)"]).await;
     assert!(n["content"]["body"].as_str().unwrap().contains(&w.id));
     assert_eq!(env.owner.membership(&weak, &w.id).await.0.as_deref(), Some("knock"));
+}
+
+/// A space with the knock join rule is governed like any room: a knock on it is decided by
+/// policy and accepted with an invite, the knocker joins, and `!knock rooms` marks it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synapse_a_knock_on_a_space_is_accepted_by_policy() {
+    let hub = RoomSpec { alias: "hub", version: "10", join_rule: "knock", bot_power: true, space: true };
+    let env = Env::start(&[hub], |server| vec![("hub.yaml", format!("rooms: [\"#hub:{server}\"]\n{RULES}"))]).await;
+    let space = env.room("hub").to_owned();
+    let path = format!("v3/rooms/{}/state/m.room.create/", space.replace('!', "%21").replace(':', "%3A"));
+    let created = env.owner.ok(reqwest::Method::GET, &path, None).await;
+    assert_eq!(created["type"], "m.space", "{created}");
+
+    let u = env.register("spacefriend").await;
+    assert_eq!(u.knock(&env.alias("hub"), Some("a friend of the space"), None).await.0, 200);
+    env.wait_membership(&space, &u.id, "invite").await;
+    assert_eq!(u.join(&space).await.0, 200);
+    env.wait_membership(&space, &u.id, "join").await;
+
+    let cmd = env.moderator.say(&env.control, "!knock rooms").await;
+    let reply = env.reply_to(&cmd).await;
+    assert!(reply.contains(&format!("{} (space)", env.alias("hub"))), "{reply}");
 }
 
 /// Scenario 14: over federation. A user of server B knocks on a room of server A
@@ -549,7 +574,7 @@ async fn synapse_doctor_holds_while_knockwarden_runs_and_when_it_is_stopped() {
     );
 }
 
-const HALL: RoomSpec = RoomSpec { alias: "hall", version: "10", join_rule: "knock", bot_power: true };
+const HALL: RoomSpec = RoomSpec { alias: "hall", version: "10", join_rule: "knock", bot_power: true, space: false };
 
 /// `account:` conditions on real Synapse: a server admin's token in `admin_token_file`; a
 /// fresh local account is younger than an hour (reviewed in the lobby) and not older than one
