@@ -53,9 +53,10 @@ pub fn began(store: &Store, l: &Lockdown, now: u64) -> Msg {
     };
     let mut m = Msg::new();
     m.text("🔒 ").bold(&label).text(&format!(
-        " is in lockdown for {} ({by}): knocks stay open, but none is accepted by policy; those that would \
-         be are held for review. !knock lockdown off {label} ends it.",
-        left(l, now)
+        " is in lockdown for {}, until {} ({by}): knocks stay open, but none is accepted by policy; those \
+         that would be are held for review. !knock lockdown off {label} ends it.",
+        left(l, now),
+        httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_millis(l.until_ms))
     ));
     m
 }
@@ -72,9 +73,18 @@ pub fn ended(store: &Store, l: &Lockdown, by: Option<&str>) -> Msg {
     m
 }
 
+/// When a lockdown ends and how long it has left: `Sun, 06 Dec 2026 20:07:00 GMT (59m left)`.
+pub fn ends(l: &Lockdown, now: u64) -> String {
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(l.until_ms);
+    format!("{} ({} left)", httpdate::fmt_http_date(at), left(l, now))
+}
+
 /// How long a lockdown has left, as people write it.
+/// (whole minutes, rounded up, past the first minute).
 pub fn left(l: &Lockdown, now: u64) -> String {
-    duration::format(Duration::from_millis(l.until_ms.saturating_sub(now)).max(Duration::from_secs(1)))
+    let secs = l.until_ms.saturating_sub(now).div_ceil(1000).max(1);
+    let secs = if secs > 60 { secs.div_ceil(60) * 60 } else { secs };
+    duration::format(Duration::from_secs(secs))
 }
 
 /// Forgets the lockdowns whose time is up, each with a notice.

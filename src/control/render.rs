@@ -356,16 +356,20 @@ pub(super) fn lockdown(report: &LockdownReport, now: u64) -> Done {
                     LockdownCause::Moderator { user_id } => format!("by {user_id}"),
                     LockdownCause::Rule { policy, rule } => format!("by rule {rule} of policy {policy}"),
                 };
-                m.line().text("🔒 ").bold(&r.room).text(&format!(" · {} left · {by}", left(r)));
+                m.line()
+                    .text("🔒 ")
+                    .bold(&r.room)
+                    .text(&format!(" · ends {} · {by}", crate::lockdown::ends(&r.lockdown, now)));
             }
             Done::ok(m)
         }
         LockdownReport::Began { rows, by } => {
             let length = rows.first().map(left).unwrap_or_default();
+            let ends = rows.first().map(|r| crate::lockdown::ends(&r.lockdown, now)).unwrap_or_default();
             let mut m = Msg::new();
             m.text(&format!(
-                "🔒 Lockdown for {length} (by {by}): {}. Knocks stay open, but none is accepted by policy; \
-                 those that would be are held for review. !knock lockdown off {} ends it.",
+                "🔒 Lockdown for {length} (by {by}): {}. It ends {ends}. Knocks stay open, but none is accepted \
+                 by policy; those that would be are held for review. !knock lockdown off {} ends it.",
                 names(rows),
                 if rows.len() == 1 { rows[0].room.as_str() } else { "all" }
             ));

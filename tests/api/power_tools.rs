@@ -166,6 +166,7 @@ async fn a_lockdown_by_command_holds_accepted_knocks_for_review_until_it_is_ende
     assert_eq!(app.reactions_on("$c1"), vec!["✅"]);
     let listed = app.say("c2", "$c2", "!knock lockdown").await;
     assert!(listed.contains("1 room(s) in lockdown") && listed.contains("by @mod:test.local"), "{listed}");
+    assert!(listed.contains(" GMT (1h left)"), "the end time: {listed}");
     let rooms = app.say("c3", "$c3", "!knock rooms").await;
     assert!(rooms.contains("🔒 lockdown"), "{rooms}");
 
@@ -194,7 +195,7 @@ async fn a_lockdown_is_kept_across_a_restart() {
     let (dir, hs) = app.stop().await;
     let app = spawn_app_in(dir, hs, AppOptions::default()).await;
     let listed = app.say("c2", "$c2", "!knock lockdown").await;
-    assert!(listed.contains("!r:test.local") && listed.contains("left"), "{listed}");
+    assert!(listed.contains("!r:test.local") && listed.contains("GMT (2h left)"), "{listed}");
     let e = knockwarden::storage::now_ms();
     assert!(app.store.lockdowns().active(ROOM, e).unwrap().is_some());
 }
