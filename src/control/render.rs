@@ -7,7 +7,7 @@ use super::{
     lockdown::{LockdownReport, LockdownRow},
     reply::Done,
     reports::{FailedRow, ListRead, ListsReport, LogRow, PAGE, Paged, PendingRow, RoomRow, Stats},
-    targets::RoomRefusal,
+    targets::{MAX_WITHOUT_YES, RoomRefusal, VerdictOutcome},
 };
 use crate::{
     duration,
@@ -230,6 +230,17 @@ pub(super) fn human(ms: u64) -> String {
     duration::format(d)
 }
 
+/// What a verdict command came to.
+pub(super) fn verdict(outcome: VerdictOutcome, label: &dyn Fn(&str) -> String) -> Done {
+    match outcome {
+        VerdictOutcome::Queued(follow_ups) => Done { reply: None, ok: true, follow_ups },
+        VerdictOutcome::Skipped { skip, asked } => skip_alone(&skip, asked.as_ref(), label),
+        VerdictOutcome::RoomRefused(refusal) => room_refusal(&refusal),
+        VerdictOutcome::NeedsYes { verdict, named } => needs_yes(verdict, named, MAX_WITHOUT_YES),
+        VerdictOutcome::NothingPending(batch) => batch_summary(&batch, label),
+    }
+}
+
 /// Why a command's room was not found.
 pub(super) fn room_refusal(refusal: &RoomRefusal) -> Done {
     match refusal {
@@ -241,7 +252,7 @@ pub(super) fn room_refusal(refusal: &RoomRefusal) -> Done {
 }
 
 /// Why a verdict on one knock was not queued (`asked`: the room the command named).
-pub(super) fn skip_alone(skip: &Skip, asked: Option<&RoomArg>, label: &dyn Fn(&str) -> String) -> Done {
+fn skip_alone(skip: &Skip, asked: Option<&RoomArg>, label: &dyn Fn(&str) -> String) -> Done {
     let text = match skip {
         Skip::NoSuchItem { number } => {
             format!("There is no review item #{number}; !knock pending lists the open ones.")
@@ -285,7 +296,7 @@ fn skip_short(skip: &Skip, label: &dyn Fn(&str) -> String) -> String {
 }
 
 /// `all` or `from` named more knocks than are carried out without `--yes`.
-pub(super) fn needs_yes(verdict: Verdict, named: usize, max: usize) -> Done {
+fn needs_yes(verdict: Verdict, named: usize, max: usize) -> Done {
     Done::text(
         false,
         &format!(

@@ -83,7 +83,8 @@ pub async fn reaction(
     }
     tracing::info!(sender, number = item.number, ?verdict, "verdict by reaction");
     let ctx = Ctx { shared, sender, reply_to: target, by_reaction: true };
-    let done = ctx.decide(verdict, &Target::Review(item.number), None, None, None)?;
+    let outcome = ctx.decide(verdict, &Target::Review(item.number), None, None, None)?;
+    let done = render::verdict(outcome, &|r| notices::room_label(&shared.store, r));
     let mut out: Vec<Action> = done.reply.map(|r| r.reply_to(target)).into_iter().collect();
     out.extend(done.follow_ups);
     Ok(out)
@@ -159,7 +160,10 @@ impl Ctx<'_> {
 impl Ctx<'_> {
     async fn verdict_words(&self, verdict: Verdict, words: &VerdictWords, reason: bool) -> Result<Done, ActionError> {
         match words.parse(reason) {
-            Ok(args) => self.verdict(verdict, args).await,
+            Ok(args) => {
+                let outcome = self.verdict(verdict, args).await?;
+                Ok(render::verdict(outcome, &|r| notices::room_label(self.store(), r)))
+            }
             // `command::parse` read them already; kept for completeness.
             Err(e) => Ok(Done::text(false, &e)),
         }

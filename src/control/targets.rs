@@ -7,10 +7,11 @@ use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedUserId, RoomAliasId};
 
 use super::command::{RoomArg, Selector, Target};
 use super::ctx::Ctx;
+use crate::events::Verdict;
 use crate::{
     homeserver::HsError,
     runner::ActionError,
-    storage::{ReviewItem, Skip},
+    storage::{Action, Batch, ReviewItem, Skip},
 };
 
 /// A knock a moderator means.
@@ -42,6 +43,23 @@ pub(super) enum RoomRefusal {
     /// The homeserver refused to look it up.
     Refused { alias: OwnedRoomAliasId, error: HsError },
 }
+
+/// What a verdict command came to, before it is worded ([`render::verdict`]).
+pub(super) enum VerdictOutcome {
+    /// Queued (with ⏳ on a command): the reply comes when the knocks are done with.
+    Queued(Vec<Action>),
+    /// The one knock named is not pending, and why (`asked`: the room the command named).
+    Skipped { skip: Skip, asked: Option<RoomArg> },
+    /// The room named was not found.
+    RoomRefused(RoomRefusal),
+    /// `all` or `from` named more knocks than are carried out without `--yes`.
+    NeedsYes { verdict: Verdict, named: usize },
+    /// Several targets, none of them pending: the summary at once.
+    NothingPending(Batch),
+}
+
+/// `all` and `from` act on at most this many knocks without `--yes`.
+pub const MAX_WITHOUT_YES: usize = 20;
 
 /// A user that is not a user ID (`@alice:`), and why.
 pub(super) struct NotAUser(pub String);

@@ -17,8 +17,7 @@ use super::{
     command::{RoomArg, Target, VerdictArgs},
     ctx::Ctx,
     render,
-    reply::Done,
-    targets::Found,
+    targets::{Found, MAX_WITHOUT_YES, VerdictOutcome},
 };
 use crate::events::Verdict;
 use crate::{
@@ -61,20 +60,20 @@ fn resolution(change: MembershipChange, by: OwnedUserId) -> Resolution {
 impl Ctx<'_> {
     /// Carries out `approve`, `deny` or `ban`: one knock as a single verdict, several as a
     /// batch with one summary.
-    pub async fn verdict(&self, verdict: Verdict, args: VerdictArgs) -> Result<Done, ActionError> {
+    pub async fn verdict(&self, verdict: Verdict, args: VerdictArgs) -> Result<VerdictOutcome, ActionError> {
         let room = match &args.room {
             Some(r) => match self.resolve_room(r).await? {
                 Ok(id) => Some(id),
-                Err(refusal) => return Ok(render::room_refusal(&refusal)),
+                Err(refusal) => return Ok(VerdictOutcome::RoomRefused(refusal)),
             },
             None => None,
         };
         if let Some(target) = args.single() {
-            return self.decide(verdict, target, room.as_ref(), args.room.as_ref(), args.reason.clone());
+            return self.decide(verdict, target, room.as_ref(), args.room.clone(), args.reason.clone());
         }
         let selection = self.select(&args.targets, room.as_ref())?;
         if selection.wide > MAX_WITHOUT_YES && !args.yes {
-            return Ok(render::needs_yes(verdict, selection.wide, MAX_WITHOUT_YES));
+            return Ok(VerdictOutcome::NeedsYes { verdict, named: selection.wide });
         }
         let batch = Batch {
             command: self.reply_to()?,
@@ -84,15 +83,15 @@ impl Ctx<'_> {
             results: Vec::new(),
         };
         if selection.found.is_empty() {
-            return Ok(render::batch_summary(&batch, &|r| room_label(self.store(), r)));
+            return Ok(VerdictOutcome::NothingPending(batch));
         }
         tracing::info!(by = %self.sender, knocks = batch.queued, ?verdict, "bulk verdict queued");
         self.store().batches().start(&batch)?;
-        let mut follow_ups = vec![notices::react(self.reply_to, "⏳")];
+        let mut actions = vec![notices::react(self.reply_to, "⏳")];
         for found in selection.found {
-            follow_ups.push(self.act(verdict, found, args.reason.clone(), true)?);
+            actions.push(self.act(verdict, found, args.reason.clone(), true)?);
         }
-        Ok(Done { reply: None, ok: true, follow_ups })
+        Ok(VerdictOutcome::Queued(actions))
     }
 
     /// Queues a verdict on the one knock `target` names (⏳ on a command until it is done).
@@ -101,19 +100,19 @@ impl Ctx<'_> {
         verdict: Verdict,
         target: &Target,
         room: Option<&OwnedRoomId>,
-        asked: Option<&RoomArg>,
+        asked: Option<RoomArg>,
         reason: Option<String>,
-    ) -> Result<Done, ActionError> {
+    ) -> Result<VerdictOutcome, ActionError> {
         let found = match self.find(target, room)? {
             Ok(f) => f,
-            Err(skip) => return Ok(render::skip_alone(&skip, asked, &|r| room_label(self.store(), r))),
+            Err(skip) => return Ok(VerdictOutcome::Skipped { skip, asked }),
         };
-        let mut follow_ups = Vec::new();
+        let mut actions = Vec::new();
         if !self.by_reaction {
-            follow_ups.push(notices::react(self.reply_to, "⏳"));
+            actions.push(notices::react(self.reply_to, "⏳"));
         }
-        follow_ups.push(self.act(verdict, found, reason, false)?);
-        Ok(Done { reply: None, ok: true, follow_ups })
+        actions.push(self.act(verdict, found, reason, false)?);
+        Ok(VerdictOutcome::Queued(actions))
     }
 
     /// The action that carries out a verdict on one knock, in its knocker's lane.
@@ -147,9 +146,6 @@ impl Ctx<'_> {
         OwnedEventId::try_from(self.reply_to).map_err(|e| ActionError::Permanent(e.to_string()))
     }
 }
-
-/// `all` and `from` act on at most this many knocks without `--yes`.
-pub const MAX_WITHOUT_YES: usize = 20;
 
 /// What came of a moderator's verdict.
 pub enum Finished {

@@ -13,12 +13,12 @@ async fn app() -> TestApp {
 /// `n` knocks, by `@u1..@un` on `server` (from review item `first` on); waits for their
 /// review notices.
 async fn knocks(app: &TestApp, txn: &str, server: &str, users: std::ops::RangeInclusive<u32>) {
-    for i in users.clone() {
+    let expected = app.store.reviews().all().unwrap().len() as u64 + users.clone().count() as u64;
+    for i in users {
         let user = format!("@u{i}:{server}");
         app.knock_on(&format!("{txn}-{i}"), &format!("$k-{server}-{i}"), &user, Some("let me in")).await;
     }
-    let count = app.store.reviews().all().unwrap().len() as u64;
-    app.review_notice(count).await;
+    app.review_notice(expected).await;
 }
 
 fn users_in(app: &TestApp, verb: &str) -> Vec<String> {
