@@ -285,3 +285,21 @@ async fn review_notices_may_mention_the_room() {
     let n = sent.iter().find(|r| r.body["body"].as_str().is_some_and(|b| b.starts_with("#1 "))).unwrap();
     assert_eq!(n.body["m.mentions"], json!({"room": true}));
 }
+
+#[tokio::test]
+async fn all_in_a_room_leaves_the_other_rooms_alone() {
+    const OTHER: &str = "!other:test.local";
+    let policy =
+        "rooms: \"*\"\ndefault: review\nrules:\n  - {name: spam, when: {reason: {contains: [casino]}}, action: ban}\n";
+    let app = start_with(tempfile::tempdir().unwrap(), homeserver().await, "", policy).await;
+    knocks(&app, "a", "elsewhere.example", 1..=2).await;
+    app.homeserver.set_knocking(OTHER, "@o:elsewhere.example", "$o");
+    app.push("o", vec![crate::helpers::knock_event("$o", OTHER, "@o:elsewhere.example", None)]).await;
+    app.review_notice(3).await;
+
+    let reply = app.say("c1", "$c1", &format!("!knock deny all {ROOM} not now")).await;
+    assert!(reply.starts_with("Denied: 2 kicked, 0 not pending, 0 failed."), "{reply}");
+    assert_eq!(users_in(&app, "kick"), ["@u1:elsewhere.example", "@u2:elsewhere.example"]);
+    let open: Vec<String> = app.store.reviews().open().unwrap().iter().map(|i| i.user_id.to_string()).collect();
+    assert_eq!(open, ["@o:elsewhere.example"], "the knock on the other room is still pending");
+}
