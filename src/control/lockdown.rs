@@ -93,17 +93,11 @@ impl Ctx<'_> {
         }
     }
 
-    /// The rooms knockwarden manages: those the bot is in, but for the control room and the
-    /// ban lists.
+    /// The rooms knockwarden manages ([`super::reports::managed_rooms`]), as room IDs.
     fn managed_rooms(&self) -> Result<Vec<ruma::OwnedRoomId>, ActionError> {
         let control = self.shared.control_room_id();
-        Ok(self
-            .store()
-            .rooms()
-            .joined()?
-            .into_iter()
-            .filter(|r| control.as_deref().is_none_or(|c| c.as_str() != r) && !self.shared.lists.is_list_room(r))
-            .filter_map(|r| ruma::OwnedRoomId::try_from(r).ok())
-            .collect())
+        let rooms =
+            super::reports::managed_rooms(self.store(), control.as_deref().map(|c| c.as_str()), &self.shared.lists)?;
+        Ok(rooms.into_iter().filter_map(|r| ruma::OwnedRoomId::try_from(r).ok()).collect())
     }
 }

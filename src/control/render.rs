@@ -14,7 +14,7 @@ use crate::{
     events::Verdict,
     homeserver::MembershipChange,
     notices::{self, Msg},
-    storage::{Batch, BatchItem, ItemResult, LockdownCause, Outcome, Skip},
+    storage::{Batch, BatchItem, ItemResult, Outcome, Skip},
 };
 
 /// `!knock pending`.
@@ -363,14 +363,8 @@ pub(super) fn lockdown(report: &LockdownReport, now: u64) -> Done {
             let mut m = Msg::new();
             m.bold(&format!("{} room(s) in lockdown", rows.len()));
             for r in rows {
-                let by = match &r.lockdown.cause {
-                    LockdownCause::Moderator { user_id } => format!("by {user_id}"),
-                    LockdownCause::Rule { policy, rule } => format!("by rule {rule} of policy {policy}"),
-                };
-                m.line()
-                    .text("🔒 ")
-                    .bold(&r.room)
-                    .text(&format!(" · ends {} · {by}", crate::lockdown::ends(&r.lockdown, now)));
+                let (ends, by) = (crate::lockdown::ends(&r.lockdown, now), &r.lockdown.cause);
+                m.line().text("🔒 ").bold(&r.room).text(&format!(" · ends {ends} · {by}"));
             }
             Done::ok(m)
         }

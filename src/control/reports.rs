@@ -92,14 +92,19 @@ pub struct RoomsView<'a> {
     pub lists: &'a Lists,
 }
 
-/// `!knock rooms`: the rooms the bot manages (not the control room, not ban lists).
+/// The rooms the bot manages: those it is joined to, but for the control room and the ban
+/// lists (`!knock rooms`, `!knock lockdown all`).
+pub fn managed_rooms(store: &Store, control_room: Option<&str>, lists: &Lists) -> Result<Vec<String>, StoreError> {
+    let mut rooms = store.rooms().joined()?;
+    rooms.retain(|r| Some(r.as_str()) != control_room && !lists.is_list_room(r));
+    Ok(rooms)
+}
+
+/// `!knock rooms`: the rooms the bot manages.
 pub fn rooms(store: &Store, view: &RoomsView, now: u64) -> Result<Vec<RoomRow>, StoreError> {
     let open = store.reviews().open()?;
     let mut out = Vec::new();
-    for room in store.rooms().joined()? {
-        if Some(room.as_str()) == view.control_room || view.lists.is_list_room(&room) {
-            continue;
-        }
+    for room in managed_rooms(store, view.control_room, view.lists)? {
         let rec = store.rooms().get(&room)?.unwrap_or_default();
         let pl = rec.power_levels.as_ref();
         let have = power::user_level(pl, &rec.creators, view.bot);

@@ -146,6 +146,14 @@ impl Ctx<'_> {
     pub fn select(&self, targets: &[Selector], room: Option<&OwnedRoomId>) -> Result<Selection, ActionError> {
         let mut selection = Selection { found: Vec::new(), skipped: Vec::new(), wide: 0 };
         let in_room = |item: &ReviewItem| room.is_none_or(|r| *r == item.room_id);
+        // The open items in the room, read once for every range, `all` and `from`.
+        let open: Vec<ReviewItem> = match targets.iter().all(|t| matches!(t, Selector::One(_))) {
+            true => Vec::new(),
+            false => self.store().reviews().open()?.into_iter().filter(in_room).collect(),
+        };
+        let found = |keep: &dyn Fn(&ReviewItem) -> bool| -> Vec<Found> {
+            open.iter().filter(|i| keep(i)).cloned().map(Found::of).collect()
+        };
         for target in targets {
             match target {
                 Selector::One(t) => match self.find(t, room)? {
@@ -161,23 +169,15 @@ impl Ctx<'_> {
                     }
                 }
                 Selector::Range { first, last } => {
-                    let open = self.store().reviews().open()?;
-                    let items = open.into_iter().filter(|i| (*first..=*last).contains(&i.number) && in_room(i));
-                    selection.found.extend(items.map(Found::of));
+                    selection.found.extend(found(&|i| (*first..=*last).contains(&i.number)));
                 }
                 Selector::All => {
-                    let items: Vec<Found> =
-                        self.store().reviews().open()?.into_iter().filter(in_room).map(Found::of).collect();
+                    let items = found(&|_| true);
                     selection.wide += items.len();
                     selection.found.extend(items);
                 }
                 Selector::From(server) => {
-                    let open = self.store().reviews().open()?;
-                    let items: Vec<Found> = open
-                        .into_iter()
-                        .filter(|i| i.user_id.server_name() == server && in_room(i))
-                        .map(Found::of)
-                        .collect();
+                    let items = found(&|i| i.user_id.server_name() == server);
                     selection.wide += items.len();
                     selection.found.extend(items);
                 }

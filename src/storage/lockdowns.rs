@@ -18,6 +18,16 @@ pub enum LockdownCause {
     Rule { policy: String, rule: String },
 }
 
+impl std::fmt::Display for LockdownCause {
+    /// Who or what, as notices say it: `by @mod:example.org`, `by rule wave of policy lobby`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LockdownCause::Moderator { user_id } => write!(f, "by {user_id}"),
+            LockdownCause::Rule { policy, rule } => write!(f, "by rule {rule} of policy {policy}"),
+        }
+    }
+}
+
 /// One room's lockdown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lockdown {
